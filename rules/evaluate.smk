@@ -1,0 +1,15 @@
+rule evaluate_ranking:
+    input:
+        codes=f"results/codes/{CELL}.parquet",
+        split="results/splits/{dataset}/{protocol}/split{seed}.parquet",
+    output:
+        f"results/metrics/{CELL}/{{ranking}}.json",
+    params:
+        cell=cell_json,
+    log:
+        f"results/logs/evaluate_ranking/{CELL}/{{ranking}}.log",
+    conda:
+        "../envs/rshash.yaml"
+    shell:
+        "rshash evaluate --codes {input.codes} --split {input.split} "
+        "--ranking {wildcards.ranking} --cell {params.cell:q} --out {output} > {log} 2>&1"

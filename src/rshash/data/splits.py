@@ -1,0 +1,73 @@
+"""Seeded, stratified splits of a manifest under a protocol preset.
+
+``splits/{dataset}/{protocol}/split{seed}.parquet``: image_id, role in
+{train, val, query, database}, one row per role, and ``db_order``: for
+database rows a seeded permutation 0..n_db-1 that breaks distance ties
+(never class-sorted order, which would leak labels into ties); -1 elsewhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rshash import RshashError
+from rshash.codes import atomic_write
+
+ROLES = ("train", "val", "query", "database")
+
+
+def make_split(manifest: pd.DataFrame, protocol: dict, seed: int,
+               name: str = "protocol") -> pd.DataFrame:
+    """Split per class: ``train_fraction`` of each class trains, the rest queries.
+
+    ``database`` is ``train`` (the train part) or ``query`` (the query part
+    itself; with ``leave_one_out`` evaluation removes each query from it).
+    ``val_fraction`` carves a validation part out of the train part for
+    training-only model selection; it stays in the database.
+    """
+    frac = float(protocol["train_fraction"])
+    val_frac = float(protocol.get("val_fraction") or 0.0)
+    database = protocol.get("database", "train")
+    rng = np.random.default_rng(seed)
+    train, val, query = [], [], []
+    for class_name, group in manifest.groupby("label", sort=True):
+        ids = group.image_id.to_numpy()
+        n_train = int(round(frac * len(ids)))
+        if n_train < 1 or n_train >= len(ids):
+            raise RshashError(
+                f"protocols.{name}: class '{group.class_name.iloc[0]}' has {len(ids)} images, "
+                f"too few for train_fraction {frac} (needs at least one train and one query)")
+        perm = rng.permutation(ids)
+        n_val = int(round(val_frac * n_train))
+        train.extend(perm[: n_train - n_val])
+        val.extend(perm[n_train - n_val: n_train])
+        query.extend(perm[n_train:])
+    if database == "train":
+        db = train + val
+    elif database == "query":
+        db = list(query)
+    else:
+        raise RshashError(f"protocols.{name}.database: must be 'train' or 'query', got {database!r}")
+    db_order = rng.permutation(len(db))
+    frames = [
+        pd.DataFrame({"image_id": ids, "role": role, "db_order": -1})
+        for role, ids in (("train", train), ("val", val), ("query", query))
+    ]
+    frames.append(pd.DataFrame({"image_id": db, "role": "database", "db_order": db_order}))
+    split = pd.concat(frames, ignore_index=True)
+    split["db_order"] = split.db_order.astype("int64")
+    return split
+
+
+def write_split(split: pd.DataFrame, path: str | Path) -> None:
+    atomic_write(path, lambda tmp: split.to_parquet(tmp, index=False))
+
+
+def read_split(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise RshashError(f"split file not found: {path}")
+    return pd.read_parquet(path)

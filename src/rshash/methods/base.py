@@ -1,0 +1,97 @@
+"""What every hashing method provides."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rshash import RshashError
+from rshash.codes import atomic_write, check_bits
+
+
+@dataclass
+class Encoded:
+    """A method's output for a batch of feature vectors."""
+
+    bits: np.ndarray  # (n, bits) uint8 0/1
+    value: np.ndarray  # (n, bits) float32, the pre-binarization output
+    class_prob: np.ndarray | None = None
+    predicted_label: np.ndarray | None = None
+
+
+class HashMethod:
+    """Base class. Subclasses set ``name`` and ``supervised`` and implement
+    ``_fit``, ``encode`` and the ``state``/``load_state`` pair (numpy arrays)."""
+
+    name = "base"
+    supervised = False
+
+    def __init__(self, bits: int, seed: int = 0, threads: int = 1, **params):
+        self.bits = check_bits(bits)
+        self.seed = int(seed)
+        self.threads = int(threads)
+        known = {k for k in inspect.signature(self.configure).parameters}
+        unknown = set(params) - known
+        if unknown:
+            raise RshashError(f"method '{self.name}': unknown parameter(s) "
+                              f"{', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+        self.params = params
+        self.configure(**params)
+
+    def configure(self, **params) -> None:
+        """Take the method's own parameters (keyword arguments with defaults)."""
+
+    def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> "HashMethod":
+        X = np.asarray(X, dtype=np.float32)
+        if self.supervised and y is None:
+            raise RshashError(f"method '{self.name}' is supervised: labels are required")
+        self._fit(X, None if y is None else np.asarray(y, dtype=np.int64))
+        return self
+
+    def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
+        raise NotImplementedError
+
+    def encode(self, X: np.ndarray) -> Encoded:
+        raise NotImplementedError
+
+    def state(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def save(self, path: str | Path, extra: dict | None = None) -> None:
+        """Save as .npz (arrays + a JSON header): loads without pickle or torch."""
+        header = {"method": self.name, "bits": self.bits, "seed": self.seed,
+                  "params": self.params, **(extra or {})}
+        arrays = {f"state/{k}": np.asarray(v) for k, v in self.state().items()}
+
+        def write(tmp):
+            with open(tmp, "wb") as fh:
+                np.savez(fh, header=np.array(json.dumps(header, sort_keys=True)), **arrays)
+
+        atomic_write(path, write)
+
+
+def load_model(path: str | Path) -> tuple[HashMethod, dict]:
+    """Rebuild a saved method; returns (method, header)."""
+    from rshash.methods import build
+
+    path = Path(path)
+    if not path.exists():
+        raise RshashError(f"model file not found: {path}")
+    with np.load(path, allow_pickle=False) as z:
+        header = json.loads(str(z["header"]))
+        state = {k[len("state/"):]: z[k] for k in z.files if k.startswith("state/")}
+    method = build(header["method"], header["bits"], header["seed"], **header["params"])
+    method.load_state(state)
+    return method, header
+
+
+def sign_bits(value: np.ndarray, threshold: float = 0.0) -> np.ndarray:
+    """1 where value > threshold, else 0."""
+    return (np.asarray(value) > threshold).astype(np.uint8)

@@ -1,0 +1,152 @@
+"""MiLaN / MHCLN: metric-learning based hashing (Roy et al., IGARSS 2018).
+
+An MLP 1024-512-K with LeakyReLU and a sigmoid output is trained on
+frozen features with three losses (paper eq. 1-4, reductions as in the
+authors' released code):
+
+* triplet loss with margin ``margin`` on squared Euclidean distances of the
+  L2-normalised sigmoid outputs, averaged over the mini-batch;
+* a push term ``-push / K * mean_i ||f_i - 0.5||^2`` driving outputs to 0 or 1;
+* a bit-balance term ``balance * mean_i (mean_k f_ik - 0.5)^2``.
+
+Mini-batches follow the released code: each step draws one anchor class
+and one negative class and ``triplets_per_batch`` anchors, positives and
+negatives from them (``sampling: class_pair``); ``sampling: random`` draws
+every triplet independently. Codes are ``f > 0.5``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rshash import RshashError
+from rshash.methods.base import Encoded, HashMethod, sign_bits
+
+
+def milan_loss(f_a, f_p, f_n, f_all, margin: float, push: float, balance: float,
+               normalize: bool = True):
+    """The MiLaN objective for one mini-batch of sigmoid outputs (torch tensors)."""
+    import torch
+    import torch.nn.functional as F
+
+    if normalize:
+        e_a, e_p, e_n = (F.normalize(t, dim=1, eps=1e-10) for t in (f_a, f_p, f_n))
+    else:
+        e_a, e_p, e_n = f_a, f_p, f_n
+    pos = (e_a - e_p).pow(2).sum(1)
+    neg = (e_a - e_n).pow(2).sum(1)
+    metric = torch.clamp(pos - neg + margin, min=0).mean()
+    k = f_all.shape[1]
+    push_term = (f_all - 0.5).pow(2).sum(1).mean() / k
+    balance_term = (f_all.mean(1) - 0.5).pow(2).mean()
+    return metric - push * push_term + balance * balance_term
+
+
+class MiLaN(HashMethod):
+    name = "milan"
+    supervised = True
+
+    def configure(self, iterations: int = 10000, triplets_per_batch: int = 30,
+                  lr: float = 1e-4, betas: tuple = (0.5, 0.9), margin: float = 0.2,
+                  push: float = 0.001, balance: float = 1.0, leaky_slope: float = 0.2,
+                  hidden: tuple = (1024, 512), sampling: str = "class_pair",
+                  input_norm: str = "none"):
+        if sampling not in ("class_pair", "random"):
+            raise RshashError(f"milan.sampling must be 'class_pair' or 'random', got {sampling!r}")
+        if input_norm not in ("none", "l2", "standardize"):
+            raise RshashError("milan.input_norm must be 'none', 'l2' or 'standardize', "
+                              f"got {input_norm!r}")
+        self.iterations, self.m = int(iterations), int(triplets_per_batch)
+        self.lr, self.betas = float(lr), tuple(float(b) for b in betas)
+        self.margin, self.push, self.balance = float(margin), float(push), float(balance)
+        self.leaky_slope, self.hidden = float(leaky_slope), tuple(int(h) for h in hidden)
+        self.sampling, self.input_norm = sampling, input_norm
+
+    # -- input normalisation, fitted on the train part only --------------------------
+    def _norm_fit(self, X):
+        self.mu = X.mean(0) if self.input_norm == "standardize" else np.zeros(X.shape[1], np.float32)
+        self.sd = X.std(0) + 1e-6 if self.input_norm == "standardize" else np.ones(X.shape[1], np.float32)
+
+    def _norm(self, X):
+        X = (np.asarray(X, np.float32) - self.mu) / self.sd
+        if self.input_norm == "l2":
+            X = X / (np.linalg.norm(X, axis=1, keepdims=True) + 1e-12)
+        return X.astype(np.float32)
+
+    def _network(self, d_in: int):
+        import torch.nn as nn
+
+        layers, width = [], d_in
+        for h in self.hidden:
+            layers += [nn.Linear(width, h), nn.LeakyReLU(self.leaky_slope)]
+            width = h
+        layers += [nn.Linear(width, self.bits), nn.Sigmoid()]
+        return nn.Sequential(*layers)
+
+    def _sample(self, rng, groups):
+        """Indices of ``m`` anchors, positives and negatives (see module docstring)."""
+        order, starts, counts = groups
+        m = self.m
+        if self.sampling == "class_pair":
+            c_pos, c_neg = rng.choice(len(counts), size=2, replace=False)
+            take = rng.choice(counts[c_pos], size=2 * m, replace=counts[c_pos] < 2 * m)
+            neg = rng.choice(counts[c_neg], size=m, replace=counts[c_neg] < m)
+            pos = order[starts[c_pos] + take]
+            return pos[:m], pos[m:], order[starts[c_neg] + neg]
+        # independent triplets: anchor uniform; positive uniform among the other
+        # members of its class; negative uniform among the other classes' images
+        a = rng.integers(0, len(order), size=m)
+        c = np.searchsorted(starts, a, side="right") - 1
+        r = rng.integers(0, counts[c] - 1)
+        p = starts[c] + r + (starts[c] + r >= a)
+        r = rng.integers(0, len(order) - counts[c])
+        n = np.where(r < starts[c], r, r + counts[c])
+        return order[a], order[p], order[n]
+
+    def _fit(self, X, y):
+        import torch
+
+        torch.set_num_threads(self.threads)
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        classes, counts = np.unique(y, return_counts=True)
+        if len(classes) < 2 or counts.min() < 2:
+            raise RshashError("milan needs at least two classes with two or more train "
+                              "images each")
+        groups = (np.argsort(y, kind="stable"), np.concatenate([[0], np.cumsum(counts)[:-1]]),
+                  counts)
+        self._norm_fit(X)
+        Xt = torch.from_numpy(self._norm(X))
+        self.net = self._network(X.shape[1])
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, betas=self.betas)
+        self.net.train()
+        for _ in range(self.iterations):
+            a, p, n = self._sample(rng, groups)
+            out = self.net(Xt[np.concatenate([a, p, n])])
+            f_a, f_p, f_n = out.split(self.m)
+            loss = milan_loss(f_a, f_p, f_n, out, self.margin, self.push, self.balance)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        self.net.eval()
+
+    def encode(self, X):
+        import torch
+
+        torch.set_num_threads(self.threads)
+        with torch.inference_mode():
+            value = self.net(torch.from_numpy(self._norm(X))).numpy().astype(np.float32)
+        return Encoded(bits=sign_bits(value, 0.5), value=value)
+
+    def state(self):
+        sd = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
+        return {"mu": self.mu, "sd": self.sd, **sd}
+
+    def load_state(self, state):
+        import torch
+
+        self.mu, self.sd = state["mu"], state["sd"]
+        self.net = self._network(self.mu.shape[0])
+        self.net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in state.items()
+                                  if k.startswith("net.")})
+        self.net.eval()

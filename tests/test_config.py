@@ -1,0 +1,92 @@
+"""config.yaml is validated before any job runs, with the offending key named."""
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from rshash import RshashError
+from rshash.config import experiment_cells, validate
+
+
+@pytest.fixture
+def config(repo):
+    return yaml.safe_load((repo / "config.yaml").read_text())
+
+
+@pytest.fixture
+def schema(repo):
+    return repo / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def test_shipped_config_is_valid(config, schema):
+    validate(config, schema)
+    cells = experiment_cells(config, "ucmd")
+    assert len(cells) == 3 * 2 * 3  # methods x bits x seeds
+    assert len(experiment_cells(config, "demo")) == 3 * 2 * 2
+
+
+BAD = [
+    (lambda c: c["experiments"]["demo"].update(bits=[12]), r"experiments\.demo\.bits\[0\]"),
+    (lambda c: c["experiments"]["demo"].update(bits=[0]), r"experiments\.demo\.bits\[0\]"),
+    (lambda c: c["experiments"]["demo"].update(bits=["32"]), r"experiments\.demo\.bits\[0\]"),
+    (lambda c: c["experiments"]["demo"].update(methods=["nope"]),
+     r"experiments\.demo\.methods\[0\]: 'nope' is not defined under 'variants'"),
+    (lambda c: c["experiments"]["demo"].update(datasets=["nope"]),
+     r"experiments\.demo\.datasets\[0\]: 'nope'"),
+    (lambda c: c["experiments"]["demo"].update(protocols=["nope"]),
+     r"experiments\.demo\.protocols\[0\]: 'nope'"),
+    (lambda c: c["experiments"]["demo"].update(backbones=["alexnet"]),
+     r"experiments\.demo\.backbones\[0\]: 'alexnet'"),
+    (lambda c: c["backbones"].update(alexnet={}), r"backbones: .*'alexnet'"),
+    (lambda c: c["variants"].update(foo={"method": "dmch2"}), r"variants\.foo\.method"),
+    (lambda c: c["protocols"]["dmch_60_40"].update(train_fraction=1.5),
+     r"protocols\.dmch_60_40\.train_fraction"),
+    (lambda c: c["protocols"]["dmch_60_40"].update(database="all"),
+     r"protocols\.dmch_60_40\.database"),
+    (lambda c: c["experiments"]["demo"].update(seeds=[7]), r"experiments\.demo\.seeds"),
+    (lambda c: c["experiments"]["demo"].update(rankings=["cosine"]),
+     r"experiments\.demo\.rankings\[0\]"),
+    (lambda c: c.update(skip_unreadable="yes"), r"skip_unreadable"),
+    (lambda c: c.update(colour="blue"), r"unknown key.*colour"),
+]
+
+
+@pytest.mark.parametrize("mutate,pattern", BAD)
+def test_bad_config_is_rejected_naming_the_key(config, schema, mutate, pattern):
+    bad = copy.deepcopy(config)
+    mutate(bad)
+    with pytest.raises(RshashError, match=pattern):
+        validate(bad, schema)
+
+
+def test_snakemake_stops_on_bad_config_before_any_job(repo, tmp_path):
+    """The workflow reports the message once and plans nothing."""
+    cfg = yaml.safe_load((repo / "config.yaml").read_text())
+    cfg["experiments"]["demo"]["bits"] = [12]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(bad),
+         "--directory", str(tmp_path), "--snakefile", str(repo / "Snakefile"),
+         "results/tables/demo.csv"],
+        capture_output=True, text=True, timeout=120)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert "experiments.demo.bits[0]: 12 is not a multiple of 8" in text
+    assert "Job stats" not in text
+
+
+def test_missing_data_directory_is_one_clear_message(repo, tmp_path):
+    env = {**__import__("os").environ, "RSHASH_DATA_DIR": str(tmp_path / "nowhere")}
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "results/tables/ucmd.csv", "-n",
+         "--directory", str(tmp_path), "--snakefile", str(repo / "Snakefile"),
+         "--configfile", str(repo / "config.yaml")],
+        capture_output=True, text=True, timeout=120, env=env)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert f"dataset 'ucmd': data directory {tmp_path / 'nowhere'} does not exist" in text
+    assert "RSHASH_DATA_DIR" in text and "Job stats" not in text
