@@ -17,9 +17,9 @@ try:
 except RshashError as err:
     raise WorkflowError(str(err)) from None
 
-# Jobs call the `rshash` command of the Python environment running snakemake
-# (a conda env from --sdm conda puts its own first).
-os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+# Jobs call the `rshash` command found on PATH (an activated venv, or the env
+# that --sdm conda activates), else the one beside the Python running snakemake.
+shell.prefix(f'set -euo pipefail; export PATH="$PATH:{os.path.dirname(sys.executable)}"; ')
 
 CELL = "{dataset}/{backbone}/{protocol}/{method}/{bits}/split{seed}"
 DEVICE = config.get("device", "auto")
