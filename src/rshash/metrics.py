@@ -1,10 +1,44 @@
-"""Retrieval metrics from a ranked relevance matrix (numpy only).
+"""Retrieval metrics (numpy only).
 
+Inputs
+------
 ``rel`` is (nq, ndb) bool: ``rel[i, j]`` says the j-th ranked database item
 shares query i's label. ``n_relevant`` (nq,) counts the relevant items in
 the whole database for each query (it may exceed ``rel[i].sum()`` when the
 ranking is truncated). Per-query functions return float64 (nq,) arrays; a
-cut-off ``k`` larger than ``ndb`` is clamped to ``ndb``.
+cut-off ``k`` larger than ``ndb`` is clamped to ``ndb``. Ranks are 1-based.
+
+Definitions
+-----------
+* Hit precision at rank n: (relevant items in ranks 1..n) / n, taken only at
+  the ranks n that hold a relevant item.
+* ``map_all`` (AP@all): sum of the hit precisions over the whole ranking,
+  divided by ALL relevant items in the database (``n_relevant``), so
+  relevant items missing from a truncated ranking count as misses.
+* ``map_at_{k}`` (AP@k, MiLaN code): sum of the hit precisions in the top k,
+  divided by the relevant items RETRIEVED in the top k (not by k, not by
+  ``n_relevant``).
+* A query with no relevant item (``n_relevant`` 0, or none in the top k for
+  AP@k) has AP 0. Recall with no relevant item is 0.
+* ``p_at_{k}`` = relevant in top k / k; ``r_at_{k}`` = relevant in top k /
+  ``n_relevant``.
+* ``anmrr`` (MPEG-7): for a query with NG = ``n_relevant`` relevant items,
+  K = min(4 NG, 2 GTM) with GTM the largest NG over ALL queries of the
+  evaluation; Rank(k) is the rank of the k-th relevant item when <= K, else
+  1.25 K (also for relevant items beyond the supplied ranking);
+  AVR = sum_k Rank(k) / NG; MRR = AVR - 0.5 - NG/2;
+  NMRR = MRR / (1.25 K - 0.5 - NG/2), in [0, 1]; ANMRR is the mean NMRR,
+  lower is better. A query with NG = 0 gets NMRR 1.0 (the worst value).
+* ``pr_hamming`` / ``p_hamming_r2``: at Hamming radius r, the retrieved set
+  is every database item with distance <= r (unranked, ties all included).
+  Precision = relevant retrieved / retrieved, 0 when nothing is retrieved;
+  recall = relevant retrieved / all relevant, 0 when there is no relevant
+  item. ``p_hamming_r2`` is the precision at radius min(2, bits).
+* ``acc_query``: share of queries whose predicted label equals the true one;
+  ``acc_retrieved_at_{k}``: per query, share of its top-k retrieved items
+  whose predicted label equals their own true label (DHCNN).
+* ``rotation_top3``: per query, share of its three rotated copies (90, 180,
+  270 degrees, appended to the database) found in its top 3.
 """
 
 from __future__ import annotations
@@ -13,6 +47,8 @@ import numpy as np
 
 KS = (5, 10, 20, 50, 100)
 MAP_CUTOFFS = (20,)
+CURVE_KS = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 150, 200, 300, 400, 500,
+            750, 1000)
 
 
 def _check_k(k: int, rel: np.ndarray) -> int:
@@ -74,3 +110,141 @@ def compute(rel: np.ndarray, n_relevant: np.ndarray, map_cutoffs=MAP_CUTOFFS,
     """Means over queries: ``map_all``, ``map_at_{k}``, ``p_at_{k}``, ``r_at_{k}``."""
     values = per_query(rel, n_relevant, map_cutoffs, ks)
     return {name: float(v.mean()) for name, v in values.items()}
+
+
+def precision_recall_curves(rel: np.ndarray, n_relevant: np.ndarray, ks=CURVE_KS
+                            ) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """P@k and R@k curves: ``(ks_used, precision, recall)``.
+
+    Each k is clamped to ``ndb`` and duplicates are dropped (so every k above
+    ``ndb`` collapses to a single ``ndb`` point); ``ks_used`` is ascending.
+    ``precision`` and ``recall`` are (nq, len(ks_used)) with the same values
+    as :func:`precision_at` / :func:`recall_at`.
+    """
+    rel = np.asarray(rel, dtype=bool)
+    used = sorted({_check_k(k, rel) for k in ks})
+    if not used:
+        raise ValueError("no cut-off given")
+    idx = np.asarray(used) - 1
+    hits = np.cumsum(rel[:, :used[-1]], axis=1, dtype=np.int64)[:, idx]
+    precision = hits / np.asarray(used, dtype=np.float64)
+    recall = _safe_divide(hits, np.broadcast_to(
+        np.asarray(n_relevant, dtype=np.float64)[:, None], hits.shape))
+    return used, precision, recall
+
+
+def nmrr(rel: np.ndarray, n_relevant: np.ndarray, gtm: int) -> np.ndarray:
+    """Per-query normalized modified retrieval rank (MPEG-7), lower is better.
+
+    ``gtm`` is the largest ``n_relevant`` over all queries of the evaluation
+    (passed in because evaluation runs in query blocks). Relevant items not
+    within the first K ranks, including those beyond ``rel``'s columns,
+    get rank 1.25 K. A query with no relevant item gets 1.0 (worst).
+    """
+    rel = np.asarray(rel, dtype=bool)
+    ng = np.asarray(n_relevant, dtype=np.int64)
+    if ng.shape != (rel.shape[0],):
+        raise ValueError(f"n_relevant shape {ng.shape} does not match {rel.shape[0]} queries")
+    if ng.size and ng.max() > gtm:
+        raise ValueError(f"gtm {gtm} is below the largest n_relevant {ng.max()}")
+    k_cap = np.minimum(4 * ng, 2 * int(gtm))
+    width = min(rel.shape[1], int(k_cap.max(initial=0)))
+    positions = np.arange(1, width + 1)
+    within = rel[:, :width] & (positions <= k_cap[:, None])
+    n_within = within.sum(1)
+    if (n_within > ng).any():
+        raise ValueError("rel holds more relevant items than n_relevant")
+    rank_sum = (within * positions).sum(1) + (ng - n_within) * 1.25 * k_cap
+    out = np.ones(len(ng))
+    ok = ng > 0
+    avr = rank_sum[ok] / ng[ok]
+    mrr = avr - 0.5 - ng[ok] / 2
+    out[ok] = mrr / (1.25 * k_cap[ok] - 0.5 - ng[ok] / 2)
+    return out
+
+
+def hamming_pr(distances: np.ndarray, same_label: np.ndarray, bits: int,
+               block_elements: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall at each Hamming radius r = 0..bits, per query.
+
+    ``distances`` (nq, ndb) integer Hamming distances in any order and
+    ``same_label`` (nq, ndb) bool aligned with them. Items with distance
+    <= r are retrieved. Returns ``(precision, recall)``, each (nq, bits + 1);
+    precision is 0 when nothing is retrieved, recall 0 when nothing is
+    relevant. Counts per (query, distance) with ``np.bincount``, about
+    ``block_elements`` entries at a time.
+    """
+    distances = np.asarray(distances)
+    same_label = np.asarray(same_label, dtype=bool)
+    if distances.shape != same_label.shape or distances.ndim != 2:
+        raise ValueError(f"shapes differ: {distances.shape} vs {same_label.shape}")
+    nq, ndb = distances.shape
+    nb = int(bits) + 1
+    if distances.size and (distances.min() < 0 or distances.max() > bits):
+        raise ValueError(f"distances must lie in 0..{bits}")
+    counts = np.zeros((nq, nb), dtype=np.int64)
+    relevant = np.zeros((nq, nb), dtype=np.int64)
+    step = max(1, block_elements // max(ndb, 1))
+    for start in range(0, nq, step):
+        d = distances[start:start + step].astype(np.int64)
+        m = len(d)
+        flat = (np.arange(m)[:, None] * nb + d).ravel()
+        counts[start:start + m] = np.bincount(flat, minlength=m * nb).reshape(m, nb)
+        relevant[start:start + m] = np.bincount(
+            flat[same_label[start:start + m].ravel()], minlength=m * nb).reshape(m, nb)
+    retrieved = np.cumsum(counts, axis=1)
+    hits = np.cumsum(relevant, axis=1)
+    precision = _safe_divide(hits, retrieved)
+    recall = _safe_divide(hits, np.broadcast_to(hits[:, -1:], hits.shape))
+    return precision, recall
+
+
+def retrieved_accuracy_at(ranked_predicted: np.ndarray, ranked_true: np.ndarray,
+                          k: int) -> np.ndarray:
+    """Per query, share of the top k retrieved items whose predicted label is their true label.
+
+    Both inputs are (nq, ndb) labels of the database items in ranked order.
+    """
+    ranked_predicted = np.asarray(ranked_predicted)
+    ranked_true = np.asarray(ranked_true)
+    if ranked_predicted.shape != ranked_true.shape or ranked_true.ndim != 2:
+        raise ValueError(f"shapes differ: {ranked_predicted.shape} vs {ranked_true.shape}")
+    k = _check_k(k, ranked_true)
+    return (ranked_predicted[:, :k] == ranked_true[:, :k]).mean(1)
+
+
+def accuracy(predicted: np.ndarray, true: np.ndarray) -> float:
+    """Share of predicted labels equal to the true ones."""
+    predicted, true = np.asarray(predicted), np.asarray(true)
+    if predicted.shape != true.shape or true.size == 0:
+        raise ValueError(f"need two equal, non-empty shapes, got {predicted.shape}, {true.shape}")
+    return float((predicted == true).mean())
+
+
+def per_class_mean(values: np.ndarray, labels: np.ndarray) -> dict[int, float]:
+    """Mean of a per-query metric over the queries of each class, keyed by class label."""
+    values = np.asarray(values, dtype=np.float64)
+    labels = np.asarray(labels)
+    if values.shape != labels.shape or values.ndim != 1:
+        raise ValueError(f"need two equal 1-d shapes, got {values.shape}, {labels.shape}")
+    classes, inverse = np.unique(labels, return_inverse=True)
+    sums = np.bincount(inverse, weights=values, minlength=len(classes))
+    sizes = np.bincount(inverse, minlength=len(classes))
+    return {int(c): float(s / n) for c, s, n in zip(classes, sums, sizes)}
+
+
+def rotation_top3(ranked_ids: np.ndarray, rotated_ids: np.ndarray) -> np.ndarray:
+    """Per query, share of its three rotated copies among its first 3 ranked items.
+
+    ``ranked_ids`` (nq, >= 3) database indices in ranked order (database
+    augmented with the copies); ``rotated_ids`` (nq, 3) the indices of the
+    query's 90/180/270-degree copies. Values in {0, 1/3, 2/3, 1}.
+    """
+    ranked_ids = np.asarray(ranked_ids)
+    rotated_ids = np.asarray(rotated_ids)
+    if ranked_ids.ndim != 2 or ranked_ids.shape[1] < 3:
+        raise ValueError(f"ranked_ids must be (nq, >= 3), got {ranked_ids.shape}")
+    if rotated_ids.shape != (ranked_ids.shape[0], 3):
+        raise ValueError(f"rotated_ids must be ({ranked_ids.shape[0]}, 3), got {rotated_ids.shape}")
+    found = (ranked_ids[:, :3, None] == rotated_ids[:, None, :]).any(axis=1)
+    return found.mean(1)
