@@ -6,10 +6,13 @@ rule evaluate_ranking:
         f"results/metrics/{CELL}/{{ranking}}.json",
     params:
         cell=cell_json,
+        protocol=protocol_json,
+        ranking_params=ranking_params_json,
     log:
         f"results/logs/evaluate_ranking/{CELL}/{{ranking}}.log",
     conda:
         "../envs/rshash.yaml"
     shell:
         "rshash evaluate --codes {input.codes} --split {input.split} "
-        "--ranking {wildcards.ranking} --cell {params.cell:q} --out {output} > {log} 2>&1"
+        "--ranking {wildcards.ranking} --ranking-params {params.ranking_params:q} "
+        "--protocol {params.protocol:q} --cell {params.cell:q} --out {output} > {log} 2>&1"

@@ -65,14 +65,27 @@ def test_cell_matches_reference(tmp_path, ranking):
     result = evaluate_cell(codes_path, split_path, out, ranking=ranking,
                            cell={"method": "x", "bits": BITS}, config={"a": 1}, block=5)
     assert json.loads(out.read_text()) == result
-    assert set(result) == {"cell", "ranking", "n_queries", "n_database", "metrics", "provenance"}
+    assert set(result) == {"cell", "ranking", "ranking_params", "protocol", "n_queries",
+                           "n_database", "leave_one_out", "metrics", "not_applicable", "curves",
+                           "provenance"}
     assert result["cell"] == {"method": "x", "bits": BITS} and result["ranking"] == ranking
     assert (result["n_queries"], result["n_database"]) == (len(query), len(database))
     assert result["provenance"]["config_hash"] is not None
     metrics = result["metrics"]
-    assert set(metrics) == {"map_all", "map_at_20", "query_ms"} | {
+    assert set(metrics) == {"map_all", "map_at_20", "query_ms", "anmrr", "p_hamming_r2"} | {
         f"{m}_at_{k}" for m in "pr" for k in (5, 10, 20, 50, 100)}
+    # every registry metric is either computed or listed with its reason
+    assert set(result["not_applicable"]) == {"acc_query", "acc_retrieved_at_20", "rotation_top3"}
+    assert set(result["curves"]) == {"p_at_k", "r_at_k", "ap_per_class", "pr_hamming"}
     assert metrics["query_ms"] >= 0
+    # p_hamming_r2 and the radius curve: brute force over the (unranked) database
+    ham = [[int((bits01[q] != bits01[j]).sum()) for j in database] for q in query]
+    lab = np.asarray(labels)
+    p2 = [np.mean([lab[j] == lab[q] for j, d in zip(database, h) if d <= 2])
+          if min(h) <= 2 else 0.0 for q, h in zip(query, ham)]
+    assert metrics["p_hamming_r2"] == pytest.approx(np.mean(p2))
+    assert result["curves"]["pr_hamming"]["precision"][2] == pytest.approx(np.mean(p2))
+    assert result["curves"]["pr_hamming"]["recall"][BITS] == pytest.approx(1.0)
     if ranking == "hamming":
         def dist(a, b):
             return int((bits01[a] != bits01[b]).sum())
@@ -84,6 +97,12 @@ def test_cell_matches_reference(tmp_path, ranking):
     expected = reference_metrics(labels, dist, query, database, db_order)
     for name, value_ in expected.items():
         assert metrics[name] == pytest.approx(value_), name
+    # ap_per_class: the mean AP@all of each class's queries
+    per_query_ap = [reference_metrics(labels, dist, [q], database, db_order)["map_all"]
+                    for q in query]
+    for c, ap in result["curves"]["ap_per_class"].items():
+        expected_ap = np.mean([a for q, a in zip(query, per_query_ap) if labels[q] == int(c)])
+        assert ap == pytest.approx(expected_ap)
 
 
 def test_leave_one_out(tmp_path):
@@ -143,3 +162,61 @@ def test_block_size_does_not_change_metrics():
 def test_evaluate_does_not_import_torch():
     code = "import sys, rshash.evaluate; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_protocol_cutoffs_and_class_head_metrics(tmp_path):
+    labels, bits01, query, database, db_order = random_cell(6)
+    rng = np.random.default_rng(6)
+    ids = np.array([f"img{i}" for i in range(len(labels))])
+    rows = [(i, "query") for i in query] + [(i, "database") for i in database]
+    idx = np.array([i for i, _ in rows])
+    prob = rng.dirichlet(np.ones(3), len(labels)).astype(np.float32)
+    predicted = np.where(rng.random(len(labels)) < 0.7, labels, (labels + 1) % 3)
+    codes_path, split_path = tmp_path / "c.parquet", tmp_path / "s.parquet"
+    write_codes(codes_path, ids[idx], np.asarray(labels)[idx], [r for _, r in rows],
+                pack_bits(bits01[idx]), (bits01 - 0.5)[idx], BITS, class_prob=prob[idx],
+                predicted_label=predicted[idx])
+    order_of = dict(zip(database, db_order))
+    pd.DataFrame({"image_id": ids[idx], "role": [r for _, r in rows],
+                  "db_order": [order_of[i] if r == "database" else -1 for i, r in rows]}
+                 ).to_parquet(split_path, index=False)
+    result = evaluate_cell(codes_path, split_path, tmp_path / "m.json",
+                           ranking="category_weighted",
+                           protocol={"map_cutoffs": ["all", 5], "train_fraction": 0.5})
+    metrics = result["metrics"]
+    assert {"map_at_5", "map_at_20", "acc_query", "acc_retrieved_at_20"} <= set(metrics)
+    assert metrics["acc_query"] == pytest.approx(np.mean(predicted[query] == labels[query]))
+    # acc_retrieved_at_20: the predicted labels of each query's top 20, by plain loops
+    shares = []
+    for q in query:
+        c = int(np.argmax(prob[q]))
+        d = [int((bits01[q] != bits01[j]).sum()) * np.exp(1 - prob[j, c]) for j in database]
+        top = sorted(range(len(database)), key=lambda i: (d[i], db_order[i]))[:20]
+        shares.append(np.mean([predicted[database[i]] == labels[database[i]] for i in top]))
+    assert metrics["acc_retrieved_at_20"] == pytest.approx(np.mean(shares))
+    assert "acc_query" not in result["not_applicable"]
+
+
+def test_real_valued_codes_have_no_hamming_metrics(tmp_path):
+    labels, bits01, query, database, db_order = random_cell(8)
+    ids = np.array([f"img{i}" for i in range(len(labels))])
+    rows = [(i, "query") for i in query] + [(i, "database") for i in database]
+    idx = np.array([i for i, _ in rows])
+    value = np.random.default_rng(8).normal(size=(len(labels), 5)) + np.asarray(labels)[:, None]
+    codes_path, split_path = tmp_path / "c.parquet", tmp_path / "s.parquet"
+    write_codes(codes_path, ids[idx], np.asarray(labels)[idx], [r for _, r in rows], None,
+                value[idx], 0)
+    order_of = dict(zip(database, db_order))
+    pd.DataFrame({"image_id": ids[idx], "role": [r for _, r in rows],
+                  "db_order": [order_of[i] if r == "database" else -1 for i, r in rows]}
+                 ).to_parquet(split_path, index=False)
+    result = evaluate_cell(codes_path, split_path, tmp_path / "m.json", ranking="euclidean")
+    assert "p_hamming_r2" not in result["metrics"] and "pr_hamming" not in result["curves"]
+    assert result["not_applicable"]["p_hamming_r2"].startswith("real-valued")
+    v = value.astype(np.float32).astype(np.float64)
+    expected = reference_metrics(labels, lambda a, b: float(np.linalg.norm(v[a] - v[b])),
+                                 query, database, db_order)
+    assert result["metrics"]["map_all"] == pytest.approx(expected["map_all"])
+    with pytest.raises(RshashError, match="needs the 'packed' column"):
+        evaluate_cell(codes_path, split_path, tmp_path / "h.json", ranking="hamming")
+    assert not (tmp_path / "h.json").exists()

@@ -6,7 +6,7 @@ import pytest
 from rshash import RshashError
 from rshash.codes import pack_bits
 from rshash.search import (RANKINGS, euclidean_distances, hamming_distances, order, rank,
-                           ranking_input, topk)
+                           topk)
 
 
 def tied_codes(rng, n, bits, distinct=4):
@@ -67,10 +67,60 @@ def test_topk_equals_full_rank_prefix(seed, k):
 def test_order_registry():
     rng = np.random.default_rng(1)
     q, db = tied_codes(rng, 4, 64), tied_codes(rng, 30, 64)
-    np.testing.assert_array_equal(order("hamming", q, db), reference_rank(hamming_distances(q, db)))
+    np.testing.assert_array_equal(order("hamming", {"packed": q}, {"packed": db}),
+                                  reference_rank(hamming_distances(q, db)))
     x, y = rng.normal(size=(3, 5)), rng.normal(size=(8, 5))
-    np.testing.assert_array_equal(order("euclidean", x, y),
+    np.testing.assert_array_equal(order("euclidean", {"value": x}, {"value": y}),
                                   reference_rank(euclidean_distances(x, y)))
-    assert {ranking_input(name) for name in RANKINGS} <= {"packed", "value"}
+    assert set(RANKINGS) == {"hamming", "euclidean", "coarse_to_fine", "category_weighted"}
     with pytest.raises(RshashError, match="nosuch"):
-        order("nosuch", q, db)
+        order("nosuch", {"packed": q}, {"packed": db})
+    with pytest.raises(RshashError, match="class_prob"):
+        order("category_weighted", {"packed": q}, {"packed": db})
+    with pytest.raises(RshashError, match="top_n"):
+        order("coarse_to_fine", {"packed": q, "value": x}, {"packed": db, "value": y},
+              {"top_n": 3})
+
+
+def reference_coarse_to_fine(bits_q, bits_db, vq, vdb, m):
+    """Plain Python: sort by (Hamming, index); re-sort the first m by (Euclidean, that rank)."""
+    out = []
+    for i in range(len(bits_q)):
+        ham = [int((bits_q[i] != bits_db[j]).sum()) for j in range(len(bits_db))]
+        coarse = sorted(range(len(bits_db)), key=lambda j: (ham[j], j))
+        head = coarse[:m]
+        head = sorted(head, key=lambda j: (float(((vq[i] - vdb[j]) ** 2).sum()), head.index(j)))
+        out.append(head + coarse[m:])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("m", [1, 5, 12, 40])
+def test_coarse_to_fine_matches_reference(m):
+    rng = np.random.default_rng(m)
+    pool = rng.integers(0, 2, size=(3, 16))
+    bq, bdb = pool[rng.integers(0, 3, 6)], pool[rng.integers(0, 3, 25)]
+    vq, vdb = rng.normal(size=(6, 16)), rng.normal(size=(25, 16))
+    vdb[3] = vdb[7]  # an exact Euclidean tie
+    got = order("coarse_to_fine", {"packed": pack_bits(bq), "value": vq},
+                {"packed": pack_bits(bdb), "value": vdb}, {"top_m": m})
+    np.testing.assert_array_equal(got, reference_coarse_to_fine(bq, bdb, vq, vdb, m))
+
+
+def test_category_weighted_matches_the_dah_formula():
+    rng = np.random.default_rng(7)
+    pool = rng.integers(0, 2, size=(4, 24))
+    bq, bdb = pool[rng.integers(0, 4, 5)], pool[rng.integers(0, 4, 20)]
+    pq, pdb = rng.dirichlet(np.ones(3), 5), rng.dirichlet(np.ones(3), 20)
+    got = order("category_weighted", {"packed": pack_bits(bq), "class_prob": pq},
+                {"packed": pack_bits(bdb), "class_prob": pdb})
+    for i in range(5):
+        c = int(np.argmax(pq[i]))
+        d = [int((bq[i] != bdb[j]).sum()) * np.exp(1 - pdb[j, c]) for j in range(20)]
+        assert list(got[i]) == sorted(range(20), key=lambda j: (d[j], j))
+    # hand case: equal Hamming distance 1; the item more confident in the query's
+    # predicted class (0.9 vs 0.2) ranks first: 1 * e^0.1 < 1 * e^0.8
+    q = pack_bits(np.array([[0] * 8]))
+    db = pack_bits(np.array([[1] + [0] * 7, [0] * 7 + [1]]))
+    got = order("category_weighted", {"packed": q, "class_prob": np.array([[0.7, 0.3]])},
+                {"packed": db, "class_prob": np.array([[0.2, 0.8], [0.9, 0.1]])})
+    assert list(got[0]) == [1, 0]

@@ -65,8 +65,11 @@ def cmd_train(a):
 def cmd_evaluate(a):
     from rshash.evaluate import evaluate_cell
 
-    result = evaluate_cell(a.codes, a.split, a.out, ranking=a.ranking, cell=_json(a.cell),
-                           config=_json(a.cell))
+    result = evaluate_cell(a.codes, a.split, a.out, ranking=a.ranking,
+                           protocol=_json(a.protocol), ranking_params=_json(a.ranking_params),
+                           cell=_json(a.cell),
+                           config={"cell": _json(a.cell), "protocol": _json(a.protocol),
+                                   "ranking_params": _json(a.ranking_params)})
     print(json.dumps(result["metrics"], indent=1))
 
 
@@ -74,13 +77,33 @@ def cmd_table(a):
     from rshash.report.tables import build_table
 
     build_table(a.experiment, a.metrics, a.csv, a.md, a.meta, protocols=_json(a.protocols),
-                config=_json(a.protocols))
+                config={"protocols": _json(a.protocols), "reference": _json(a.reference)},
+                reference=_json(a.reference), out_paired=a.paired)
 
 
 def cmd_tsne(a):
     from rshash.report.plots import plot_tsne
 
     plot_tsne(a.codes, a.out, a.title)
+
+
+def cmd_plot_curves(a):
+    from rshash.report.figures import plot_curves
+
+    plot_curves(a.metrics, a.kind, a.out, a.title)
+
+
+def cmd_plot_ap(a):
+    from rshash.report.figures import plot_ap_per_class
+
+    plot_ap_per_class(a.metrics, a.manifest, a.out, a.title)
+
+
+def cmd_plot_retrieval(a):
+    from rshash.report.figures import plot_retrieval
+
+    plot_retrieval(a.codes, a.split, a.manifest, a.out, a.title, a.ranking,
+                   _json(a.ranking_params))
 
 
 def cmd_select(a):
@@ -149,6 +172,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--codes", required=True)
     s.add_argument("--split", required=True)
     s.add_argument("--ranking", default="hamming")
+    s.add_argument("--ranking-params", default="{}", help="JSON ranking parameters")
+    s.add_argument("--protocol", default="{}", help="JSON protocol fields (mAP cut-offs)")
     s.add_argument("--cell", default="{}", help="JSON cell description")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_evaluate)
@@ -159,6 +184,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--md", required=True)
     s.add_argument("--meta", required=True)
     s.add_argument("--protocols", default="{}", help="JSON protocol fields")
+    s.add_argument("--reference", default="{}", help='JSON, e.g. {"method": "lsh"}')
+    s.add_argument("--paired", help="CSV of the paired comparison with the reference")
     s.add_argument("metrics", nargs="+")
     s.set_defaults(func=cmd_table)
 
@@ -167,6 +194,31 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--title", default="")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_tsne)
+    s = sub.add_parser("plot-curves", help="precision-recall over Hamming radius or P@k / "
+                                           "R@k curves, one line per method")
+    s.add_argument("--kind", required=True, choices=["pr_hamming", "p_at_k", "r_at_k"])
+    s.add_argument("--title", default="")
+    s.add_argument("--out", required=True)
+    s.add_argument("metrics", nargs="+")
+    s.set_defaults(func=cmd_plot_curves)
+
+    s = sub.add_parser("plot-ap", help="heat map of AP per class")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--title", default="")
+    s.add_argument("--out", required=True)
+    s.add_argument("metrics", nargs="+")
+    s.set_defaults(func=cmd_plot_ap)
+
+    s = sub.add_parser("plot-retrieval", help="a few queries and their top 20")
+    s.add_argument("--codes", required=True)
+    s.add_argument("--split", required=True)
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--ranking", default="hamming")
+    s.add_argument("--ranking-params", default="{}")
+    s.add_argument("--title", default="")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_plot_retrieval)
+
     s = sub.add_parser("select", help="score settings on a validation part of the train "
                                       "split (never the queries)")
     s.add_argument("--features", required=True)

@@ -21,7 +21,10 @@ import pyarrow.parquet as pq
 from rshash import RshashError
 
 
-def check_bits(bits: int) -> int:
+def check_bits(bits: int, allow_zero: bool = False) -> int:
+    """``bits`` as an int; a positive multiple of 8 (0 too for real-valued methods)."""
+    if allow_zero and isinstance(bits, (int, np.integer)) and bits == 0:
+        return 0
     if not isinstance(bits, (int, np.integer)) or bits <= 0 or bits % 8:
         raise RshashError(f"bits must be a positive multiple of 8, got {bits!r}")
     return int(bits)
@@ -54,22 +57,25 @@ def write_codes(
     predicted_label: np.ndarray | None = None,
     metadata: dict[str, str] | None = None,
 ) -> None:
-    """Write the codes table atomically (temporary file, then rename)."""
-    bits = check_bits(bits)
-    packed = np.ascontiguousarray(packed, dtype=np.uint8)
+    """Write the codes table atomically (temporary file, then rename).
+
+    ``bits`` = 0 marks a real-valued method (``raw``): no ``code`` column.
+    """
+    bits = check_bits(bits, allow_zero=True)
     n = len(image_id)
-    if packed.shape != (n, bits // 8):
-        raise ValueError(f"packed codes have shape {packed.shape}, expected {(n, bits // 8)}")
     value = np.asarray(value, dtype=np.float32)
     columns = {
         "image_id": pa.array(list(map(str, image_id)), pa.string()),
         "label": pa.array(np.asarray(label, dtype=np.int64)),
         "role": pa.array(list(map(str, role)), pa.string()),
-        "code": pa.FixedSizeBinaryArray.from_buffers(
-            pa.binary(bits // 8), n, [None, pa.py_buffer(packed.tobytes())]
-        ),
-        "value": _list_column(value),
     }
+    if bits:
+        packed = np.ascontiguousarray(packed, dtype=np.uint8)
+        if packed.shape != (n, bits // 8):
+            raise ValueError(f"packed codes have shape {packed.shape}, expected {(n, bits // 8)}")
+        columns["code"] = pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(bits // 8), n, [None, pa.py_buffer(packed.tobytes())])
+    columns["value"] = _list_column(value)
     if class_prob is not None:
         columns["class_prob"] = _list_column(np.asarray(class_prob, dtype=np.float32))
     if predicted_label is not None:
@@ -99,11 +105,13 @@ class Codes:
         self.image_id = np.asarray(table.column("image_id").to_pylist(), dtype=object)
         self.label = table.column("label").to_numpy()
         self.role = np.asarray(table.column("role").to_pylist(), dtype=object)
-        code = table.column("code").combine_chunks()
-        nbytes = self.bits // 8
-        self.packed = np.frombuffer(code.buffers()[1], dtype=np.uint8)[
-            code.offset * nbytes : (code.offset + len(code)) * nbytes
-        ].reshape(len(code), nbytes)
+        self.packed = None  # real-valued methods (bits = 0) have no codes
+        if self.bits:
+            code = table.column("code").combine_chunks()
+            nbytes = self.bits // 8
+            self.packed = np.frombuffer(code.buffers()[1], dtype=np.uint8)[
+                code.offset * nbytes : (code.offset + len(code)) * nbytes
+            ].reshape(len(code), nbytes)
         self.value = _matrix(table.column("value"))
         names = table.column_names
         self.class_prob = _matrix(table.column("class_prob")) if "class_prob" in names else None

@@ -39,7 +39,14 @@ def validate(config: dict, schema_path: str | Path) -> None:
 
 
 def check_references(config: dict) -> None:
-    """Every name an experiment uses must be defined in its section."""
+    """Every name an experiment uses must be defined in its section, every variant's
+    method registered, and every ranking supported by the methods it is asked of."""
+    from rshash.methods import REGISTRY
+
+    for name, variant in config["variants"].items():
+        if variant["method"] not in REGISTRY:
+            raise RshashError(f"config: variants.{name}.method: '{variant['method']}' is not a "
+                              f"hashing method (known: {', '.join(sorted(REGISTRY))})")
     sections = {"datasets": "datasets", "backbones": "backbones", "protocols": "protocols",
                 "methods": "variants"}
     for name, exp in config["experiments"].items():
@@ -55,6 +62,25 @@ def check_references(config: dict) -> None:
                 raise RshashError(
                     f"config: experiments.{name}.seeds: {sorted(extra)} not among the seeds of "
                     f"protocol '{protocol}' {config['protocols'][protocol]['seeds']}")
+        rankings = exp.get("rankings")
+        if isinstance(rankings, dict):
+            for method in rankings:
+                if method not in exp["methods"]:
+                    raise RshashError(f"config: experiments.{name}.rankings.{method}: "
+                                      f"'{method}' is not among the experiment's methods")
+        for method in exp["methods"]:
+            info = REGISTRY[config["variants"][method]["method"]]
+            where = (f"experiments.{name}.rankings.{method}" if isinstance(rankings, dict)
+                     else f"experiments.{name}.rankings")
+            for ranking in experiment_rankings(config, name, method):
+                if ranking not in info.rankings:
+                    raise RshashError(
+                        f"config: {where}: method '{method}' does not support ranking "
+                        f"'{ranking}' (it supports: {', '.join(info.rankings)})")
+        reference = exp.get("reference")
+        if reference is not None and reference["method"] not in exp["methods"]:
+            raise RshashError(f"config: experiments.{name}.reference.method: "
+                              f"'{reference['method']}' is not among the experiment's methods")
 
 
 @dataclass(frozen=True)
@@ -83,12 +109,26 @@ def experiment_cells(config: dict, experiment: str) -> list[Cell]:
                           f"{', '.join(sorted(config['experiments']))}")
     exp = config["experiments"][experiment]
     cells = []
-    for dataset, backbone, protocol, method, bits in itertools.product(
-            exp["datasets"], exp["backbones"], exp["protocols"], exp["methods"], exp["bits"]):
+    for dataset, backbone, protocol, method in itertools.product(
+            exp["datasets"], exp["backbones"], exp["protocols"], exp["methods"]):
         seeds = exp.get("seeds") or config["protocols"][protocol]["seeds"]
-        cells += [Cell(dataset, backbone, protocol, method, bits, s) for s in seeds]
+        bit_lengths = [0] if _info(config, method).real_valued else exp["bits"]
+        cells += [Cell(dataset, backbone, protocol, method, bits, s)
+                  for bits in bit_lengths for s in seeds]
     return cells
 
 
-def experiment_rankings(config: dict, experiment: str) -> list[str]:
-    return config["experiments"][experiment].get("rankings", ["hamming"])
+def _info(config: dict, variant: str):
+    from rshash.methods import method_info
+
+    return method_info(config["variants"][variant]["method"])
+
+
+def experiment_rankings(config: dict, experiment: str, method: str) -> list[str]:
+    """The rankings a variant is evaluated with in an experiment: the experiment's
+    ``rankings`` (a list for every method, or a mapping per method), else the
+    method's default (``hamming``; ``euclidean`` for real-valued ``raw``)."""
+    rankings = config["experiments"][experiment].get("rankings")
+    if isinstance(rankings, dict):
+        rankings = rankings.get(method)
+    return list(rankings or _info(config, method).default_rankings)

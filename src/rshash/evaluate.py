@@ -1,7 +1,12 @@
-"""Evaluate one cell: rank the database for every query and write the metrics JSON.
+"""Evaluate one cell under one ranking and write the metrics JSON.
 
 numpy only (never imports torch). Queries are ranked in blocks, so memory
 is ``block * n_database`` per intermediate array, whatever the query count.
+
+The metrics JSON holds every metric of the registry (rshash.metrics) that
+applies to the cell, the curves, and under ``not_applicable`` every
+registry metric that does not, with the reason: nothing is left out
+silently.
 """
 
 from __future__ import annotations
@@ -17,42 +22,144 @@ import pandas as pd
 from rshash import RshashError
 from rshash.codes import Codes, atomic_write, read_codes
 from rshash.data.splits import read_split
-from rshash.metrics import KS, MAP_CUTOFFS, per_query
+from rshash.metrics import (CURVE_KS, KS, MAP_CUTOFFS, accuracy, hamming_pr, nmrr, per_class_mean,
+                            per_query, precision_recall_curves, retrieved_accuracy_at)
 from rshash.provenance import collect
-from rshash.search import order, ranking_input
+from rshash.search import get_ranking, hamming_distances, order
+
+ACC_KS = (20,)
+COLUMNS = ("packed", "value", "class_prob", "predicted_label")
 
 
-def evaluate_arrays(query_codes: np.ndarray, query_labels: np.ndarray, db_codes: np.ndarray,
-                    db_labels: np.ndarray, ranking: str = "hamming", map_cutoffs=MAP_CUTOFFS,
-                    ks=KS, exclude: np.ndarray | None = None, block: int = 256) -> dict[str, float]:
-    """Mean registry metrics and ``query_ms`` for queries against a database.
+def map_cutoffs_of(protocol: dict | None) -> tuple[int, ...]:
+    """The integer mAP cut-offs of a protocol (``all`` is map_all, always computed),
+    with 20 always included (the registry's default)."""
+    cutoffs = {20}
+    for c in (protocol or {}).get("map_cutoffs", []):
+        if c != "all":
+            cutoffs.add(int(c))
+    return tuple(sorted(cutoffs))
 
-    ``query_codes`` / ``db_codes`` are what the ranking reads (packed codes
-    for ``hamming``, real vectors for ``euclidean``); the database is in tie
-    order. ``exclude`` (nq,) names a database index to leave out of each
-    query's ranking (leave-one-out), -1 for none. ``query_ms`` times the
-    ranking only (distances and ordering), not the metrics.
+
+def _columns(x, ranking: str) -> dict:
+    """A dict of codes columns; a bare array is the ranking's single needed column."""
+    if isinstance(x, dict):
+        return x
+    needs = get_ranking(ranking).needs
+    if len(needs) != 1:
+        raise ValueError(f"ranking {ranking!r} reads {needs}: pass a dict of columns")
+    return {needs[0]: x}
+
+
+def _rows_of(columns: dict, rows) -> dict:
+    return {k: (None if v is None else v[rows]) for k, v in columns.items()}
+
+
+def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "hamming", *,
+                    ranking_params: dict | None = None, map_cutoffs=MAP_CUTOFFS, ks=KS,
+                    exclude: np.ndarray | None = None, block: int = 256, bits: int | None = None,
+                    with_curves: bool = False):
+    """Registry metrics for queries against a database (in tie order).
+
+    ``query`` / ``database`` are dicts of codes columns (``packed``,
+    ``value``, ``class_prob``, ``predicted_label``; or a bare array, the
+    ranking's single column). ``exclude`` (nq,) names a database index to
+    leave out of each query's ranking (leave-one-out), -1 for none.
+    ``query_ms`` times the ranking only (distances and ordering).
+
+    Returns the scalar metrics; with ``with_curves`` returns
+    ``(metrics, curves, not_applicable)``.
     """
-    query_labels = np.asarray(query_labels)
-    db_labels = np.asarray(db_labels)
+    query, database = _columns(query, ranking), _columns(database, ranking)
+    query_labels, db_labels = np.asarray(query_labels), np.asarray(db_labels)
     nq, ndb = len(query_labels), len(db_labels)
     if nq == 0 or ndb == 0:
         raise ValueError(f"need queries and a database, got {nq} queries and {ndb} items")
     exclude = np.full(nq, -1) if exclude is None else np.asarray(exclude, dtype=np.intp)
+    has_exclude = exclude >= 0
+    # relevant items per query in the whole database (minus a left-out copy of itself)
+    labels, counts = np.unique(db_labels, return_counts=True)
+    pos = np.searchsorted(labels, query_labels)
+    found = (pos < len(labels)) & (labels[np.minimum(pos, len(labels) - 1)] == query_labels)
+    n_relevant = np.where(found, counts[np.minimum(pos, len(labels) - 1)], 0)
+    excl_rel = has_exclude & (db_labels[np.where(has_exclude, exclude, 0)] == query_labels)
+    n_relevant = n_relevant - excl_rel
+    gtm = int(n_relevant.max())
+
+    packed = query.get("packed") is not None and database.get("packed") is not None
+    if packed and bits is None:
+        bits = 8 * np.shape(database["packed"])[1]
+    predicted = (query.get("predicted_label") is not None
+                 and database.get("predicted_label") is not None)
+    curve_ks = None
     values: dict[str, np.ndarray] = {}
+    sums: dict[str, np.ndarray] = {}
     seconds = 0.0
+
+    def put(name, rows, v):
+        values.setdefault(name, np.empty(nq))[rows] = v
+
+    def add(name, v):
+        sums[name] = sums.get(name, 0) + np.asarray(v, dtype=np.float64).sum(0)
+
     for start in range(0, nq, block):
         stop = min(start + block, nq)
+        q_block = _rows_of(query, slice(start, stop))
         tic = time.perf_counter()
-        ranked = order(ranking, query_codes[start:stop], db_codes)
+        ranked = order(ranking, q_block, database, ranking_params)
         seconds += time.perf_counter() - tic
         for rows, ranked_rows in _leave_out(ranked, exclude[start:stop]):
-            rel = db_labels[ranked_rows] == query_labels[start + rows, None]
-            for name, v in per_query(rel, rel.sum(1), map_cutoffs, ks).items():
-                values.setdefault(name, np.empty(nq))[start + rows] = v
+            g = start + rows
+            rel = db_labels[ranked_rows] == query_labels[g, None]
+            for name, v in per_query(rel, n_relevant[g], map_cutoffs, ks).items():
+                put(name, g, v)
+            put("anmrr", g, nmrr(rel, n_relevant[g], gtm))
+            if with_curves:
+                used, p_curve, r_curve = precision_recall_curves(rel, n_relevant[g], CURVE_KS)
+                curve_ks = used
+                add("p_at_k", p_curve)
+                add("r_at_k", r_curve)
+            if predicted:
+                for k in ACC_KS:
+                    put(f"acc_retrieved_at_{k}", g, retrieved_accuracy_at(
+                        database["predicted_label"][ranked_rows], db_labels[ranked_rows], k))
+        if packed:
+            dist = hamming_distances(q_block["packed"], database["packed"])
+            same = db_labels[None, :] == query_labels[start:stop, None]
+            for rows, keep in _leave_out_mask(exclude[start:stop], ndb):
+                n = len(rows)
+                precision, recall = hamming_pr(dist[rows][keep].reshape(n, -1),
+                                               same[rows][keep].reshape(n, -1), bits)
+                put("p_hamming_r2", start + rows, precision[:, min(2, bits)])
+                if with_curves:
+                    add("pr_precision", precision)
+                    add("pr_recall", recall)
+
     metrics = {name: float(v.mean()) for name, v in values.items()}
+    if predicted:
+        metrics["acc_query"] = accuracy(query["predicted_label"], query_labels)
     metrics["query_ms"] = 1000.0 * seconds / nq
-    return metrics
+    if not with_curves:
+        return metrics
+    curves = {
+        "p_at_k": {"k": list(curve_ks), "precision": (sums["p_at_k"] / nq).tolist()},
+        "r_at_k": {"k": list(curve_ks), "recall": (sums["r_at_k"] / nq).tolist()},
+        "ap_per_class": {str(k): v for k, v in
+                         per_class_mean(values["map_all"], query_labels).items()},
+    }
+    if packed:
+        curves["pr_hamming"] = {"radius": list(range(bits + 1)),
+                                "precision": (sums["pr_precision"] / nq).tolist(),
+                                "recall": (sums["pr_recall"] / nq).tolist()}
+    not_applicable = {}
+    if not packed:
+        for name in ("p_hamming_r2", "pr_hamming"):
+            not_applicable[name] = "real-valued method: no binary codes"
+    if not predicted:
+        for name in ("acc_query", *(f"acc_retrieved_at_{k}" for k in ACC_KS)):
+            not_applicable[name] = "method has no class head (no predicted_label)"
+    not_applicable["rotation_top3"] = "no rotated copies of the queries were encoded"
+    return metrics, curves, not_applicable
 
 
 def _leave_out(ranked: np.ndarray, exclude: np.ndarray):
@@ -66,19 +173,38 @@ def _leave_out(ranked: np.ndarray, exclude: np.ndarray):
         yield np.flatnonzero(has), kept
 
 
+def _leave_out_mask(exclude: np.ndarray, ndb: int):
+    """Yield (rows, keep): keep is a (len(rows), ndb) mask without each row's left-out item."""
+    has = exclude >= 0
+    if not has.all():
+        rows = np.flatnonzero(~has)
+        yield rows, np.ones((len(rows), ndb), dtype=bool)
+    if has.any():
+        rows = np.flatnonzero(has)
+        keep = np.ones((len(rows), ndb), dtype=bool)
+        keep[np.arange(len(rows)), exclude[rows]] = False
+        yield rows, keep
+
+
 def evaluate_cell(codes_path: str | os.PathLike, split_path: str | os.PathLike,
                   out_path: str | os.PathLike, ranking: str = "hamming",
-                  map_cutoffs=MAP_CUTOFFS, ks=KS, cell: dict | None = None,
-                  config: dict | None = None, block: int = 256) -> dict:
+                  protocol: dict | None = None, ranking_params: dict | None = None,
+                  cell: dict | None = None, config: dict | None = None,
+                  block: int = 256) -> dict:
     """Evaluate a codes file under its split and write ``metrics/{cell}/{ranking}.json``.
 
     The database is put in the split's ``db_order`` (the tie rule); a query
     that is also in the database is left out of its own ranking
-    (leave-one-out protocols). ``n_database`` counts the whole database.
+    (leave-one-out protocols). ``protocol`` gives the mAP cut-offs.
+    ``n_database`` counts the whole database.
     """
     tic = time.perf_counter()
-    column = ranking_input(ranking)
+    spec = get_ranking(ranking)
     codes = read_codes(codes_path)
+    for column in spec.needs:
+        if getattr(codes, column) is None:
+            raise RshashError(f"ranking {ranking!r} needs the '{column}' column, which "
+                              f"{codes_path} does not have")
     split = read_split(split_path)
     queries = split[split.role == "query"]
     database = split[split.role == "database"].sort_values("db_order", kind="stable")
@@ -90,18 +216,26 @@ def evaluate_cell(codes_path: str | os.PathLike, split_path: str | os.PathLike,
     q_rows = _rows(codes, queries.image_id.to_numpy(), "query", split_path)
     db_rows = _rows(codes, database.image_id.to_numpy(), "database", split_path)
     exclude = pd.Index(codes.image_id[db_rows]).get_indexer(codes.image_id[q_rows])
-    data = getattr(codes, column)
-    metrics = evaluate_arrays(data[q_rows], codes.label[q_rows], data[db_rows],
-                              codes.label[db_rows], ranking, map_cutoffs, ks, exclude, block)
+    columns = {c: getattr(codes, c) for c in COLUMNS}
+    metrics, curves, not_applicable = evaluate_arrays(
+        _rows_of(columns, q_rows), codes.label[q_rows], _rows_of(columns, db_rows),
+        codes.label[db_rows], ranking, ranking_params=ranking_params,
+        map_cutoffs=map_cutoffs_of(protocol), exclude=exclude, block=block,
+        bits=codes.bits or None, with_curves=True)
     result = {
         "cell": cell or {},
         "ranking": ranking,
+        "ranking_params": ranking_params or {},
+        "protocol": protocol or {},
         "n_queries": int(len(q_rows)),
         "n_database": int(len(db_rows)),
+        "leave_one_out": bool((exclude >= 0).any()),
         "metrics": metrics,
+        "not_applicable": not_applicable,
+        "curves": curves,
         "provenance": collect(config, time.perf_counter() - tic),
     }
-    atomic_write(out_path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2) + "\n"))
+    atomic_write(out_path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1) + "\n"))
     return result
 
 

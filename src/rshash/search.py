@@ -8,6 +8,7 @@ go to the lower database index. Callers put the database in the split's
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -88,25 +89,86 @@ def rank_euclidean(q: np.ndarray, db: np.ndarray) -> np.ndarray:
     return rank(euclidean_distances(q, db))
 
 
-# ranking name -> (the codes column it reads, function(query, database) -> order)
-RANKINGS: dict[str, tuple[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]] = {
-    "hamming": ("packed", rank_hamming),
-    "euclidean": ("value", rank_euclidean),
-}
+def rank_coarse_to_fine(q_packed: np.ndarray, db_packed: np.ndarray, q_value: np.ndarray,
+                        db_value: np.ndarray, top_m: int = 100) -> np.ndarray:
+    """DMCH+: the top ``top_m`` by Hamming distance re-ranked by the Euclidean
+    distance of the pre-binarization values; the rest keep their Hamming order.
+
+    Ties in the Euclidean stage keep the Hamming order (itself tied by index).
+    """
+    if top_m < 1:
+        raise RshashError(f"coarse_to_fine: top_m must be positive, got {top_m}")
+    coarse = rank_hamming(q_packed, db_packed)
+    m = min(int(top_m), coarse.shape[1])
+    head = coarse[:, :m]
+    q_value = np.asarray(q_value, dtype=np.float64)
+    diff = np.asarray(db_value, dtype=np.float64)[head] - q_value[:, None, :]
+    fine = np.einsum("qmk,qmk->qm", diff, diff)
+    head = np.take_along_axis(head, np.argsort(fine, axis=1, kind="stable"), axis=1)
+    return np.concatenate([head, coarse[:, m:]], axis=1)
 
 
-def _lookup(name: str):
+def category_weighted_distances(q_packed: np.ndarray, db_packed: np.ndarray,
+                                q_prob: np.ndarray, db_prob: np.ndarray) -> np.ndarray:
+    """DAH: Hamming distance x exp(1 - p_i(c_q)), where c_q is the query's predicted
+    class (argmax of its class probabilities) and p_i(c_q) the database item's
+    probability of that class."""
+    predicted = np.argmax(np.asarray(q_prob), axis=1)
+    p = np.asarray(db_prob, dtype=np.float64)[:, predicted].T  # (nq, ndb)
+    return hamming_distances(q_packed, db_packed) * np.exp(1.0 - p)
+
+
+def rank_category_weighted(q_packed, db_packed, q_prob, db_prob) -> np.ndarray:
+    return rank(category_weighted_distances(q_packed, db_packed, q_prob, db_prob))
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """A named ranking: the codes columns it reads and the function ordering the database.
+
+    ``function(*query_columns, *database_columns, **params)`` -> (nq, ndb) indices,
+    where the columns are the :class:`rshash.codes.Codes` attributes in ``needs``.
+    """
+
+    name: str
+    needs: tuple[str, ...]
+    function: Callable[..., np.ndarray]
+    params: tuple[str, ...] = ()
+
+
+RANKINGS: dict[str, Ranking] = {r.name: r for r in (
+    Ranking("hamming", ("packed",), rank_hamming),
+    Ranking("euclidean", ("value",), rank_euclidean),
+    Ranking("coarse_to_fine", ("packed", "value"),
+            lambda qp, qv, dp, dv, top_m=100: rank_coarse_to_fine(qp, dp, qv, dv, top_m),
+            ("top_m",)),
+    Ranking("category_weighted", ("packed", "class_prob"),
+            lambda qp, qc, dp, dc: rank_category_weighted(qp, dp, qc, dc)),
+)}
+
+
+def get_ranking(name: str) -> Ranking:
     try:
         return RANKINGS[name]
     except KeyError:
         raise RshashError(f"unknown ranking {name!r}; known: {', '.join(RANKINGS)}") from None
 
 
-def ranking_input(name: str) -> str:
-    """The :class:`rshash.codes.Codes` attribute a ranking reads (``packed``, ``value``)."""
-    return _lookup(name)[0]
+def order(name: str, query: dict[str, np.ndarray], database: dict[str, np.ndarray],
+          params: dict | None = None) -> np.ndarray:
+    """(nq, ndb) database indices ranked for each query by the named ranking.
 
-
-def order(name: str, query: np.ndarray, database: np.ndarray) -> np.ndarray:
-    """(nq, ndb) database indices ranked for each query by the named ranking."""
-    return _lookup(name)[1](query, database)
+    ``query`` and ``database`` map the ranking's needed columns to arrays;
+    the database is in tie order (the split's ``db_order``).
+    """
+    spec = get_ranking(name)
+    params = dict(params or {})
+    unknown = set(params) - set(spec.params)
+    if unknown:
+        raise RshashError(f"ranking {name!r}: unknown parameter(s) {sorted(unknown)}; "
+                          f"known: {list(spec.params) or 'none'}")
+    missing = [c for c in spec.needs if query.get(c) is None or database.get(c) is None]
+    if missing:
+        raise RshashError(f"ranking {name!r} needs the codes column(s) {missing}")
+    return spec.function(*(query[c] for c in spec.needs),
+                         *(database[c] for c in spec.needs), **params)

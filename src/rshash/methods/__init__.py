@@ -1,21 +1,44 @@
 """Hashing methods, one file each, registered by name.
 
 A method module defines a class with ``name``, ``fit(X, y)``, ``encode(X)``
-and ``state()`` / ``from_state()`` (see rshash.methods.base). Modules are
-imported lazily so that a job training ``lsh`` never imports torch.
+and ``state()`` / ``load_state()`` (see rshash.methods.base). Modules are
+imported lazily so that a job training ``lsh`` never imports torch; what
+the workflow needs to know at parse time (which rankings a method
+supports) is declared here.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
 from rshash import RshashError
 
-# name -> "module:Class"
+
+@dataclass(frozen=True)
+class MethodInfo:
+    target: str  # "module:Class"
+    real_valued: bool = False  # bits = 0: no binary codes (the `raw` reference)
+    class_head: bool = False  # writes class_prob and predicted_label
+
+    @property
+    def rankings(self) -> tuple[str, ...]:
+        """The rankings its codes support (rshash.search)."""
+        if self.real_valued:
+            return ("euclidean",)
+        return ("hamming", "coarse_to_fine", "euclidean",
+                *(("category_weighted",) if self.class_head else ()))
+
+    @property
+    def default_rankings(self) -> tuple[str, ...]:
+        return ("euclidean",) if self.real_valued else ("hamming",)
+
+
 REGISTRY = {
-    "lsh": "rshash.methods.lsh:LSH",
-    "itq": "rshash.methods.itq:ITQ",
-    "milan": "rshash.methods.milan:MiLaN",
+    "raw": MethodInfo("rshash.methods.raw:Raw", real_valued=True),
+    "lsh": MethodInfo("rshash.methods.lsh:LSH"),
+    "itq": MethodInfo("rshash.methods.itq:ITQ"),
+    "milan": MethodInfo("rshash.methods.milan:MiLaN"),
 }
 
 
@@ -23,11 +46,15 @@ def method_names() -> list[str]:
     return sorted(REGISTRY)
 
 
-def get_method(name: str):
-    """The method class registered under ``name``."""
+def method_info(name: str) -> MethodInfo:
     if name not in REGISTRY:
         raise RshashError(f"unknown hashing method '{name}'; known: {', '.join(method_names())}")
-    module, cls = REGISTRY[name].split(":")
+    return REGISTRY[name]
+
+
+def get_method(name: str):
+    """The method class registered under ``name``."""
+    module, cls = method_info(name).target.split(":")
     return getattr(importlib.import_module(module), cls)
 
 

@@ -29,9 +29,12 @@ class HashMethod:
 
     name = "base"
     supervised = False
+    real_valued = False  # True: no binary codes, bits must be 0
 
     def __init__(self, bits: int, seed: int = 0, threads: int = 1, **params):
-        self.bits = check_bits(bits)
+        if self.real_valued and bits != 0:
+            raise RshashError(f"method '{self.name}' is real-valued: bits must be 0, got {bits}")
+        self.bits = check_bits(bits, allow_zero=self.real_valued)
         self.seed = int(seed)
         self.threads = int(threads)
         known = {k for k in inspect.signature(self.configure).parameters}
