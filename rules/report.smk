@@ -3,25 +3,47 @@ rule build_table:
         metrics=experiment_metrics,
         plots=experiment_plots,
     output:
-        csv="results/tables/{experiment}.csv",
+        csv=report(
+            "results/tables/{experiment}.csv",
+            caption="../workflow/report/table.rst",
+            category="{experiment}",
+            subcategory="tables",
+            labels={"table": "long format (every metric)"},
+        ),
         md="results/tables/{experiment}.md",
         meta="results/tables/{experiment}.meta.json",
+        paired=report(
+            "results/tables/{experiment}.paired.csv",
+            caption="../workflow/report/paired.rst",
+            category="{experiment}",
+            subcategory="tables",
+            labels={"table": "paired comparison with the reference"},
+        ),
     params:
         protocols=experiment_protocols,
+        reference=experiment_reference,
     log:
         "results/logs/build_table/{experiment}.log",
     conda:
         "../envs/rshash.yaml"
     shell:
         "rshash table --experiment {wildcards.experiment} --csv {output.csv} --md {output.md} "
-        "--meta {output.meta} --protocols {params.protocols:q} {input.metrics} > {log} 2>&1"
+        "--meta {output.meta} --protocols {params.protocols:q} --reference {params.reference:q} "
+        "--paired {output.paired} {input.metrics} > {log} 2>&1"
 
 
 rule plot_tsne:
     input:
         f"results/codes/{CELL}.parquet",
     output:
-        f"results/plots/{{experiment}}/tsne/{CELL}.png",
+        report(
+            f"results/plots/{{experiment}}/tsne/{CELL}.png",
+            caption="../workflow/report/tsne.rst",
+            category="{experiment}",
+            subcategory="t-SNE of codes",
+            labels={"dataset": "{dataset}", "protocol": "{protocol}", "method": "{method}",
+                    "bits": "{bits}"},
+        ),
     log:
         f"results/logs/plot_tsne/{{experiment}}/{CELL}.log",
     conda:
@@ -30,3 +52,76 @@ rule plot_tsne:
         "rshash tsne --codes {input} --title '{wildcards.method}, {wildcards.bits} bits "
         "({wildcards.dataset}, {wildcards.protocol}, split {wildcards.seed})' "
         "--out {output} > {log} 2>&1"
+
+
+rule plot_curves:
+    input:
+        curve_metrics,
+    output:
+        report(
+            "results/plots/{experiment}/{kind}/{dataset}/{backbone}/{protocol}/{bits}.png",
+            caption="../workflow/report/curves.rst",
+            category="{experiment}",
+            subcategory="{kind}",
+            labels={"dataset": "{dataset}", "protocol": "{protocol}", "bits": "{bits}"},
+        ),
+    wildcard_constraints:
+        kind="pr_hamming|p_at_k",
+    log:
+        "results/logs/plot_curves/{experiment}/{kind}/{dataset}/{backbone}/{protocol}/{bits}.log",
+    conda:
+        "../envs/rshash.yaml"
+    shell:
+        "rshash plot-curves --kind {wildcards.kind} --title '{wildcards.dataset} · "
+        "{wildcards.backbone} · {wildcards.protocol} · {wildcards.bits} bits' "
+        "--out {output} {input} > {log} 2>&1"
+
+
+rule plot_ap_per_class:
+    input:
+        metrics=group_metrics,
+        manifest="results/manifests/{dataset}.parquet",
+    output:
+        report(
+            "results/plots/{experiment}/ap_per_class/{dataset}/{backbone}/{protocol}.png",
+            caption="../workflow/report/ap_per_class.rst",
+            category="{experiment}",
+            subcategory="AP per class",
+            labels={"dataset": "{dataset}", "protocol": "{protocol}"},
+        ),
+    log:
+        "results/logs/plot_ap_per_class/{experiment}/{dataset}/{backbone}/{protocol}.log",
+    conda:
+        "../envs/rshash.yaml"
+    shell:
+        "rshash plot-ap --manifest {input.manifest} --title 'AP per class: {wildcards.dataset} "
+        "· {wildcards.backbone} · {wildcards.protocol}' --out {output} {input.metrics} "
+        "> {log} 2>&1"
+
+
+rule plot_retrieval:
+    input:
+        codes=f"results/codes/{CELL}.parquet",
+        split="results/splits/{dataset}/{protocol}/split{seed}.parquet",
+        manifest="results/manifests/{dataset}.parquet",
+    output:
+        report(
+            f"results/plots/{{experiment}}/retrieval/{CELL}/{{ranking}}.png",
+            caption="../workflow/report/retrieval.rst",
+            category="{experiment}",
+            subcategory="retrieval examples",
+            labels={"dataset": "{dataset}", "protocol": "{protocol}", "method": "{method}",
+                    "bits": "{bits}", "ranking": "{ranking}"},
+        ),
+    params:
+        ranking_params=ranking_params_json,
+    log:
+        f"results/logs/plot_retrieval/{{experiment}}/{CELL}/{{ranking}}.log",
+    conda:
+        "../envs/rshash.yaml"
+    shell:
+        "rshash plot-retrieval --codes {input.codes} --split {input.split} "
+        "--manifest {input.manifest} --ranking {wildcards.ranking} "
+        "--ranking-params {params.ranking_params:q} --title '{wildcards.method}, "
+        "{wildcards.bits} bits, ranking {wildcards.ranking} ({wildcards.dataset}, "
+        "{wildcards.protocol}, split {wildcards.seed})' --out {output} > {log} 2>&1"

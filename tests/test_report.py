@@ -254,3 +254,55 @@ def test_plot_tsne_needs_query_rows(tmp_path):
     with pytest.raises(RshashError, match="query rows"):
         plot_tsne(codes, tmp_path / "x.png", "lsh, 8 bits")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_paired_comparison_against_scipy_and_by_hand(tmp_path, metric_files):
+    """Paired differences per seed, mean and 95% t-interval; a real-valued reference
+    (bits 0) pairs with every bit length; a row without reference is listed, not dropped."""
+    from scipy import stats
+
+    files = list(metric_files)
+    raw = {s: {"map_all": 0.5 + 0.01 * s, "p_at_10": 0.4} for s in SEEDS}
+    files += [write_metrics(tmp_path, "raw", 0, s, ranking="euclidean", metrics=raw[s])
+              for s in SEEDS]
+    csv, md, meta = outputs(tmp_path)
+    paired_csv = tmp_path / "tables" / "exp.paired.csv"
+    build_table("exp", files, csv, md, meta, reference={"method": "raw"}, out_paired=paired_csv)
+    paired = pd.read_csv(paired_csv)
+    row = paired[(paired.method == "milan") & (paired.bits == 16)
+                 & (paired.metric == "map_all")].iloc[0]
+    d = np.array([fake_value("milan", 16, s, "map_all") - raw[s]["map_all"] for s in SEEDS])
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    assert row.reference_bits == 0 and row.reference_ranking == "euclidean"
+    assert row.n_pairs == 3
+    assert row.mean_diff == pytest.approx(d.mean())
+    assert (row.ci_low, row.ci_high) == pytest.approx((d.mean() - half, d.mean() + half))
+    # only metrics both sides have are paired; the reference itself is not a row
+    assert set(paired.metric) == {"map_all", "p_at_10"}
+    assert "raw" not in set(paired.method)
+    assert len(paired) == len(METHODS) * len(BITS) * 2
+    text = md.read_text()
+    assert "Paired comparison with raw" in text and "95%" in text
+
+    # two seeds by hand: differences 0.1 and 0.3 -> mean 0.2, sd 0.1414, t(0.975, 1) = 12.706
+    one = [write_metrics(tmp_path / "h", "a", 8, s, metrics={"map_all": v})
+           for s, v in ((0, 0.6), (1, 0.8))]
+    one += [write_metrics(tmp_path / "h", "b", 8, s, metrics={"map_all": v})
+            for s, v in ((0, 0.5), (1, 0.5))]
+    one += [write_metrics(tmp_path / "h", "a", 16, 0, metrics={"map_all": 0.9})]
+    csv, md, meta = outputs(tmp_path / "h")
+    build_table("h", one, csv, md, meta, reference={"method": "b", "ranking": "hamming"},
+                out_paired=tmp_path / "h.paired.csv")
+    paired = pd.read_csv(tmp_path / "h.paired.csv").set_index("bits")
+    assert paired.loc[8, "mean_diff"] == pytest.approx(0.2)
+    assert paired.loc[8, "ci_high"] - 0.2 == pytest.approx(12.7062 * 0.141421 / np.sqrt(2),
+                                                           rel=1e-4)
+    assert paired.loc[16, "n_pairs"] == 0 and math.isnan(paired.loc[16, "mean_diff"])
+    assert "no reference row" in md.read_text()
+
+
+def test_unknown_reference_is_an_error(tmp_path, metric_files):
+    csv, md, meta = outputs(tmp_path)
+    with pytest.raises(RshashError, match="reference lsh"):
+        build_table("exp", metric_files, csv, md, meta, reference={"method": "lsh"})
+    assert not csv.exists()

@@ -85,18 +85,77 @@ def cell_json(wildcards):
 def experiment_metrics(wildcards):
     cells = experiment_cells(config, wildcards.experiment)
     return [f"results/metrics/{c.path}/{r}.json"
-            for c in cells for r in experiment_rankings(config, wildcards.experiment)]
+            for c in cells for r in experiment_rankings(config, wildcards.experiment, c.method)]
+
+
+def _metrics_path(c, ranking):
+    return f"results/metrics/{c.path}/{ranking}.json"
+
+
+def _first_seed_cells(experiment):
+    """One cell per dataset x backbone x protocol x method x bits: the first split seed."""
+    seen = {}
+    for c in experiment_cells(config, experiment):
+        seen.setdefault((c.dataset, c.backbone, c.protocol, c.method, c.bits), c)
+    return list(seen.values())
 
 
 def experiment_plots(wildcards):
-    """One t-SNE per dataset x backbone x protocol x method x bits, on the first seed."""
-    seen = {}
-    for c in experiment_cells(config, wildcards.experiment):
-        key = (c.dataset, c.backbone, c.protocol, c.method, c.bits)
-        seen.setdefault(key, c)
-    return [f"results/plots/{wildcards.experiment}/tsne/{c.path}.png" for c in seen.values()]
+    """Every figure of an experiment (DESIGN.md: plots/{experiment}/)."""
+    e = wildcards.experiment
+    cells = experiment_cells(config, e)
+    out = []
+    groups = sorted({(c.dataset, c.backbone, c.protocol) for c in cells})
+    for d, b, p in groups:
+        bits = sorted({c.bits for c in cells if (c.dataset, c.backbone, c.protocol) == (d, b, p)
+                       and c.bits > 0})
+        for kind in ("pr_hamming", "p_at_k"):
+            out += [f"results/plots/{e}/{kind}/{d}/{b}/{p}/{k}.png" for k in bits]
+        out.append(f"results/plots/{e}/ap_per_class/{d}/{b}/{p}.png")
+    for c in _first_seed_cells(e):
+        if c.bits > 0:
+            out.append(f"results/plots/{e}/tsne/{c.path}.png")
+        ranking = experiment_rankings(config, e, c.method)[0]
+        out.append(f"results/plots/{e}/retrieval/{c.path}/{ranking}.png")
+    return out
+
+
+def curve_metrics(wildcards):
+    """Metrics files of one dataset x backbone x protocol at one bit length (and the
+    real-valued rows, bits 0, as a reference line on P@k curves)."""
+    e, bits = wildcards.experiment, int(wildcards.bits)
+    keep = {bits} if wildcards.kind == "pr_hamming" else {bits, 0}
+    return [_metrics_path(c, r) for c in experiment_cells(config, e)
+            if (c.dataset, c.backbone, c.protocol) == (wildcards.dataset, wildcards.backbone,
+                                                       wildcards.protocol)
+            and c.bits in keep for r in experiment_rankings(config, e, c.method)]
+
+
+def group_metrics(wildcards):
+    e = wildcards.experiment
+    return [_metrics_path(c, r) for c in experiment_cells(config, e)
+            if (c.dataset, c.backbone, c.protocol) == (wildcards.dataset, wildcards.backbone,
+                                                       wildcards.protocol)
+            for r in experiment_rankings(config, e, c.method)]
+
+
+def protocol_json(wildcards):
+    return as_json(config["protocols"][wildcards.protocol])
+
+
+def ranking_params_json(wildcards):
+    return as_json(config.get("ranking_params", {}).get(wildcards.ranking, {}))
 
 
 def experiment_protocols(wildcards):
     names = config["experiments"][wildcards.experiment]["protocols"]
     return as_json({n: config["protocols"][n] for n in names})
+
+
+def experiment_reference(wildcards):
+    """The row the paired comparison is against: the experiment's `reference`,
+    else its first method with that method's first ranking."""
+    exp = config["experiments"][wildcards.experiment]
+    ref = dict(exp.get("reference") or {"method": exp["methods"][0]})
+    ref.setdefault("ranking", experiment_rankings(config, wildcards.experiment, ref["method"])[0])
+    return as_json(ref)

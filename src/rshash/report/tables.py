@@ -182,7 +182,107 @@ def _rows(experiment: str, records: list[dict]) -> pd.DataFrame:
     return df
 
 
-def headline_metrics(metrics) -> list[str]:
+PAIRED_COLUMNS = ["experiment", "dataset", "backbone", "protocol", "method", "bits", "ranking",
+                  "reference_method", "reference_bits", "reference_ranking", "metric",
+                  "mean_diff", "ci_low", "ci_high", "n_pairs"]
+
+
+def paired_comparison(experiment: str, records: list[dict], reference: dict) -> pd.DataFrame:
+    """Every row against the reference row: the per-seed paired difference.
+
+    ``reference``: ``{"method": ..., "ranking": ...}`` (ranking defaults to the
+    reference method's first ranking in the records). Rows are paired with
+    the reference at the same dataset, backbone, protocol and bits (a
+    real-valued reference, bits 0, pairs with every bit length, and a
+    real-valued row with every bit length of the reference) on the same
+    split seed; a row with no reference to pair with is kept with n_pairs 0.
+    ``mean_diff`` = mean(row - reference); the 95% interval is
+    mean_diff -/+ t(0.975, n-1) * sd / sqrt(n) (empty with one pair).
+    """
+    from scipy import stats
+
+    ref_method = reference["method"]
+    ref_ranking = reference.get("ranking") or next(
+        (r["ranking"] for r in records if r["method"] == ref_method), None)
+    by_key = {}
+    for rec in records:
+        key = (rec["dataset"], rec["backbone"], rec["protocol"], rec["method"], rec["bits"],
+               rec["ranking"])
+        by_key.setdefault(key, {})[rec["seed"]] = rec["metrics"]
+    refs = {k: v for k, v in by_key.items() if k[3] == ref_method and k[5] == ref_ranking}
+    if not refs:
+        raise RshashError(f"experiment {experiment!r}: reference {ref_method} ranked "
+                          f"{ref_ranking} has no metrics files")
+    rows = []
+    for key, seeds in by_key.items():
+        if key[3] == ref_method and key[5] == ref_ranking:
+            continue
+        dataset, backbone, protocol, method, bits, ranking = key
+        group = (dataset, backbone, protocol, ref_method)
+        ref_bits = sorted(k[4] for k in refs if k[:4] == group)
+        if bits == 0:  # a real-valued row against the reference at each of its bit lengths
+            candidates = ref_bits
+        else:  # the reference at the same bits, else a real-valued reference
+            candidates = [b for b in (bits, 0) if b in ref_bits][:1]
+        for rb in candidates or [None]:  # no reference here: one row, n_pairs 0
+            ref = refs[group + (rb, ref_ranking)] if rb is not None else {}
+            common = sorted(set(seeds) & set(ref))
+            if common:
+                metrics = [m for m in seeds[common[0]] if all(m in ref[s] for s in common)]
+            else:
+                metrics = ["map_all"]
+            for metric in metrics:
+                d = np.array([seeds[s][metric] - ref[s][metric] for s in common],
+                             dtype=np.float64)
+                mean = float(d.mean()) if len(d) else math.nan
+                if len(d) > 1:
+                    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1)
+                                 / math.sqrt(len(d)))
+                    low, high = mean - half, mean + half
+                else:
+                    low = high = math.nan
+                rows.append({"experiment": experiment, "dataset": dataset,
+                             "backbone": backbone, "protocol": protocol, "method": method,
+                             "bits": bits, "ranking": ranking, "reference_method": ref_method,
+                             "reference_bits": rb, "reference_ranking": ref_ranking,
+                             "metric": metric, "mean_diff": mean, "ci_low": low,
+                             "ci_high": high, "n_pairs": len(d)})
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def render_paired_markdown(paired: pd.DataFrame, metrics: list[str]) -> str:
+    """A markdown section: difference to the reference with its 95% interval."""
+    if paired.empty:
+        return ""
+    first = paired.iloc[0]
+    lines = [f"## Paired comparison with {first.reference_method} "
+             f"(ranking `{first.reference_ranking}`)", "",
+             "Mean over split seeds of (row - reference) on the same split, with the 95% "
+             "t-interval of the paired differences; an interval that excludes 0 is a "
+             "difference beyond split-to-split noise (marked *).", ""]
+    for metric in metrics:
+        sub = paired[paired.metric == metric]
+        if sub.empty:
+            continue
+        lines += [f"**{metric_label(metric)}** (`{metric}`)", "",
+                  "| dataset · protocol | method | ranking | bits | reference bits | difference "
+                  "| 95% interval | n |", "|---|---|---|---:|---:|---:|---|---:|"]
+        for r in sub.itertuples(index=False):
+            if r.n_pairs == 0:
+                lines.append(f"| {r.dataset} · {r.protocol} | {r.method} | {r.ranking} | "
+                             f"{_bits_header(r.bits)} | – | no reference row | – | 0 |")
+                continue
+            ci = ("–" if math.isnan(r.ci_low) else f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]")
+            star = " *" if not math.isnan(r.ci_low) and (r.ci_low > 0 or r.ci_high < 0) else ""
+            lines.append(f"| {r.dataset} · {r.protocol} | {r.method} | {r.ranking} | "
+                         f"{_bits_header(r.bits)} | {_bits_header(int(r.reference_bits))} | "
+                         f"{r.mean_diff:+.3f}{star} | {ci} | "
+                         f"{r.n_pairs} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def headline_metrics(metrics, extra=()) -> list[str]:
     """The metrics the markdown shows: mAP@all, mAP@k, P@10, ANMRR, rotation top-3.
 
     When none of them is present, every metric is shown.
@@ -192,6 +292,7 @@ def headline_metrics(metrics) -> list[str]:
     out += sorted((m for m in present if _MAP_AT.match(m)),
                   key=lambda m: int(_MAP_AT.match(m).group(1)))
     out += [m for m in _HEADLINE_FIXED[1:] if m in present]
+    out += [m for m in extra if m in present and m not in out]
     return out or present
 
 
@@ -211,7 +312,7 @@ def _bits_header(bits: int) -> str:
     return "real-valued" if bits == 0 else f"{bits} bits"
 
 
-def render_markdown(experiment: str, df: pd.DataFrame) -> str:
+def render_markdown(experiment: str, df: pd.DataFrame, extra=()) -> str:
     lines = [f"# {experiment}", ""]
     lines.append(
         "Each cell is the mean ± sample standard deviation (ddof=1) over the split seeds; "
@@ -232,7 +333,7 @@ def render_markdown(experiment: str, df: pd.DataFrame) -> str:
                   f"{n_text}.", ""]
         bits_cols = sorted(set(g["bits"]))
         methods = list(dict.fromkeys(g["method"]))
-        for metric in headline_metrics(g["metric"]):
+        for metric in headline_metrics(g["metric"], extra):
             gm = g[g["metric"] == metric]
             cells = {(r.method, r.bits): format_cell(r.mean, r.std, r.n_splits, n_group)
                      for r in gm.itertuples(index=False)}
@@ -258,7 +359,8 @@ def _json_default(obj):
 
 
 def build_table(experiment: str, metric_paths: list[str], out_csv, out_md, out_meta,
-                protocols: dict | None = None, config: dict | None = None) -> pd.DataFrame:
+                protocols: dict | None = None, config: dict | None = None,
+                reference: dict | None = None, out_paired=None) -> pd.DataFrame:
     """Tabulate one experiment's metrics files; write CSV, markdown and meta JSON atomically.
 
     ``protocols`` maps protocol name -> its config fields (the meta JSON keeps
@@ -271,10 +373,16 @@ def build_table(experiment: str, metric_paths: list[str], out_csv, out_md, out_m
     metric_paths = [str(p) for p in metric_paths]
     records = read_all(experiment, metric_paths)
     df = _rows(experiment, records)
-    markdown = render_markdown(experiment, df)
+    protocols = protocols or {}
+    extra = [m for p in protocols.values() for m in p.get("report_metrics", [])]
+    markdown = render_markdown(experiment, df, extra)
+    paired = None
+    if reference:
+        paired = paired_comparison(experiment, records, reference)
+        markdown += "\n" + render_paired_markdown(
+            paired, headline_metrics(df["metric"], extra))
 
     used = list(dict.fromkeys(df["protocol"]))
-    protocols = protocols or {}
     missing = [p for p in used if p not in protocols]
     seeds = {}
     for rec in records:
@@ -298,6 +406,14 @@ def build_table(experiment: str, metric_paths: list[str], out_csv, out_md, out_m
         "provenance": collect(config, seconds=round(time.perf_counter() - start, 3)),
     }
 
+    if reference:
+        meta["reference"] = reference
+        meta["paired"] = ("mean over split seeds of (row - reference) on the same split, "
+                          "95% t-interval of the paired differences")
+    if out_paired is not None:
+        if paired is None:
+            paired = pd.DataFrame(columns=PAIRED_COLUMNS)
+        atomic_write(out_paired, lambda tmp: paired.to_csv(tmp, index=False))
     atomic_write(out_csv, lambda tmp: df.to_csv(tmp, index=False))
     atomic_write(out_md, lambda tmp: Path(tmp).write_text(markdown, encoding="utf-8"))
     atomic_write(out_meta, lambda tmp: Path(tmp).write_text(
