@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from rshash import RshashError
-from rshash.config import experiment_cells, validate
+from rshash.config import experiment_cells, experiment_rankings, validate
 
 
 @pytest.fixture
@@ -24,8 +24,14 @@ def schema(repo):
 def test_shipped_config_is_valid(config, schema):
     validate(config, schema)
     cells = experiment_cells(config, "ucmd")
-    assert len(cells) == 3 * 2 * 3  # methods x bits x seeds
-    assert len(experiment_cells(config, "demo")) == 3 * 2 * 2
+    assert len(cells) == 3 * 2 * 3 + 3  # methods x bits x seeds, raw once per seed at 0 bits
+    assert sorted({c.bits for c in cells if c.method == "raw"}) == [0]
+    assert len(experiment_cells(config, "demo")) == 3 * 2 * 2 + 2
+    assert experiment_rankings(config, "demo", "raw") == ["euclidean"]
+    assert experiment_rankings(config, "demo", "lsh") == ["hamming"]
+    protocols = {c.protocol for c in experiment_cells(config, "ucmd_protocols")}
+    assert protocols == {"dmch_60_40", "mhcln_60_40", "dhcnn_80_20", "dhcnn_50_50",
+                         "dah_80_20", "pbffn_50_50"}
 
 
 BAD = [
@@ -50,6 +56,21 @@ BAD = [
     (lambda c: c["experiments"]["demo"].update(rankings=["cosine"]),
      r"experiments\.demo\.rankings\[0\]"),
     (lambda c: c.update(skip_unreadable="yes"), r"skip_unreadable"),
+    (lambda c: c["experiments"]["demo"].update(rankings=["hamming"]),
+     r"experiments\.demo\.rankings: method 'raw' does not support ranking 'hamming'"),
+    (lambda c: c["experiments"]["demo"].update(rankings={"lsh": ["category_weighted"]}),
+     r"experiments\.demo\.rankings\.lsh: method 'lsh' does not support ranking "
+     r"'category_weighted'"),
+    (lambda c: c["experiments"]["demo"].update(rankings={"dmch": ["hamming"]}),
+     r"experiments\.demo\.rankings\.dmch: 'dmch' is not among"),
+    (lambda c: c["experiments"]["demo"].update(reference={"method": "ksh"}),
+     r"experiments\.demo\.reference\.method"),
+    (lambda c: c["protocols"]["dmch_60_40"].update(val_fraction=0),
+     r"protocols\.dmch_60_40\.val_fraction"),
+    (lambda c: c["protocols"]["dmch_60_40"].pop("map_cutoffs"),
+     r"protocols\.dmch_60_40: 'map_cutoffs' is a required property"),
+    (lambda c: c.update(ranking_params={"coarse_to_fine": {"top_m": 0}}),
+     r"ranking_params\.coarse_to_fine\.top_m"),
     (lambda c: c.update(colour="blue"), r"unknown key.*colour"),
 ]
 
