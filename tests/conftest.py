@@ -18,3 +18,33 @@ def ucmd_data_dir() -> Path:
     if not images.is_dir():
         pytest.skip(f"real UC Merced copy not found at {images} (set RSHASH_TEST_DATA_DIR)")
     return UCMD_DIR
+
+
+@pytest.fixture(scope="session")
+def demo_features(tmp_path_factory):
+    """The demo dataset (10 classes x 30 synthetic tiles) through EfficientNet-Lite0,
+    split by dmch_60_40 seed 0: a dict with X/y of the train, query and database parts.
+
+    Extracted once per test session (about 10-20 s on 2 cores)."""
+    from rshash.data.manifest import scan_folder, write_manifest
+    from rshash.data.splits import make_split
+    from rshash.data.synthetic import generate
+    from rshash.features import extract, read_features
+
+    root = tmp_path_factory.mktemp("demo_features")
+    generate(root / "images", n_classes=10, per_class=30, size=96, seed=0, noise=25.0)
+    manifest = scan_folder(root / "images")
+    write_manifest(manifest, root / "manifest.parquet")
+    extract(root / "manifest.parquet", "efficientnet_lite0", root / "features.h5", threads=2,
+            batch_size=32, device="cpu", progress=False)
+    feats = read_features(root / "features.h5")
+    split = make_split(manifest, {"train_fraction": 0.6, "database": "train"}, seed=0)
+    index = {k: i for i, k in enumerate(feats.image_id)}
+    out = {}
+    for role in ("train", "query", "database"):
+        part = split[split.role == role]
+        if role == "database":
+            part = part.sort_values("db_order")
+        rows = part.image_id.map(index).to_numpy()
+        out[f"X_{role}"], out[f"y_{role}"] = feats.features[rows], feats.label[rows]
+    return out

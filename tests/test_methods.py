@@ -8,6 +8,7 @@ from rshash import RshashError
 from rshash.evaluate import evaluate_arrays
 from rshash.methods import build, get_method
 from rshash.methods.base import load_model
+from rshash.methods.nets import ClassGroups
 
 
 def blobs(n_classes=6, per_class=40, dim=64, spread=1.0, seed=0, nuisance=0.0):
@@ -114,9 +115,7 @@ def test_unknown_method_and_parameter_are_errors():
 def test_milan_triplets_are_valid(sampling):
     y = np.array([0] * 5 + [1] * 3 + [2] * 7 + [3] * 2)
     m = build("milan", 8, sampling=sampling, triplets_per_batch=50)
-    classes, counts = np.unique(y, return_counts=True)
-    order = np.argsort(y, kind="stable")
-    groups = (order, np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    groups = ClassGroups(y, min_per_class=2)
     rng = np.random.default_rng(0)
     seen_neg = set()
     for _ in range(50):

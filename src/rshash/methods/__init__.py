@@ -20,6 +20,9 @@ class MethodInfo:
     target: str  # "module:Class"
     real_valued: bool = False  # bits = 0: no binary codes (the `raw` reference)
     class_head: bool = False  # writes class_prob and predicted_label
+    # what fit/encode read: "features" (pooled, [N, D]); "maps" (last conv maps);
+    # "layers" (pooled features of three stages); "rot" (the rotated copies)
+    inputs: tuple[str, ...] = ("features",)
 
     @property
     def rankings(self) -> tuple[str, ...]:
@@ -36,9 +39,25 @@ class MethodInfo:
 
 REGISTRY = {
     "raw": MethodInfo("rshash.methods.raw:Raw", real_valued=True),
+    # unsupervised and kernel-supervised baselines
     "lsh": MethodInfo("rshash.methods.lsh:LSH"),
     "itq": MethodInfo("rshash.methods.itq:ITQ"),
+    "sh": MethodInfo("rshash.methods.sh:SH"),
+    "pcah": MethodInfo("rshash.methods.pcah:PCAH"),
+    "ksh": MethodInfo("rshash.methods.ksh:KSH"),
+    # the five source papers
     "milan": MethodInfo("rshash.methods.milan:MiLaN"),
+    "dmch": MethodInfo("rshash.methods.dmch:DMCH", class_head=True),
+    "dhcnn": MethodInfo("rshash.methods.dhcnn:DHCNN", class_head=True),
+    "dah": MethodInfo("rshash.methods.dah:DAH", class_head=True, inputs=("maps",)),
+    "pbffn": MethodInfo("rshash.methods.pbffn:PBFFN", class_head=True,
+                        inputs=("layers", "rot")),
+    # deep hashing losses on the same MLP
+    "dpsh": MethodInfo("rshash.methods.dpsh:DPSH"),
+    "hashnet": MethodInfo("rshash.methods.hashnet:HashNet"),
+    "greedyhash": MethodInfo("rshash.methods.greedyhash:GreedyHash"),
+    "dsh": MethodInfo("rshash.methods.dsh:DSH"),
+    "csq": MethodInfo("rshash.methods.csq:CSQ"),
 }
 
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from rshash import RshashError
-from rshash.methods.base import Encoded, HashMethod, sign_bits
+from rshash.methods.base import Encoded, sign_bits
+from rshash.methods.nets import ClassGroups, Normalizer, TorchMethod, mlp, seed_torch
 
 
 def milan_loss(f_a, f_p, f_n, f_all, margin: float, push: float, balance: float,
@@ -42,7 +43,7 @@ def milan_loss(f_a, f_p, f_n, f_all, margin: float, push: float, balance: float,
     return metric - push * push_term + balance * balance_term
 
 
-class MiLaN(HashMethod):
+class MiLaN(TorchMethod):
     name = "milan"
     supervised = True
 
@@ -53,39 +54,21 @@ class MiLaN(HashMethod):
                   input_norm: str = "none"):
         if sampling not in ("class_pair", "random"):
             raise RshashError(f"milan.sampling must be 'class_pair' or 'random', got {sampling!r}")
-        if input_norm not in ("none", "l2", "standardize"):
-            raise RshashError("milan.input_norm must be 'none', 'l2' or 'standardize', "
-                              f"got {input_norm!r}")
+        self.norm = Normalizer(input_norm)
         self.iterations, self.m = int(iterations), int(triplets_per_batch)
         self.lr, self.betas = float(lr), tuple(float(b) for b in betas)
         self.margin, self.push, self.balance = float(margin), float(push), float(balance)
         self.leaky_slope, self.hidden = float(leaky_slope), tuple(int(h) for h in hidden)
         self.sampling, self.input_norm = sampling, input_norm
 
-    # -- input normalisation, fitted on the train part only --------------------------
-    def _norm_fit(self, X):
-        self.mu = X.mean(0) if self.input_norm == "standardize" else np.zeros(X.shape[1], np.float32)
-        self.sd = X.std(0) + 1e-6 if self.input_norm == "standardize" else np.ones(X.shape[1], np.float32)
-
-    def _norm(self, X):
-        X = (np.asarray(X, np.float32) - self.mu) / self.sd
-        if self.input_norm == "l2":
-            X = X / (np.linalg.norm(X, axis=1, keepdims=True) + 1e-12)
-        return X.astype(np.float32)
-
     def _network(self, d_in: int):
         import torch.nn as nn
 
-        layers, width = [], d_in
-        for h in self.hidden:
-            layers += [nn.Linear(width, h), nn.LeakyReLU(self.leaky_slope)]
-            width = h
-        layers += [nn.Linear(width, self.bits), nn.Sigmoid()]
-        return nn.Sequential(*layers)
+        return nn.Sequential(mlp(d_in, self.hidden, self.bits, self.leaky_slope), nn.Sigmoid())
 
-    def _sample(self, rng, groups):
+    def _sample(self, rng, groups: ClassGroups):
         """Indices of ``m`` anchors, positives and negatives (see module docstring)."""
-        order, starts, counts = groups
+        order, starts, counts = groups.order, groups.starts, groups.counts
         m = self.m
         if self.sampling == "class_pair":
             c_pos, c_neg = rng.choice(len(counts), size=2, replace=False)
@@ -106,17 +89,9 @@ class MiLaN(HashMethod):
     def _fit(self, X, y):
         import torch
 
-        torch.set_num_threads(self.threads)
-        torch.manual_seed(self.seed)
-        rng = np.random.default_rng(self.seed)
-        classes, counts = np.unique(y, return_counts=True)
-        if len(classes) < 2 or counts.min() < 2:
-            raise RshashError("milan needs at least two classes with two or more train "
-                              "images each")
-        groups = (np.argsort(y, kind="stable"), np.concatenate([[0], np.cumsum(counts)[:-1]]),
-                  counts)
-        self._norm_fit(X)
-        Xt = torch.from_numpy(self._norm(X))
+        rng = seed_torch(self.seed, self.threads)
+        groups = ClassGroups(y, min_per_class=2)
+        Xt = torch.from_numpy(self.norm.fit(X)(X))
         self.net = self._network(X.shape[1])
         opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, betas=self.betas)
         self.net.train()
@@ -131,22 +106,5 @@ class MiLaN(HashMethod):
         self.net.eval()
 
     def encode(self, X):
-        import torch
-
-        torch.set_num_threads(self.threads)
-        with torch.inference_mode():
-            value = self.net(torch.from_numpy(self._norm(X))).numpy().astype(np.float32)
+        value = self._forward(X).astype(np.float32)
         return Encoded(bits=sign_bits(value, 0.5), value=value)
-
-    def state(self):
-        sd = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
-        return {"mu": self.mu, "sd": self.sd, **sd}
-
-    def load_state(self, state):
-        import torch
-
-        self.mu, self.sd = state["mu"], state["sd"]
-        self.net = self._network(self.mu.shape[0])
-        self.net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in state.items()
-                                  if k.startswith("net.")})
-        self.net.eval()

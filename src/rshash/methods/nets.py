@@ -1,0 +1,135 @@
+"""Building blocks shared by the deep methods: input normalisation, MLPs,
+seeding, class-balanced batches, and persistence of a torch network.
+
+torch is imported inside functions, so importing this module stays cheap.
+A deep method subclasses :class:`TorchMethod`, builds its network in
+``_network(d_in)`` (reading any sizes it needs from attributes that
+``_fit`` sets and ``_extra_state`` saves) and trains it in ``_fit``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rshash import RshashError
+from rshash.methods.base import HashMethod
+
+INPUT_NORMS = ("none", "standardize", "l2")
+
+
+class Normalizer:
+    """Input normalisation fitted on the train part only: ``none``,
+    ``standardize`` (per-dimension mean and std) or ``l2`` (unit rows)."""
+
+    def __init__(self, mode: str = "none"):
+        if mode not in INPUT_NORMS:
+            raise RshashError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {mode!r}")
+        self.mode = mode
+
+    def fit(self, X: np.ndarray) -> "Normalizer":
+        d = X.shape[1]
+        standardize = self.mode == "standardize"
+        self.mu = X.mean(0).astype(np.float32) if standardize else np.zeros(d, np.float32)
+        self.sd = (X.std(0) + 1e-6).astype(np.float32) if standardize else np.ones(d, np.float32)
+        return self
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        X = (np.asarray(X, np.float32) - self.mu) / self.sd
+        if self.mode == "l2":
+            X = X / (np.linalg.norm(X, axis=1, keepdims=True) + 1e-12)
+        return X.astype(np.float32)
+
+    def state(self) -> dict:
+        return {"mu": self.mu, "sd": self.sd}
+
+    def load_state(self, state: dict) -> None:
+        self.mu, self.sd = state["mu"], state["sd"]
+
+
+def seed_torch(seed: int, threads: int) -> np.random.Generator:
+    """Seed torch, set its thread count, and return a numpy generator with the same seed."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def mlp(d_in: int, hidden: tuple[int, ...], d_out: int, slope: float = 0.2):
+    """Linear layers with LeakyReLU between them; no activation after the last."""
+    import torch.nn as nn
+
+    layers, width = [], d_in
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.LeakyReLU(slope)]
+        width = h
+    layers.append(nn.Linear(width, d_out))
+    return nn.Sequential(*layers)
+
+
+class ClassGroups:
+    """Train rows grouped by class, for class-balanced sampling."""
+
+    def __init__(self, y: np.ndarray, min_per_class: int = 1):
+        self.classes, self.counts = np.unique(y, return_counts=True)
+        if len(self.classes) < 2 or self.counts.min() < min_per_class:
+            raise RshashError(f"needs at least two classes with {min_per_class} or more "
+                              "train images each")
+        self.order = np.argsort(y, kind="stable")
+        self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
+
+    def sample(self, rng: np.random.Generator, n_classes: int, per_class: int) -> np.ndarray:
+        """Row indices of ``per_class`` images of each of ``n_classes`` random classes (P x K);
+        with replacement only where a class has fewer than ``per_class`` images."""
+        picked = rng.choice(len(self.classes), size=min(n_classes, len(self.classes)),
+                            replace=False)
+        rows = [self.order[self.starts[c] + rng.choice(self.counts[c], size=per_class,
+                                                         replace=self.counts[c] < per_class)]
+                for c in picked]
+        return np.concatenate(rows)
+
+
+class TorchMethod(HashMethod):
+    """A hash method whose encoder is a torch module ``self.net``, saved as numpy arrays.
+
+    Subclasses implement ``_network(d_in)``, ``_fit`` and ``encode``; values
+    the network's shape depends on (such as the class count) go in
+    ``_extra_state`` / ``_load_extra_state``.
+    """
+
+    def _network(self, d_in: int):
+        raise NotImplementedError
+
+    def _extra_state(self) -> dict:
+        return {}
+
+    def _load_extra_state(self, state: dict) -> None:
+        pass
+
+    def _forward(self, X: np.ndarray):
+        """The network on normalised inputs, without gradients, as numpy (batched)."""
+        import torch
+
+        torch.set_num_threads(self.threads)
+        self.net.eval()
+        with torch.inference_mode():
+            outs = [self.net(torch.from_numpy(self.norm(X[i:i + 4096])))
+                    for i in range(0, len(X), 4096)]
+        if isinstance(outs[0], tuple):
+            return tuple(torch.cat(parts).numpy() for parts in zip(*outs))
+        return torch.cat(outs).numpy()
+
+    def state(self):
+        net = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
+        return {**self.norm.state(), **self._extra_state(), **net}
+
+    def load_state(self, state):
+        import torch
+
+        self.norm = Normalizer(getattr(self, "input_norm", "none"))
+        self.norm.load_state(state)
+        self._load_extra_state(state)
+        self.net = self._network(self.norm.mu.shape[0])
+        self.net.load_state_dict({k[4:]: torch.from_numpy(np.array(v))
+                                  for k, v in state.items() if k.startswith("net.")})
+        self.net.eval()
