@@ -18,3 +18,18 @@ rule extract_features:
         "rshash extract --manifest {input} --backbone {wildcards.backbone} --out {output} "
         "--threads {threads} --batch-size {params.batch_size} "
         "--num-workers {params.num_workers} --device {params.device} > {log} 2>&1"
+
+
+# The last conv maps (DAH), three stages pooled (PBFFN) and the rotated copies
+# (PBFFN, rotation_top3): one file per kind, so a method depends only on what it reads.
+use rule extract_features as extract_feature_kind with:
+    output:
+        "results/features/{dataset}/{backbone}_{kind}.h5",
+    params:
+        batch_size=lambda w: config["backbones"][w.backbone].get("batch_size", 32),
+        num_workers=lambda w: config["backbones"][w.backbone].get("num_workers", 0),
+        device=lambda w: f"{DEVICE} --kind {w.kind}",
+    wildcard_constraints:
+        kind="maps|layers|rot",
+    log:
+        "results/logs/extract_features/{dataset}/{backbone}_{kind}.log",

@@ -2,12 +2,15 @@ rule train_method:
     input:
         features="results/features/{dataset}/{backbone}.h5",
         split="results/splits/{dataset}/{protocol}/split{seed}.parquet",
+        extra=extra_features,
     output:
         model=f"results/models/{CELL}.npz",
         codes=f"results/codes/{CELL}.parquet",
     params:
         base=lambda w: variant(w)["method"],
         options=lambda w: as_json(variant(w).get("params", {})),
+        extra=lambda w, input: " ".join(f"--extra {k}={p}" for k, p in
+                                        zip(method_inputs(w), input.extra)),
     threads: 1
     log:
         f"results/logs/train_method/{CELL}.log",
@@ -16,5 +19,5 @@ rule train_method:
     shell:
         "rshash train --features {input.features} --split {input.split} "
         "--method {params.base} --bits {wildcards.bits} --seed {wildcards.seed} "
-        "--params {params.options:q} --threads {threads} "
+        "--params {params.options:q} {params.extra} --threads {threads} "
         "--model {output.model} --codes {output.codes} > {log} 2>&1"

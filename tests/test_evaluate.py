@@ -220,3 +220,28 @@ def test_real_valued_codes_have_no_hamming_metrics(tmp_path):
     with pytest.raises(RshashError, match="needs the 'packed' column"):
         evaluate_cell(codes_path, split_path, tmp_path / "h.json", ranking="hamming")
     assert not (tmp_path / "h.json").exists()
+
+
+def test_rotation_top3_from_rotated_rows(tmp_path):
+    """Query q0's copies sit at Hamming 0, 1 and 5; the database holds items at 1 and 2:
+    ranking [copy0 (0), db0 (1, wins the tie), copy1 (1), ...] -> 2 of 3 copies in the top 3.
+    Query q1's copies are all far (8): behind both database items, one copy still
+    makes the top 3 -> 1/3."""
+    code = lambda ones: [1] * ones + [0] * (BITS - ones)  # noqa: E731
+    ids = ["q0", "q1", "d0", "d1", "q0@rot90", "q0@rot180", "q0@rot270",
+           "q1@rot90", "q1@rot180", "q1@rot270"]
+    bits01 = np.array([code(0), code(0), code(1), code(2), code(0), code(1), code(5),
+                       code(8), code(8), code(8)])
+    roles = ["query", "query", "database", "database"] + ["rotated"] * 6
+    labels = [0, 1, 0, 1] + [0] * 3 + [1] * 3
+    codes_path, split_path = tmp_path / "c.parquet", tmp_path / "s.parquet"
+    write_codes(codes_path, ids, labels, roles, pack_bits(bits01), bits01 - 0.5, BITS)
+    pd.DataFrame({"image_id": ids[:4], "role": roles[:4], "db_order": [-1, -1, 0, 1]}
+                 ).to_parquet(split_path, index=False)
+    result = evaluate_cell(codes_path, split_path, tmp_path / "m.json")
+    assert result["metrics"]["rotation_top3"] == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert "rotation_top3" not in result["not_applicable"]
+    # rotated rows never enter the database or the other metrics
+    assert result["n_database"] == 2
+    other = evaluate_cell(codes_path, split_path, tmp_path / "c2f.json", ranking="coarse_to_fine")
+    assert "rotation_top3" in other["not_applicable"]

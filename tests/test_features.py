@@ -184,3 +184,54 @@ def test_registry_and_reader_do_not_import_torch():
             "b.check_available('efficientnet_lite0'); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("kind", ["maps", "layers", "rot"])
+def test_feature_kinds_match_direct_computation(dataset, extracted, tmp_path, kind):
+    """maps: the last conv maps (their mean is the pooled feature); layers: stages 4, 10
+    and the head, pooled; rot: the same for the image turned by 90/180/270 degrees."""
+    import torch
+
+    from rshash.features import read_arrays
+
+    path, manifest = dataset
+    out = tmp_path / f"efficientnet_lite0_{kind}.h5"
+    extract(path, "efficientnet_lite0", out, threads=2, batch_size=5, device="cpu",
+            progress=False, kind=kind)
+    arrays, image_id = read_arrays(out)
+    assert list(image_id) == list(manifest.image_id)
+    n = len(manifest)
+    model = get_backbone("efficientnet_lite0").load("cpu").net
+    i = 7
+    x = (torch.from_numpy(load_image(manifest.path[i], 224))[None] - 0.5) / 0.5
+
+    def stages(x):
+        seen = []
+        hooks = [model._blocks[b].register_forward_hook(lambda m, a, o: seen.append(o))
+                 for b in (4, 10)]
+        with torch.inference_mode():
+            head = model.extract_features(x)
+        for h in hooks:
+            h.remove()
+        return [s.mean((2, 3))[0].numpy() for s in seen] + [head.mean((2, 3))[0].numpy()], head
+
+    if kind == "maps":
+        assert arrays["maps"].shape == (n, 1280, 7, 7) and arrays["maps"].dtype == np.float16
+        _, head = stages(x)
+        np.testing.assert_allclose(arrays["maps"][i], head[0].numpy(), rtol=1e-2, atol=1e-2)
+        np.testing.assert_allclose(arrays["maps"].astype(np.float32).mean((2, 3)),
+                                   read_features(extracted).features, atol=2e-3)
+    elif kind == "layers":
+        expected, _ = stages(x)
+        assert [arrays[f"layer{j}"].shape for j in range(3)] == [(n, 40), (n, 112), (n, 1280)]
+        for j in range(3):
+            np.testing.assert_allclose(arrays[f"layer{j}"][i], expected[j], atol=1e-5)
+    else:
+        assert arrays["features"].shape == (n, 3, 1280)
+        for r, k in enumerate((1, 2, 3)):
+            expected, _ = stages(torch.rot90(x, k, dims=(2, 3)))
+            np.testing.assert_allclose(arrays["features"][i, r], expected[2], atol=1e-5)
+            np.testing.assert_allclose(arrays["layer1"][i, r], expected[1], atol=1e-5)
+        # a turned image gives other features (the backbone is not rotation invariant)
+        assert not np.allclose(arrays["features"][i, 0], read_features(extracted).features[i],
+                               atol=1e-3)

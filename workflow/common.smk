@@ -8,6 +8,8 @@ from snakemake.exceptions import WorkflowError
 
 from rshash import RshashError
 from rshash.config import experiment_cells, experiment_rankings, validate
+from rshash.methods import method_info
+from rshash.backbones import BACKBONES
 from rshash.data.datasets import data_dir, image_root, missing_message, spec_from_config
 
 try:
@@ -27,7 +29,7 @@ DEVICE = config.get("device", "auto")
 
 wildcard_constraints:
     dataset="[a-z][a-z0-9_]*",
-    backbone="[a-z][a-z0-9_]*",
+    backbone="|".join(BACKBONES),
     protocol="[a-z][a-z0-9_]*",
     method="[a-z][a-z0-9_]*",
     experiment="[a-z][a-z0-9_]*",
@@ -69,6 +71,16 @@ def variant(wildcards):
     if wildcards.method not in config["variants"]:
         raise WorkflowError(f"method '{wildcards.method}' is not a variant in config.yaml")
     return config["variants"][wildcards.method]
+
+
+def method_inputs(wildcards):
+    """The further features kinds (maps, layers, rot) a variant's method reads."""
+    return [k for k in method_info(variant(wildcards)["method"]).inputs if k != "features"]
+
+
+def extra_features(wildcards):
+    return [f"results/features/{wildcards.dataset}/{wildcards.backbone}_{k}.h5"
+            for k in method_inputs(wildcards)]
 
 
 def cell_json(wildcards):

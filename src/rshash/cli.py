@@ -50,14 +50,20 @@ def cmd_extract(a):
     from rshash.features import extract
 
     extract(a.manifest, a.backbone, a.out, threads=a.threads, batch_size=a.batch_size,
-            device=a.device, num_workers=a.num_workers)
+            device=a.device, num_workers=a.num_workers, kind=a.kind)
 
 
 def cmd_train(a):
     from rshash.train import train_cell
 
+    extra = {}
+    for item in a.extra:
+        kind, _, path = item.partition("=")
+        if not path:
+            raise RshashError(f"--extra expects KIND=PATH, got {item!r}")
+        extra[kind] = path
     info = train_cell(a.features, a.split, a.method, a.bits, a.seed, _json(a.params),
-                      a.model, a.codes, threads=a.threads)
+                      a.model, a.codes, threads=a.threads, extra=extra)
     print(f"trained {a.method} ({a.bits} bits, seed {a.seed}) on {info['n_train']} images "
           f"in {info['seconds']:.1f} s")
 
@@ -154,6 +160,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--num-workers", type=int, default=0)
     s.add_argument("--device", default="auto")
+    s.add_argument("--kind", default="features", choices=["features", "maps", "layers", "rot"])
     s.set_defaults(func=cmd_extract)
 
     s = sub.add_parser("train", help="fit a hashing method; write model and codes")
@@ -163,6 +170,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--bits", type=int, required=True)
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--params", default="{}", help="JSON method parameters")
+    s.add_argument("--extra", action="append", default=[],
+                   help="KIND=PATH: a further features file the method reads (maps, layers, rot)")
     s.add_argument("--model", required=True)
     s.add_argument("--codes", required=True)
     s.add_argument("--threads", type=int, default=1)

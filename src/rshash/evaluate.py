@@ -23,11 +23,14 @@ from rshash import RshashError
 from rshash.codes import Codes, atomic_write, read_codes
 from rshash.data.splits import read_split
 from rshash.metrics import (CURVE_KS, KS, MAP_CUTOFFS, accuracy, hamming_pr, nmrr, per_class_mean,
-                            per_query, precision_recall_curves, retrieved_accuracy_at)
+                            per_query, precision_recall_curves, retrieved_accuracy_at,
+                            rotation_top3)
 from rshash.provenance import collect
-from rshash.search import get_ranking, hamming_distances, order
+from rshash.search import euclidean_distances, get_ranking, hamming_distances, order, topk
 
 ACC_KS = (20,)
+ROTATION_RANKINGS = ("hamming", "euclidean")
+ROTATIONS = (90, 180, 270)
 COLUMNS = ("packed", "value", "class_prob", "predicted_label")
 
 
@@ -58,7 +61,7 @@ def _rows_of(columns: dict, rows) -> dict:
 def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "hamming", *,
                     ranking_params: dict | None = None, map_cutoffs=MAP_CUTOFFS, ks=KS,
                     exclude: np.ndarray | None = None, block: int = 256, bits: int | None = None,
-                    with_curves: bool = False):
+                    with_curves: bool = False, rotated: dict | None = None):
     """Registry metrics for queries against a database (in tie order).
 
     ``query`` / ``database`` are dicts of codes columns (``packed``,
@@ -66,6 +69,9 @@ def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "ha
     ranking's single column). ``exclude`` (nq,) names a database index to
     leave out of each query's ranking (leave-one-out), -1 for none.
     ``query_ms`` times the ranking only (distances and ordering).
+    ``rotated`` holds the columns of each query's 90/180/270-degree copies,
+    shaped (nq, 3, ...): ``rotation_top3`` is computed from them (for the
+    ``hamming`` and ``euclidean`` rankings).
 
     Returns the scalar metrics; with ``with_curves`` returns
     ``(metrics, curves, not_applicable)``.
@@ -123,6 +129,10 @@ def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "ha
                 for k in ACC_KS:
                     put(f"acc_retrieved_at_{k}", g, retrieved_accuracy_at(
                         database["predicted_label"][ranked_rows], db_labels[ranked_rows], k))
+        if rotated is not None and ranking in ROTATION_RANKINGS:
+            q_rot = {k: v[start:stop] for k, v in rotated.items() if v is not None}
+            put("rotation_top3", np.arange(start, stop),
+                _rotation_top3(ranking, q_block, q_rot, database))
         if packed:
             dist = hamming_distances(q_block["packed"], database["packed"])
             same = db_labels[None, :] == query_labels[start:stop, None]
@@ -158,8 +168,28 @@ def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "ha
     if not predicted:
         for name in ("acc_query", *(f"acc_retrieved_at_{k}" for k in ACC_KS)):
             not_applicable[name] = "method has no class head (no predicted_label)"
-    not_applicable["rotation_top3"] = "no rotated copies of the queries were encoded"
+    if rotated is None:
+        not_applicable["rotation_top3"] = "no rotated copies of the queries were encoded"
+    elif ranking not in ROTATION_RANKINGS:
+        not_applicable["rotation_top3"] = (f"computed for the {' and '.join(ROTATION_RANKINGS)} "
+                                           "rankings only")
     return metrics, curves, not_applicable
+
+
+def _rotation_top3(ranking: str, query: dict, rotated: dict, database: dict) -> np.ndarray:
+    """Each query ranked against the database plus its own three rotated copies,
+    appended after the database (they lose every tie); the share of copies in its top 3."""
+    column = get_ranking(ranking).needs[0]
+    q, rot, db = query[column], rotated[column], database[column]
+    if ranking == "hamming":
+        to_db = hamming_distances(q, db).astype(np.float64)
+        to_copies = np.stack([hamming_distances(q[i:i + 1], rot[i])[0] for i in range(len(q))])
+    else:
+        to_db = euclidean_distances(q, db)
+        to_copies = np.stack([euclidean_distances(q[i:i + 1], rot[i])[0] for i in range(len(q))])
+    ndb = to_db.shape[1]
+    ranked = topk(np.concatenate([to_db, to_copies], axis=1), 3)
+    return rotation_top3(ranked, np.broadcast_to(np.arange(ndb, ndb + 3), (len(q), 3)))
 
 
 def _leave_out(ranked: np.ndarray, exclude: np.ndarray):
@@ -217,11 +247,12 @@ def evaluate_cell(codes_path: str | os.PathLike, split_path: str | os.PathLike,
     db_rows = _rows(codes, database.image_id.to_numpy(), "database", split_path)
     exclude = pd.Index(codes.image_id[db_rows]).get_indexer(codes.image_id[q_rows])
     columns = {c: getattr(codes, c) for c in COLUMNS}
+    rotated = _rotated_columns(codes, q_rows, columns)
     metrics, curves, not_applicable = evaluate_arrays(
         _rows_of(columns, q_rows), codes.label[q_rows], _rows_of(columns, db_rows),
         codes.label[db_rows], ranking, ranking_params=ranking_params,
         map_cutoffs=map_cutoffs_of(protocol), exclude=exclude, block=block,
-        bits=codes.bits or None, with_curves=True)
+        bits=codes.bits or None, with_curves=True, rotated=rotated)
     result = {
         "cell": cell or {},
         "ranking": ranking,
@@ -237,6 +268,21 @@ def evaluate_cell(codes_path: str | os.PathLike, split_path: str | os.PathLike,
     }
     atomic_write(out_path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1) + "\n"))
     return result
+
+
+def _rotated_columns(codes: Codes, q_rows: np.ndarray, columns: dict) -> dict | None:
+    """Columns of the queries' rotated copies (role ``rotated``, ids ``{id}@rot{deg}``),
+    shaped (nq, 3, ...); None when the codes file has none."""
+    rot_rows = codes.select("rotated")
+    if len(rot_rows) == 0:
+        return None
+    index = {image_id: r for image_id, r in zip(codes.image_id[rot_rows], rot_rows)}
+    try:
+        rows = np.array([[index[f"{i}@rot{d}"] for d in ROTATIONS]
+                         for i in codes.image_id[q_rows]])
+    except KeyError as err:
+        raise RshashError(f"{codes.path}: rotated copies are missing for query {err}") from None
+    return {k: None if v is None else v[rows] for k, v in columns.items()}
 
 
 def _rows(codes: Codes, image_ids: np.ndarray, role: str, split_path) -> np.ndarray:

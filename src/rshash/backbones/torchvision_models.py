@@ -84,7 +84,8 @@ def _load(name: str, weights_path: Path):
     return model
 
 
-def _spec(name: str, input_size: int, feature_dim: int) -> BackboneSpec:
+def _spec(name: str, input_size: int, feature_dim: int,
+          stages: tuple[str, str, str]) -> BackboneSpec:
     return BackboneSpec(
         name=name,
         input_size=input_size,
@@ -93,11 +94,12 @@ def _spec(name: str, input_size: int, feature_dim: int) -> BackboneSpec:
         feature_dim=feature_dim,
         locate=partial(_locate, name),
         loader=partial(_load, name),
+        stages=stages,
     )
 
 
 SPECS = [
-    _spec("inception_v3", 299, 2048),
-    _spec("resnet50", 224, 2048),
-    _spec("vgg16", 224, 4096),
+    _spec("inception_v3", 299, 2048, ("Mixed_5d", "Mixed_6e", "Mixed_7c")),
+    _spec("resnet50", 224, 2048, ("layer2", "layer3", "layer4")),
+    _spec("vgg16", 224, 4096, ("features.16", "features.23", "features.30")),  # pool3-5
 ]
