@@ -22,6 +22,7 @@ rule build_table:
     params:
         protocols=experiment_protocols,
         reference=experiment_reference,
+        comparisons=experiment_comparisons,
     log:
         "results/logs/build_table/{experiment}.log",
     conda:
@@ -29,7 +30,8 @@ rule build_table:
     shell:
         "rshash table --experiment {wildcards.experiment} --csv {output.csv} --md {output.md} "
         "--meta {output.meta} --protocols {params.protocols:q} --reference {params.reference:q} "
-        "--paired {output.paired} {input.metrics} > {log} 2>&1"
+        "--comparisons {params.comparisons:q} --paired {output.paired} {input.metrics} "
+        "> {log} 2>&1"
 
 
 rule plot_tsne:

@@ -306,3 +306,28 @@ def test_unknown_reference_is_an_error(tmp_path, metric_files):
     with pytest.raises(RshashError, match="reference lsh"):
         build_table("exp", metric_files, csv, md, meta, reference={"method": "lsh"})
     assert not csv.exists()
+
+
+def test_explicit_comparisons_pair_variants_and_rankings(tmp_path):
+    """An ablation against its full method, a re-ranking against Hamming ranking."""
+    files = []
+    for s, (full, ablated, c2f) in enumerate([(0.9, 0.8, 0.92), (0.8, 0.75, 0.83),
+                                              (0.85, 0.7, 0.86)]):
+        files.append(write_metrics(tmp_path, "dmch", 32, s, metrics={"map_all": full}))
+        files.append(write_metrics(tmp_path, "dmch_ncat", 32, s, metrics={"map_all": ablated}))
+        files.append(write_metrics(tmp_path, "dmch", 32, s, ranking="coarse_to_fine",
+                                   metrics={"map_all": c2f}))
+    csv, md, meta = outputs(tmp_path)
+    comparisons = [{"method": "dmch_ncat", "reference": "dmch"},
+                   {"method": "dmch", "ranking": "coarse_to_fine", "reference": "dmch",
+                    "reference_ranking": "hamming"}]
+    build_table("abl", files, csv, md, meta, comparisons=comparisons,
+                out_paired=tmp_path / "p.csv")
+    paired = pd.read_csv(tmp_path / "p.csv").set_index(["method", "ranking"])
+    assert len(paired) == 2
+    assert paired.loc[("dmch_ncat", "hamming"), "mean_diff"] == pytest.approx(-0.1)
+    assert paired.loc[("dmch", "coarse_to_fine"), "mean_diff"] == pytest.approx(0.02)
+    assert paired.loc[("dmch", "coarse_to_fine"), "reference_ranking"] == "hamming"
+    with pytest.raises(RshashError, match="comparison row dah"):
+        build_table("abl", files, csv, md, meta, comparisons=[{"method": "dah",
+                                                               "reference": "dmch"}])

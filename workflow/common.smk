@@ -171,3 +171,7 @@ def experiment_reference(wildcards):
     ref = dict(exp.get("reference") or {"method": exp["methods"][0]})
     ref.setdefault("ranking", experiment_rankings(config, wildcards.experiment, ref["method"])[0])
     return as_json(ref)
+
+
+def experiment_comparisons(wildcards):
+    return as_json(config["experiments"][wildcards.experiment].get("comparisons", []))

@@ -83,8 +83,10 @@ def cmd_table(a):
     from rshash.report.tables import build_table
 
     build_table(a.experiment, a.metrics, a.csv, a.md, a.meta, protocols=_json(a.protocols),
-                config={"protocols": _json(a.protocols), "reference": _json(a.reference)},
-                reference=_json(a.reference), out_paired=a.paired)
+                config={"protocols": _json(a.protocols), "reference": _json(a.reference),
+                        "comparisons": _json(a.comparisons)},
+                reference=_json(a.reference), out_paired=a.paired,
+                comparisons=_json(a.comparisons) or None)
 
 
 def cmd_tsne(a):
@@ -194,6 +196,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--meta", required=True)
     s.add_argument("--protocols", default="{}", help="JSON protocol fields")
     s.add_argument("--reference", default="{}", help='JSON, e.g. {"method": "lsh"}')
+    s.add_argument("--comparisons", default="[]", help="JSON list of explicit comparisons")
     s.add_argument("--paired", help="CSV of the paired comparison with the reference")
     s.add_argument("metrics", nargs="+")
     s.set_defaults(func=cmd_table)

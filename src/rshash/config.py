@@ -81,6 +81,21 @@ def check_references(config: dict) -> None:
         if reference is not None and reference["method"] not in exp["methods"]:
             raise RshashError(f"config: experiments.{name}.reference.method: "
                               f"'{reference['method']}' is not among the experiment's methods")
+        for method in exp.get("method_bits", {}):
+            if method not in exp["methods"]:
+                raise RshashError(f"config: experiments.{name}.method_bits.{method}: "
+                                  f"'{method}' is not among the experiment's methods")
+        for i, comp in enumerate(exp.get("comparisons", [])):
+            for key in ("method", "reference"):
+                if comp[key] not in exp["methods"]:
+                    raise RshashError(f"config: experiments.{name}.comparisons[{i}].{key}: "
+                                      f"'{comp[key]}' is not among the experiment's methods")
+            for key, method in (("ranking", comp["method"]),
+                                ("reference_ranking", comp["reference"])):
+                if key in comp and comp[key] not in experiment_rankings(config, name, method):
+                    raise RshashError(f"config: experiments.{name}.comparisons[{i}].{key}: "
+                                      f"'{method}' is not ranked '{comp[key]}' in this "
+                                      "experiment")
 
 
 @dataclass(frozen=True)
@@ -112,7 +127,8 @@ def experiment_cells(config: dict, experiment: str) -> list[Cell]:
     for dataset, backbone, protocol, method in itertools.product(
             exp["datasets"], exp["backbones"], exp["protocols"], exp["methods"]):
         seeds = exp.get("seeds") or config["protocols"][protocol]["seeds"]
-        bit_lengths = [0] if _info(config, method).real_valued else exp["bits"]
+        bit_lengths = ([0] if _info(config, method).real_valued
+                       else exp.get("method_bits", {}).get(method, exp["bits"]))
         cells += [Cell(dataset, backbone, protocol, method, bits, s)
                   for bits in bit_lengths for s in seeds]
     return cells

@@ -187,76 +187,97 @@ PAIRED_COLUMNS = ["experiment", "dataset", "backbone", "protocol", "method", "bi
                   "mean_diff", "ci_low", "ci_high", "n_pairs"]
 
 
-def paired_comparison(experiment: str, records: list[dict], reference: dict) -> pd.DataFrame:
-    """Every row against the reference row: the per-seed paired difference.
+def paired_comparison(experiment: str, records: list[dict], reference: dict | None = None,
+                      comparisons: list[dict] | None = None) -> pd.DataFrame:
+    """Rows against reference rows: the per-seed paired difference.
 
-    ``reference``: ``{"method": ..., "ranking": ...}`` (ranking defaults to the
-    reference method's first ranking in the records). Rows are paired with
-    the reference at the same dataset, backbone, protocol and bits (a
-    real-valued reference, bits 0, pairs with every bit length, and a
-    real-valued row with every bit length of the reference) on the same
-    split seed; a row with no reference to pair with is kept with n_pairs 0.
-    ``mean_diff`` = mean(row - reference); the 95% interval is
+    ``reference``: ``{"method": ..., "ranking": ...}``, compared with every other
+    row; ``comparisons``: explicit pairs ``{"method", "ranking"?, "reference",
+    "reference_ranking"?}`` (an ablation against its full method, a re-ranking
+    against plain Hamming ranking). A missing ranking means every ranking of
+    the row's method; a missing reference ranking, the reference method's
+    first. Rows are paired with the reference at the same dataset, backbone,
+    protocol and bits (a real-valued reference, bits 0, pairs with every bit
+    length, and a real-valued row with every bit length of the reference) on
+    the same split seed; a row with no reference to pair with is kept with
+    n_pairs 0. ``mean_diff`` = mean(row - reference); the 95% interval is
     mean_diff -/+ t(0.975, n-1) * sd / sqrt(n) (empty with one pair).
     """
-    from scipy import stats
-
-    ref_method = reference["method"]
-    ref_ranking = reference.get("ranking") or next(
-        (r["ranking"] for r in records if r["method"] == ref_method), None)
     by_key = {}
+    first_ranking = {}
     for rec in records:
         key = (rec["dataset"], rec["backbone"], rec["protocol"], rec["method"], rec["bits"],
                rec["ranking"])
         by_key.setdefault(key, {})[rec["seed"]] = rec["metrics"]
-    refs = {k: v for k, v in by_key.items() if k[3] == ref_method and k[5] == ref_ranking}
-    if not refs:
-        raise RshashError(f"experiment {experiment!r}: reference {ref_method} ranked "
-                          f"{ref_ranking} has no metrics files")
+        first_ranking.setdefault(rec["method"], rec["ranking"])
+    if comparisons is None:
+        ref = reference["method"]
+        ref_ranking = reference.get("ranking") or first_ranking.get(ref)
+        comparisons = [{"method": m, "ranking": r, "reference": ref,
+                        "reference_ranking": ref_ranking}
+                       for m, r in dict.fromkeys((k[3], k[5]) for k in by_key)
+                       if (m, r) != (ref, ref_ranking)]
     rows = []
-    for key, seeds in by_key.items():
-        if key[3] == ref_method and key[5] == ref_ranking:
-            continue
-        dataset, backbone, protocol, method, bits, ranking = key
-        group = (dataset, backbone, protocol, ref_method)
-        ref_bits = sorted(k[4] for k in refs if k[:4] == group)
-        if bits == 0:  # a real-valued row against the reference at each of its bit lengths
-            candidates = ref_bits
-        else:  # the reference at the same bits, else a real-valued reference
-            candidates = [b for b in (bits, 0) if b in ref_bits][:1]
-        for rb in candidates or [None]:  # no reference here: one row, n_pairs 0
-            ref = refs[group + (rb, ref_ranking)] if rb is not None else {}
-            common = sorted(set(seeds) & set(ref))
-            if common:
-                metrics = [m for m in seeds[common[0]] if all(m in ref[s] for s in common)]
-            else:
-                metrics = ["map_all"]
-            for metric in metrics:
-                d = np.array([seeds[s][metric] - ref[s][metric] for s in common],
-                             dtype=np.float64)
-                mean = float(d.mean()) if len(d) else math.nan
-                if len(d) > 1:
-                    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1)
-                                 / math.sqrt(len(d)))
-                    low, high = mean - half, mean + half
-                else:
-                    low = high = math.nan
-                rows.append({"experiment": experiment, "dataset": dataset,
-                             "backbone": backbone, "protocol": protocol, "method": method,
-                             "bits": bits, "ranking": ranking, "reference_method": ref_method,
-                             "reference_bits": rb, "reference_ranking": ref_ranking,
-                             "metric": metric, "mean_diff": mean, "ci_low": low,
-                             "ci_high": high, "n_pairs": len(d)})
+    for comp in comparisons:
+        ref_method = comp["reference"]
+        ref_ranking = comp.get("reference_ranking") or first_ranking.get(ref_method)
+        refs = {k: v for k, v in by_key.items() if k[3] == ref_method and k[5] == ref_ranking}
+        if not refs:
+            raise RshashError(f"experiment {experiment!r}: reference {ref_method} ranked "
+                              f"{ref_ranking} has no metrics files")
+        chosen = [k for k in by_key if k[3] == comp["method"]
+                  and comp.get("ranking") in (None, k[5])]
+        if not chosen:
+            raise RshashError(f"experiment {experiment!r}: comparison row {comp['method']} "
+                              f"ranked {comp.get('ranking') or 'any'} has no metrics files")
+        for key in chosen:
+            rows += _paired_rows(experiment, key, by_key[key], refs, ref_method, ref_ranking)
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def _paired_rows(experiment, key, seeds, refs, ref_method, ref_ranking) -> list[dict]:
+    """The paired-difference rows of one table row against its reference rows."""
+    from scipy import stats
+
+    dataset, backbone, protocol, method, bits, ranking = key
+    group = (dataset, backbone, protocol, ref_method)
+    ref_bits = sorted(k[4] for k in refs if k[:4] == group)
+    if bits == 0:  # a real-valued row against the reference at each of its bit lengths
+        candidates = ref_bits
+    else:  # the reference at the same bits, else a real-valued reference
+        candidates = [b for b in (bits, 0) if b in ref_bits][:1]
+    rows = []
+    for rb in candidates or [None]:  # no reference here: one row, n_pairs 0
+        ref = refs[group + (rb, ref_ranking)] if rb is not None else {}
+        common = sorted(set(seeds) & set(ref))
+        if common:
+            metrics = [m for m in seeds[common[0]] if all(m in ref[s] for s in common)]
+        else:
+            metrics = ["map_all"]
+        for metric in metrics:
+            d = np.array([seeds[s][metric] - ref[s][metric] for s in common], dtype=np.float64)
+            mean = float(d.mean()) if len(d) else math.nan
+            if len(d) > 1:
+                half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+                low, high = mean - half, mean + half
+            else:
+                low = high = math.nan
+            rows.append({"experiment": experiment, "dataset": dataset, "backbone": backbone,
+                         "protocol": protocol, "method": method, "bits": bits,
+                         "ranking": ranking, "reference_method": ref_method,
+                         "reference_bits": rb, "reference_ranking": ref_ranking,
+                         "metric": metric, "mean_diff": mean, "ci_low": low, "ci_high": high,
+                         "n_pairs": len(d)})
+    return rows
 
 
 def render_paired_markdown(paired: pd.DataFrame, metrics: list[str]) -> str:
     """A markdown section: difference to the reference with its 95% interval."""
     if paired.empty:
         return ""
-    first = paired.iloc[0]
-    lines = [f"## Paired comparison with {first.reference_method} "
-             f"(ranking `{first.reference_ranking}`)", "",
+    refs = list(dict.fromkeys(zip(paired.reference_method, paired.reference_ranking)))
+    lines = ["## Paired comparison with " + ", ".join(
+        f"{m} (ranking `{r}`)" for m, r in refs), "",
              "Mean over split seeds of (row - reference) on the same split, with the 95% "
              "t-interval of the paired differences; an interval that excludes 0 is a "
              "difference beyond split-to-split noise (marked *).", ""]
@@ -265,17 +286,19 @@ def render_paired_markdown(paired: pd.DataFrame, metrics: list[str]) -> str:
         if sub.empty:
             continue
         lines += [f"**{metric_label(metric)}** (`{metric}`)", "",
-                  "| dataset · protocol | method | ranking | bits | reference bits | difference "
-                  "| 95% interval | n |", "|---|---|---|---:|---:|---:|---|---:|"]
+                  "| dataset · protocol | method | ranking | bits | reference | difference "
+                  "| 95% interval | n |", "|---|---|---|---:|---|---:|---|---:|"]
         for r in sub.itertuples(index=False):
             if r.n_pairs == 0:
                 lines.append(f"| {r.dataset} · {r.protocol} | {r.method} | {r.ranking} | "
-                             f"{_bits_header(r.bits)} | – | no reference row | – | 0 |")
+                             f"{_bits_header(r.bits)} | {r.reference_method} | no reference row "
+                             "| – | 0 |")
                 continue
             ci = ("–" if math.isnan(r.ci_low) else f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]")
             star = " *" if not math.isnan(r.ci_low) and (r.ci_low > 0 or r.ci_high < 0) else ""
             lines.append(f"| {r.dataset} · {r.protocol} | {r.method} | {r.ranking} | "
-                         f"{_bits_header(r.bits)} | {_bits_header(int(r.reference_bits))} | "
+                         f"{_bits_header(r.bits)} | {r.reference_method}, {r.reference_ranking}, "
+                         f"{_bits_header(int(r.reference_bits))} | "
                          f"{r.mean_diff:+.3f}{star} | {ci} | "
                          f"{r.n_pairs} |")
         lines.append("")
@@ -360,7 +383,8 @@ def _json_default(obj):
 
 def build_table(experiment: str, metric_paths: list[str], out_csv, out_md, out_meta,
                 protocols: dict | None = None, config: dict | None = None,
-                reference: dict | None = None, out_paired=None) -> pd.DataFrame:
+                reference: dict | None = None, out_paired=None,
+                comparisons: list[dict] | None = None) -> pd.DataFrame:
     """Tabulate one experiment's metrics files; write CSV, markdown and meta JSON atomically.
 
     ``protocols`` maps protocol name -> its config fields (the meta JSON keeps
@@ -377,8 +401,8 @@ def build_table(experiment: str, metric_paths: list[str], out_csv, out_md, out_m
     extra = [m for p in protocols.values() for m in p.get("report_metrics", [])]
     markdown = render_markdown(experiment, df, extra)
     paired = None
-    if reference:
-        paired = paired_comparison(experiment, records, reference)
+    if reference or comparisons:
+        paired = paired_comparison(experiment, records, reference, comparisons)
         markdown += "\n" + render_paired_markdown(
             paired, headline_metrics(df["metric"], extra))
 
@@ -406,8 +430,9 @@ def build_table(experiment: str, metric_paths: list[str], out_csv, out_md, out_m
         "provenance": collect(config, seconds=round(time.perf_counter() - start, 3)),
     }
 
-    if reference:
+    if reference or comparisons:
         meta["reference"] = reference
+        meta["comparisons"] = comparisons
         meta["paired"] = ("mean over split seeds of (row - reference) on the same split, "
                           "95% t-interval of the paired differences")
     if out_paired is not None:
