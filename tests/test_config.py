@@ -111,3 +111,23 @@ def test_missing_data_directory_is_one_clear_message(repo, tmp_path):
     assert out.returncode != 0
     assert f"dataset 'ucmd': data directory {tmp_path / 'nowhere'} does not exist" in text
     assert "RSHASH_DATA_DIR" in text and "Job stats" not in text
+
+
+def test_parts_pair_each_method_with_its_own_protocol(config, schema):
+    validate(config, schema)
+    cells = experiment_cells(config, "ucmd_papers")
+    by_method = {}
+    for c in cells:
+        by_method.setdefault(c.method, set()).add((c.protocol, c.bits))
+    assert by_method["milan"] == {("mhcln_60_40", b) for b in (16, 24, 32)}
+    assert by_method["pbffn"] == {("pbffn_50_50", b) for b in (32, 64, 128, 256)}
+    assert {c.seed for c in cells if c.method == "dhcnn"} == set(range(10))
+    assert experiment_rankings(config, "ucmd_papers", "dah") == ["category_weighted", "hamming"]
+    bad = copy.deepcopy(config)
+    bad["experiments"]["ucmd_papers"]["parts"][1]["methods"] = ["nope"]
+    with pytest.raises(RshashError, match=r"experiments\.ucmd_papers\.parts\[1\]\.methods\[0\]"):
+        validate(bad, schema)
+    bad = copy.deepcopy(config)
+    bad["experiments"]["ucmd_papers"]["parts"][0]["colour"] = "red"
+    with pytest.raises(RshashError, match=r"ucmd_papers.*colour"):
+        validate(bad, schema)

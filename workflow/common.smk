@@ -7,7 +7,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from rshash import RshashError
-from rshash.config import experiment_cells, experiment_rankings, validate
+from rshash.config import experiment_cells, experiment_methods, experiment_rankings, validate
 from rshash.methods import method_info
 from rshash.backbones import BACKBONES
 from rshash.data.datasets import data_dir, image_root, missing_message, spec_from_config
@@ -160,7 +160,7 @@ def ranking_params_json(wildcards):
 
 
 def experiment_protocols(wildcards):
-    names = config["experiments"][wildcards.experiment]["protocols"]
+    names = dict.fromkeys(c.protocol for c in experiment_cells(config, wildcards.experiment))
     return as_json({n: config["protocols"][n] for n in names})
 
 
@@ -168,7 +168,8 @@ def experiment_reference(wildcards):
     """The row the paired comparison is against: the experiment's `reference`,
     else its first method with that method's first ranking."""
     exp = config["experiments"][wildcards.experiment]
-    ref = dict(exp.get("reference") or {"method": exp["methods"][0]})
+    first = experiment_methods(config, wildcards.experiment)[0]
+    ref = dict(exp.get("reference") or {"method": first})
     ref.setdefault("ranking", experiment_rankings(config, wildcards.experiment, ref["method"])[0])
     return as_json(ref)
 

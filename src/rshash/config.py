@@ -38,6 +38,33 @@ def validate(config: dict, schema_path: str | Path) -> None:
     check_references(config)
 
 
+PART_KEYS = ("protocols", "methods", "bits", "method_bits", "seeds", "rankings")
+
+
+def experiment_parts(config: dict, experiment: str) -> list[tuple[str, dict]]:
+    """(config path, selection) of each part of an experiment: its ``parts``, each
+    inheriting the experiment's keys, or the experiment itself."""
+    exp = config["experiments"][experiment]
+    base = {k: v for k, v in exp.items() if k != "parts"}
+    if "parts" not in exp:
+        return [(f"experiments.{experiment}", base)]
+    parts = []
+    for i, part in enumerate(exp["parts"]):
+        where = f"experiments.{experiment}.parts[{i}]"
+        merged = {**base, **part}
+        missing = [k for k in ("protocols", "methods", "bits") if k not in merged]
+        if missing:
+            raise RshashError(f"config: {where}: no {', '.join(missing)} (give them in the "
+                              "part or in the experiment)")
+        parts.append((where, merged))
+    return parts
+
+
+def experiment_methods(config: dict, experiment: str) -> list[str]:
+    return list(dict.fromkeys(m for _, p in experiment_parts(config, experiment)
+                              for m in p["methods"]))
+
+
 def check_references(config: dict) -> None:
     """Every name an experiment uses must be defined in its section, every variant's
     method registered, and every ranking supported by the methods it is asked of."""
@@ -50,44 +77,45 @@ def check_references(config: dict) -> None:
     sections = {"datasets": "datasets", "backbones": "backbones", "protocols": "protocols",
                 "methods": "variants"}
     for name, exp in config["experiments"].items():
-        for key, section in sections.items():
-            for i, value in enumerate(exp[key]):
-                if value not in config[section]:
+        for where, part in experiment_parts(config, name):
+            where = where if "parts" in exp else f"experiments.{name}"
+            for key, section in sections.items():
+                prefix = f"experiments.{name}" if key in ("datasets", "backbones") else where
+                for i, value in enumerate(part[key]):
+                    if value not in config[section]:
+                        raise RshashError(
+                            f"config: {prefix}.{key}[{i}]: '{value}' is not defined under "
+                            f"'{section}' (defined: {', '.join(sorted(config[section]))})")
+            for protocol in part["protocols"]:
+                extra = set(part.get("seeds", [])) - set(config["protocols"][protocol]["seeds"])
+                if extra:
                     raise RshashError(
-                        f"config: experiments.{name}.{key}[{i}]: '{value}' is not defined under "
-                        f"'{section}' (defined: {', '.join(sorted(config[section]))})")
-        for protocol in exp["protocols"]:
-            extra = set(exp.get("seeds", [])) - set(config["protocols"][protocol]["seeds"])
-            if extra:
-                raise RshashError(
-                    f"config: experiments.{name}.seeds: {sorted(extra)} not among the seeds of "
-                    f"protocol '{protocol}' {config['protocols'][protocol]['seeds']}")
-        rankings = exp.get("rankings")
-        if isinstance(rankings, dict):
-            for method in rankings:
-                if method not in exp["methods"]:
-                    raise RshashError(f"config: experiments.{name}.rankings.{method}: "
-                                      f"'{method}' is not among the experiment's methods")
-        for method in exp["methods"]:
-            info = REGISTRY[config["variants"][method]["method"]]
-            where = (f"experiments.{name}.rankings.{method}" if isinstance(rankings, dict)
-                     else f"experiments.{name}.rankings")
-            for ranking in experiment_rankings(config, name, method):
-                if ranking not in info.rankings:
-                    raise RshashError(
-                        f"config: {where}: method '{method}' does not support ranking "
-                        f"'{ranking}' (it supports: {', '.join(info.rankings)})")
+                        f"config: {where}.seeds: {sorted(extra)} not among the seeds of "
+                        f"protocol '{protocol}' {config['protocols'][protocol]['seeds']}")
+            rankings = part.get("rankings")
+            for key in ("rankings", "method_bits"):
+                if isinstance(part.get(key), dict):
+                    for method in part[key]:
+                        if method not in part["methods"]:
+                            raise RshashError(f"config: {where}.{key}.{method}: '{method}' is "
+                                              "not among the experiment's methods")
+            for method in part["methods"]:
+                info = REGISTRY[config["variants"][method]["method"]]
+                at = (f"{where}.rankings.{method}" if isinstance(rankings, dict)
+                      else f"{where}.rankings")
+                for ranking in _part_rankings(config, part, method):
+                    if ranking not in info.rankings:
+                        raise RshashError(
+                            f"config: {at}: method '{method}' does not support ranking "
+                            f"'{ranking}' (it supports: {', '.join(info.rankings)})")
+        methods = experiment_methods(config, name)
         reference = exp.get("reference")
-        if reference is not None and reference["method"] not in exp["methods"]:
+        if reference is not None and reference["method"] not in methods:
             raise RshashError(f"config: experiments.{name}.reference.method: "
                               f"'{reference['method']}' is not among the experiment's methods")
-        for method in exp.get("method_bits", {}):
-            if method not in exp["methods"]:
-                raise RshashError(f"config: experiments.{name}.method_bits.{method}: "
-                                  f"'{method}' is not among the experiment's methods")
         for i, comp in enumerate(exp.get("comparisons", [])):
             for key in ("method", "reference"):
-                if comp[key] not in exp["methods"]:
+                if comp[key] not in methods:
                     raise RshashError(f"config: experiments.{name}.comparisons[{i}].{key}: "
                                       f"'{comp[key]}' is not among the experiment's methods")
             for key, method in (("ranking", comp["method"]),
@@ -119,19 +147,20 @@ class Cell:
 
 
 def experiment_cells(config: dict, experiment: str) -> list[Cell]:
+    """Every cell of an experiment (the union of its parts, each cell once)."""
     if experiment not in config["experiments"]:
         raise RshashError(f"unknown experiment '{experiment}'; defined: "
                           f"{', '.join(sorted(config['experiments']))}")
-    exp = config["experiments"][experiment]
     cells = []
-    for dataset, backbone, protocol, method in itertools.product(
-            exp["datasets"], exp["backbones"], exp["protocols"], exp["methods"]):
-        seeds = exp.get("seeds") or config["protocols"][protocol]["seeds"]
-        bit_lengths = ([0] if _info(config, method).real_valued
-                       else exp.get("method_bits", {}).get(method, exp["bits"]))
-        cells += [Cell(dataset, backbone, protocol, method, bits, s)
-                  for bits in bit_lengths for s in seeds]
-    return cells
+    for _, part in experiment_parts(config, experiment):
+        for dataset, backbone, protocol, method in itertools.product(
+                part["datasets"], part["backbones"], part["protocols"], part["methods"]):
+            seeds = part.get("seeds") or config["protocols"][protocol]["seeds"]
+            bit_lengths = ([0] if _info(config, method).real_valued
+                           else part.get("method_bits", {}).get(method, part["bits"]))
+            cells += [Cell(dataset, backbone, protocol, method, bits, s)
+                      for bits in bit_lengths for s in seeds]
+    return list(dict.fromkeys(cells))
 
 
 def _info(config: dict, variant: str):
@@ -140,11 +169,18 @@ def _info(config: dict, variant: str):
     return method_info(config["variants"][variant]["method"])
 
 
-def experiment_rankings(config: dict, experiment: str, method: str) -> list[str]:
-    """The rankings a variant is evaluated with in an experiment: the experiment's
-    ``rankings`` (a list for every method, or a mapping per method), else the
-    method's default (``hamming``; ``euclidean`` for real-valued ``raw``)."""
-    rankings = config["experiments"][experiment].get("rankings")
+def _part_rankings(config: dict, part: dict, method: str) -> list[str]:
+    rankings = part.get("rankings")
     if isinstance(rankings, dict):
         rankings = rankings.get(method)
     return list(rankings or _info(config, method).default_rankings)
+
+
+def experiment_rankings(config: dict, experiment: str, method: str) -> list[str]:
+    """The rankings a variant is evaluated with in an experiment: the ``rankings`` of
+    the (first) part holding it (a list for every method, or a mapping per method),
+    else the method's default (``hamming``; ``euclidean`` for real-valued ``raw``)."""
+    for _, part in experiment_parts(config, experiment):
+        if method in part["methods"]:
+            return _part_rankings(config, part, method)
+    return list(_info(config, method).default_rankings)
