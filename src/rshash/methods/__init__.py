@@ -55,7 +55,7 @@ REGISTRY = {
     # deep hashing losses on the same MLP
     "dpsh": MethodInfo("rshash.methods.dpsh:DPSH"),
     "hashnet": MethodInfo("rshash.methods.hashnet:HashNet"),
-    "greedyhash": MethodInfo("rshash.methods.greedyhash:GreedyHash"),
+    "greedyhash": MethodInfo("rshash.methods.greedyhash:GreedyHash", class_head=True),
     "dsh": MethodInfo("rshash.methods.dsh:DSH"),
     "csq": MethodInfo("rshash.methods.csq:CSQ"),
 }

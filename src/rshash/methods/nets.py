@@ -67,6 +67,16 @@ def mlp(d_in: int, hidden: tuple[int, ...], d_out: int, slope: float = 0.2):
     return nn.Sequential(*layers)
 
 
+def epoch_batches(rng: np.random.Generator, n: int, batch_size: int):
+    """Row indices of one shuffled epoch in full batches (all rows if n < batch_size).
+
+    Hand-written rather than a torch DataLoader so that the numpy generator
+    seeded by ``seed_torch`` alone fixes the order."""
+    perm = rng.permutation(n)
+    steps = max(1, n // batch_size)
+    return [perm[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
+
+
 class ClassGroups:
     """Train rows grouped by class, for class-balanced sampling."""
 

@@ -1,0 +1,106 @@
+"""csq: hash centres (Hadamard / Bernoulli), the central-similarity loss, determinism,
+persistence and retrieval quality on real features."""
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from rshash import RshashError  # noqa: E402
+from rshash.evaluate import evaluate_arrays  # noqa: E402
+from rshash.methods import build  # noqa: E402
+from rshash.methods.base import load_model  # noqa: E402
+from rshash.methods.csq import csq_loss, hash_centers  # noqa: E402
+
+
+def blobs(n_classes=4, per_class=20, dim=32, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(n_classes), per_class)
+    X = rng.normal(0, 1, (n_classes, dim))[y] + 0.5 * rng.normal(0, 1, (len(y), dim))
+    return X.astype(np.float32), y
+
+
+def map_all(q, yq, d, yd):
+    return evaluate_arrays(np.packbits(q.bits, 1), yq, np.packbits(d.bits, 1), yd)["map_all"]
+
+
+def hamming(C):
+    return (C[:, None, :] != C[None, :, :]).sum(2)[np.triu_indices(len(C), 1)]
+
+
+@pytest.mark.parametrize("n_classes,bits", [(21, 32), (21, 16), (2, 8), (16, 8)])
+def test_hadamard_centres_are_distinct_binary_and_far_apart(n_classes, bits):
+    C = hash_centers(n_classes, bits, np.random.default_rng(0))
+    assert C.shape == (n_classes, bits) and C.dtype == np.float32
+    assert set(np.unique(C)) == {-1.0, 1.0}
+    assert hamming(C).min() >= bits // 2  # Hadamard rows: K/2 apart (K for h and -h)
+    # deterministic: no randomness in the Hadamard case
+    np.testing.assert_array_equal(C, hash_centers(n_classes, bits, np.random.default_rng(5)))
+
+
+@pytest.mark.parametrize("n_classes,bits", [(21, 8), (10, 24), (45, 48)])
+def test_bernoulli_centres_when_no_hadamard_fits(n_classes, bits):
+    # K = 8 with 21 > 2K classes, or K not a power of two: Bernoulli(0.5) bits
+    C = hash_centers(n_classes, bits, np.random.default_rng(0))
+    assert C.shape == (n_classes, bits)
+    assert set(np.unique(C)) == {-1.0, 1.0}
+    assert len(np.unique(C, axis=0)) == n_classes  # distinct
+    assert 0.35 * bits < hamming(C).mean() < 0.65 * bits  # about K/2 apart on average
+    assert not np.array_equal(C, hash_centers(n_classes, bits, np.random.default_rng(1)))
+
+
+def test_too_many_classes_for_the_code_length():
+    with pytest.raises(RshashError, match="300 classes"):
+        hash_centers(300, 8, np.random.default_rng(0))
+
+
+def test_loss_hand_computed():
+    u = torch.tensor([[0.6, -0.2]])
+    c = torch.tensor([[1.0, -1.0]])
+    # (u + 1) / 2 = (0.8, 0.4) against targets (1, 0): BCE = -(log 0.8 + log 0.6) / 2
+    # quantization: ((0.6 - 1)^2 + (0.2 - 1)^2) / 2 = (0.16 + 0.64) / 2 = 0.4, times 1e-4
+    expected = -(math.log(0.8) + math.log(0.6)) / 2 + 1e-4 * 0.4
+    assert csq_loss(u, c, lam=1e-4).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_gradients_are_finite():
+    torch.manual_seed(0)
+    z = torch.randn(6, 16, requires_grad=True)
+    centers = torch.from_numpy(hash_centers(3, 16, np.random.default_rng(0)))
+    csq_loss(torch.tanh(z), centers[[0, 1, 2, 0, 1, 2]], lam=1e-4).backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+def test_same_seed_same_codes_and_round_trip(tmp_path):
+    X, y = blobs()
+    a = build("csq", 16, seed=1, epochs=3, batch_size=16).fit(X, y)
+    b = build("csq", 16, seed=1, epochs=3, batch_size=16).fit(X, y)
+    c = build("csq", 16, seed=2, epochs=3, batch_size=16).fit(X, y)
+    ea = a.encode(X)
+    np.testing.assert_array_equal(ea.bits, b.encode(X).bits)
+    np.testing.assert_array_equal(ea.value, b.encode(X).value)
+    assert not np.array_equal(ea.value, c.encode(X).value)
+    assert np.abs(ea.value).max() < 1  # tanh output
+    a.save(tmp_path / "m.npz")
+    loaded, header = load_model(tmp_path / "m.npz")
+    assert header["method"] == "csq" and header["bits"] == 16
+    np.testing.assert_array_equal(loaded.centers, a.centers)
+    np.testing.assert_array_equal(loaded.encode(X).bits, ea.bits)
+    np.testing.assert_array_equal(loaded.encode(X).value, ea.value)
+
+
+def test_beats_lsh_and_codes_land_on_their_class_centre(demo_features):
+    d = demo_features
+    lsh = build("lsh", 32, seed=0).fit(d["X_train"])
+    csq = build("csq", 32, seed=0).fit(d["X_train"], d["y_train"])
+    m_lsh = map_all(lsh.encode(d["X_query"]), d["y_query"],
+                    lsh.encode(d["X_database"]), d["y_database"])
+    q, db = csq.encode(d["X_query"]), csq.encode(d["X_database"])
+    m_csq = map_all(q, d["y_query"], db, d["y_database"])
+    assert m_csq > m_lsh + 0.2, (m_csq, m_lsh)
+    # train codes sit on (nearest to) the centre of their own class
+    centre_bits = (csq.centers > 0).astype(np.uint8)
+    ham = (db.bits[:, None, :] != centre_bits[None, :, :]).sum(2)
+    assert (ham.argmin(1) == d["y_database"]).mean() > 0.95

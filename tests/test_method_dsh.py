@@ -1,0 +1,81 @@
+"""dsh: the pairwise contrastive loss with margin 2K and the |b| - 1 regularizer,
+determinism, persistence and retrieval quality on real features."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from rshash.evaluate import evaluate_arrays  # noqa: E402
+from rshash.methods import build  # noqa: E402
+from rshash.methods.base import load_model  # noqa: E402
+from rshash.methods.dsh import dsh_loss  # noqa: E402
+
+
+def blobs(n_classes=4, per_class=20, dim=32, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(n_classes), per_class)
+    X = rng.normal(0, 1, (n_classes, dim))[y] + 0.5 * rng.normal(0, 1, (len(y), dim))
+    return X.astype(np.float32), y
+
+
+def map_all(q, yq, d, yd):
+    return evaluate_arrays(np.packbits(q.bits, 1), yq, np.packbits(d.bits, 1), yd)["map_all"]
+
+
+def test_loss_hand_computed():
+    b = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    y = torch.tensor([0, 0, 1])
+    # K = 2, m = 2K = 4. pairs: (0,1) similar, ||.||^2 = 2 -> 0.5 * 2 = 1
+    # (0,2) and (1,2) dissimilar, ||.||^2 = 1 -> 0.5 * max(4 - 1, 0) = 1.5 each
+    # || |b| - 1 ||_1 per image: 1, 1, 0 -> mean 2/3, times alpha 0.01
+    expected = (1 + 1.5 + 1.5) / 3 + 0.01 * 2 / 3
+    assert dsh_loss(b, y, margin=4.0, alpha=0.01).item() == pytest.approx(expected, abs=1e-6)
+    # dissimilar pairs beyond the margin and codes at +-1 cost nothing
+    far = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])
+    assert dsh_loss(far, torch.tensor([0, 1]), margin=4.0, alpha=0.01).item() == 0.0
+
+
+def test_default_margin_is_twice_the_code_length():
+    assert build("dsh", 16).margin == 32.0
+    assert build("dsh", 64).margin == 128.0
+    assert build("dsh", 16, margin=5).margin == 5.0
+
+
+def test_gradients_are_finite():
+    torch.manual_seed(0)
+    b = torch.randn(8, 16, requires_grad=True)
+    dsh_loss(b, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), margin=32.0, alpha=0.01).backward()
+    assert torch.isfinite(b.grad).all() and b.grad.abs().sum() > 0
+
+
+def test_same_seed_same_codes_and_round_trip(tmp_path):
+    X, y = blobs()
+    a = build("dsh", 16, seed=1, epochs=5, batch_size=20).fit(X, y)
+    b = build("dsh", 16, seed=1, epochs=5, batch_size=20).fit(X, y)
+    c = build("dsh", 16, seed=2, epochs=5, batch_size=20).fit(X, y)
+    ea = a.encode(X)
+    np.testing.assert_array_equal(ea.bits, b.encode(X).bits)
+    np.testing.assert_array_equal(ea.value, b.encode(X).value)
+    assert not np.array_equal(ea.value, c.encode(X).value)
+    assert ea.class_prob is None and ea.predicted_label is None
+    a.save(tmp_path / "m.npz")
+    loaded, header = load_model(tmp_path / "m.npz")
+    assert header["method"] == "dsh" and header["bits"] == 16
+    np.testing.assert_array_equal(loaded.encode(X).bits, ea.bits)
+    np.testing.assert_array_equal(loaded.encode(X).value, ea.value)
+
+
+def test_beats_lsh_on_real_features(demo_features):
+    d = demo_features
+    lsh = build("lsh", 32, seed=0).fit(d["X_train"])
+    dsh = build("dsh", 32, seed=0, epochs=150, batch_size=30).fit(d["X_train"], d["y_train"])
+    m_lsh = map_all(lsh.encode(d["X_query"]), d["y_query"],
+                    lsh.encode(d["X_database"]), d["y_database"])
+    q, db = dsh.encode(d["X_query"]), dsh.encode(d["X_database"])
+    m_dsh = map_all(q, d["y_query"], db, d["y_database"])
+    assert m_dsh > m_lsh + 0.2, (m_dsh, m_lsh)
+    # same-class database codes are closer than other-class ones (in Hamming distance)
+    ham = (q.bits[:, None, :] != db.bits[None, :, :]).sum(2)
+    same = d["y_query"][:, None] == d["y_database"][None, :]
+    assert ham[same].mean() < 0.5 * ham[~same].mean()
