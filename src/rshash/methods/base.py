@@ -48,8 +48,11 @@ class HashMethod:
     def configure(self, **params) -> None:
         """Take the method's own parameters (keyword arguments with defaults)."""
 
-    def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> "HashMethod":
-        X = np.asarray(X, dtype=np.float32)
+    def fit(self, X, y: np.ndarray | None = None) -> "HashMethod":
+        """Fit on X: an [N, D] array, or what the method's registry ``inputs`` say
+        (an [N, C, h, w] array for maps, a dict of named arrays for layers)."""
+        if not isinstance(X, dict):
+            X = np.asarray(X, dtype=np.float32 if np.ndim(X) == 2 else None)
         if self.supervised and y is None:
             raise RshashError(f"method '{self.name}' is supervised: labels are required")
         self._fit(X, None if y is None else np.asarray(y, dtype=np.int64))
