@@ -1,0 +1,149 @@
+"""dhcnn: the eta mix of the DPSH pairwise term and the cross-entropy (both extremes
+reduce to one term), the linear hash layer, determinism, persistence, the class head
+and retrieval quality on real features."""
+
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+from rshash import RshashError  # noqa: E402
+from rshash.evaluate import evaluate_arrays  # noqa: E402
+from rshash.methods import build  # noqa: E402
+from rshash.methods.base import load_model  # noqa: E402
+from rshash.methods.dhcnn import dhcnn_loss  # noqa: E402
+from rshash.methods.dpsh import dpsh_loss, pairwise_likelihood_loss  # noqa: E402
+
+
+def blobs(n_classes=4, per_class=20, dim=32, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(n_classes), per_class)
+    X = rng.normal(0, 1, (n_classes, dim))[y] + 0.5 * rng.normal(0, 1, (len(y), dim))
+    return X.astype(np.float32), y
+
+
+def map_all(q, yq, d, yd):
+    return evaluate_arrays(np.packbits(q.bits, 1), yq, np.packbits(d.bits, 1), yd)["map_all"]
+
+
+def batch(seed=0, n=8, k=6, c=3):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(n, k, generator=g, requires_grad=True)
+    logits = torch.randn(n, c, generator=g, requires_grad=True)
+    y = torch.arange(n) % c
+    return u, logits, y
+
+
+def test_loss_hand_computed():
+    u = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    logits = torch.zeros(3, 2)  # uniform: CE = log 2
+    y = torch.tensor([0, 0, 1])
+    pair = (math.log(2) + 2 * math.log1p(math.exp(0.5))) / 3
+    quant = (1 + 1 + 0) / 3  # b = sgn(u) with sgn(0) = -1: ||u - b||^2 = 1, 1, 0
+    expected = 0.2 * (pair + 25 / 100 * quant) + 0.8 * math.log(2)
+    loss = dhcnn_loss(u, logits, y, eta=0.2, beta=25, n_train=100)
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_eta_zero_is_the_cross_entropy_alone():
+    u, logits, y = batch()
+    loss = dhcnn_loss(u, logits, y, eta=0.0, beta=25, n_train=50)
+    assert loss.item() == F.cross_entropy(logits, y).item()
+    loss.backward()
+    # the hash layer's output gets no gradient except through the classifier (absent here)
+    assert u.grad is None and logits.grad.abs().sum() > 0
+
+
+def test_eta_one_is_the_dpsh_term_alone():
+    u, logits, y = batch()
+    loss = dhcnn_loss(u, logits, y, eta=1.0, beta=25, n_train=50)
+    assert loss.item() == dpsh_loss(u, y, 25, 50).item()
+    # the pairwise likelihood is the one dpsh uses (shared), plus beta / N quantization
+    assert loss.item() > pairwise_likelihood_loss(u, y).item()
+    loss.backward()
+    assert logits.grad is None and u.grad.abs().sum() > 0
+
+
+def test_eta_mixes_linearly():
+    u, logits, y = batch(seed=3)
+    both = [dhcnn_loss(u, logits, y, eta=e, beta=25, n_train=50).item() for e in (0.0, 1.0)]
+    for eta in (0.2, 0.5, 0.9):
+        mixed = dhcnn_loss(u, logits, y, eta=eta, beta=25, n_train=50).item()
+        assert mixed == pytest.approx((1 - eta) * both[0] + eta * both[1], abs=1e-6)
+    # beta 0 drops the quantization term
+    assert dhcnn_loss(u, logits, y, eta=1.0, beta=0, n_train=50).item() == pytest.approx(
+        pairwise_likelihood_loss(u, y).item(), abs=1e-7)
+    with pytest.raises(RshashError):
+        dhcnn_loss(u, logits, y, eta=1.5, beta=25, n_train=50)
+    with pytest.raises(RshashError):
+        build("dhcnn", 16, eta=-0.1)
+
+
+def test_variants_in_config_set_eta(repo):
+    variants = yaml.safe_load((repo / "config.yaml").read_text())["variants"]
+    for name, eta in (("dhcnn", 0.2), ("dhcnn_eta0", 0.0), ("dhcnn_eta1", 1.0)):
+        v = variants[name]
+        assert v["method"] == "dhcnn"
+        assert build("dhcnn", 32, **v.get("params", {})).eta == eta
+
+
+def test_linear_hash_layer_and_class_head():
+    X, y = blobs()
+    m = build("dhcnn", 16, seed=0, epochs=3, batch_size=20).fit(X, y)
+    linears = [mod for mod in m.net.hash_layer.modules() if isinstance(mod, torch.nn.Linear)]
+    assert len(linears) == 1  # u = W_h f + v_h, no hidden layer by default
+    W, v = linears[0].weight.detach().numpy(), linears[0].bias.detach().numpy()
+    enc = m.encode(X)
+    np.testing.assert_allclose(enc.value, m.norm(X) @ W.T + v, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(enc.bits, (enc.value > 0).astype(np.uint8))
+    # t = softmax(W_s u + v_s): the classifier reads u (not the binary code)
+    Ws, vs = (p.detach().numpy() for p in (m.net.classifier.weight, m.net.classifier.bias))
+    logits = enc.value.astype(np.float64) @ Ws.T + vs
+    prob = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(enc.class_prob, prob / prob.sum(1, keepdims=True), atol=1e-5)
+    np.testing.assert_array_equal(enc.predicted_label, enc.class_prob.argmax(1))
+    # milan's MLP can go in front of the hash layer
+    deep = build("dhcnn", 16, seed=0, epochs=1, batch_size=20, hidden=[64, 32]).fit(X, y)
+    assert sum(isinstance(mod, torch.nn.Linear) for mod in deep.net.hash_layer.modules()) == 3
+
+
+def test_same_seed_same_codes_and_round_trip(tmp_path):
+    X, y = blobs()
+    a = build("dhcnn", 16, seed=1, epochs=5, batch_size=20).fit(X, y)
+    b = build("dhcnn", 16, seed=1, epochs=5, batch_size=20).fit(X, y)
+    c = build("dhcnn", 16, seed=2, epochs=5, batch_size=20).fit(X, y)
+    ea = a.encode(X)
+    np.testing.assert_array_equal(ea.bits, b.encode(X).bits)
+    np.testing.assert_array_equal(ea.value, b.encode(X).value)
+    assert not np.array_equal(ea.value, c.encode(X).value)
+    a.save(tmp_path / "m.npz")
+    loaded, header = load_model(tmp_path / "m.npz")
+    assert header["method"] == "dhcnn" and header["params"] == {"epochs": 5, "batch_size": 20}
+    el = loaded.encode(X)
+    np.testing.assert_array_equal(el.bits, ea.bits)
+    np.testing.assert_array_equal(el.value, ea.value)
+    np.testing.assert_array_equal(el.class_prob, ea.class_prob)
+
+
+def test_divergence_is_an_error():
+    X, y = blobs()
+    with pytest.raises(RshashError, match="diverged"):
+        build("dhcnn", 16, seed=0, epochs=50, batch_size=20, lr=50.0, eta=1.0).fit(X, y)
+
+
+def test_beats_lsh_and_class_head_is_consistent(demo_features):
+    d = demo_features
+    lsh = build("lsh", 32, seed=0).fit(d["X_train"])
+    dh = build("dhcnn", 32, seed=0).fit(d["X_train"], d["y_train"])  # the defaults
+    m_lsh = map_all(lsh.encode(d["X_query"]), d["y_query"],
+                    lsh.encode(d["X_database"]), d["y_database"])
+    q, db = dh.encode(d["X_query"]), dh.encode(d["X_database"])
+    m_dh = map_all(q, d["y_query"], db, d["y_database"])
+    assert m_dh > m_lsh + 0.1, (m_dh, m_lsh)  # measured 0.38 vs 0.22
+    assert q.class_prob.shape == (len(q.bits), 10) and q.class_prob.dtype == np.float32
+    np.testing.assert_allclose(q.class_prob.sum(1), 1.0, atol=1e-5)
+    assert (q.predicted_label == d["y_query"]).mean() > 0.25  # chance 0.1; measured 0.38
