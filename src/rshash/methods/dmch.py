@@ -242,12 +242,6 @@ class DMCH(TorchMethod):
     def _network(self, d_in: int):
         return _network(d_in, self.hidden, self.bits, self.n_classes, self.leaky_slope)
 
-    def _extra_state(self):
-        return {"n_classes": np.array(self.n_classes)}
-
-    def _load_extra_state(self, state):
-        self.n_classes = int(state["n_classes"])
-
     def _triplets(self, rng, labels):
         if self.mining == "random":
             return random_triplets(labels, rng)

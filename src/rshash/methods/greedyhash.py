@@ -89,12 +89,6 @@ class GreedyHash(TorchMethod):
     def _network(self, d_in: int):
         return _network(d_in, self.hidden, self.bits, self.n_classes, self.leaky_slope)
 
-    def _extra_state(self):
-        return {"n_classes": np.array(self.n_classes)}
-
-    def _load_extra_state(self, state):
-        self.n_classes = int(state["n_classes"])
-
     def _fit(self, X, y):
         import torch
 

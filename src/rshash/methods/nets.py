@@ -102,19 +102,21 @@ class ClassGroups:
 class TorchMethod(HashMethod):
     """A hash method whose encoder is a torch module ``self.net``, saved as numpy arrays.
 
-    Subclasses implement ``_network(d_in)``, ``_fit`` and ``encode``; values
-    the network's shape depends on (such as the class count) go in
-    ``_extra_state`` / ``_load_extra_state``.
+    Subclasses implement ``_network(d_in)``, ``_fit`` and ``encode``; a
+    ``n_classes`` attribute set in ``_fit`` is saved and restored, other values
+    the network's shape depends on go in ``_extra_state`` / ``_load_extra_state``.
     """
 
     def _network(self, d_in: int):
         raise NotImplementedError
 
     def _extra_state(self) -> dict:
-        return {}
+        """Sizes the network depends on; the class count of class-head methods by default."""
+        return {"n_classes": np.array(self.n_classes)} if hasattr(self, "n_classes") else {}
 
     def _load_extra_state(self, state: dict) -> None:
-        pass
+        if "n_classes" in state:
+            self.n_classes = int(state["n_classes"])
 
     def _forward(self, X: np.ndarray):
         """The network on normalised inputs, without gradients, as numpy (batched)."""
