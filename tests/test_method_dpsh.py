@@ -9,22 +9,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from rshash import RshashError  # noqa: E402
-from rshash.evaluate import evaluate_arrays  # noqa: E402
 from rshash.methods import build  # noqa: E402
 from rshash.methods.base import load_model  # noqa: E402
 from rshash.methods.dpsh import (dpsh_loss, pairwise_likelihood_loss,  # noqa: E402
                                  quantization_loss)
-
-
-def blobs(n_classes=4, per_class=20, dim=32, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.repeat(np.arange(n_classes), per_class)
-    X = rng.normal(0, 1, (n_classes, dim))[y] + 0.5 * rng.normal(0, 1, (len(y), dim))
-    return X.astype(np.float32), y
-
-
-def map_all(q, yq, d, yd):
-    return evaluate_arrays(np.packbits(q.bits, 1), yq, np.packbits(d.bits, 1), yd)["map_all"]
+from method_helpers import blobs, map_all  # noqa: E402
 
 
 def softplus(x):
