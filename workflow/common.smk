@@ -7,10 +7,10 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from rshash import RshashError
-from rshash.config import experiment_cells, experiment_methods, experiment_rankings, validate
-from rshash.methods import method_info
 from rshash.backbones import BACKBONES
+from rshash.config import experiment_cells, experiment_methods, experiment_rankings, validate
 from rshash.data.datasets import data_dir, image_root, missing_message, spec_from_config
+from rshash.methods import method_info
 
 try:
     validate(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")

@@ -165,7 +165,6 @@ def extract(
 
 
 KINDS = ("features", "maps", "layers", "rot")
-SUFFIX = {"features": "", "maps": "_maps", "layers": "_layers", "rot": "_rot"}
 
 
 class _Outputs:
@@ -204,11 +203,6 @@ class _Outputs:
         if self.kind == "maps":
             return {"maps": captured[0].half().cpu().numpy()}
         return {f"layer{i}": captured[i].float().mean((2, 3)).cpu().numpy() for i in range(3)}
-
-
-def features_path(results: str | os.PathLike, dataset: str, backbone: str, kind: str) -> Path:
-    """``{results}/features/{dataset}/{backbone}{_maps,_layers,_rot}.h5``."""
-    return Path(results) / "features" / dataset / f"{backbone}{SUFFIX[kind]}.h5"
 
 
 def read_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.ndarray]:
