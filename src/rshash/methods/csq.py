@@ -34,7 +34,6 @@ import numpy as np
 from scipy.linalg import hadamard
 
 from rshash import RshashError
-from rshash.methods.base import Encoded, sign_bits
 from rshash.methods.nets import Normalizer, TorchMethod, epoch_batches, mlp, seed_torch
 
 
@@ -109,7 +108,3 @@ class CSQ(TorchMethod):
                 opt.step()
             sched.step()
         self.net.eval()
-
-    def encode(self, X):
-        value = self._forward(X).astype(np.float32)
-        return Encoded(bits=sign_bits(value, 0.0), value=value)

@@ -43,10 +43,7 @@ Codes are ``u > 0`` (the paper's sgn(u)); ``value`` is u.
 
 from __future__ import annotations
 
-import numpy as np
-
 from rshash import RshashError
-from rshash.methods.base import Encoded, sign_bits
 from rshash.methods.nets import Normalizer, TorchMethod, epoch_batches, mlp, seed_torch
 
 
@@ -147,7 +144,3 @@ class DPSH(TorchMethod):
                 opt.step()
             sched.step()
         self.net.eval()
-
-    def encode(self, X):
-        value = self._forward(X).astype(np.float32)
-        return Encoded(bits=sign_bits(value, 0.0), value=value)

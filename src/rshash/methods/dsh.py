@@ -33,9 +33,6 @@ Codes are ``b > 0`` (the paper's sign(b)); ``value`` is b.
 
 from __future__ import annotations
 
-import numpy as np
-
-from rshash.methods.base import Encoded, sign_bits
 from rshash.methods.nets import Normalizer, TorchMethod, epoch_batches, mlp, seed_torch
 
 
@@ -87,7 +84,3 @@ class DSH(TorchMethod):
                 loss.backward()
                 opt.step()
         self.net.eval()
-
-    def encode(self, X):
-        value = self._forward(X).astype(np.float32)
-        return Encoded(bits=sign_bits(value, 0.0), value=value)

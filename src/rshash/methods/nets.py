@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from rshash import RshashError
-from rshash.methods.base import HashMethod
+from rshash.methods.base import Encoded, HashMethod, sign_bits
 
 INPUT_NORMS = ("none", "standardize", "l2")
 
@@ -130,6 +130,12 @@ class TorchMethod(HashMethod):
         if isinstance(outs[0], tuple):
             return tuple(torch.cat(parts).numpy() for parts in zip(*outs))
         return torch.cat(outs).numpy()
+
+    def encode(self, X):
+        """Default for a network with one K-unit output: value is that output, bits its sign.
+        Methods with another threshold or a class head override it."""
+        value = self._forward(X).astype(np.float32)
+        return Encoded(bits=sign_bits(value, 0.0), value=value)
 
     def state(self):
         net = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
