@@ -185,7 +185,7 @@ def test_input_checks():
 
 @pytest.fixture(scope="session")
 def demo_maps(tmp_path_factory):
-    """The demo dataset of tests/conftest.py (10 classes x 30 synthetic tiles) through
+    """The demo dataset of tests/conftest.py (10 classes x 30 synthetic tiles at noise 25) through
     EfficientNet-Lite0 as last conv maps [N, 1280, 7, 7], split by dmch_60_40 seed 0."""
     from rshash.data.manifest import scan_folder, write_manifest
     from rshash.data.splits import make_split

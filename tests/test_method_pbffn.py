@@ -19,7 +19,7 @@ FAST = {"epochs": 8, "width": 32}  # short fits: the tests check behaviour, not 
 
 @pytest.fixture(scope="session")
 def demo_layers(tmp_path_factory):
-    """The demo dataset (10 classes x 30 synthetic tiles) through EfficientNet-Lite0 as
+    """The demo dataset (10 classes x 30 synthetic tiles at noise 25) through EfficientNet-Lite0 as
     PBFFN reads it: pooled layer0..2 and rot_layer0..2 [N, 3, C_i] of each part of the
     dmch_60_40 seed 0 split (X_train with rot_*, X_query / X_database without)."""
     from rshash.data.manifest import scan_folder, write_manifest
