@@ -34,7 +34,7 @@ import numpy as np
 from scipy.linalg import hadamard
 
 from rshash import RshashError
-from rshash.methods.nets import Normalizer, TorchMethod, epoch_batches, mlp, seed_torch
+from rshash.methods.nets import Normalizer, TorchMethod, mlp, run_epochs, seed_torch, step_decay
 
 
 def hash_centers(n_classes: int, bits: int, rng: np.random.Generator) -> np.ndarray:
@@ -97,14 +97,6 @@ class CSQ(TorchMethod):
         Xt, Ct = torch.from_numpy(self.norm.fit(X)(X)), torch.from_numpy(self.centers[y])
         self.net = self._network(X.shape[1])
         opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, betas=self.betas)
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, self.lr_step_epoch),
-                                                gamma=self.lr_decay)
-        self.net.train()
-        for _ in range(self.epochs):
-            for rows in epoch_batches(rng, len(X), self.batch_size):
-                loss = csq_loss(self.net(Xt[rows]), Ct[rows], self.lam)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            sched.step()
-        self.net.eval()
+        run_epochs(self.net, opt, rng, len(X), self.batch_size, self.epochs,
+                   lambda rows: csq_loss(self.net(Xt[rows]), Ct[rows], self.lam),
+                   step_decay(opt, self.lr_step_epoch, self.lr_decay))

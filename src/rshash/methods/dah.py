@@ -98,7 +98,7 @@ from scipy.special import softmax
 from rshash import RshashError
 from rshash.methods.base import Encoded, sign_bits
 from rshash.methods.dpsh import check_finite
-from rshash.methods.nets import Normalizer, TorchMethod, epoch_batches, seed_torch
+from rshash.methods.nets import Normalizer, TorchMethod, run_epochs, seed_torch, sgd
 
 MAP_NORMS = ("none", "standardize")
 PAIR_REDUCTIONS = ("mean", "sum")
@@ -319,19 +319,15 @@ class DAH(TorchMethod):
         self.norm.fit(X)
         yt = torch.from_numpy(y)
         self.net = self._network(X.shape[1])
-        opt = torch.optim.SGD(self.net.parameters(), lr=self.lr, momentum=self.momentum,
-                              weight_decay=self.weight_decay)
-        self.net.train()
-        for _ in range(self.epochs):
-            for rows in epoch_batches(rng, len(X), self.batch_size):
-                rows = np.sort(rows)  # faster gather; the pair set does not depend on order
-                h, logits = self.net(self.norm(X[rows]))
-                loss = dah_loss(h, logits, yt[rows], self.alpha, self.beta, self.pair_reduction)
-                check_finite(loss, self.name, self.lr)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-        self.net.eval()
+        def batch_loss(rows):
+            rows = np.sort(rows)  # faster gather; the pair set does not depend on order
+            h, logits = self.net(self.norm(X[rows]))
+            loss = dah_loss(h, logits, yt[rows], self.alpha, self.beta, self.pair_reduction)
+            check_finite(loss, self.name, self.lr)
+            return loss
+
+        run_epochs(self.net, sgd(self.net, self.lr, self.momentum, self.weight_decay), rng,
+                   len(X), self.batch_size, self.epochs, batch_loss)
 
     def _outputs(self, X):
         """(h, logits) as numpy for maps X, in batches of ENCODE_BATCH."""

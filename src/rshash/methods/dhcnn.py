@@ -68,7 +68,8 @@ from scipy.special import softmax
 from rshash import RshashError
 from rshash.methods.base import Encoded, sign_bits
 from rshash.methods.dpsh import check_finite, dpsh_loss
-from rshash.methods.nets import Normalizer, TorchMethod, epoch_batches, mlp, seed_torch
+from rshash.methods.nets import (Normalizer, TorchMethod, mlp, run_epochs, seed_torch, sgd,
+                                 step_decay)
 
 
 def dhcnn_loss(u, logits, y, eta: float, beta: float, n_train: int):
@@ -135,22 +136,16 @@ class DHCNN(TorchMethod):
         self.n_classes = int(y.max()) + 1
         Xt, yt = torch.from_numpy(self.norm.fit(X)(X)), torch.from_numpy(y)
         self.net = self._network(X.shape[1])
-        opt = torch.optim.SGD(self.net.parameters(), lr=self.lr, momentum=self.momentum,
-                              weight_decay=self.weight_decay)
-        sched = (torch.optim.lr_scheduler.StepLR(opt, step_size=self.lr_step_epoch, gamma=0.1)
-                 if self.lr_step_epoch > 0 else None)
-        self.net.train()
-        for _ in range(self.epochs):
-            for rows in epoch_batches(rng, len(X), self.batch_size):
-                u, logits = self.net(Xt[rows])
-                loss = dhcnn_loss(u, logits, yt[rows], self.eta, self.beta, len(X))
-                check_finite(loss, self.name, self.lr)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            if sched is not None:
-                sched.step()
-        self.net.eval()
+        opt = sgd(self.net, self.lr, self.momentum, self.weight_decay)
+
+        def batch_loss(rows):
+            u, logits = self.net(Xt[rows])
+            loss = dhcnn_loss(u, logits, yt[rows], self.eta, self.beta, len(X))
+            check_finite(loss, self.name, self.lr)
+            return loss
+
+        run_epochs(self.net, opt, rng, len(X), self.batch_size, self.epochs, batch_loss,
+                   step_decay(opt, self.lr_step_epoch))
 
     def encode(self, X):
         u, logits = self._forward(X)

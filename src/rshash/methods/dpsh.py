@@ -44,7 +44,8 @@ Codes are ``u > 0`` (the paper's sgn(u)); ``value`` is u.
 from __future__ import annotations
 
 from rshash import RshashError
-from rshash.methods.nets import Normalizer, TorchMethod, epoch_batches, mlp, seed_torch
+from rshash.methods.nets import (Normalizer, TorchMethod, mlp, run_epochs, seed_torch, sgd,
+                                 step_decay)
 
 
 def pair_similarity(labels_or_S, n: int):
@@ -130,17 +131,12 @@ class DPSH(TorchMethod):
         rng = seed_torch(self.seed, self.threads)
         Xt, yt = torch.from_numpy(self.norm.fit(X)(X)), torch.from_numpy(y)
         self.net = self._network(X.shape[1])
-        opt = torch.optim.SGD(self.net.parameters(), lr=self.lr, momentum=self.momentum,
-                              weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, self.lr_step_epoch),
-                                                gamma=0.1)
-        self.net.train()
-        for _ in range(self.epochs):
-            for rows in epoch_batches(rng, len(X), self.batch_size):
-                loss = dpsh_loss(self.net(Xt[rows]), yt[rows], self.eta, len(X))
-                check_finite(loss, self.name, self.lr)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            sched.step()
-        self.net.eval()
+        opt = sgd(self.net, self.lr, self.momentum, self.weight_decay)
+
+        def batch_loss(rows):
+            loss = dpsh_loss(self.net(Xt[rows]), yt[rows], self.eta, len(X))
+            check_finite(loss, self.name, self.lr)
+            return loss
+
+        run_epochs(self.net, opt, rng, len(X), self.batch_size, self.epochs, batch_loss,
+                   step_decay(opt, self.lr_step_epoch))

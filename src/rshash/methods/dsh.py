@@ -33,7 +33,7 @@ Codes are ``b > 0`` (the paper's sign(b)); ``value`` is b.
 
 from __future__ import annotations
 
-from rshash.methods.nets import Normalizer, TorchMethod, epoch_batches, mlp, seed_torch
+from rshash.methods.nets import Normalizer, TorchMethod, mlp, run_epochs, seed_torch, sgd
 
 
 def dsh_loss(b, y, margin: float, alpha: float):
@@ -74,13 +74,6 @@ class DSH(TorchMethod):
         rng = seed_torch(self.seed, self.threads)
         Xt, yt = torch.from_numpy(self.norm.fit(X)(X)), torch.from_numpy(y)
         self.net = self._network(X.shape[1])
-        opt = torch.optim.SGD(self.net.parameters(), lr=self.lr, momentum=self.momentum,
-                              weight_decay=self.weight_decay)
-        self.net.train()
-        for _ in range(self.epochs):
-            for rows in epoch_batches(rng, len(X), self.batch_size):
-                loss = dsh_loss(self.net(Xt[rows]), yt[rows], self.margin, self.alpha)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-        self.net.eval()
+        run_epochs(self.net, sgd(self.net, self.lr, self.momentum, self.weight_decay), rng,
+                   len(X), self.batch_size, self.epochs,
+                   lambda rows: dsh_loss(self.net(Xt[rows]), yt[rows], self.margin, self.alpha))

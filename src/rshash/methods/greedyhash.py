@@ -27,7 +27,8 @@ import numpy as np
 from scipy.special import softmax
 
 from rshash.methods.base import Encoded, sign_bits
-from rshash.methods.nets import Normalizer, TorchMethod, epoch_batches, mlp, seed_torch
+from rshash.methods.nets import (Normalizer, TorchMethod, mlp, run_epochs, seed_torch, sgd,
+                                 step_decay)
 
 
 def greedy_sign(h):
@@ -96,20 +97,10 @@ class GreedyHash(TorchMethod):
         self.n_classes = int(y.max()) + 1
         Xt, yt = torch.from_numpy(self.norm.fit(X)(X)), torch.from_numpy(y)
         self.net = self._network(X.shape[1])
-        opt = torch.optim.SGD(self.net.parameters(), lr=self.lr, momentum=self.momentum,
-                              weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, self.lr_step_epoch),
-                                                gamma=0.1)
-        self.net.train()
-        for _ in range(self.epochs):
-            for rows in epoch_batches(rng, len(X), self.batch_size):
-                h, logits = self.net(Xt[rows])
-                loss = greedyhash_loss(h, logits, yt[rows], self.alpha)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            sched.step()
-        self.net.eval()
+        opt = sgd(self.net, self.lr, self.momentum, self.weight_decay)
+        run_epochs(self.net, opt, rng, len(X), self.batch_size, self.epochs,
+                   lambda rows: greedyhash_loss(*self.net(Xt[rows]), yt[rows], self.alpha),
+                   step_decay(opt, self.lr_step_epoch))
 
     def encode(self, X):
         h, logits = self._forward(X)

@@ -52,7 +52,7 @@ import numpy as np
 
 from rshash.methods.base import Encoded, sign_bits
 from rshash.methods.dpsh import pair_similarity
-from rshash.methods.nets import Normalizer, TorchMethod, mlp, seed_torch
+from rshash.methods.nets import Normalizer, TorchMethod, mlp, seed_torch, sgd
 
 
 def continuation_scale(iteration: int, step_size: int = 200, gamma: float = 0.005,
@@ -123,8 +123,8 @@ class HashNet(TorchMethod):
         rng = seed_torch(self.seed, self.threads)
         Xt, yt = torch.from_numpy(self.norm.fit(X)(X)), torch.from_numpy(y)
         self.net = self._network(X.shape[1])
-        opt = torch.optim.SGD(self.net.parameters(), lr=self.lr, momentum=self.momentum,
-                              weight_decay=self.weight_decay, nesterov=self.momentum > 0)
+        opt = sgd(self.net, self.lr, self.momentum, self.weight_decay,
+                  nesterov=self.momentum > 0)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, self.lr_step),
                                                 gamma=self.lr_gamma)
         n, batch = len(X), min(self.batch_size, len(X))

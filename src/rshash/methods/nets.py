@@ -77,6 +77,41 @@ def epoch_batches(rng: np.random.Generator, n: int, batch_size: int):
     return [perm[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
 
 
+def sgd(net, lr: float, momentum: float, weight_decay: float, **kw):
+    """torch SGD over the network's parameters (the optimiser of the DPSH family)."""
+    import torch
+
+    return torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum,
+                           weight_decay=weight_decay, **kw)
+
+
+def step_decay(opt, step_epochs: int, gamma: float = 0.1):
+    """Multiply the learning rate by ``gamma`` every ``step_epochs`` epochs
+    (torch StepLR); None, a constant rate, when ``step_epochs`` is 0."""
+    import torch
+
+    if step_epochs <= 0:
+        return None
+    return torch.optim.lr_scheduler.StepLR(opt, step_size=step_epochs, gamma=gamma)
+
+
+def run_epochs(net, opt, rng: np.random.Generator, n: int, batch_size: int, epochs: int,
+               batch_loss, sched=None) -> None:
+    """The epoch loop of the mini-batch methods: each epoch, shuffled batches of row
+    indices (``epoch_batches``), one optimiser step on ``batch_loss(rows)`` per batch,
+    then one scheduler step. Leaves the network in eval mode."""
+    net.train()
+    for _ in range(epochs):
+        for rows in epoch_batches(rng, n, batch_size):
+            loss = batch_loss(rows)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if sched is not None:
+            sched.step()
+    net.eval()
+
+
 class ClassGroups:
     """Train rows grouped by class, for class-balanced sampling."""
 
