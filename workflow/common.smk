@@ -112,24 +112,31 @@ def _first_seed_cells(experiment):
     return list(seen.values())
 
 
+PLOT_KINDS = ("pr_hamming", "p_at_k", "ap_per_class", "tsne", "retrieval")
+
+
 def experiment_plots(wildcards):
-    """Every figure of an experiment (DESIGN.md: plots/{experiment}/)."""
+    """The figures of an experiment (DESIGN.md: plots/{experiment}/), those its
+    `plots` key lists (default all)."""
     e = wildcards.experiment
+    kinds = set(config["experiments"][e].get("plots", PLOT_KINDS))
     cells = experiment_cells(config, e)
     out = []
     groups = sorted({(c.dataset, c.backbone, c.protocol) for c in cells})
     for d, b, p in groups:
         bits = sorted({c.bits for c in cells if (c.dataset, c.backbone, c.protocol) == (d, b, p)
                        and c.bits > 0})
-        for kind in ("pr_hamming", "p_at_k"):
+        for kind in kinds & {"pr_hamming", "p_at_k"}:
             out += [f"results/plots/{e}/{kind}/{d}/{b}/{p}/{k}.png" for k in bits]
-        out.append(f"results/plots/{e}/ap_per_class/{d}/{b}/{p}.png")
+        if "ap_per_class" in kinds:
+            out.append(f"results/plots/{e}/ap_per_class/{d}/{b}/{p}.png")
     for c in _first_seed_cells(e):
-        if c.bits > 0:
+        if c.bits > 0 and "tsne" in kinds:
             out.append(f"results/plots/{e}/tsne/{c.path}.png")
-        ranking = experiment_rankings(config, e, c.method)[0]
-        out.append(f"results/plots/{e}/retrieval/{c.path}/{ranking}.png")
-    return out
+        if "retrieval" in kinds:
+            ranking = experiment_rankings(config, e, c.method)[0]
+            out.append(f"results/plots/{e}/retrieval/{c.path}/{ranking}.png")
+    return sorted(out)
 
 
 def curve_metrics(wildcards):
