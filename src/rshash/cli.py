@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from rshash import RshashError
@@ -69,6 +71,8 @@ def cmd_train(a):
         if not path:
             raise RshashError(f"--extra expects KIND=PATH, got {item!r}")
         extra[kind] = path
+    print(f"rshash train: fitting {a.method} ({a.bits} bits, seed {a.seed})", file=sys.stderr,
+          flush=True)
     info = train_cell(a.features, a.split, a.method, a.bits, a.seed, _json(a.params),
                       a.model, a.codes, threads=a.threads, extra=extra)
     print(f"trained {a.method} ({a.bits} bits, seed {a.seed}) on {info['n_train']} images "
@@ -259,13 +263,24 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _exit_on_sigterm(signum, _frame):
+    """SIGTERM (a cluster's kill, Snakemake's cancel) unwinds like Ctrl-C, so the
+    library's ``finally`` blocks remove their temporary files."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main else None
     try:
         args.func(args)
     except RshashError as err:
         print(f"rshash {args.verb}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 
