@@ -16,8 +16,11 @@ rule build_manifest:
         manifest_input,
     output:
         "results/manifests/{dataset}.parquet",
+        report="results/manifests/{dataset}.report.json",
     params:
         folder=image_folder,
+        skip="--skip-unreadable" if config.get("skip_unreadable") else "",
+        protocols=dataset_protocols_json,
         data_dir=lambda w: str(DATA_DIR),
         url=lambda w: f"--url {dataset_spec(w).url}" if dataset_spec(w).url else "",
         root=lambda w: f"--archive-root {dataset_spec(w).archive_root}" if dataset_spec(w).archive_root else "",
@@ -32,7 +35,8 @@ rule build_manifest:
     shell:
         "rshash manifest --dataset {wildcards.dataset} --folder {params.folder:q} "
         "--data-dir {params.data_dir:q} {params.url} {params.root} {params.counts} "
-        "--out {output} > {log} 2>&1"
+        "{params.skip} --protocols {params.protocols:q} --out {output[0]} "
+        "--report {output.report} > {log} 2>&1"
 
 
 rule make_split:

@@ -62,6 +62,17 @@ def manifest_input(wildcards):
     return []
 
 
+def dataset_protocols_json(wildcards):
+    """The protocols any experiment uses with this dataset: the manifest step checks
+    every class is large enough for each, before any heavy job."""
+    names = {}
+    for e in config["experiments"]:
+        for c in experiment_cells(config, e):
+            if c.dataset == wildcards.dataset:
+                names[c.protocol] = config["protocols"][c.protocol]
+    return as_json(names)
+
+
 def image_folder(wildcards):
     spec = dataset_spec(wildcards)
     return f"results/datasets/{spec.name}" if spec.synthetic else str(DATA_DIR / spec.folder)

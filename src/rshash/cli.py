@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from rshash import RshashError
@@ -29,12 +31,19 @@ def cmd_generate(a):
 
 def cmd_manifest(a):
     from rshash.data.fetch import ensure_images
-    from rshash.data.manifest import scan_folder, write_manifest
+    from rshash.data.manifest import (check_images, report_path, scan_folder, write_manifest,
+                                      write_report)
+    from rshash.data.splits import check_class_sizes
 
     folder = ensure_images(a.dataset, Path(a.folder), a.url, a.archive_root, Path(a.data_dir))
-    df = scan_folder(folder, a.n_classes, a.n_images)
+    found = scan_folder(folder, a.n_classes, a.n_images)
+    df, skipped = check_images(found, a.skip_unreadable)
+    for name, protocol in _json(a.protocols).items():
+        check_class_sizes(df, protocol, name)
+    write_report(a.report or report_path(a.out), len(found), df, skipped)
     write_manifest(df, a.out)
-    print(f"{a.dataset}: {len(df)} images in {df.label.nunique()} classes from {folder}")
+    print(f"{a.dataset}: {len(df)} images in {df.label.nunique()} classes from {folder}"
+          + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else ""))
 
 
 def cmd_split(a):
@@ -62,6 +71,8 @@ def cmd_train(a):
         if not path:
             raise RshashError(f"--extra expects KIND=PATH, got {item!r}")
         extra[kind] = path
+    print(f"rshash train: fitting {a.method} ({a.bits} bits, seed {a.seed})", file=sys.stderr,
+          flush=True)
     info = train_cell(a.features, a.split, a.method, a.bits, a.seed, _json(a.params),
                       a.model, a.codes, threads=a.threads, extra=extra)
     print(f"trained {a.method} ({a.bits} bits, seed {a.seed}) on {info['n_train']} images "
@@ -143,7 +154,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--archive-root")
     s.add_argument("--n-classes", type=int)
     s.add_argument("--n-images", type=int)
+    s.add_argument("--skip-unreadable", action="store_true",
+                   help="leave unreadable images out (listed in the log and the report)")
+    s.add_argument("--protocols", default="{}",
+                   help="JSON {name: protocol}: check every class is large enough for them")
     s.add_argument("--out", required=True)
+    s.add_argument("--report", help="JSON report of skipped files (default: "
+                                     "{out without .parquet}.report.json)")
     s.set_defaults(func=cmd_manifest)
 
     s = sub.add_parser("split", help="seeded stratified split under a protocol")
@@ -246,13 +263,24 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _exit_on_sigterm(signum, _frame):
+    """SIGTERM (a cluster's kill, Snakemake's cancel) unwinds like Ctrl-C, so the
+    library's ``finally`` blocks remove their temporary files."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main else None
     try:
         args.func(args)
     except RshashError as err:
         print(f"rshash {args.verb}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -6,6 +6,7 @@ The workflow calls these at parse time, so a bad config stops before any job.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,24 @@ def _where(path) -> str:
     return out or "(top level)"
 
 
+# JSON Schema counts 32.0 as an integer; rshash does not (``bits: [32.0]`` would
+# pass the schema and fail inside a training job), so "integer" means a Python int.
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)))
+
+
+@functools.lru_cache(maxsize=4)
+def _validator(schema_path: str, mtime_ns: int):
+    """The schema's validator, parsed once per schema file version."""
+    return _Validator(yaml.safe_load(Path(schema_path).read_text()))
+
+
 def validate(config: dict, schema_path: str | Path) -> None:
     """Raise RshashError naming the offending key when ``config`` breaks the schema."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    validator = jsonschema.Draft202012Validator(schema)
+    schema_path = Path(schema_path)
+    validator = _validator(str(schema_path), schema_path.stat().st_mtime_ns)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         message = error.message

@@ -8,6 +8,7 @@ interrupted download or extraction never leaves a folder a later run trusts.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import shutil
 import tempfile
 import urllib.error
@@ -19,21 +20,38 @@ from rshash import RshashError
 
 
 def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 60) -> Path:
-    """Fetch ``url`` to ``dest`` (skipped when it exists and matches ``sha256``)."""
+    """Fetch ``url`` to ``dest`` via ``dest.part``, renamed only once complete.
+
+    An existing ``dest`` is kept when it matches ``sha256`` (or no digest is
+    given: only a complete download is ever renamed to ``dest``). A failed,
+    short or interrupted transfer, or a checksum mismatch, removes the
+    ``.part`` file, so a later call starts again from scratch.
+    """
+    if dest.exists() and (not sha256 or file_sha256(dest) == sha256):
+        return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(part, "wb") as out:
-            shutil.copyfileobj(resp, out, length=1 << 20)
-    except (urllib.error.URLError, OSError, TimeoutError) as err:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp, open(part, "wb") as out:
+                shutil.copyfileobj(resp, out, length=1 << 20)
+                expected = resp.headers.get("Content-Length")
+            got = part.stat().st_size
+            if expected is not None and got != int(expected):
+                raise RshashError(f"could not download {url}: connection closed after {got} "
+                                  f"of {expected} bytes; run again to restart the download")
+        # http.client.IncompleteRead (a short read) is an HTTPException, not an OSError.
+        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as err:
+            raise RshashError(f"could not download {url}: {type(err).__name__}: {err}; run "
+                              "again to restart the download") from None
+        if sha256:
+            actual = file_sha256(part)
+            if actual != sha256:
+                raise RshashError(f"{url}: checksum mismatch, expected sha256 {sha256}, got "
+                                  f"{actual}; the download was deleted")
+        part.replace(dest)
+    finally:  # also on KeyboardInterrupt / SIGTERM: no partial file is kept
         part.unlink(missing_ok=True)
-        raise RshashError(f"could not download {url}: {err}") from None
-    if sha256:
-        actual = file_sha256(part)
-        if actual != sha256:
-            part.unlink()
-            raise RshashError(f"{url}: checksum mismatch, expected sha256 {sha256}, got {actual}")
-    part.replace(dest)
     return dest
 
 
@@ -60,8 +78,7 @@ def ensure_images(name: str, folder: Path, url: str | None, archive_root: str | 
                           "that holds the datasets")
     archive = data_dir / Path(url).name
     try:
-        if not archive.exists():
-            download(url, archive, sha256)
+        download(url, archive, sha256)
         with tempfile.TemporaryDirectory(dir=data_dir, prefix=f".{name}.") as tmp:
             with zipfile.ZipFile(archive) as zf:
                 zf.extractall(tmp)
@@ -69,7 +86,10 @@ def ensure_images(name: str, folder: Path, url: str | None, archive_root: str | 
             target = data_dir / root
             if not (Path(tmp) / root).exists():
                 raise RshashError(f"{archive}: does not contain {root}/")
-            (Path(tmp) / root).replace(target)
+            try:
+                (Path(tmp) / root).replace(target)
+            except OSError as err:
+                raise RshashError(f"could not move the unpacked {root}/ to {target}: {err}")
     except RshashError as err:
         raise RshashError(f"{where}, and it could not be fetched: {err}") from None
     except zipfile.BadZipFile as err:

@@ -1,4 +1,10 @@
-"""Image loading for the backbones (PIL + numpy; no torch)."""
+"""Image loading for the backbones (PIL + numpy; no torch).
+
+One decoder, :func:`decode`, serves both the manifest step (which checks
+every file cheaply before the heavy extraction job) and extraction, so a
+file the manifest accepted is a file extraction can read. What is converted
+and what is refused is listed in README ("Bad inputs").
+"""
 
 from __future__ import annotations
 
@@ -9,22 +15,69 @@ from PIL import Image
 
 from rshash import RshashError
 
+# Smaller tiles carry almost nothing once resized to a backbone's input
+# (224 px and up): refuse them rather than hash upsampled blur.
+MIN_SIDE = 16
 
-def load_image(path: str | Path, size: int) -> np.ndarray:
-    """Read an image as float32 [3, size, size] RGB in [0, 1].
 
-    Any mode PIL reads (grayscale, RGBA, palette, CMYK, 16-bit grayscale)
-    becomes RGB; alpha is dropped. The whole image is resized to size x size
-    with bilinear filtering and no crop: aerial tiles have no centre.
+def decode(path: str | Path) -> Image.Image:
+    """Read the whole file and return it as an RGB PIL image.
+
+    Grayscale, palette, CMYK, YCbCr and RGBA/LA become RGB (alpha is
+    dropped); 16-bit and 32-bit integer grayscale keep their top 8 of 16
+    bits. Refused with an RshashError naming the file: empty, truncated or
+    non-image files, multi-page files, floating-point or other modes without
+    a clear RGB meaning, images under MIN_SIDE pixels a side, and images over
+    PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS x 2).
     """
+    path = Path(path)
     try:
+        if path.stat().st_size == 0:
+            raise RshashError(f"cannot read image {path}: empty file (0 bytes)")
         with Image.open(path) as img:
-            if img.mode.startswith("I;16"):  # 16-bit grayscale: keep the top 8 bits
-                img = Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8))
-            rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-            array = np.asarray(rgb, dtype=np.float32)
+            _check_shape(path, img)
+            img.load()  # decodes everything: a truncated file fails here
+            return _to_rgb(path, img)
+    except RshashError:
+        raise
     # PIL reports corrupt data with many exception types (OSError, SyntaxError,
     # ValueError, EOFError, DecompressionBombError, ...): name the file for all.
     except Exception as exc:
         raise RshashError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_shape(path: Path, img: Image.Image) -> None:
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
+        raise RshashError(f"cannot read image {path}: {frames} pages/frames; expected one "
+                          "image per file (split multi-page TIFFs into single images)")
+    if min(img.size) < MIN_SIDE:
+        raise RshashError(f"cannot read image {path}: {img.size[0]}x{img.size[1]} pixels, "
+                          f"smaller than {MIN_SIDE} px a side")
+
+
+def _to_rgb(path: Path, img: Image.Image) -> Image.Image:
+    if img.mode.startswith("I;16") or img.mode == "I":  # 16-bit grayscale: top 8 bits
+        values = np.clip(np.asarray(img, dtype=np.int64), 0, 65535) >> 8
+        return Image.fromarray(values.astype(np.uint8)).convert("RGB")
+    if img.mode in ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr",
+                    "La", "RGBa"):
+        return img.convert("RGB")
+    raise RshashError(f"cannot read image {path}: pixel mode {img.mode!r} has no RGB "
+                      "meaning (expected 8/16-bit grayscale, palette, RGB(A) or CMYK)")
+
+
+def check_image(path: str | Path) -> None:
+    """Raise RshashError naming ``path`` if extraction could not read it."""
+    decode(path)
+
+
+def load_image(path: str | Path, size: int) -> np.ndarray:
+    """Read an image as float32 [3, size, size] RGB in [0, 1].
+
+    The whole image is resized to size x size with bilinear filtering and
+    no crop: aerial tiles have no centre.
+    """
+    rgb = decode(path).resize((size, size), Image.Resampling.BILINEAR)
+    array = np.asarray(rgb, dtype=np.float32)
     return np.ascontiguousarray(array.transpose(2, 0, 1) / np.float32(255))

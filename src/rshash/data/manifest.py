@@ -3,10 +3,17 @@
 ``manifests/{dataset}.parquet``: image_id (``class/file-stem``), path, label
 (int, classes in sorted folder order), class_name; sorted by class then
 file name, so the same folder always gives the same manifest.
+
+The manifest step also decodes every image (:func:`check_images`), so an
+unreadable file stops the workflow before the heavy extraction job, or,
+with ``skip_unreadable``, is left out and listed in the log and in
+``{manifest}.report.json`` (:func:`write_report`).
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +21,7 @@ import pandas as pd
 from rshash import RshashError
 from rshash.codes import atomic_write
 from rshash.data.datasets import IMAGE_EXTENSIONS
+from rshash.data.images import check_image
 
 COLUMNS = ["image_id", "path", "label", "class_name"]
 
@@ -58,6 +66,54 @@ def scan_folder(root: str | Path, expected_classes: int | None = None,
         raise RshashError(f"{root}: expected {expected_images} images, found {len(df)} "
                           f"(per class: {dict(counts)})")
     return df
+
+
+def check_images(df: pd.DataFrame, skip_unreadable: bool = False
+                 ) -> tuple[pd.DataFrame, list[dict]]:
+    """Decode every image; return (the readable rows, [{image_id, path, reason}]).
+
+    Without ``skip_unreadable`` the first unreadable file is an RshashError
+    naming it (and how many more there are). With it, each skipped file is
+    printed to stderr (the job's log); a class left with no image is still
+    an error, as is a dataset with no readable image at all.
+    """
+    skipped = []
+    for image_id, path in zip(df.image_id, df.path):
+        try:
+            check_image(path)
+        except RshashError as err:
+            skipped.append({"image_id": image_id, "path": str(path), "reason": str(err)})
+    if skipped and not skip_unreadable:
+        more = f" (and {len(skipped) - 1} more unreadable file(s))" if len(skipped) > 1 else ""
+        raise RshashError(f"{skipped[0]['reason']}{more}; fix or remove the file(s), or set "
+                          "skip_unreadable: true in config.yaml to leave them out")
+    for item in skipped:
+        print(f"skipped unreadable image: {item['reason']}", file=sys.stderr)
+    kept = df[~df.image_id.isin({s["image_id"] for s in skipped})].reset_index(drop=True)
+    emptied = sorted(set(df.class_name) - set(kept.class_name))
+    if emptied:
+        raise RshashError(f"class folder(s) {', '.join(emptied)} of "
+                          f"{Path(df.path.iloc[0]).parent.parent}: no readable image left "
+                          "after skipping unreadable files")
+    return kept, skipped
+
+
+def report_path(manifest_path: str | Path) -> Path:
+    """``{manifest}.report.json``: the side file listing what the manifest step skipped."""
+    manifest_path = Path(manifest_path)
+    return manifest_path.with_name(manifest_path.name.removesuffix(".parquet") + ".report.json")
+
+
+def write_report(path: str | Path, n_found: int, kept: pd.DataFrame,
+                 skipped: list[dict]) -> None:
+    """Write the manifest report: files found, images kept, and every skipped file."""
+    report = {"n_files": n_found, "n_images": len(kept), "n_skipped": len(skipped),
+              "skipped": skipped}
+
+    def write(tmp):
+        Path(tmp).write_text(json.dumps(report, indent=1) + "\n")
+
+    atomic_write(path, write)
 
 
 def write_manifest(df: pd.DataFrame, path: str | Path) -> None:

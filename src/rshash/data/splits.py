@@ -31,15 +31,12 @@ def make_split(manifest: pd.DataFrame, protocol: dict, seed: int,
     frac = float(protocol["train_fraction"])
     val_frac = float(protocol.get("val_fraction") or 0.0)
     database = protocol.get("database", "train")
+    check_class_sizes(manifest, protocol, name)
     rng = np.random.default_rng(seed)
     train, val, query = [], [], []
     for class_name, group in manifest.groupby("label", sort=True):
         ids = group.image_id.to_numpy()
         n_train = int(round(frac * len(ids)))
-        if n_train < 1 or n_train >= len(ids):
-            raise RshashError(
-                f"protocols.{name}: class '{group.class_name.iloc[0]}' has {len(ids)} images, "
-                f"too few for train_fraction {frac} (needs at least one train and one query)")
         perm = rng.permutation(ids)
         n_val = int(round(val_frac * n_train))
         train.extend(perm[: n_train - n_val])
@@ -60,6 +57,28 @@ def make_split(manifest: pd.DataFrame, protocol: dict, seed: int,
     split = pd.concat(frames, ignore_index=True)
     split["db_order"] = split.db_order.astype("int64")
     return split
+
+
+def _class_counts(n: int, protocol: dict) -> tuple[int, int, int]:
+    """(train, val, query) images of a class of ``n`` images under ``protocol``."""
+    n_train = int(round(float(protocol["train_fraction"]) * n))
+    n_val = int(round(float(protocol.get("val_fraction") or 0.0) * n_train))
+    return n_train - n_val, n_val, n - n_train
+
+
+def check_class_sizes(manifest: pd.DataFrame, protocol: dict, name: str = "protocol") -> None:
+    """Raise RshashError naming the class when one is too small for ``protocol``:
+    every class needs at least one train (after the validation part) and one query
+    image. Cheap, so the manifest step runs it before any heavy job."""
+    for class_name, n in manifest.class_name.value_counts().sort_index().items():
+        n_train, n_val, n_query = _class_counts(int(n), protocol)
+        if n_train < 1 or n_query < 1:
+            val = (f" and val_fraction {protocol['val_fraction']}"
+                   if protocol.get("val_fraction") else "")
+            raise RshashError(
+                f"protocols.{name}: class '{class_name}' has {n} images, too few for "
+                f"train_fraction {protocol['train_fraction']}{val} (gives {n_train} train, "
+                f"{n_val} val, {n_query} query; needs at least one train and one query)")
 
 
 def write_split(split: pd.DataFrame, path: str | Path) -> None:
