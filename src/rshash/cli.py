@@ -32,7 +32,7 @@ def cmd_manifest(a):
     from rshash.data.manifest import scan_folder, write_manifest
 
     folder = ensure_images(a.dataset, Path(a.folder), a.url, a.archive_root, Path(a.data_dir))
-    df = scan_folder(folder, a.n_classes, a.n_images)
+    df = scan_folder(folder, a.n_classes, a.n_images, _json(a.expected) if a.expected else None)
     write_manifest(df, a.out)
     print(f"{a.dataset}: {len(df)} images in {df.label.nunique()} classes from {folder}")
 
@@ -143,6 +143,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--archive-root")
     s.add_argument("--n-classes", type=int)
     s.add_argument("--n-images", type=int)
+    s.add_argument("--expected", help="JSON: class folder -> image count, all checked")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_manifest)
 
