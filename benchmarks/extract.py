@@ -1,13 +1,15 @@
 """Feature extraction throughput: the whole extraction vs the forward pass alone.
 
 Generates a synthetic class-folder dataset (the demo generator) at the
-backbone's typical tile size, then times
+backbone's typical tile size, or takes ``--images`` images spread over the
+classes of a real class-folder dataset (``--folder``), then times
 
 * the whole extraction as the rule runs it (decode, resize, forward, HDF5
   write): images per second of ``rshash.features.extract``;
 * the forward pass alone on the same images, already decoded and batched.
 
 Usage: python benchmarks/extract.py [--backbone efficientnet_lite0] [--images 256]
+       [--folder /path/to/UCMerced_LandUse/Images]
        [--batch-size 32] [--num-workers 0] [--threads 2] [--device auto]
 """
 
@@ -27,6 +29,7 @@ def main() -> None:
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--images", type=int, default=256)
     p.add_argument("--tile", type=int, default=256, help="side of the generated tiles (pixels)")
+    p.add_argument("--folder", help="a class-folder dataset to read instead of generated tiles")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--threads", type=int, default=os.cpu_count())
@@ -45,9 +48,12 @@ def main() -> None:
     spec = get_backbone(a.backbone)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        per_class = max(1, a.images // 10)
-        generate(tmp / "images", n_classes=10, per_class=per_class, size=a.tile)
-        manifest = scan_folder(tmp / "images")
+        if a.folder:  # every k-th image, so the subset spans the classes
+            manifest = scan_folder(a.folder)
+            manifest = manifest.iloc[::max(1, len(manifest) // a.images)].head(a.images)
+        else:
+            generate(tmp / "images", n_classes=10, per_class=max(1, a.images // 10), size=a.tile)
+            manifest = scan_folder(tmp / "images")
         write_manifest(manifest, tmp / "manifest.parquet")
         n = len(manifest)
 
@@ -75,7 +81,8 @@ def main() -> None:
                 torch.cuda.synchronize()
             forward = time.perf_counter() - tic
 
-    print(f"backbone {a.backbone} on {dev}, {n} images of {a.tile}x{a.tile} px -> "
+    source = a.folder or f"generated {a.tile}x{a.tile} px tiles"
+    print(f"backbone {a.backbone} on {dev}, {n} images from {source} -> "
           f"{spec.input_size}x{spec.input_size}, batch {a.batch_size}, threads {a.threads}, "
           f"decode workers {a.num_workers}")
     print(f"whole extraction (decode, resize, forward, write): {n / whole:8.1f} images/s")

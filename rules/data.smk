@@ -28,6 +28,8 @@ rule build_manifest:
             f"--{k.replace('_', '-')} {getattr(dataset_spec(w), k)}"
             for k in ("n_classes", "n_images") if getattr(dataset_spec(w), k)
         ),
+        expected=lambda w: (f"--expected {shlex.quote(as_json(dataset_spec(w).expected))}"
+                            if dataset_spec(w).expected else ""),
     log:
         "results/logs/build_manifest/{dataset}.log",
     conda:
@@ -35,8 +37,8 @@ rule build_manifest:
     shell:
         "rshash manifest --dataset {wildcards.dataset} --folder {params.folder:q} "
         "--data-dir {params.data_dir:q} {params.url} {params.root} {params.counts} "
-        "{params.skip} --protocols {params.protocols:q} --out {output[0]} "
-        "--report {output.report} > {log} 2>&1"
+        "{params.expected} {params.skip} --protocols {params.protocols:q} "
+        "--out {output[0]} --report {output.report} > {log} 2>&1"
 
 
 rule make_split:

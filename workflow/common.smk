@@ -1,6 +1,7 @@
 # Config -> targets and input functions. The logic lives in rshash.config.
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 

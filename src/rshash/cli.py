@@ -36,7 +36,8 @@ def cmd_manifest(a):
     from rshash.data.splits import check_class_sizes
 
     folder = ensure_images(a.dataset, Path(a.folder), a.url, a.archive_root, Path(a.data_dir))
-    found = scan_folder(folder, a.n_classes, a.n_images)
+    found = scan_folder(folder, a.n_classes, a.n_images,
+                        _json(a.expected) if a.expected else None)
     df, skipped = check_images(found, a.skip_unreadable)
     for name, protocol in _json(a.protocols).items():
         check_class_sizes(df, protocol, name)
@@ -158,6 +159,7 @@ def parser() -> argparse.ArgumentParser:
                    help="leave unreadable images out (listed in the log and the report)")
     s.add_argument("--protocols", default="{}",
                    help="JSON {name: protocol}: check every class is large enough for them")
+    s.add_argument("--expected", help="JSON: class folder -> image count, all checked")
     s.add_argument("--out", required=True)
     s.add_argument("--report", help="JSON report of skipped files (default: "
                                      "{out without .parquet}.report.json)")

@@ -1,7 +1,10 @@
 """Evaluate one cell under one ranking and write the metrics JSON.
 
-numpy only (never imports torch). Queries are ranked in blocks, so memory
-is ``block * n_database`` per intermediate array, whatever the query count.
+numpy only (never imports torch). Queries are ranked in blocks of about
+``BLOCK_ITEMS / n_database`` queries, so each intermediate array (distances,
+ranking, relevance) holds about BLOCK_ITEMS entries whatever the number of
+queries and database items; the metrics are per query, so blocks only fill
+their rows.
 
 The metrics JSON holds every metric of the registry (rshash.metrics) that
 applies to the cell, the curves, and under ``not_applicable`` every
@@ -29,6 +32,7 @@ from rshash.provenance import collect
 from rshash.search import euclidean_distances, get_ranking, hamming_distances, order, topk
 
 ACC_KS = (20,)
+BLOCK_ITEMS = 1 << 21  # entries per query-block array: 16 MiB as int64
 ROTATION_RANKINGS = ("hamming", "euclidean")
 ROTATIONS = (90, 180, 270)
 COLUMNS = ("packed", "value", "class_prob", "predicted_label")
@@ -60,7 +64,8 @@ def _rows_of(columns: dict, rows) -> dict:
 
 def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "hamming", *,
                     ranking_params: dict | None = None, map_cutoffs=MAP_CUTOFFS, ks=KS,
-                    exclude: np.ndarray | None = None, block: int = 256, bits: int | None = None,
+                    exclude: np.ndarray | None = None, block: int | None = None,
+                    bits: int | None = None,
                     with_curves: bool = False, rotated: dict | None = None):
     """Registry metrics for queries against a database (in tie order).
 
@@ -69,6 +74,8 @@ def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "ha
     ranking's single column). ``exclude`` (nq,) names a database index to
     leave out of each query's ranking (leave-one-out), -1 for none.
     ``query_ms`` times the ranking only (distances and ordering).
+    ``block`` queries are ranked at a time (default: see BLOCK_ITEMS); the
+    results do not depend on it.
     ``rotated`` holds the columns of each query's 90/180/270-degree copies,
     shaped (nq, 3, ...): ``rotation_top3`` is computed from them (for the
     ``hamming`` and ``euclidean`` rankings).
@@ -91,6 +98,11 @@ def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "ha
     excl_rel = has_exclude & (db_labels[np.where(has_exclude, exclude, 0)] == query_labels)
     n_relevant = n_relevant - excl_rel
     gtm = int(n_relevant.max())
+    block = block or max(1, BLOCK_ITEMS // ndb)
+    # curve cut-offs every query's ranking has (a left-out query ranks ndb - 1
+    # items), so the curves of every block add up point by point
+    shortest = ndb - int(has_exclude.any())
+    curve_cutoffs = sorted({min(k, shortest) for k in CURVE_KS})
 
     packed = query.get("packed") is not None and database.get("packed") is not None
     if packed and bits is None:
@@ -121,7 +133,7 @@ def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "ha
                 put(name, g, v)
             put("anmrr", g, nmrr(rel, n_relevant[g], gtm))
             if with_curves:
-                used, p_curve, r_curve = precision_recall_curves(rel, n_relevant[g], CURVE_KS)
+                used, p_curve, r_curve = precision_recall_curves(rel, n_relevant[g], curve_cutoffs)
                 curve_ks = used
                 add("p_at_k", p_curve)
                 add("r_at_k", r_curve)
@@ -220,7 +232,7 @@ def evaluate_cell(codes_path: str | os.PathLike, split_path: str | os.PathLike,
                   out_path: str | os.PathLike, ranking: str = "hamming",
                   protocol: dict | None = None, ranking_params: dict | None = None,
                   cell: dict | None = None, config: dict | None = None,
-                  block: int = 256) -> dict:
+                  block: int | None = None) -> dict:
     """Evaluate a codes file under its split and write ``metrics/{cell}/{ranking}.json``.
 
     The database is put in the split's ``db_order`` (the tie rule); a query

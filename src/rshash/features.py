@@ -80,6 +80,8 @@ def extract(
     num_workers: int = 0,
     progress: bool = True,
     kind: str = "features",
+    input_size: int | None = None,
+    prefetch: int = 2,
 ) -> Path:
     """Write one kind of backbone output for every manifest image to ``out_path``
     (atomically), in manifest order.
@@ -91,7 +93,12 @@ def extract(
     rotated by 90, 180 and 270 degrees). ``threads`` is torch's intra-op
     thread count (a rule's ``threads:``); ``device`` is "auto" (CUDA when
     available), "cpu", "cuda" or "cuda:N"; ``num_workers`` > 0 decodes
-    images in that many worker processes.
+    images in that many worker processes. ``input_size`` replaces the
+    backbone's (benchmarks; it is recorded in the file's attributes).
+
+    Memory does not grow with the dataset: the torch DataLoader keeps at most
+    ``prefetch`` batches per worker in flight (a bounded queue), and each
+    batch is written into pre-sized HDF5 datasets as it comes, never kept.
     """
     if kind not in KINDS:
         raise RshashError(f"unknown feature kind {kind!r}; known: {', '.join(KINDS)}")
@@ -117,14 +124,16 @@ def extract(
     model = spec.load(dev)
     mean = torch.tensor(spec.mean, device=dev).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, device=dev).view(1, 3, 1, 1)
+    size = input_size or spec.input_size
     loader = torch.utils.data.DataLoader(
-        ManifestImages(paths, spec.input_size), batch_size=batch_size, shuffle=False,
-        num_workers=num_workers, pin_memory=dev.type == "cuda")
+        ManifestImages(paths, size), batch_size=batch_size, shuffle=False,
+        num_workers=num_workers, pin_memory=dev.type == "cuda",
+        prefetch_factor=prefetch if num_workers > 0 else None)
     n = len(paths)
     attrs = {
         "backbone": spec.name,
         "weights_sha256": spec.weights_identity(),
-        "input_size": spec.input_size,
+        "input_size": size,
         "normalization": json.dumps({"mean": list(spec.mean), "std": list(spec.std)}),
         "preprocessing": PREPROCESSING,
         "device": _device_name(dev),

@@ -28,19 +28,82 @@ class DatasetSpec:
     archive_root: str | None = None  # folder the archive unpacks to, relative to data_dir
     synthetic: dict = field(default_factory=dict)
     instructions: str | None = None
+    # class folder name -> expected image count (known datasets); checked by the manifest
+    expected: dict[str, int] | None = None
 
 
-# The official archives. UC Merced is a direct download; the others are
-# placed by hand (issue: datasets at scale).
+def _same(classes: str, count: int) -> dict[str, int]:
+    return {name: count for name in classes.split()}
+
+
+UCMD_CLASSES = _same(
+    "agricultural airplane baseballdiamond beach buildings chaparral denseresidential forest "
+    "freeway golfcourse harbor intersection mediumresidential mobilehomepark overpass parkinglot "
+    "river runway sparseresidential storagetanks tenniscourt", 100)
+
+# AID (Xia et al., TGRS 2017, Table II): 30 classes of 220 to 420 images, 10,000 in all.
+AID_CLASSES = {
+    "Airport": 360, "BareLand": 310, "BaseballField": 220, "Beach": 400, "Bridge": 360,
+    "Center": 260, "Church": 240, "Commercial": 350, "DenseResidential": 410, "Desert": 300,
+    "Farmland": 370, "Forest": 250, "Industrial": 390, "Meadow": 280, "MediumResidential": 290,
+    "Mountain": 340, "Park": 350, "Parking": 390, "Playground": 370, "Pond": 420, "Port": 380,
+    "RailwayStation": 260, "Resort": 290, "River": 410, "School": 300, "SparseResidential": 300,
+    "Square": 330, "Stadium": 290, "StorageTanks": 360, "Viaduct": 420,
+}
+
+# NWPU-RESISC45 (Cheng et al., Proc. IEEE 2017): 45 classes x 700 images.
+NWPU_CLASSES = _same(
+    "airplane airport baseball_diamond basketball_court beach bridge chaparral church "
+    "circular_farmland cloud commercial_area dense_residential desert forest freeway golf_course "
+    "ground_track_field harbor industrial_area intersection island lake meadow medium_residential "
+    "mobile_home_park mountain overpass palace parking_lot railway railway_station "
+    "rectangular_farmland river roundabout runway sea_ice ship snowberg sparse_residential "
+    "stadium storage_tank tennis_court terrace thermal_power_station wetland", 700)
+
+# PatternNet (Zhou et al., ISPRS J. 2018): 38 classes x 800 images.
+PATTERNNET_CLASSES = _same(
+    "airplane baseball_field basketball_court beach bridge cemetery chaparral christmas_tree_farm "
+    "closed_road coastal_mansion crosswalk dense_residential ferry_terminal football_field forest "
+    "freeway golf_course harbor intersection mobile_home_park nursing_home oil_gas_field oil_well "
+    "overpass parking_lot parking_space railway river runway runway_marking shipping_yard "
+    "solar_panel sparse_residential storage_tank swimming_pool tennis_court transformer_station "
+    "wastewater_treatment_plant", 800)
+
+
+def _known(name: str, folder: str, classes: dict[str, int], **extra) -> DatasetSpec:
+    return DatasetSpec(name=name, folder=folder, n_classes=len(classes),
+                       n_images=sum(classes.values()), expected=classes, **extra)
+
+
+# The benchmark datasets. Only UC Merced has a direct public archive (the URL its
+# authors publish on their page). AID, NWPU-RESISC45 and PatternNet are published
+# on their authors' pages through cloud drives (OneDrive, Baidu Pan, Google Drive)
+# that need a browser, so rshash does not download them: the instruction says
+# where to place the images (the pages are the official ones as published with
+# the papers; they could not be re-checked from here, without internet). No checksum is given for the UC Merced zip: it was
+# not verifiable from here (no internet), and a wrong one would block users.
 KNOWN = {
-    "ucmd": DatasetSpec(
-        name="ucmd",
-        folder="UCMerced_LandUse/Images",
-        n_classes=21,
-        n_images=2100,
+    "ucmd": _known(
+        "ucmd", "UCMerced_LandUse/Images", UCMD_CLASSES,
         url="http://weegee.vision.ucmerced.edu/datasets/UCMerced_LandUse.zip",
-        archive_root="UCMerced_LandUse",
-    ),
+        archive_root="UCMerced_LandUse"),
+    "aid": _known(
+        "aid", "AID", AID_CLASSES,
+        instructions="download AID from its authors' page "
+                     "(https://captain-whu.github.io/AID/) and unpack it so that "
+                     "<data_dir>/AID/<class>/ holds the images of each of its 30 classes"),
+    "nwpu": _known(
+        "nwpu", "NWPU-RESISC45", NWPU_CLASSES,
+        instructions="download NWPU-RESISC45 from its authors' page "
+                     "(https://gcheng-nwpu.github.io/, data sets) and unpack it so that "
+                     "<data_dir>/NWPU-RESISC45/<class>/ holds the images of each of its "
+                     "45 classes"),
+    "patternnet": _known(
+        "patternnet", "PatternNet/images", PATTERNNET_CLASSES,
+        instructions="download PatternNet from its authors' page "
+                     "(https://sites.google.com/view/zhouwx/dataset) and unpack it so that "
+                     "<data_dir>/PatternNet/images/<class>/ holds the images of each of its "
+                     "38 classes"),
 }
 
 
@@ -57,6 +120,8 @@ def spec_from_config(name: str, entry: dict | None) -> DatasetSpec:
     if "synthetic" in entry:
         return DatasetSpec(name=name, synthetic=dict(entry["synthetic"] or {}))
     fields = {k: entry[k] for k in ("folder", "n_classes", "n_images", "url") if k in entry}
+    if "n_classes" in fields or "n_images" in fields:
+        fields["expected"] = None  # the config's counts replace the built-in per-class ones
     spec = DatasetSpec(**{**base.__dict__, **fields})
     if spec.folder is None:
         raise RshashError(f"datasets.{name}: give either 'folder' (class sub-folders "
@@ -77,4 +142,8 @@ def missing_message(spec: DatasetSpec, root: Path) -> str:
     fix = f"point RSHASH_DATA_DIR (or data_dir in config.yaml) at the folder that holds {spec.folder}"
     if spec.url:
         fix += f", or create {root} to have {spec.url} downloaded there"
+    elif spec.instructions:
+        fix += f"; to get it: {spec.instructions}"
+    else:
+        fix += f"; place one sub-folder per class with its images in {where}"
     return f"dataset '{spec.name}': {problem}; {fix}"

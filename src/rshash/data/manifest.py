@@ -27,8 +27,14 @@ COLUMNS = ["image_id", "path", "label", "class_name"]
 
 
 def scan_folder(root: str | Path, expected_classes: int | None = None,
-                expected_images: int | None = None) -> pd.DataFrame:
-    """List ``root/<class>/<image>``; every problem is an error naming the path."""
+                expected_images: int | None = None,
+                expected: dict[str, int] | None = None) -> pd.DataFrame:
+    """List ``root/<class>/<image>``; every problem is an error naming the path.
+
+    ``expected`` (class folder -> image count, for the known datasets) is
+    checked before anything else, so a partly placed dataset gets one message
+    listing every absent class folder and every short one.
+    """
     root = Path(root)
     if not root.is_dir():
         raise RshashError(f"image folder {root} does not exist")
@@ -39,19 +45,25 @@ def scan_folder(root: str | Path, expected_classes: int | None = None,
                           + ", ".join(p.name for p in stray[:5])
                           + (" ..." if len(stray) > 5 else ""))
     classes = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
+    files = {folder.name: sorted((p for p in folder.iterdir() if not p.name.startswith(".")),
+                                 key=lambda p: p.name) for folder in classes}
+    if expected is not None:
+        problems = count_problems({name: len(f) for name, f in files.items()}, expected)
+        if problems:
+            raise RshashError(f"{root}: the images do not match the dataset's definition: "
+                              + "; ".join(problems))
     if not classes:
         raise RshashError(f"{root}: no class folders")
     rows = []
     for label, folder in enumerate(classes):
-        files = sorted((p for p in folder.iterdir() if not p.name.startswith(".")),
-                       key=lambda p: p.name)
-        other = [p for p in files if p.is_dir() or p.suffix.lower() not in IMAGE_EXTENSIONS]
+        other = [p for p in files[folder.name]
+                 if p.is_dir() or p.suffix.lower() not in IMAGE_EXTENSIONS]
         if other:
             raise RshashError(f"{folder}: not an image file ({', '.join(IMAGE_EXTENSIONS)}): "
                               + ", ".join(p.name for p in other[:5]))
-        if not files:
+        if not files[folder.name]:
             raise RshashError(f"{folder}: empty class folder")
-        for p in files:
+        for p in files[folder.name]:
             rows.append((f"{folder.name}/{p.stem}", str(p), label, folder.name))
     df = pd.DataFrame(rows, columns=COLUMNS)
     dup = df.image_id[df.image_id.duplicated()]
@@ -114,6 +126,33 @@ def write_report(path: str | Path, n_found: int, kept: pd.DataFrame,
         Path(tmp).write_text(json.dumps(report, indent=1) + "\n")
 
     atomic_write(path, write)
+
+
+def count_problems(found: dict[str, int], expected: dict[str, int]) -> list[str]:
+    """What differs between the files found per class folder and the expected counts:
+    absent class folders, folders with fewer (or more) files and by how many, and
+    folders the dataset does not have. Empty when they match."""
+    problems = []
+    absent = [name for name in expected if name not in found]
+    if absent:
+        problems.append(f"{len(absent)} of {len(expected)} class folders are absent: "
+                        + ", ".join(f"{name} ({expected[name]} images)" for name in absent))
+    short = [name for name in expected if name in found and found[name] < expected[name]]
+    if short:
+        problems.append(f"{len(short)} class folders have fewer images than expected: "
+                        + ", ".join(f"{name} {found[name]} of {expected[name]} "
+                                    f"({expected[name] - found[name]} missing)"
+                                    for name in short))
+    extra = [name for name in expected if name in found and found[name] > expected[name]]
+    if extra:
+        problems.append(f"{len(extra)} class folders have more files than expected: "
+                        + ", ".join(f"{name} {found[name]} of {expected[name]}"
+                                    for name in extra))
+    unknown = sorted(set(found) - set(expected))
+    if unknown:
+        problems.append(f"{len(unknown)} folders are not classes of this dataset: "
+                        + ", ".join(unknown))
+    return problems
 
 
 def write_manifest(df: pd.DataFrame, path: str | Path) -> None:
