@@ -28,7 +28,8 @@ from rshash.search import hamming_topk
 
 
 def read_bandwidth(nbytes: int = 1 << 29, repeats: int = 3) -> float:
-    """Bytes per second of a large sequential read (a numpy sum over a big array), best of a few."""
+    """Bytes per second of a large sequential read (a numpy sum over a big array), best
+    of a few."""
     a = np.ones(nbytes // 8, dtype=np.uint64)
     best = np.inf
     for _ in range(repeats):

@@ -292,7 +292,8 @@ def topk(distances: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(cols, order, axis=1)
 
 
-def rank_hamming(q_packed: np.ndarray, db_packed: np.ndarray, threads: int | None = 1) -> np.ndarray:
+def rank_hamming(q_packed: np.ndarray, db_packed: np.ndarray,
+                 threads: int | None = 1) -> np.ndarray:
     return hamming_rank(q_packed, db_packed, threads)[0]
 
 
