@@ -138,6 +138,32 @@ def cmd_select(a):
                          f"{seconds:.1f}", *(str(params[k]) for k in grid)]), flush=True)
 
 
+def cmd_index(a):
+    from rshash.index import build_index, index_from_codes
+
+    if (a.images is None) == (a.codes is None):
+        raise RshashError("index: give either --images DIR (with --model) or --codes CODES")
+    if a.codes is not None:
+        index = index_from_codes(a.codes, a.out, a.model)
+    elif a.model is None:
+        raise RshashError("index: --images needs --model")
+    else:
+        index = build_index(a.model, a.images, a.out, backbone=a.backbone, threads=a.threads)
+    h = index.header
+    print(f"indexed {len(index)} images ({h['method']}, {h['bits']} bits, {h['backbone']}) "
+          f"into {a.out}")
+
+
+def cmd_search(a):
+    from rshash.index import format_results, read_index, search_images, write_html
+
+    index = read_index(a.index)
+    results = search_images(index, a.images, a.top, a.model, a.backbone, a.threads)
+    print(format_results(index, results), end="")
+    if a.html:
+        write_html(index, results, a.html)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rshash", description=__doc__)
     sub = p.add_subparsers(dest="verb", required=True)
@@ -262,6 +288,26 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_select)
+
+    s = sub.add_parser("index", help="encode a folder of images (class sub-folders or flat) "
+                                     "or a codes file into a search index")
+    s.add_argument("--model", help="a trained model (.npz)")
+    s.add_argument("--images", help="a folder of images: flat, or one sub-folder per class")
+    s.add_argument("--codes", help="a codes file (.parquet) instead of images")
+    s.add_argument("--backbone", help="the backbone, for a model that does not record it")
+    s.add_argument("--out", required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_index)
+
+    s = sub.add_parser("search", help="the nearest indexed images to query images")
+    s.add_argument("images", nargs="+", metavar="IMAGE")
+    s.add_argument("--index", required=True)
+    s.add_argument("--top", type=int, default=20)
+    s.add_argument("--model", help="the model to encode queries (default: the index's)")
+    s.add_argument("--backbone", help="the backbone, for a model that does not record it")
+    s.add_argument("--html", help="also write a page with thumbnails")
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_search)
     return p
 
 

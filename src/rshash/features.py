@@ -267,3 +267,33 @@ def read_features(path: str | os.PathLike) -> Features:
         if key in attrs:
             attrs[key] = json.loads(attrs[key])
     return Features(features=features, image_id=image_id, label=label, attrs=attrs)
+
+
+def embed(paths: list[str], backbone: str, threads: int = 1, batch_size: int = 32,
+          device: str = "cpu") -> np.ndarray:
+    """Pooled features float32 [N, D] of image files, preprocessed exactly as
+    :func:`extract` does (for encoding images outside any manifest).
+
+    Images are decoded a batch at a time; an unreadable one raises the
+    RshashError naming it. Imports torch.
+    """
+    spec = get_backbone(backbone)
+    spec.weights_path()
+    import torch
+
+    torch.set_num_threads(threads)
+    dev = _device(device)
+    model = spec.load(dev)
+    mean = torch.tensor(spec.mean, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=dev).view(1, 3, 1, 1)
+    outputs = _Outputs(model, spec, "features")
+    parts = []
+    with torch.inference_mode():
+        for start in range(0, len(paths), batch_size):
+            batch = np.stack([load_image(p, spec.input_size)
+                              for p in paths[start:start + batch_size]])
+            x = (torch.from_numpy(batch).to(dev) - mean) / std
+            parts.append(outputs(x)["features"])
+    if not parts:
+        return np.zeros((0, spec.feature_dim), dtype=np.float32)
+    return np.concatenate(parts)
