@@ -24,8 +24,16 @@ def schema(repo):
 def test_shipped_config_is_valid(config, schema):
     validate(config, schema)
     cells = experiment_cells(config, "ucmd")
-    assert len(cells) == 3 * 2 * 3 + 3  # methods x bits x seeds, raw once per seed at 0 bits
-    assert sorted({c.bits for c in cells if c.method == "raw"}) == [0]
+
+    def bits_of(method):
+        return sorted({c.bits for c in cells if c.method == method})
+
+    # 15 hashing methods at 32 and 64 bits, plus 16 and 48 for dhcnn and dah and 96
+    # for dmch, and raw once at 0 bits; each on 3 split seeds
+    assert len(cells) == (15 * 2 + 2 + 2 + 1 + 1) * 3
+    assert bits_of("raw") == [0] and bits_of("lsh") == [32, 64]
+    assert bits_of("dhcnn") == bits_of("dah") == [16, 32, 48, 64]
+    assert bits_of("dmch") == [32, 64, 96]
     assert len(experiment_cells(config, "demo")) == 3 * 2 * 2 + 2
     assert experiment_rankings(config, "demo", "raw") == ["euclidean"]
     assert experiment_rankings(config, "demo", "lsh") == ["hamming"]
