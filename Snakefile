@@ -14,4 +14,5 @@ include: "rules/report.smk"
 rule all:
     input:
         expand("results/tables/{experiment}.csv", experiment=config["experiments"]),
+        expand("results/tables/{experiment}_cost.csv", experiment=config["experiments"]),
     default_target: True

@@ -8,8 +8,13 @@ rule evaluate_ranking:
         cell=cell_json,
         protocol=protocol_json,
         ranking_params=ranking_params_json,
+    resources:
+        mem_mb=4000,
+        runtime=30,
     log:
         f"results/logs/evaluate_ranking/{CELL}/{{ranking}}.log",
+    benchmark:
+        f"results/benchmarks/evaluate_ranking/{CELL}/{{ranking}}.tsv"
     conda:
         "../envs/rshash.yaml"
     shell:

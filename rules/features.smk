@@ -10,8 +10,12 @@ rule extract_features:
     threads: 8
     resources:
         gpu=0 if DEVICE == "cpu" else 1,
+        mem_mb=16000,
+        runtime=120,
     log:
         "results/logs/extract_features/{dataset}/{backbone}.log",
+    benchmark:
+        "results/benchmarks/extract_features/{dataset}/{backbone}.tsv"
     conda:
         "../envs/rshash.yaml"
     shell:
@@ -33,3 +37,5 @@ use rule extract_features as extract_feature_kind with:
         kind="maps|layers|rot",
     log:
         "results/logs/extract_features/{dataset}/{backbone}_{kind}.log",
+    benchmark:
+        "results/benchmarks/extract_features/{dataset}/{backbone}_{kind}.tsv"

@@ -34,6 +34,31 @@ rule build_table:
         "> {log} 2>&1"
 
 
+# Seconds and peak memory of the extraction, training and evaluation jobs
+# (their benchmark files), per method x bits over split seeds. Its name also
+# fits build_table's {experiment}.csv, hence the rule order.
+ruleorder: build_cost > build_table
+
+
+rule build_cost:
+    input:
+        experiment_benchmarks,
+    output:
+        report(
+            "results/tables/{experiment}_cost.csv",
+            caption="../workflow/report/cost.rst",
+            category="{experiment}",
+            subcategory="tables",
+            labels={"table": "compute cost (seconds, peak memory)"},
+        ),
+    log:
+        "results/logs/build_cost/{experiment}.log",
+    conda:
+        "../envs/rshash.yaml"
+    shell:
+        "rshash cost --experiment {wildcards.experiment} --out {output} {input} > {log} 2>&1"
+
+
 rule plot_tsne:
     input:
         f"results/codes/{CELL}.parquet",

@@ -12,8 +12,13 @@ rule train_method:
         extra=lambda w, input: " ".join(f"--extra {k}={p}" for k, p in
                                         zip(method_inputs(w), input.extra)),
     threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
     log:
         f"results/logs/train_method/{CELL}.log",
+    benchmark:
+        f"results/benchmarks/train_method/{CELL}.tsv"
     conda:
         "../envs/rshash.yaml"
     shell:

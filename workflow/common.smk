@@ -195,3 +195,19 @@ def experiment_reference(wildcards):
 
 def experiment_comparisons(wildcards):
     return as_json(config["experiments"][wildcards.experiment].get("comparisons", []))
+
+
+def experiment_benchmarks(wildcards):
+    """The benchmark files of an experiment's extraction, training and evaluation jobs."""
+    e = wildcards.experiment
+    cells = experiment_cells(config, e)
+    extract = {}
+    for c in cells:
+        extract[f"{c.dataset}/{c.backbone}"] = None
+        for kind in method_info(config["variants"][c.method]["method"]).inputs:
+            if kind != "features":
+                extract[f"{c.dataset}/{c.backbone}_{kind}"] = None
+    return ([f"results/benchmarks/extract_features/{x}.tsv" for x in extract]
+            + [f"results/benchmarks/train_method/{c.path}.tsv" for c in cells]
+            + [f"results/benchmarks/evaluate_ranking/{c.path}/{r}.tsv"
+               for c in cells for r in experiment_rankings(config, e, c.method)])

@@ -101,6 +101,13 @@ def cmd_table(a):
                 comparisons=_json(a.comparisons) or None)
 
 
+def cmd_cost(a):
+    from rshash.backbones import BACKBONES
+    from rshash.report.cost import build_cost
+
+    build_cost(a.experiment, a.benchmarks, a.out, BACKBONES)
+
+
 def cmd_tsne(a):
     from rshash.report.plots import plot_tsne
 
@@ -245,6 +252,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--paired", help="CSV of the paired comparison with the reference")
     s.add_argument("metrics", nargs="+")
     s.set_defaults(func=cmd_table)
+
+    s = sub.add_parser("cost", help="seconds and peak memory per method x bits from the "
+                                    "rules' benchmark files")
+    s.add_argument("--experiment", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("benchmarks", nargs="+")
+    s.set_defaults(func=cmd_cost)
 
     s = sub.add_parser("tsne", help="t-SNE plot of a codes file's query codes")
     s.add_argument("--codes", required=True)

@@ -1,0 +1,131 @@
+"""Compute cost of an experiment: Snakemake benchmark TSVs -> ``tables/{experiment}_cost.csv``.
+
+The extraction, training and evaluation rules each write a Snakemake
+``benchmark:`` file (tab-separated; columns ``s, h:m:s, max_rss, max_vms,
+max_uss, max_pss, io_in, io_out, mean_load, cpu_time``; one row per repeat;
+memory in MB; ``NA`` where Snakemake could not sample the process, e.g. a job
+shorter than its sampling interval). Their paths mirror the outputs
+(DESIGN.md layout), which is where a file's identity comes from:
+
+    benchmarks/extract_features/{dataset}/{backbone}[_{kind}].tsv
+    benchmarks/train_method/{dataset}/{backbone}/{protocol}/{method}/{bits}/split{seed}.tsv
+    benchmarks/evaluate_ranking/{same cell}/{ranking}.tsv
+
+``build_cost`` aggregates wall seconds and peak resident memory per stage x
+dataset x backbone x protocol x method x bits (x features kind or ranking)
+over split seeds and repeats: mean and max, with the number of runs and the
+number of them with a memory figure, so a missing sample is visible rather
+than silently averaged away. pandas only.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rshash import RshashError
+from rshash.codes import atomic_write
+
+BENCHMARK_COLUMNS = ["s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "io_in",
+                     "io_out", "mean_load", "cpu_time"]
+
+KEYS = ["stage", "dataset", "backbone", "protocol", "method", "bits", "detail"]
+COLUMNS = ["experiment", *KEYS, "n_runs", "seconds_mean", "seconds_max", "n_rss",
+           "max_rss_mb_mean", "max_rss_mb_max"]
+
+_CELL = r"(?P<dataset>[^/]+)/(?P<backbone>[^/]+)/(?P<protocol>[^/]+)/(?P<method>[^/]+)/" \
+        r"(?P<bits>\d+)/split(?P<seed>\d+)"
+_PATTERNS = {
+    "extract": re.compile(r"extract_features/(?P<dataset>[^/]+)/(?P<file>[^/]+)\.tsv$"),
+    "train": re.compile(rf"train_method/{_CELL}\.tsv$"),
+    "evaluate": re.compile(rf"evaluate_ranking/{_CELL}/(?P<detail>[^/]+)\.tsv$"),
+}
+
+
+def identify(path, backbones) -> dict:
+    """The stage and cell a benchmark file belongs to, read from its path.
+
+    ``backbones`` are the known backbone names: an extraction file is
+    ``{backbone}.tsv`` (the pooled features) or ``{backbone}_{kind}.tsv`` and a
+    backbone name may itself contain underscores.
+    """
+    text = Path(path).as_posix()
+    for stage, pattern in _PATTERNS.items():
+        m = pattern.search(text)
+        if m:
+            break
+    else:
+        raise RshashError(f"benchmark file {path}: not under benchmarks/extract_features, "
+                          "train_method or evaluate_ranking in the results layout")
+    ident = {k: "" for k in KEYS} | {"stage": stage, "bits": pd.NA}
+    ident.update({k: v for k, v in m.groupdict().items() if k not in ("file", "seed")})
+    if stage == "extract":
+        ident.update(_backbone_and_kind(path, m["file"], backbones))
+    else:
+        ident["bits"] = int(ident["bits"])
+        ident["detail"] = ident["detail"] or ""
+    return ident
+
+
+def _backbone_and_kind(path, stem: str, backbones) -> dict:
+    for name in sorted(backbones, key=len, reverse=True):
+        if stem == name:
+            return {"backbone": name, "detail": "features"}
+        if stem.startswith(name + "_"):
+            return {"backbone": name, "detail": stem[len(name) + 1:]}
+    raise RshashError(f"benchmark file {path}: {stem!r} names no known backbone")
+
+
+def read_benchmark(path) -> pd.DataFrame:
+    """One Snakemake benchmark TSV: its ``s`` and ``max_rss`` columns as floats (NA -> NaN)."""
+    try:
+        df = pd.read_csv(path, sep="\t", na_values=["NA", "-"], keep_default_na=False)
+    except FileNotFoundError:
+        raise RshashError(f"benchmark file {path}: not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise RshashError(f"benchmark file {path}: not a benchmark TSV ({err})") from None
+    missing = [c for c in ("s", "max_rss") if c not in df.columns]
+    if missing:
+        raise RshashError(f"benchmark file {path}: no column {', '.join(missing)} "
+                          f"(expected Snakemake's {', '.join(BENCHMARK_COLUMNS)})")
+    if df.empty:
+        raise RshashError(f"benchmark file {path}: no benchmark rows")
+    out = pd.DataFrame({c: pd.to_numeric(df[c], errors="coerce") for c in ("s", "max_rss")})
+    bad = out["s"].isna() | (df["max_rss"].notna() & out["max_rss"].isna())
+    if bad.any():
+        raise RshashError(f"benchmark file {path}: row {int(np.argmax(bad)) + 1} has a "
+                          "non-numeric s or max_rss")
+    return out
+
+
+def collect_cost(experiment: str, paths, backbones) -> pd.DataFrame:
+    """The cost table (columns ``COLUMNS``) of the given benchmark files."""
+    if not paths:
+        raise RshashError(f"experiment {experiment!r}: no benchmark files to summarize")
+    frames = [read_benchmark(p).assign(**identify(p, backbones)) for p in paths]
+    runs = pd.concat(frames, ignore_index=True)
+    runs["bits"] = runs["bits"].astype("Int64")  # empty for extraction rows
+    grouped = runs.groupby(KEYS, sort=True, dropna=False)
+    table = pd.DataFrame({
+        "n_runs": grouped["s"].size(),
+        "seconds_mean": grouped["s"].mean(),
+        "seconds_max": grouped["s"].max(),
+        "n_rss": grouped["max_rss"].count(),
+        "max_rss_mb_mean": grouped["max_rss"].mean(),
+        "max_rss_mb_max": grouped["max_rss"].max(),
+    }).reset_index()
+    order = {"extract": 0, "train": 1, "evaluate": 2}
+    table = table.sort_values(KEYS, key=lambda c: c.map(order) if c.name == "stage" else c,
+                              kind="stable", ignore_index=True)
+    table.insert(0, "experiment", experiment)
+    return table[COLUMNS]
+
+
+def build_cost(experiment: str, paths, out_csv, backbones) -> pd.DataFrame:
+    """Summarize the benchmark files into ``out_csv`` (written atomically); return the table."""
+    table = collect_cost(experiment, [str(p) for p in paths], backbones)
+    atomic_write(out_csv, lambda tmp: table.to_csv(tmp, index=False, float_format="%.4f"))
+    return table
