@@ -200,8 +200,8 @@ def test_registry_defaults_and_bad_parameters():
 def test_config_variants_switch_their_terms_during_training(variant):
     """Each ablation in config.yaml trains with exactly the terms it should."""
     X, y = blobs()
-    m = build("dmch", 16, seed=0, iterations=3, images_per_class=5,
-              **params_of(variant)).fit(X, y)
+    params = {**params_of(variant), "iterations": 3, "images_per_class": 5}  # a short run
+    m = build("dmch", 16, seed=0, **params).fit(X, y)
     terms = m.history[-1][2]
     want = {"dmch": {"tri", "cat", "push", "bal"}, "dmch_ntri": {"cat", "push", "bal"},
             "dmch_nbatchall": {"tri", "cat", "push", "bal"},
