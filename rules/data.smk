@@ -15,7 +15,7 @@ rule build_manifest:
     input:
         manifest_input,
     output:
-        "results/manifests/{dataset}.parquet",
+        manifest="results/manifests/{dataset}.parquet",
         report="results/manifests/{dataset}.report.json",
     params:
         folder=image_folder,
@@ -38,7 +38,7 @@ rule build_manifest:
         "rshash manifest --dataset {wildcards.dataset} --folder {params.folder:q} "
         "--data-dir {params.data_dir:q} {params.url} {params.root} {params.counts} "
         "{params.expected} {params.skip} --protocols {params.protocols:q} "
-        "--out {output[0]} --report {output.report} > {log} 2>&1"
+        "--out {output.manifest} --report {output.report} > {log} 2>&1"
 
 
 rule make_split:
