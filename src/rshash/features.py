@@ -119,11 +119,7 @@ def extract(
     import torch
     from tqdm import tqdm
 
-    torch.set_num_threads(threads)
-    dev = _device(device)
-    model = spec.load(dev)
-    mean = torch.tensor(spec.mean, device=dev).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=dev).view(1, 3, 1, 1)
+    dev, normalize, outputs = _backbone_on(spec, device, threads, kind)
     size = input_size or spec.input_size
     loader = torch.utils.data.DataLoader(
         ManifestImages(paths, size), batch_size=batch_size, shuffle=False,
@@ -142,7 +138,6 @@ def extract(
         "kind": kind,
         "stages": json.dumps(list(spec.stages)),
     }
-    outputs = _Outputs(model, spec, kind)
 
     def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as f, tqdm(total=n, unit="img", file=sys.stderr,
@@ -158,8 +153,7 @@ def extract(
                 for images, errors in loader:
                     if any(errors):
                         raise RshashError(next(e for e in errors if e))
-                    x = (images.to(dev, non_blocking=True) - mean) / std
-                    for name, batch in outputs(x).items():
+                    for name, batch in outputs(normalize(images)).items():
                         if name not in datasets:  # chunks of about 1 MiB of whole rows
                             rows = max(1, (1 << 20) // max(1, batch[0].nbytes))
                             datasets[name] = f.create_dataset(
@@ -174,6 +168,25 @@ def extract(
 
 
 KINDS = ("features", "maps", "layers", "rot")
+
+
+def _backbone_on(spec, device: str, threads: int, kind: str):
+    """The backbone loaded on its device, torch's thread count set: (the device,
+    a function moving an image batch there and normalizing it as the backbone
+    expects, the ``kind`` outputs of the network). Shared by extract and embed
+    so both preprocess identically."""
+    import torch
+
+    torch.set_num_threads(threads)
+    dev = _device(device)
+    model = spec.load(dev)
+    mean = torch.tensor(spec.mean, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=dev).view(1, 3, 1, 1)
+
+    def normalize(images):
+        return (images.to(dev, non_blocking=True) - mean) / std
+
+    return dev, normalize, _Outputs(model, spec, kind)
 
 
 class _Outputs:
@@ -281,19 +294,13 @@ def embed(paths: list[str], backbone: str, threads: int = 1, batch_size: int = 3
     spec.weights_path()
     import torch
 
-    torch.set_num_threads(threads)
-    dev = _device(device)
-    model = spec.load(dev)
-    mean = torch.tensor(spec.mean, device=dev).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=dev).view(1, 3, 1, 1)
-    outputs = _Outputs(model, spec, "features")
+    _, normalize, outputs = _backbone_on(spec, device, threads, "features")
     parts = []
     with torch.inference_mode():
         for start in range(0, len(paths), batch_size):
             batch = np.stack([load_image(p, spec.input_size)
                               for p in paths[start:start + batch_size]])
-            x = (torch.from_numpy(batch).to(dev) - mean) / std
-            parts.append(outputs(x)["features"])
+            parts.append(outputs(normalize(torch.from_numpy(batch)))["features"])
     if not parts:
         return np.zeros((0, spec.feature_dim), dtype=np.float32)
     return np.concatenate(parts)
