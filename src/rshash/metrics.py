@@ -71,7 +71,13 @@ def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 def average_precision_all(rel: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
     """AP over the whole ranking, divided by all relevant items in the database."""
     rel = np.asarray(rel, dtype=bool)
-    return _safe_divide(_hit_precision(rel).sum(1), n_relevant)
+    return average_precision_from_sum(_hit_precision(rel).sum(1), n_relevant)
+
+
+def average_precision_from_sum(hit_precision_sum: np.ndarray, n_relevant: np.ndarray
+                               ) -> np.ndarray:
+    """AP@all from each query's sum of hit precisions over its whole ranking."""
+    return _safe_divide(np.asarray(hit_precision_sum, dtype=np.float64), n_relevant)
 
 
 def average_precision_at(rel: np.ndarray, k: int) -> np.ndarray:
@@ -95,7 +101,16 @@ def recall_at(rel: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
 def per_query(rel: np.ndarray, n_relevant: np.ndarray, map_cutoffs=MAP_CUTOFFS,
               ks=KS) -> dict[str, np.ndarray]:
     """Every registry metric, one value per query."""
-    out = {"map_all": average_precision_all(rel, n_relevant)}
+    return {"map_all": average_precision_all(rel, n_relevant),
+            **cutoff_metrics(rel, n_relevant, map_cutoffs, ks)}
+
+
+def cutoff_metrics(rel: np.ndarray, n_relevant: np.ndarray, map_cutoffs=MAP_CUTOFFS,
+                   ks=KS) -> dict[str, np.ndarray]:
+    """``map_at_{k}``, ``p_at_{k}``, ``r_at_{k}`` per query. They read only the
+    first max(k) columns of ``rel``, so a ranking truncated there (with every
+    query's full ``n_relevant``) gives the same values as the whole one."""
+    out = {}
     for k in map_cutoffs:
         out[f"map_at_{k}"] = average_precision_at(rel, k)
     for k in ks:
@@ -133,6 +148,11 @@ def precision_recall_curves(rel: np.ndarray, n_relevant: np.ndarray, ks=CURVE_KS
     return used, precision, recall
 
 
+def nmrr_cap(n_relevant: np.ndarray, gtm: int) -> np.ndarray:
+    """Per query, K = min(4 NG, 2 GTM): the last rank at which ANMRR counts a relevant item."""
+    return np.minimum(4 * np.asarray(n_relevant, dtype=np.int64), 2 * int(gtm))
+
+
 def nmrr(rel: np.ndarray, n_relevant: np.ndarray, gtm: int) -> np.ndarray:
     """Per-query normalized modified retrieval rank (MPEG-7), lower is better.
 
@@ -145,16 +165,26 @@ def nmrr(rel: np.ndarray, n_relevant: np.ndarray, gtm: int) -> np.ndarray:
     ng = np.asarray(n_relevant, dtype=np.int64)
     if ng.shape != (rel.shape[0],):
         raise ValueError(f"n_relevant shape {ng.shape} does not match {rel.shape[0]} queries")
-    if ng.size and ng.max() > gtm:
-        raise ValueError(f"gtm {gtm} is below the largest n_relevant {ng.max()}")
-    k_cap = np.minimum(4 * ng, 2 * int(gtm))
+    k_cap = nmrr_cap(ng, gtm)
     width = min(rel.shape[1], int(k_cap.max(initial=0)))
     positions = np.arange(1, width + 1)
     within = rel[:, :width] & (positions <= k_cap[:, None])
-    n_within = within.sum(1)
+    return nmrr_from_ranks((within * positions).sum(1), within.sum(1), ng, gtm)
+
+
+def nmrr_from_ranks(rank_sum: np.ndarray, n_within: np.ndarray, n_relevant: np.ndarray,
+                    gtm: int) -> np.ndarray:
+    """NMRR per query from the sum of the (1-based) ranks of its relevant items
+    within rank K (see :func:`nmrr_cap`) and their number; the other relevant
+    items count as rank 1.25 K."""
+    ng = np.asarray(n_relevant, dtype=np.int64)
+    n_within = np.asarray(n_within, dtype=np.int64)
+    if ng.size and ng.max() > gtm:
+        raise ValueError(f"gtm {gtm} is below the largest n_relevant {ng.max()}")
     if (n_within > ng).any():
         raise ValueError("rel holds more relevant items than n_relevant")
-    rank_sum = (within * positions).sum(1) + (ng - n_within) * 1.25 * k_cap
+    k_cap = nmrr_cap(ng, gtm)
+    rank_sum = np.asarray(rank_sum, dtype=np.float64) + (ng - n_within) * 1.25 * k_cap
     out = np.ones(len(ng))
     ok = ng > 0
     avr = rank_sum[ok] / ng[ok]
@@ -192,6 +222,13 @@ def hamming_pr(distances: np.ndarray, same_label: np.ndarray, bits: int,
         counts[start:start + m] = np.bincount(flat, minlength=m * nb).reshape(m, nb)
         relevant[start:start + m] = np.bincount(
             flat[same_label[start:start + m].ravel()], minlength=m * nb).reshape(m, nb)
+    return hamming_pr_from_counts(counts, relevant)
+
+
+def hamming_pr_from_counts(counts: np.ndarray, relevant: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`hamming_pr` from per-query histograms: ``counts[i, d]`` database items
+    at distance d from query i, ``relevant[i, d]`` the relevant ones among them."""
     retrieved = np.cumsum(counts, axis=1)
     hits = np.cumsum(relevant, axis=1)
     precision = _safe_divide(hits, retrieved)
