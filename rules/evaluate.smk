@@ -8,6 +8,7 @@ rule evaluate_ranking:
         cell=cell_json,
         protocol=protocol_json,
         ranking_params=ranking_params_json,
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
@@ -20,4 +21,5 @@ rule evaluate_ranking:
     shell:
         "rshash evaluate --codes {input.codes} --split {input.split} "
         "--ranking {wildcards.ranking} --ranking-params {params.ranking_params:q} "
-        "--protocol {params.protocol:q} --cell {params.cell:q} --out {output} > {log} 2>&1"
+        "--protocol {params.protocol:q} --cell {params.cell:q} --threads {threads} "
+        "--out {output} > {log} 2>&1"

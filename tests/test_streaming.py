@@ -77,24 +77,38 @@ def test_whole_matches_a_full_matrix_reference():
         assert got[name] == pytest.approx(value), name
 
 
-def test_default_block_bounds_every_ranked_array(monkeypatch):
-    """No query block spans more than BLOCK_ITEMS ranked entries, and the
-    default blocks give the same metrics as one block."""
+@pytest.mark.parametrize("ranking", ["hamming", "euclidean"])
+def test_default_block_bounds_every_per_block_array(monkeypatch, ranking):
+    """A query block's arrays (a materialized ranking, the top ranks, the Hamming
+    histograms) hold at most BLOCK_ITEMS entries together, and the default
+    blocks give the same metrics as one block."""
     q, ql, db, dl, exclude, _ = tied_codes(3)
-    whole = evaluate_arrays(q, ql, db, dl, exclude=exclude, block=len(ql), with_curves=True)
-    shapes = []
-    real_order = ev.order
+    whole = evaluate_arrays(q, ql, db, dl, ranking, exclude=exclude, block=len(ql),
+                            with_curves=True)
+    rankings, scores = [], []
+    real_order, real_score = ev.order, ev.score_hamming
 
-    def spy(*args, **kwargs):
+    def spy_order(*args, **kwargs):
         out = real_order(*args, **kwargs)
-        shapes.append(out.shape)
+        rankings.append(out.size)
         return out
 
-    monkeypatch.setattr(ev, "order", spy)
-    monkeypatch.setattr(ev, "BLOCK_ITEMS", 3 * len(dl))
-    _same(evaluate_arrays(q, ql, db, dl, exclude=exclude, with_curves=True), whole)
-    assert all(rows * cols <= 3 * len(dl) for rows, cols in shapes)
-    assert sum(rows for rows, _ in shapes) == len(ql) and len(shapes) == 8
+    def spy_score(*args, **kwargs):
+        out = real_score(*args, **kwargs)
+        scores.append((len(out.top), out.top.size + out.counts.size + out.relevant.size))
+        return out
+
+    monkeypatch.setattr(ev, "order", spy_order)
+    monkeypatch.setattr(ev, "score_hamming", spy_score)
+    monkeypatch.setattr(ev, "BLOCK_ITEMS", 10 * len(dl))
+    _same(evaluate_arrays(q, ql, db, dl, ranking, exclude=exclude, with_curves=True), whole)
+    if ranking == "hamming":
+        assert rankings == []  # ranked and scored in one pass, the ranking never stored
+    else:
+        assert len(rankings) == len(scores)
+    held = [size + (rankings[i] if rankings else 0) for i, (_, size) in enumerate(scores)]
+    assert max(held) <= 10 * len(dl)
+    assert sum(rows for rows, _ in scores) == len(ql) and len(scores) >= 4
 
 
 @pytest.fixture(scope="module")

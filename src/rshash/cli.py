@@ -85,7 +85,7 @@ def cmd_evaluate(a):
 
     result = evaluate_cell(a.codes, a.split, a.out, ranking=a.ranking,
                            protocol=_json(a.protocol), ranking_params=_json(a.ranking_params),
-                           cell=_json(a.cell),
+                           cell=_json(a.cell), threads=a.threads,
                            config={"cell": _json(a.cell), "protocol": _json(a.protocol),
                                    "ranking_params": _json(a.ranking_params)})
     print(json.dumps(result["metrics"], indent=1))
@@ -239,6 +239,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--protocol", default="{}", help="JSON protocol fields (mAP cut-offs)")
     s.add_argument("--cell", default="{}", help="JSON cell description")
     s.add_argument("--out", required=True)
+    s.add_argument("--threads", type=int, default=1, help="threads of the compiled passes")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("table", help="collect metrics into an experiment's tables")

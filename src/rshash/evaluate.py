@@ -1,10 +1,14 @@
 """Evaluate one cell under one ranking and write the metrics JSON.
 
-numpy only (never imports torch). Queries are ranked in blocks of about
-``BLOCK_ITEMS / n_database`` queries, so each intermediate array (distances,
-ranking, relevance) holds about BLOCK_ITEMS entries whatever the number of
-queries and database items; the metrics are per query, so blocks only fill
-their rows.
+numpy and numba only (never imports torch). The metrics are computed from a
+few statistics per query (rshash.scoring): under the ``hamming`` ranking one
+compiled pass per query ranks the database by counting and collects them,
+without storing the ranking (31,500 queries against 31,500 items in about a
+second per thread, see benchmarks/evaluate.py); the other rankings are
+materialized in query blocks and read by a compiled pass. Queries go in
+blocks of about ``BLOCK_ITEMS / (n_database + the ranks cut-off metrics
+read)``, so memory stays bounded whatever the number of queries and
+database items; the metrics are per query, so blocks only fill their rows.
 
 The metrics JSON holds every metric of the registry (rshash.metrics) that
 applies to the cell, the curves, and under ``not_applicable`` every
@@ -25,11 +29,13 @@ import pandas as pd
 from rshash import RshashError
 from rshash.codes import Codes, atomic_write, read_codes
 from rshash.data.splits import read_split
-from rshash.metrics import (CURVE_KS, KS, MAP_CUTOFFS, accuracy, hamming_pr, nmrr, per_class_mean,
-                            per_query, precision_recall_curves, retrieved_accuracy_at,
+from rshash.metrics import (CURVE_KS, KS, MAP_CUTOFFS, accuracy, average_precision_from_sum,
+                            cutoff_metrics, hamming_pr_from_counts, nmrr_cap, nmrr_from_ranks,
+                            per_class_mean, precision_recall_curves, retrieved_accuracy_at,
                             rotation_top3)
 from rshash.provenance import collect
-from rshash.search import euclidean_distances, get_ranking, hamming_distances, order, topk
+from rshash.scoring import score_hamming, score_ranked
+from rshash.search import euclidean_distances, get_ranking, hamming_distances, hamming_topk, order, topk
 
 ACC_KS = (20,)
 BLOCK_ITEMS = 1 << 21  # entries per query-block array: 16 MiB as int64
@@ -65,17 +71,19 @@ def _rows_of(columns: dict, rows) -> dict:
 def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "hamming", *,
                     ranking_params: dict | None = None, map_cutoffs=MAP_CUTOFFS, ks=KS,
                     exclude: np.ndarray | None = None, block: int | None = None,
-                    bits: int | None = None,
-                    with_curves: bool = False, rotated: dict | None = None):
+                    bits: int | None = None, with_curves: bool = False,
+                    rotated: dict | None = None, threads: int | None = 1):
     """Registry metrics for queries against a database (in tie order).
 
     ``query`` / ``database`` are dicts of codes columns (``packed``,
     ``value``, ``class_prob``, ``predicted_label``; or a bare array, the
     ranking's single column). ``exclude`` (nq,) names a database index to
     leave out of each query's ranking (leave-one-out), -1 for none.
-    ``query_ms`` times the ranking only (distances and ordering).
+    ``query_ms`` times the ranking: distances and ordering, and for the
+    ``hamming`` ranking the statistics collected in the same pass.
     ``block`` queries are ranked at a time (default: see BLOCK_ITEMS); the
-    results do not depend on it.
+    results do not depend on it. ``threads``: the compiled passes' threads
+    (None: all cores).
     ``rotated`` holds the columns of each query's 90/180/270-degree copies,
     shaped (nq, 3, ...): ``rotation_top3`` is computed from them (for the
     ``hamming`` and ``euclidean`` rankings).
@@ -98,15 +106,21 @@ def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "ha
     excl_rel = has_exclude & (db_labels[np.where(has_exclude, exclude, 0)] == query_labels)
     n_relevant = n_relevant - excl_rel
     gtm = int(n_relevant.max())
-    block = block or max(1, BLOCK_ITEMS // ndb)
+    k_cap = nmrr_cap(n_relevant, gtm)
     # curve cut-offs every query's ranking has (a left-out query ranks ndb - 1
     # items), so the curves of every block add up point by point
     shortest = ndb - int(has_exclude.any())
     curve_cutoffs = sorted({min(k, shortest) for k in CURVE_KS})
+    # the ranks any cut-off metric reads
+    width = min(ndb, max((*map_cutoffs, *ks, *ACC_KS, *(CURVE_KS if with_curves else ()))))
 
     packed = query.get("packed") is not None and database.get("packed") is not None
     if packed and bits is None:
         bits = 8 * np.shape(database["packed"])[1]
+    fused = ranking == "hamming"
+    if block is None:
+        per_query_items = width + (2 * (bits + 1) if packed else 0) + (0 if fused else ndb)
+        block = max(1, BLOCK_ITEMS // per_query_items)
     predicted = (query.get("predicted_label") is not None
                  and database.get("predicted_label") is not None)
     curve_ks = None
@@ -122,40 +136,46 @@ def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "ha
 
     for start in range(0, nq, block):
         stop = min(start + block, nq)
-        q_block = _rows_of(query, slice(start, stop))
+        rows = slice(start, stop)
+        q_block = _rows_of(query, rows)
+        args = (query_labels[rows], db_labels, k_cap[rows], width, exclude[rows])
         tic = time.perf_counter()
-        ranked = order(ranking, q_block, database, ranking_params)
+        if fused:  # ranks and scores in one pass, the ranking never stored
+            scores = score_hamming(q_block["packed"], database["packed"], *args, threads=threads)
+        else:
+            scores = score_ranked(order(ranking, q_block, database, ranking_params), *args,
+                                  threads=threads)
         seconds += time.perf_counter() - tic
-        for rows, ranked_rows in _leave_out(ranked, exclude[start:stop]):
-            g = start + rows
-            rel = db_labels[ranked_rows] == query_labels[g, None]
-            for name, v in per_query(rel, n_relevant[g], map_cutoffs, ks).items():
+        put("map_all", rows, average_precision_from_sum(scores.ap_sum, n_relevant[rows]))
+        put("anmrr", rows, nmrr_from_ranks(scores.rank_sum, scores.n_within,
+                                           n_relevant[rows], gtm))
+        for group, ranked in _by_length(scores.top, exclude[rows], ndb):
+            g = start + group
+            rel = db_labels[ranked] == query_labels[g, None]
+            for name, v in cutoff_metrics(rel, n_relevant[g], map_cutoffs, ks).items():
                 put(name, g, v)
-            put("anmrr", g, nmrr(rel, n_relevant[g], gtm))
             if with_curves:
-                used, p_curve, r_curve = precision_recall_curves(rel, n_relevant[g], curve_cutoffs)
-                curve_ks = used
+                curve_ks, p_curve, r_curve = precision_recall_curves(rel, n_relevant[g],
+                                                                     curve_cutoffs)
                 add("p_at_k", p_curve)
                 add("r_at_k", r_curve)
             if predicted:
                 for k in ACC_KS:
                     put(f"acc_retrieved_at_{k}", g, retrieved_accuracy_at(
-                        database["predicted_label"][ranked_rows], db_labels[ranked_rows], k))
+                        database["predicted_label"][ranked], db_labels[ranked], k))
         if rotated is not None and ranking in ROTATION_RANKINGS:
-            q_rot = {k: v[start:stop] for k, v in rotated.items() if v is not None}
+            q_rot = {k: v[rows] for k, v in rotated.items() if v is not None}
             put("rotation_top3", np.arange(start, stop),
-                _rotation_top3(ranking, q_block, q_rot, database))
+                _rotation_top3(ranking, q_block, q_rot, database, threads))
         if packed:
-            dist = hamming_distances(q_block["packed"], database["packed"])
-            same = db_labels[None, :] == query_labels[start:stop, None]
-            for rows, keep in _leave_out_mask(exclude[start:stop], ndb):
-                n = len(rows)
-                precision, recall = hamming_pr(dist[rows][keep].reshape(n, -1),
-                                               same[rows][keep].reshape(n, -1), bits)
-                put("p_hamming_r2", start + rows, precision[:, min(2, bits)])
-                if with_curves:
-                    add("pr_precision", precision)
-                    add("pr_recall", recall)
+            if not fused:  # the Hamming histograms of a non-Hamming ranking
+                scores = score_hamming(q_block["packed"], database["packed"], *args,
+                                       threads=threads)
+            precision, recall = hamming_pr_from_counts(scores.counts, scores.relevant)
+            put("p_hamming_r2", rows, precision[:, min(2, bits)])
+            if with_curves:
+                add("pr_precision", precision)
+                add("pr_recall", recall)
 
     metrics = {name: float(v.mean()) for name, v in values.items()}
     if predicted:
@@ -188,51 +208,43 @@ def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "ha
     return metrics, curves, not_applicable
 
 
-def _rotation_top3(ranking: str, query: dict, rotated: dict, database: dict) -> np.ndarray:
+def _rotation_top3(ranking: str, query: dict, rotated: dict, database: dict,
+                   threads: int | None = 1) -> np.ndarray:
     """Each query ranked against the database plus its own three rotated copies,
     appended after the database (they lose every tie); the share of copies in its top 3."""
     column = get_ranking(ranking).needs[0]
     q, rot, db = query[column], rotated[column], database[column]
+    copies = np.broadcast_to(np.arange(len(db), len(db) + 3), (len(q), 3))
     if ranking == "hamming":
-        to_db = hamming_distances(q, db).astype(np.float64)
-        to_copies = np.stack([hamming_distances(q[i:i + 1], rot[i])[0] for i in range(len(q))])
+        # the top 3 of database + copies lies among the database's top 3 and the
+        # copies; a stable sort by distance keeps the database first on ties
+        nearest, near_dist = hamming_topk(q, db, 3, threads=threads)
+        to_copies = np.unpackbits(q[:, None, :] ^ rot, axis=-1).sum(-1)
+        ids = np.concatenate([nearest, copies], axis=1)
+        dist = np.concatenate([near_dist, to_copies], axis=1)
+        ranked = np.take_along_axis(ids, np.argsort(dist, axis=1, kind="stable")[:, :3], axis=1)
     else:
         to_db = euclidean_distances(q, db)
         to_copies = np.stack([euclidean_distances(q[i:i + 1], rot[i])[0] for i in range(len(q))])
-    ndb = to_db.shape[1]
-    ranked = topk(np.concatenate([to_db, to_copies], axis=1), 3)
-    return rotation_top3(ranked, np.broadcast_to(np.arange(ndb, ndb + 3), (len(q), 3)))
+        ranked = topk(np.concatenate([to_db, to_copies], axis=1), 3)
+    return rotation_top3(ranked, copies)
 
 
-def _leave_out(ranked: np.ndarray, exclude: np.ndarray):
-    """Yield (rows, ranking) groups: rows to keep whole, rows with their excluded item removed."""
+def _by_length(top: np.ndarray, exclude: np.ndarray, ndb: int):
+    """Yield (rows, ranked): the rows of ``top`` grouped by the length of their
+    ranking (ndb, or ndb - 1 with a left-out item), cut to that length."""
     has = exclude >= 0
-    if not has.all():
-        yield np.flatnonzero(~has), ranked[~has]
-    if has.any():
-        sub = ranked[has]
-        kept = sub[sub != exclude[has, None]].reshape(len(sub), sub.shape[1] - 1)
-        yield np.flatnonzero(has), kept
-
-
-def _leave_out_mask(exclude: np.ndarray, ndb: int):
-    """Yield (rows, keep): keep is a (len(rows), ndb) mask without each row's left-out item."""
-    has = exclude >= 0
-    if not has.all():
-        rows = np.flatnonzero(~has)
-        yield rows, np.ones((len(rows), ndb), dtype=bool)
-    if has.any():
-        rows = np.flatnonzero(has)
-        keep = np.ones((len(rows), ndb), dtype=bool)
-        keep[np.arange(len(rows)), exclude[rows]] = False
-        yield rows, keep
+    for rows in (np.flatnonzero(~has), np.flatnonzero(has)):
+        if len(rows):
+            n = ndb - int(has[rows[0]])
+            yield rows, top[rows, :min(n, top.shape[1])]
 
 
 def evaluate_cell(codes_path: str | os.PathLike, split_path: str | os.PathLike,
                   out_path: str | os.PathLike, ranking: str = "hamming",
                   protocol: dict | None = None, ranking_params: dict | None = None,
                   cell: dict | None = None, config: dict | None = None,
-                  block: int | None = None) -> dict:
+                  block: int | None = None, threads: int | None = 1) -> dict:
     """Evaluate a codes file under its split and write ``metrics/{cell}/{ranking}.json``.
 
     The database is put in the split's ``db_order`` (the tie rule); a query
@@ -264,7 +276,7 @@ def evaluate_cell(codes_path: str | os.PathLike, split_path: str | os.PathLike,
         _rows_of(columns, q_rows), codes.label[q_rows], _rows_of(columns, db_rows),
         codes.label[db_rows], ranking, ranking_params=ranking_params,
         map_cutoffs=map_cutoffs_of(protocol), exclude=exclude, block=block,
-        bits=codes.bits or None, with_curves=True, rotated=rotated)
+        bits=codes.bits or None, with_curves=True, rotated=rotated, threads=threads)
     result = {
         "cell": cell or {},
         "ranking": ranking,
