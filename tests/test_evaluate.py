@@ -245,3 +245,24 @@ def test_rotation_top3_from_rotated_rows(tmp_path):
     assert result["n_database"] == 2
     other = evaluate_cell(codes_path, split_path, tmp_path / "c2f.json", ranking="coarse_to_fine")
     assert "rotation_top3" in other["not_applicable"]
+
+
+def test_rotation_top3_matches_a_full_ranking_with_ties():
+    """Under Hamming, rotation_top3 equals ranking the whole database plus each query's
+    copies (copies last, so they lose ties) by (distance, index), on codes from a
+    pool of six (heavy ties)."""
+    rng = np.random.default_rng(7)
+    pool = rng.integers(0, 2, (6, BITS))
+    q, db, rot = pool[rng.integers(0, 6, 30)], pool[rng.integers(0, 6, 9)], \
+        pool[rng.integers(0, 6, (30, 3))]
+    got = evaluate_arrays({"packed": pack_bits(q)}, np.zeros(30, int), {"packed": pack_bits(db)},
+                          np.zeros(9, int), "hamming", with_curves=True,
+                          rotated={"packed": pack_bits(rot.reshape(90, BITS)).reshape(30, 3, -1)})
+    expected = []
+    for i in range(30):
+        items = np.concatenate([db, rot[i]])
+        dist = (items != q[i]).sum(1)
+        first3 = sorted(range(len(items)), key=lambda j: (dist[j], j))[:3]
+        expected.append(sum(j >= len(db) for j in first3) / 3)
+    assert got[0]["rotation_top3"] == pytest.approx(np.mean(expected))
+    assert 0 < np.mean(expected) < 1

@@ -51,6 +51,15 @@ class Scores:
     relevant: np.ndarray | None = None
 
 
+@njit(cache=True, inline="always")
+def _add_relevant(rank, hit, cap, ap, total, within):
+    """A relevant item at ``rank``, the ``hit``-th relevant one: its hit precision
+    joins the AP sum and, within rank ``cap``, its rank the ANMRR rank sum."""
+    if rank <= cap:
+        return ap + hit / rank, total + rank, within + 1
+    return ap + hit / rank, total, within
+
+
 @njit(parallel=True, cache=True)
 def _hamming_kernel(q, db, q_labels, db_labels, exclude, k_cap, nbits,
                     ap_sum, top, rank_sum, n_within, counts, relevant):
@@ -99,10 +108,7 @@ def _hamming_kernel(q, db, q_labels, db_labels, exclude, k_cap, nbits,
                 if db_labels[j] == label:
                     hit = next_hit[d]
                     next_hit[d] = hit + 1
-                    ap += hit / rank
-                    if rank <= cap:
-                        total += rank
-                        within += 1
+                    ap, total, within = _add_relevant(rank, hit, cap, ap, total, within)
             ap_sum[qi] = ap
             rank_sum[qi] = total
             n_within[qi] = within
@@ -130,10 +136,7 @@ def _ranked_kernel(ranked, q_labels, db_labels, exclude, k_cap, ap_sum, top, ran
                 top[qi, rank - 1] = j
             if db_labels[j] == label:
                 hit += 1
-                ap += hit / rank
-                if rank <= cap:
-                    total += rank
-                    within += 1
+                ap, total, within = _add_relevant(rank, hit, cap, ap, total, within)
         ap_sum[qi] = ap
         rank_sum[qi] = total
         n_within[qi] = within
