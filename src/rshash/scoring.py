@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from rshash.search import _fill_distances, _run, _words_pair
+from rshash.search import _all_distances, _run, _words_pair
 
 QUERIES_PER_TASK = 8  # queries a thread takes at a time (one set of scratch arrays)
 
@@ -64,7 +64,7 @@ def _add_relevant(rank, hit, cap, ap, total, within):
 def _hamming_kernel(q, db, q_labels, db_labels, exclude, k_cap, nbits,
                     ap_sum, top, rank_sum, n_within, counts, relevant):
     nq = q.shape[0]
-    ndb = db.shape[0]
+    ndb = db.shape[1]
     width = top.shape[1]
     ntasks = (nq + QUERIES_PER_TASK - 1) // QUERIES_PER_TASK
     for task in prange(ntasks):
@@ -72,7 +72,7 @@ def _hamming_kernel(q, db, q_labels, db_labels, exclude, k_cap, nbits,
         next_rank = np.empty(nbits + 1, np.int64)
         next_hit = np.empty(nbits + 1, np.int64)
         for qi in range(task * QUERIES_PER_TASK, min((task + 1) * QUERIES_PER_TASK, nq)):
-            _fill_distances(q, qi, db, 0, ndb, dist, 0)
+            _all_distances(q, qi, db, dist)
             label = q_labels[qi]
             ex = exclude[qi]
             for j in range(ndb):
@@ -168,8 +168,8 @@ def score_hamming(q_packed: np.ndarray, db_packed: np.ndarray, q_labels, db_labe
     q, db = _words_pair(q_packed, db_packed)
     q_labels, db_labels, exclude, k_cap, scores = _prepare(
         len(q), q_labels, db_labels, exclude, k_cap, width)
-    if len(db_labels) != len(db):
-        raise ValueError(f"{len(db_labels)} database labels for {len(db)} codes")
+    if len(db_labels) != db.shape[1]:
+        raise ValueError(f"{len(db_labels)} database labels for {db.shape[1]} codes")
     nbits = 64 * q.shape[1]  # padding words are zero on both sides: distance unchanged
     bins = 8 * np.shape(db_packed)[1] + 1
     counts = np.zeros((len(q), nbits + 1), np.int64)

@@ -5,7 +5,8 @@ go to the lower database index. Callers put the database in the split's
 ``db_order`` first, so the index is the seeded tie rank.
 
 Packed-Hamming search runs in compiled kernels (numba, cached on disk) over
-uint64 code words. They are hand-written rather than taken from faiss:
+uint64 code words, the database transposed word-major once per call so
+that every code width vectorises alike (see ``_fill_distances``). They are hand-written rather than taken from faiss:
 faiss is not a runtime dependency, its binary top-k does not break ties by
 database order, and it has no full ranking. Distances are integers
 0..bits, so selection and ranking are by counting (a histogram per query),
@@ -40,53 +41,54 @@ def _popcount(typingctx, x):
     return types.int64(types.uint64), codegen
 
 
-@njit(cache=True, inline="always")
-def _distance(q, qi, db, j, words):
-    d = 0
-    for w in range(words):
-        d += _popcount(q[qi, w] ^ db[j, w])
-    return d
-
-
 @njit(cache=True)
-def _fill_distances(q, qi, db, start, stop, out, t):
-    """out[:stop-start] = distances from query qi to db[start:stop]; returns how
-    many are <= t. Written per common width so LLVM vectorises the loop (SIMD
-    popcount), the count being a branch-free reduction. Indices count up from
-    0 in a slice, so no negative-index wraparound check blocks vectorisation."""
-    words = q.shape[1]
-    block = db[start:stop]
-    n = block.shape[0]
+def _fill_distances(q, qi, db_t, start, stop, out, t):
+    """out[:stop-start] = distances from query qi to database codes start..stop;
+    returns how many are <= t. The database is word-major (``db_t[w, j]`` is word
+    w of code j), so each pass reads one word of consecutive codes: contiguous
+    loads that LLVM vectorises (SIMD popcount), a word per lane, whatever the
+    code width. The count is a branch-free reduction fused into the last pass.
+    Indices count up from 0 in a slice, so no negative-index wraparound check
+    blocks vectorisation."""
+    words = db_t.shape[0]
+    n = stop - start
+    x = q[qi, 0]
+    b = db_t[0, start:stop]
     hits = 0
     if words == 1:
-        x0 = q[qi, 0]
         for j in range(n):
-            d = _popcount(x0 ^ block[j, 0])
+            d = _popcount(x ^ b[j])
             out[j] = d
             hits += d <= t
-    elif words == 2:
-        x0, x1 = q[qi, 0], q[qi, 1]
+        return hits
+    for j in range(n):
+        out[j] = _popcount(x ^ b[j])
+    for w in range(1, words - 1):
+        x = q[qi, w]
+        b = db_t[w, start:stop]
         for j in range(n):
-            d = _popcount(x0 ^ block[j, 0]) + _popcount(x1 ^ block[j, 1])
-            out[j] = d
-            hits += d <= t
-    elif words == 4:
-        x0, x1, x2, x3 = q[qi, 0], q[qi, 1], q[qi, 2], q[qi, 3]
-        for j in range(n):
-            d = (_popcount(x0 ^ block[j, 0]) + _popcount(x1 ^ block[j, 1])
-                 + _popcount(x2 ^ block[j, 2]) + _popcount(x3 ^ block[j, 3]))
-            out[j] = d
-            hits += d <= t
-    else:
-        for j in range(n):
-            d = _distance(q, qi, block, j, words)
-            out[j] = d
-            hits += d <= t
+            out[j] += _popcount(x ^ b[j])
+    x = q[qi, words - 1]
+    b = db_t[words - 1, start:stop]
+    for j in range(n):
+        d = out[j] + _popcount(x ^ b[j])
+        out[j] = d
+        hits += d <= t
     return hits
 
 
+@njit(cache=True)
+def _all_distances(q, qi, db_t, out):
+    """out[j] = distance from query qi to database code j, a CHUNK at a time (the
+    chunk's slice of ``out`` stays in cache across the word passes)."""
+    ndb = db_t.shape[1]
+    for start in range(0, ndb, CHUNK):
+        stop = min(start + CHUNK, ndb)
+        _fill_distances(q, qi, db_t, start, stop, out[start:stop], 0)
+
+
 @njit(parallel=True, cache=True)
-def _topk_kernel(q, db, k, nbits, out_idx, out_dist):
+def _topk_kernel(q, db, k, nbits, out_idx, out_dist):  # db word-major
     """Exact top-k per query by counting, in one pass over the database.
 
     Per query: ``counters[d]`` items kept at distance d, all of them below
@@ -98,7 +100,7 @@ def _topk_kernel(q, db, k, nbits, out_idx, out_dist):
     and cost only the vectorised distance pass.
     """
     nq = q.shape[0]
-    ndb = db.shape[0]
+    ndb = db.shape[1]
     nblocks = (nq + QUERY_BLOCK - 1) // QUERY_BLOCK
     for b in prange(nblocks):
         q0 = b * QUERY_BLOCK
@@ -151,10 +153,10 @@ def _rank_kernel(q, db, nbits, out_idx, out_dist):
     """Full ranking per query: a counting sort of all distances (stable, so ties
     keep database order)."""
     nq = q.shape[0]
-    ndb = db.shape[0]
+    ndb = db.shape[1]
     for qi in prange(nq):
         dist = np.empty(ndb, np.int64)
-        _fill_distances(q, qi, db, 0, ndb, dist, 0)
+        _all_distances(q, qi, db, dist)
         start = np.zeros(nbits + 2, np.int64)
         for j in range(ndb):
             start[dist[j] + 1] += 1
@@ -171,7 +173,7 @@ def _rank_kernel(q, db, nbits, out_idx, out_dist):
 def _distance_kernel(q, db, out):
     """All distances, query blocks against database chunks."""
     nq = q.shape[0]
-    ndb = db.shape[0]
+    ndb = db.shape[1]
     nblocks = (nq + QUERY_BLOCK - 1) // QUERY_BLOCK
     for b in prange(nblocks):
         q0 = b * QUERY_BLOCK
@@ -197,10 +199,11 @@ def _as_words(packed: np.ndarray) -> np.ndarray:
 
 
 def _words_pair(q_packed, db_packed):
-    """Both code sets as uint64 words, after checking they have the same width."""
+    """The queries as (nq, words) uint64 and the database word-major, (words, ndb)
+    (see ``_fill_distances``), after checking both have the same width."""
     if np.shape(q_packed)[1:] != np.shape(db_packed)[1:]:
         raise ValueError(f"code widths differ: {np.shape(q_packed)} vs {np.shape(db_packed)}")
-    return _as_words(q_packed), _as_words(db_packed)
+    return _as_words(q_packed), np.ascontiguousarray(_as_words(db_packed).T)
 
 
 def _run(threads: int | None, kernel, *args) -> None:
@@ -221,7 +224,7 @@ def hamming_distances(q_packed: np.ndarray, db_packed: np.ndarray,
                       threads: int | None = 1) -> np.ndarray:
     """(nq, ndb) uint16 Hamming distances between packed codes."""
     q, db = _words_pair(q_packed, db_packed)
-    out = np.empty((len(q), len(db)), dtype=np.uint16)
+    out = np.empty((len(q), db.shape[1]), dtype=np.uint16)
     _run(threads, _distance_kernel, q, db, out)
     return out
 
@@ -237,7 +240,7 @@ def hamming_topk(q_packed: np.ndarray, db_packed: np.ndarray, k: int,
     if k < 1:
         raise ValueError(f"k must be positive, got {k}")
     q, db = _words_pair(q_packed, db_packed)
-    k = min(int(k), len(db))
+    k = min(int(k), db.shape[1])
     idx = np.zeros((len(q), k), dtype=np.int64)
     dist = np.zeros((len(q), k), dtype=np.uint16)
     if k:
@@ -250,8 +253,8 @@ def hamming_rank(q_packed: np.ndarray, db_packed: np.ndarray,
     """Every database code ranked per query: (indices int64, distances uint16), both
     (nq, ndb), by distance then database index (a stable counting sort)."""
     q, db = _words_pair(q_packed, db_packed)
-    idx = np.empty((len(q), len(db)), dtype=np.int64)
-    dist = np.empty((len(q), len(db)), dtype=np.uint16)
+    idx = np.empty((len(q), db.shape[1]), dtype=np.int64)
+    dist = np.empty((len(q), db.shape[1]), dtype=np.uint16)
     _run(threads, _rank_kernel, q, db, 64 * q.shape[1], idx, dist)
     return idx, dist
 
