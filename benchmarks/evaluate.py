@@ -14,7 +14,7 @@ query blocks (``hamming_rank``) and scored by the numpy definitions in
 rshash.metrics; extrapolated to all queries. Both must give the same
 metrics on those queries.
 
-Usage: python benchmarks/evaluate.py [--images 31500] [--classes 45] [--bits 32 64 128]
+Usage: python benchmarks/evaluate.py [--images 31500] [--classes 45] [--bits 32 64 128 256]
        [--reference-queries 3150] [--workdir DIR]
 """
 
@@ -96,7 +96,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--images", type=int, default=31_500)
     p.add_argument("--classes", type=int, default=45)
-    p.add_argument("--bits", type=int, nargs="+", default=[32, 64, 128])
+    p.add_argument("--bits", type=int, nargs="+", default=[32, 64, 128, 256])
     p.add_argument("--reference-queries", type=int, default=3_150)
     p.add_argument("--workdir", type=Path, default=None)
     a = p.parse_args()
