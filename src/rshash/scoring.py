@@ -1,10 +1,10 @@
-"""What the retrieval metrics need from a ranking, in one compiled pass (numba).
+"""What the retrieval metrics need from a ranking, collected by compiled kernels (numba).
 
 The metric definitions stay in :mod:`rshash.metrics` (numpy, the
 reference). Evaluating from a materialized ranking costs several numpy
 passes over an (nq, ndb) array, about 20 s for NWPU-RESISC45 (31,500
 queries against 31,500 items); every metric, though, reduces to a few
-statistics per query that one pass over the database collects:
+statistics per query that a pass over the database collects:
 
 * ``ap_sum``: the sum, over the relevant items, of (relevant items up to
   and including it) / (its rank): map_all = ap_sum / n_relevant;
@@ -61,10 +61,10 @@ def _add_relevant(rank, hit, cap, ap, total, within):
 
 
 @njit(parallel=True, cache=True)
-def _hamming_kernel(q, db, q_labels, db_labels, exclude, k_cap, nbits,
+def _hamming_kernel(q, db_t, q_labels, db_labels, exclude, k_cap, nbits,
                     ap_sum, top, rank_sum, n_within, counts, relevant):
     nq = q.shape[0]
-    ndb = db.shape[1]
+    ndb = db_t.shape[1]
     width = top.shape[1]
     ntasks = (nq + QUERIES_PER_TASK - 1) // QUERIES_PER_TASK
     for task in prange(ntasks):
@@ -72,7 +72,7 @@ def _hamming_kernel(q, db, q_labels, db_labels, exclude, k_cap, nbits,
         next_rank = np.empty(nbits + 1, np.int64)
         next_hit = np.empty(nbits + 1, np.int64)
         for qi in range(task * QUERIES_PER_TASK, min((task + 1) * QUERIES_PER_TASK, nq)):
-            _all_distances(q, qi, db, dist)
+            _all_distances(q, qi, db_t, dist)
             label = q_labels[qi]
             ex = exclude[qi]
             for j in range(ndb):
@@ -165,16 +165,16 @@ def score_hamming(q_packed: np.ndarray, db_packed: np.ndarray, q_labels, db_labe
                   k_cap, width: int, exclude=None, threads: int | None = 1) -> Scores:
     """The statistics of the Hamming ranking (ties by database index) of packed
     codes, with the per-distance histograms; the ranking itself is never stored."""
-    q, db = _words_pair(q_packed, db_packed)
+    q, db_t = _words_pair(q_packed, db_packed)
     q_labels, db_labels, exclude, k_cap, scores = _prepare(
         len(q), q_labels, db_labels, exclude, k_cap, width)
-    if len(db_labels) != db.shape[1]:
-        raise ValueError(f"{len(db_labels)} database labels for {db.shape[1]} codes")
+    if len(db_labels) != db_t.shape[1]:
+        raise ValueError(f"{len(db_labels)} database labels for {db_t.shape[1]} codes")
     nbits = 64 * q.shape[1]  # padding words are zero on both sides: distance unchanged
     bins = 8 * np.shape(db_packed)[1] + 1
     counts = np.zeros((len(q), nbits + 1), np.int64)
     relevant = np.zeros((len(q), nbits + 1), np.int64)
-    _run(threads, _hamming_kernel, q, db, q_labels, db_labels, exclude, k_cap, nbits,
+    _run(threads, _hamming_kernel, q, db_t, q_labels, db_labels, exclude, k_cap, nbits,
          scores.ap_sum, scores.top, scores.rank_sum, scores.n_within, counts, relevant)
     scores.counts, scores.relevant = counts[:, :bins], relevant[:, :bins]
     return scores

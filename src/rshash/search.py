@@ -5,8 +5,9 @@ go to the lower database index. Callers put the database in the split's
 ``db_order`` first, so the index is the seeded tie rank.
 
 Packed-Hamming search runs in compiled kernels (numba, cached on disk) over
-uint64 code words, the database transposed word-major once per call so
-that every code width vectorises alike (see ``_fill_distances``). They are hand-written rather than taken from faiss:
+uint64 code words, the database transposed word-major (``db_t``, words x
+codes) once per call so that every code width vectorises alike (see
+``_fill_distances``). They are hand-written rather than taken from faiss:
 faiss is not a runtime dependency, its binary top-k does not break ties by
 database order, and it has no full ranking. Distances are integers
 0..bits, so selection and ranking are by counting (a histogram per query),
@@ -88,7 +89,7 @@ def _all_distances(q, qi, db_t, out):
 
 
 @njit(parallel=True, cache=True)
-def _topk_kernel(q, db, k, nbits, out_idx, out_dist):  # db word-major
+def _topk_kernel(q, db_t, k, nbits, out_idx, out_dist):
     """Exact top-k per query by counting, in one pass over the database.
 
     Per query: ``counters[d]`` items kept at distance d, all of them below
@@ -100,7 +101,7 @@ def _topk_kernel(q, db, k, nbits, out_idx, out_dist):  # db word-major
     and cost only the vectorised distance pass.
     """
     nq = q.shape[0]
-    ndb = db.shape[1]
+    ndb = db_t.shape[1]
     nblocks = (nq + QUERY_BLOCK - 1) // QUERY_BLOCK
     for b in prange(nblocks):
         q0 = b * QUERY_BLOCK
@@ -119,7 +120,7 @@ def _topk_kernel(q, db, k, nbits, out_idx, out_dist):  # db word-major
                 eq = count_eq[i]
                 for start in range(chunk, chunk_stop, SPAN):
                     stop = min(start + SPAN, chunk_stop)
-                    if _fill_distances(q, q0 + i, db, start, stop, dist, t) == 0:
+                    if _fill_distances(q, q0 + i, db_t, start, stop, dist, t) == 0:
                         continue
                     for jj in range(stop - start):
                         d = dist[jj]
@@ -149,14 +150,14 @@ def _topk_kernel(q, db, k, nbits, out_idx, out_dist):  # db word-major
 
 
 @njit(parallel=True, cache=True)
-def _rank_kernel(q, db, nbits, out_idx, out_dist):
+def _rank_kernel(q, db_t, nbits, out_idx, out_dist):
     """Full ranking per query: a counting sort of all distances (stable, so ties
     keep database order)."""
     nq = q.shape[0]
-    ndb = db.shape[1]
+    ndb = db_t.shape[1]
     for qi in prange(nq):
         dist = np.empty(ndb, np.int64)
-        _all_distances(q, qi, db, dist)
+        _all_distances(q, qi, db_t, dist)
         start = np.zeros(nbits + 2, np.int64)
         for j in range(ndb):
             start[dist[j] + 1] += 1
@@ -170,10 +171,10 @@ def _rank_kernel(q, db, nbits, out_idx, out_dist):
 
 
 @njit(parallel=True, cache=True)
-def _distance_kernel(q, db, out):
+def _distance_kernel(q, db_t, out):
     """All distances, query blocks against database chunks."""
     nq = q.shape[0]
-    ndb = db.shape[1]
+    ndb = db_t.shape[1]
     nblocks = (nq + QUERY_BLOCK - 1) // QUERY_BLOCK
     for b in prange(nblocks):
         q0 = b * QUERY_BLOCK
@@ -182,7 +183,7 @@ def _distance_kernel(q, db, out):
         for start in range(0, ndb, CHUNK):
             stop = min(start + CHUNK, ndb)
             for i in range(m):
-                _fill_distances(q, q0 + i, db, start, stop, dist, 0)
+                _fill_distances(q, q0 + i, db_t, start, stop, dist, 0)
                 for jj in range(stop - start):
                     out[q0 + i, start + jj] = dist[jj]
 
@@ -223,9 +224,9 @@ def _run(threads: int | None, kernel, *args) -> None:
 def hamming_distances(q_packed: np.ndarray, db_packed: np.ndarray,
                       threads: int | None = 1) -> np.ndarray:
     """(nq, ndb) uint16 Hamming distances between packed codes."""
-    q, db = _words_pair(q_packed, db_packed)
-    out = np.empty((len(q), db.shape[1]), dtype=np.uint16)
-    _run(threads, _distance_kernel, q, db, out)
+    q, db_t = _words_pair(q_packed, db_packed)
+    out = np.empty((len(q), db_t.shape[1]), dtype=np.uint16)
+    _run(threads, _distance_kernel, q, db_t, out)
     return out
 
 
@@ -239,12 +240,12 @@ def hamming_topk(q_packed: np.ndarray, db_packed: np.ndarray, k: int,
     """
     if k < 1:
         raise ValueError(f"k must be positive, got {k}")
-    q, db = _words_pair(q_packed, db_packed)
-    k = min(int(k), db.shape[1])
+    q, db_t = _words_pair(q_packed, db_packed)
+    k = min(int(k), db_t.shape[1])
     idx = np.zeros((len(q), k), dtype=np.int64)
     dist = np.zeros((len(q), k), dtype=np.uint16)
     if k:
-        _run(threads, _topk_kernel, q, db, k, 64 * q.shape[1], idx, dist)
+        _run(threads, _topk_kernel, q, db_t, k, 64 * q.shape[1], idx, dist)
     return idx, dist
 
 
@@ -252,10 +253,10 @@ def hamming_rank(q_packed: np.ndarray, db_packed: np.ndarray,
                  threads: int | None = 1) -> tuple[np.ndarray, np.ndarray]:
     """Every database code ranked per query: (indices int64, distances uint16), both
     (nq, ndb), by distance then database index (a stable counting sort)."""
-    q, db = _words_pair(q_packed, db_packed)
-    idx = np.empty((len(q), db.shape[1]), dtype=np.int64)
-    dist = np.empty((len(q), db.shape[1]), dtype=np.uint16)
-    _run(threads, _rank_kernel, q, db, 64 * q.shape[1], idx, dist)
+    q, db_t = _words_pair(q_packed, db_packed)
+    idx = np.empty((len(q), db_t.shape[1]), dtype=np.int64)
+    dist = np.empty((len(q), db_t.shape[1]), dtype=np.uint16)
+    _run(threads, _rank_kernel, q, db_t, 64 * q.shape[1], idx, dist)
     return idx, dist
 
 
