@@ -6,7 +6,7 @@ import pytest
 
 from rshash.metrics import (average_precision_all, hamming_pr, hamming_pr_from_counts, nmrr,
                             nmrr_cap, nmrr_from_ranks)
-from rshash.scoring import score_hamming, score_ranked
+from rshash.scoring import score_distances, score_hamming, score_ranked
 
 
 def tied_case(seed: int, bits: int, nq: int = 37, ndb: int = 150, pool: int = 5):
@@ -91,6 +91,39 @@ def test_score_ranked_reads_any_ranking():
             scores = score_ranked(ranked, ql, dl, nmrr_cap(n_rel, gtm), width, exclude, threads)
             check(scores, rankings, ql, dl, exclude, n_rel, gtm, width)
     assert scores.counts is None
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("threads", [1, 2])
+def test_score_distances_matches_python_ranking(seed, threads):
+    """Real-valued distances with heavy exact ties (few distinct values, among them the
+    left-out item's), or none, ranked by (distance, index) in plain Python."""
+    rng = np.random.default_rng(seed)
+    nq, ndb = 23, int(rng.integers(2, 90))
+    if seed % 3 == 2:
+        dist = rng.random((nq, ndb))
+    else:
+        dist = rng.integers(0, 1 + seed, (nq, ndb)) * 0.75
+    db_labels = rng.integers(0, 3, ndb)
+    q_labels = rng.integers(0, 4, nq)
+    exclude = np.where(rng.random(nq) < 0.5, rng.integers(0, ndb, nq), -1)
+    n_rel = relevant_counts(q_labels, db_labels, exclude)
+    gtm = max(int(n_rel.max()), 1)
+    rankings = [sorted((j for j in range(ndb) if j != exclude[i]),
+                       key=lambda j, i=i: (dist[i, j], j)) for i in range(nq)]
+    for width in (1, 7, ndb, ndb + 5):
+        scores = score_distances(dist, q_labels, db_labels, nmrr_cap(n_rel, gtm), width,
+                                 exclude, threads)
+        check(scores, rankings, q_labels, db_labels, exclude, n_rel, gtm, width)
+    assert scores.counts is None
+
+
+def test_score_distances_refuses_non_finite_values():
+    dist = np.array([[0.5, np.nan, 1.0]])
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        score_distances(dist, [0], [0, 1, 0], [2], 3)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        score_distances(np.array([[0.5, np.inf, 1.0]]), [0], [0, 1, 0], [2], 3)
 
 
 def test_hand_example():

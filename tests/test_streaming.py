@@ -77,20 +77,26 @@ def test_whole_matches_a_full_matrix_reference():
         assert got[name] == pytest.approx(value), name
 
 
-@pytest.mark.parametrize("ranking", ["hamming", "euclidean"])
+@pytest.mark.parametrize("ranking", ["hamming", "euclidean", "category_weighted",
+                                     "coarse_to_fine"])
 def test_default_block_bounds_every_per_block_array(monkeypatch, ranking):
-    """A query block's arrays (a materialized ranking, the top ranks, the Hamming
-    histograms) hold at most BLOCK_ITEMS entries together, and the default
-    blocks give the same metrics as one block."""
+    """A query block's arrays (a distance matrix and its sorted copy, or a ranking; the
+    top ranks; the Hamming histograms) hold at most BLOCK_ITEMS entries together, and
+    the default blocks give the same metrics as one block."""
     q, ql, db, dl, exclude, _ = tied_codes(3)
     whole = evaluate_arrays(q, ql, db, dl, ranking, exclude=exclude, block=len(ql),
                             with_curves=True)
-    rankings, scores = [], []
-    real_order, real_score = ev.order, ev.score_hamming
+    matrices, scores = [], []
+    real_order, real_distances, real_score = ev.order, ev.distances, ev.score_hamming
 
     def spy_order(*args, **kwargs):
         out = real_order(*args, **kwargs)
-        rankings.append(out.size)
+        matrices.append(out.size)
+        return out
+
+    def spy_distances(*args, **kwargs):
+        out = real_distances(*args, **kwargs)
+        matrices.append(2 * out.size)  # and the sorted copy scoring makes
         return out
 
     def spy_score(*args, **kwargs):
@@ -99,14 +105,15 @@ def test_default_block_bounds_every_per_block_array(monkeypatch, ranking):
         return out
 
     monkeypatch.setattr(ev, "order", spy_order)
+    monkeypatch.setattr(ev, "distances", spy_distances)
     monkeypatch.setattr(ev, "score_hamming", spy_score)
     monkeypatch.setattr(ev, "BLOCK_ITEMS", 10 * len(dl))
     _same(evaluate_arrays(q, ql, db, dl, ranking, exclude=exclude, with_curves=True), whole)
     if ranking == "hamming":
-        assert rankings == []  # ranked and scored in one pass, the ranking never stored
+        assert matrices == []  # ranked and scored in one kernel, no matrix stored
     else:
-        assert len(rankings) == len(scores)
-    held = [size + (rankings[i] if rankings else 0) for i, (_, size) in enumerate(scores)]
+        assert len(matrices) == len(scores)
+    held = [size + (matrices[i] if matrices else 0) for i, (_, size) in enumerate(scores)]
     assert max(held) <= 10 * len(dl)
     assert sum(rows for rows, _ in scores) == len(ql) and len(scores) >= 4
 

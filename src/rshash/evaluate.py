@@ -4,11 +4,13 @@ numpy and numba only (never imports torch). The metrics are computed from a
 few statistics per query (rshash.scoring): under the ``hamming`` ranking a
 compiled kernel ranks each query's database by counting and collects them,
 without storing the ranking (31,500 queries against 31,500 items in 2.3 s
-on one thread, see benchmarks/evaluate.py); the other rankings are
-materialized in query blocks and read by a compiled kernel. Queries go in
-blocks of about ``BLOCK_ITEMS / (n_database + the ranks cut-off metrics
-read)``, so memory stays bounded whatever the number of queries and
-database items; the metrics are per query, so blocks only fill their rows.
+on one thread, see benchmarks/evaluate.py); rankings by a real-valued
+distance (euclidean, category_weighted) are scored from the distance matrix
+of a query block without sorting the items; coarse_to_fine is materialized
+in query blocks and read by a compiled kernel. Queries go in blocks whose
+arrays hold about ``BLOCK_ITEMS`` entries in all, so memory stays bounded
+whatever the number of queries and database items; the metrics are per
+query, so blocks only fill their rows.
 
 The metrics JSON holds every metric of the registry (rshash.metrics) that
 applies to the cell, the curves, and under ``not_applicable`` every
@@ -34,8 +36,9 @@ from rshash.metrics import (CURVE_KS, KS, MAP_CUTOFFS, accuracy, average_precisi
                             per_class_mean, precision_recall_curves, retrieved_accuracy_at,
                             rotation_top3)
 from rshash.provenance import collect
-from rshash.scoring import score_hamming, score_ranked
-from rshash.search import euclidean_distances, get_ranking, hamming_topk, order, topk
+from rshash.scoring import score_distances, score_hamming, score_ranked
+from rshash.search import (distances, euclidean_distances, get_ranking, hamming_topk, order,
+                           topk)
 
 ACC_KS = (20,)
 BLOCK_ITEMS = 1 << 21  # entries per query-block array: 16 MiB as int64
@@ -118,8 +121,15 @@ def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "ha
     if packed and bits is None:
         bits = 8 * np.shape(database["packed"])[1]
     fused = ranking == "hamming"
+    by_distance = not fused and get_ranking(ranking).distances is not None
+    # real-valued columns in float64 once, not once per block
+    database = {k: (np.asarray(v, dtype=np.float64) if k in ("value", "class_prob")
+                    and v is not None else v) for k, v in database.items()}
     if block is None:
-        per_query_items = width + (2 * (bits + 1) if packed else 0) + (0 if fused else ndb)
+        # entries a block holds per query: the first ranks, the Hamming histograms, and
+        # a distance row and its sorted copy, or a ranking
+        per_query_items = (width + (2 * (bits + 1) if packed else 0)
+                           + (0 if fused else 2 * ndb if by_distance else ndb))
         block = max(1, BLOCK_ITEMS // per_query_items)
     predicted = (query.get("predicted_label") is not None
                  and database.get("predicted_label") is not None)
@@ -142,6 +152,9 @@ def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "ha
         tic = time.perf_counter()
         if fused:  # ranked and scored in one kernel, the ranking never stored
             scores = score_hamming(q_block["packed"], database["packed"], *args, threads=threads)
+        elif by_distance:  # scored from the distances, the items never sorted
+            scores = score_distances(distances(ranking, q_block, database, ranking_params),
+                                     *args, threads=threads)
         else:
             scores = score_ranked(order(ranking, q_block, database, ranking_params), *args,
                                   threads=threads)

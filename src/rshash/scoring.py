@@ -142,6 +142,98 @@ def _ranked_kernel(ranked, q_labels, db_labels, exclude, k_cap, ap_sum, top, ran
         n_within[qi] = within
 
 
+@njit(parallel=True, cache=True)
+def _distances_kernel(dist, ordered, q_labels, db_labels, exclude, k_cap, ap_sum, top,
+                      rank_sum, n_within):
+    """``ordered[i]``: row i of ``dist`` sorted, its left-out item at +inf (last)."""
+    nq, ndb = dist.shape
+    width = top.shape[1]
+    for qi in prange(nq):
+        row = dist[qi]
+        label = q_labels[qi]
+        ex = exclude[qi]
+        cap = k_cap[qi]
+        n = ndb - 1 if ex >= 0 else ndb
+        values = ordered[qi, :n]
+        n_rel = 0
+        for j in range(ndb):
+            if j != ex and db_labels[j] == label:
+                n_rel += 1
+        # relevant items in index order, then in (distance, index) order (stable sort)
+        rel = np.empty(n_rel, np.int64)
+        k = 0
+        for j in range(ndb):
+            if j != ex and db_labels[j] == label:
+                rel[k] = j
+                k += 1
+        rel = rel[np.argsort(row[rel], kind="mergesort")]
+        # items nearer than each relevant one; the distances shared by several items
+        nearer = np.empty(n_rel, np.int64)
+        shared = np.empty(n_rel, np.float64)
+        n_shared = 0
+        for h in range(n_rel):
+            d = row[rel[h]]
+            nearer[h] = np.searchsorted(values, d)
+            if (np.searchsorted(values, d, side="right") - nearer[h] > 1
+                    and (n_shared == 0 or shared[n_shared - 1] != d)):
+                shared[n_shared] = d
+                n_shared += 1
+        # items at a shared distance before each relevant one there (ties go to
+        # index order): one pass in index order counting, per shared distance,
+        # the items seen so far
+        before = np.zeros(n_rel, np.int64)
+        if n_shared:
+            shared = shared[:n_shared]
+            seen = np.zeros(n_shared, np.int64)
+            by_index = np.argsort(rel)
+            nxt = 0
+            for j in range(ndb):
+                if j == ex:
+                    continue
+                h = -1
+                if nxt < n_rel and rel[by_index[nxt]] == j:
+                    h = by_index[nxt]
+                    nxt += 1
+                d = row[j]
+                if d < shared[0] or d > shared[n_shared - 1]:
+                    continue
+                slot = np.searchsorted(shared, d)
+                if shared[slot] == d:
+                    if h >= 0:
+                        before[h] = seen[slot]
+                    seen[slot] += 1
+        ap = 0.0
+        total = 0
+        within = 0
+        for h in range(n_rel):
+            ap, total, within = _add_relevant(nearer[h] + before[h] + 1, h + 1, cap,
+                                              ap, total, within)
+        ap_sum[qi] = ap
+        rank_sum[qi] = total
+        n_within[qi] = within
+        # the first ranks: everything below the w-th distance, then items at it in
+        # index order, ordered by (distance, index)
+        w = min(width, n)
+        if w == 0:
+            continue
+        edge = values[w - 1]
+        chosen = np.empty(w, np.int64)
+        k = 0
+        for j in range(ndb):
+            if j != ex and row[j] < edge:
+                chosen[k] = j
+                k += 1
+        for j in range(ndb):
+            if k == w:
+                break
+            if j != ex and row[j] == edge:
+                chosen[k] = j
+                k += 1
+        chosen = chosen[np.argsort(row[chosen], kind="mergesort")]
+        for r in range(w):
+            top[qi, r] = chosen[r]
+
+
 def _prepare(nq: int, q_labels, db_labels, exclude, k_cap, width: int):
     q_labels = np.ascontiguousarray(q_labels, dtype=np.int64)
     db_labels = np.ascontiguousarray(db_labels, dtype=np.int64)
@@ -191,5 +283,30 @@ def score_ranked(ranked: np.ndarray, q_labels, db_labels, k_cap, width: int,
     if ranked.size and (ranked.min() < 0 or ranked.max() >= len(db_labels)):
         raise ValueError(f"ranked holds indices outside 0..{len(db_labels) - 1}")
     _run(threads, _ranked_kernel, ranked, q_labels, db_labels, exclude, k_cap,
+         scores.ap_sum, scores.top, scores.rank_sum, scores.n_within)
+    return scores
+
+
+def score_distances(distances: np.ndarray, q_labels, db_labels, k_cap, width: int,
+                    exclude=None, threads: int | None = 1) -> Scores:
+    """The statistics of ranking by a distance matrix, ascending, ties by database
+    index (``rank`` of rshash.search), without sorting the items: sorting the
+    distance values (numpy's SIMD sort, much faster than an index sort) gives how
+    many items lie nearer than each relevant one, a pass in index order the ties,
+    and a selection the first ``width`` ranks. Distances must be finite."""
+    distances = np.ascontiguousarray(distances, dtype=np.float64)
+    if distances.ndim != 2:
+        raise ValueError(f"distances must be (nq, ndb), got shape {distances.shape}")
+    if not np.isfinite(distances).all():
+        raise ValueError("distances hold NaN or infinity: a ranking needs finite values")
+    q_labels, db_labels, exclude, k_cap, scores = _prepare(
+        len(distances), q_labels, db_labels, exclude, k_cap, width)
+    if len(db_labels) != distances.shape[1]:
+        raise ValueError(f"{len(db_labels)} database labels for {distances.shape[1]} columns")
+    left_out = np.flatnonzero(exclude >= 0)
+    ordered = distances.copy()
+    ordered[left_out, exclude[left_out]] = np.inf
+    ordered.sort(axis=1)
+    _run(threads, _distances_kernel, distances, ordered, q_labels, db_labels, exclude, k_cap,
          scores.ap_sum, scores.top, scores.rank_sum, scores.n_within)
     return scores

@@ -264,7 +264,9 @@ def euclidean_distances(q: np.ndarray, db: np.ndarray) -> np.ndarray:
     """(nq, ndb) float64 Euclidean distances between real vectors."""
     q = np.asarray(q, dtype=np.float64)
     db = np.asarray(db, dtype=np.float64)
-    sq = (q * q).sum(1)[:, None] + (db * db).sum(1)[None, :] - 2.0 * (q @ db.T)
+    # einsum: squared norms without an (n, dim) temporary
+    sq = (np.einsum("ij,ij->i", q, q)[:, None] + np.einsum("ij,ij->i", db, db)[None, :]
+          - 2.0 * (q @ db.T))
     np.maximum(sq, 0.0, out=sq)
     return np.sqrt(sq, out=sq)
 
@@ -344,22 +346,27 @@ class Ranking:
 
     ``function(*query_columns, *database_columns, **params)`` -> (nq, ndb) indices,
     where the columns are the :class:`rshash.codes.Codes` attributes in ``needs``.
+    ``distances``, same arguments -> (nq, ndb) float distances, for a ranking that
+    is the ascending order of a distance matrix with ties by index (evaluation
+    scores it without ordering the items, see rshash.scoring).
     """
 
     name: str
     needs: tuple[str, ...]
     function: Callable[..., np.ndarray]
     params: tuple[str, ...] = ()
+    distances: Callable[..., np.ndarray] | None = None
 
 
 RANKINGS: dict[str, Ranking] = {r.name: r for r in (
-    Ranking("hamming", ("packed",), rank_hamming),
-    Ranking("euclidean", ("value",), rank_euclidean),
+    Ranking("hamming", ("packed",), rank_hamming, distances=hamming_distances),
+    Ranking("euclidean", ("value",), rank_euclidean, distances=euclidean_distances),
     Ranking("coarse_to_fine", ("packed", "value"),
             lambda qp, qv, dp, dv, top_m=100: rank_coarse_to_fine(qp, dp, qv, dv, top_m),
             ("top_m",)),
     Ranking("category_weighted", ("packed", "class_prob"),
-            lambda qp, qc, dp, dc: rank_category_weighted(qp, dp, qc, dc)),
+            lambda qp, qc, dp, dc: rank_category_weighted(qp, dp, qc, dc),
+            distances=lambda qp, qc, dp, dc: category_weighted_distances(qp, dp, qc, dc)),
 )}
 
 
@@ -378,13 +385,27 @@ def order(name: str, query: dict[str, np.ndarray], database: dict[str, np.ndarra
     the database is in tie order (the split's ``db_order``).
     """
     spec = get_ranking(name)
+    return _apply(spec, spec.function, query, database, params)
+
+
+def distances(name: str, query: dict[str, np.ndarray], database: dict[str, np.ndarray],
+              params: dict | None = None) -> np.ndarray:
+    """(nq, ndb) distances whose ascending order, ties by index, is the named ranking
+    (an error for a ranking that is not such an order, e.g. coarse_to_fine)."""
+    spec = get_ranking(name)
+    if spec.distances is None:
+        raise RshashError(f"ranking {name!r} is not an order of distances")
+    return _apply(spec, spec.distances, query, database, params)
+
+
+def _apply(spec: Ranking, function, query: dict, database: dict, params: dict | None):
     params = dict(params or {})
     unknown = set(params) - set(spec.params)
     if unknown:
-        raise RshashError(f"ranking {name!r}: unknown parameter(s) {sorted(unknown)}; "
+        raise RshashError(f"ranking {spec.name!r}: unknown parameter(s) {sorted(unknown)}; "
                           f"known: {list(spec.params) or 'none'}")
     missing = [c for c in spec.needs if query.get(c) is None or database.get(c) is None]
     if missing:
-        raise RshashError(f"ranking {name!r} needs the codes column(s) {missing}")
-    return spec.function(*(query[c] for c in spec.needs),
-                         *(database[c] for c in spec.needs), **params)
+        raise RshashError(f"ranking {spec.name!r} needs the codes column(s) {missing}")
+    return function(*(query[c] for c in spec.needs), *(database[c] for c in spec.needs),
+                    **params)
