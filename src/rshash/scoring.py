@@ -20,8 +20,11 @@ statistics per query that a pass over the database collects:
 0..bits, so the rank of the item at distance d and database index j is
 (items nearer than d) + (items at d before j) + 1: a histogram, its prefix
 sums and a second pass in database order give every rank, ties by database
-order, exactly as :func:`rshash.search.hamming_rank`. :func:`score_ranked`
-reads any ranking given as indices (the other rankings).
+order, exactly as :func:`rshash.search.hamming_rank`.
+:func:`score_distances` does the same for real-valued distances (euclidean,
+category_weighted) from a block's distance matrix: sorting the values alone
+gives how many items lie nearer than each relevant one. :func:`score_ranked`
+reads any ranking given as indices (coarse_to_fine).
 
 ``exclude[i] >= 0`` is a database index left out of query i's ranking and
 counts (leave-one-out protocols). Ranks are 1-based.
