@@ -82,8 +82,9 @@ def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "ha
     ``value``, ``class_prob``, ``predicted_label``; or a bare array, the
     ranking's single column). ``exclude`` (nq,) names a database index to
     leave out of each query's ranking (leave-one-out), -1 for none.
-    ``query_ms`` times the ranking: distances and ordering, and for the
-    ``hamming`` ranking the statistics collected in the same pass.
+    ``query_ms`` times the ranking: the distances and the ordering, or, for
+    the rankings scored without ordering the items (hamming, euclidean,
+    category_weighted), the scoring kernel that takes the ordering's place.
     ``block`` queries are ranked at a time (default: see BLOCK_ITEMS); the
     results do not depend on it. ``threads``: the compiled passes' threads
     (None: all cores).
