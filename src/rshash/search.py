@@ -303,10 +303,6 @@ def rank_hamming(q_packed: np.ndarray, db_packed: np.ndarray,
     return hamming_rank(q_packed, db_packed, threads)[0]
 
 
-def rank_euclidean(q: np.ndarray, db: np.ndarray) -> np.ndarray:
-    return rank(euclidean_distances(q, db))
-
-
 def rank_coarse_to_fine(q_packed: np.ndarray, db_packed: np.ndarray, q_value: np.ndarray,
                         db_value: np.ndarray, top_m: int = 100) -> np.ndarray:
     """DMCH+: the top ``top_m`` by Hamming distance re-ranked by the Euclidean
@@ -336,36 +332,37 @@ def category_weighted_distances(q_packed: np.ndarray, db_packed: np.ndarray,
     return hamming_distances(q_packed, db_packed) * np.exp(1.0 - p)
 
 
-def rank_category_weighted(q_packed, db_packed, q_prob, db_prob) -> np.ndarray:
-    return rank(category_weighted_distances(q_packed, db_packed, q_prob, db_prob))
-
-
 @dataclass(frozen=True)
 class Ranking:
-    """A named ranking: the codes columns it reads and the function ordering the database.
+    """A named ranking: the codes columns it reads and how it orders the database.
 
     ``function(*query_columns, *database_columns, **params)`` -> (nq, ndb) indices,
     where the columns are the :class:`rshash.codes.Codes` attributes in ``needs``.
-    ``distances``, same arguments -> (nq, ndb) float distances, for a ranking that
-    is the ascending order of a distance matrix with ties by index (evaluation
-    scores it without ordering the items, see rshash.scoring).
+    ``distances``, same arguments -> (nq, ndb) distances, for a ranking that is the
+    ascending order of a distance matrix with ties by index (evaluation scores it
+    without ordering the items, see rshash.scoring); without a ``function`` such a
+    ranking orders by :func:`rank` of its distances.
     """
 
     name: str
     needs: tuple[str, ...]
-    function: Callable[..., np.ndarray]
+    function: Callable[..., np.ndarray] | None = None
     params: tuple[str, ...] = ()
     distances: Callable[..., np.ndarray] | None = None
 
+    def __post_init__(self):
+        if self.function is None and self.distances is None:
+            raise ValueError(f"ranking {self.name!r} needs a function or distances")
+
 
 RANKINGS: dict[str, Ranking] = {r.name: r for r in (
+    # the counting sort of rank_hamming is faster than rank() of the distances
     Ranking("hamming", ("packed",), rank_hamming, distances=hamming_distances),
-    Ranking("euclidean", ("value",), rank_euclidean, distances=euclidean_distances),
+    Ranking("euclidean", ("value",), distances=euclidean_distances),
     Ranking("coarse_to_fine", ("packed", "value"),
             lambda qp, qv, dp, dv, top_m=100: rank_coarse_to_fine(qp, dp, qv, dv, top_m),
             ("top_m",)),
     Ranking("category_weighted", ("packed", "class_prob"),
-            lambda qp, qc, dp, dc: rank_category_weighted(qp, dp, qc, dc),
             distances=lambda qp, qc, dp, dc: category_weighted_distances(qp, dp, qc, dc)),
 )}
 
@@ -385,6 +382,8 @@ def order(name: str, query: dict[str, np.ndarray], database: dict[str, np.ndarra
     the database is in tie order (the split's ``db_order``).
     """
     spec = get_ranking(name)
+    if spec.function is None:
+        return rank(_apply(spec, spec.distances, query, database, params))
     return _apply(spec, spec.function, query, database, params)
 
 
