@@ -18,7 +18,6 @@ reading an index and ranking need only numpy and numba.
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import io
 import json
@@ -30,6 +29,7 @@ import numpy as np
 
 from rshash import RshashError
 from rshash.codes import atomic_write
+from rshash.data.fetch import file_sha256
 
 FORMAT = "rshash-index"
 VERSION = 1
@@ -109,10 +109,6 @@ def scan_images(folder: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.n
             np.full(len(files), -1, np.int64), [])
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _load_model(model_path, backbone: str | None):
     """(method, header with a backbone) of a model file; ``backbone`` fills in
     for a model that does not record one and must agree with one that does."""
@@ -178,7 +174,7 @@ def _header(model_header: dict, model_path: Path | None, source: str, class_name
     return {"format": FORMAT, "version": VERSION, "backbone": model_header["backbone"],
             "method": model_header["method"], "bits": int(model_header["bits"]),
             "model": None if model_path is None else str(model_path),
-            "model_sha256": None if model_path is None else _sha256(model_path),
+            "model_sha256": None if model_path is None else file_sha256(model_path),
             "source": source, "class_names": list(class_names)}
 
 
@@ -267,7 +263,7 @@ def _check_model(index: Index, header: dict, model_path: Path) -> None:
             raise RshashError(f"model {model_path} uses {key} {header[key]!r} but the index "
                               f"was built with {key} {index.header[key]!r}")
     sha = index.header.get("model_sha256")
-    if sha and _sha256(model_path) != sha:
+    if sha and file_sha256(model_path) != sha:
         raise RshashError(f"model {model_path} is not the model the index was built with "
                           f"({index.header['model']}): its codes are not comparable")
 
@@ -295,16 +291,12 @@ def _thumbnail(path: str, size: int = 96) -> str:
     """An inline JPEG data URL of a small copy of the image ("" if it has no path)."""
     if not path:
         return ""
-    from PIL import Image
+    from rshash.data.images import decode
 
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            img.thumbnail((size, size))
-            buf = io.BytesIO()
-            img.save(buf, format="JPEG", quality=80)
-    except Exception as exc:
-        raise RshashError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from exc
+    img = decode(path)  # errors name the file
+    img.thumbnail((size, size))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 

@@ -9,7 +9,6 @@ does.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -65,11 +64,10 @@ class BackboneSpec:
 
 @lru_cache(maxsize=None)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """file_sha256, cached per (path, size, mtime)."""
+    from rshash.data.fetch import file_sha256  # here: fetch imports http.client (20 ms)
+
+    return file_sha256(Path(path))
 
 
 def _registry() -> dict[str, BackboneSpec]:
