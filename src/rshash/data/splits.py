@@ -28,20 +28,17 @@ def make_split(manifest: pd.DataFrame, protocol: dict, seed: int,
     ``val_fraction`` carves a validation part out of the train part for
     training-only model selection; it stays in the database.
     """
-    frac = float(protocol["train_fraction"])
-    val_frac = float(protocol.get("val_fraction") or 0.0)
     database = protocol.get("database", "train")
     check_class_sizes(manifest, protocol, name)
     rng = np.random.default_rng(seed)
     train, val, query = [], [], []
     for class_name, group in manifest.groupby("label", sort=True):
         ids = group.image_id.to_numpy()
-        n_train = int(round(frac * len(ids)))
+        n_fit, n_val, _ = _class_counts(len(ids), protocol)
         perm = rng.permutation(ids)
-        n_val = int(round(val_frac * n_train))
-        train.extend(perm[: n_train - n_val])
-        val.extend(perm[n_train - n_val: n_train])
-        query.extend(perm[n_train:])
+        train.extend(perm[:n_fit])
+        val.extend(perm[n_fit: n_fit + n_val])
+        query.extend(perm[n_fit + n_val:])
     if database == "train":
         db = train + val
     elif database == "query":
