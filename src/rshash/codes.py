@@ -11,7 +11,6 @@ The bit count is stored in the schema metadata. numpy + pyarrow only.
 
 from __future__ import annotations
 
-import glob
 import os
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rshash import RshashError
+from rshash.atomic import atomic_write
 
 
 def check_bits(bits: int, allow_zero: bool = False) -> int:
@@ -141,24 +141,3 @@ def read_codes(path: str | os.PathLike) -> Codes:
     if not path.exists():
         raise RshashError(f"codes file not found: {path}")
     return Codes(pq.read_table(path), str(path))
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``; nothing is left on failure.
-
-    ``path`` is either the old file or the complete new one, never a partial
-    one. A process killed outright (SIGKILL) cannot clean up: its hidden
-    ``.{name}.tmp{pid}`` is never read as an output, and the next write of
-    the same path removes it.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp*"):
-        stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

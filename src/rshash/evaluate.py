@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from rshash import RshashError
-from rshash.codes import Codes, atomic_write, read_codes
+from rshash.atomic import atomic_write
+from rshash.codes import Codes, read_codes
 from rshash.data.splits import read_split
 from rshash.metrics import (CURVE_KS, KS, MAP_CUTOFFS, accuracy, average_precision_from_sum,
                             cutoff_metrics, hamming_pr_from_counts, nmrr_cap, nmrr_from_ranks,

@@ -21,7 +21,7 @@ import numpy as np
 
 from rshash import RshashError
 from rshash.backbones import get_backbone
-from rshash.codes import atomic_write
+from rshash.atomic import atomic_write
 from rshash.data.images import load_image
 from rshash.data.manifest import read_manifest
 from rshash.provenance import package_versions

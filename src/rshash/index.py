@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from rshash import RshashError
-from rshash.codes import atomic_write
+from rshash.atomic import atomic_write
 from rshash.data.fetch import file_sha256
 
 FORMAT = "rshash-index"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from rshash import RshashError
-from rshash.codes import atomic_write
+from rshash.atomic import atomic_write
 from rshash.data.datasets import IMAGE_EXTENSIONS
 from rshash.data.images import check_image
 

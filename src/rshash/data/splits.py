@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from rshash import RshashError
-from rshash.codes import atomic_write
+from rshash.atomic import atomic_write
 
 ROLES = ("train", "val", "query", "database")
 

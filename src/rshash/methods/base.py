@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from rshash import RshashError
-from rshash.codes import atomic_write, check_bits
+from rshash.atomic import atomic_write
+from rshash.codes import check_bits
 
 
 @dataclass

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from rshash import RshashError
-from rshash.codes import atomic_write
+from rshash.atomic import atomic_write
 
 BENCHMARK_COLUMNS = ["s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "io_in",
                      "io_out", "mean_load", "cpu_time"]

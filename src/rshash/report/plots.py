@@ -11,7 +11,8 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 
 from rshash import RshashError
-from rshash.codes import atomic_write, read_codes, unpack_bits
+from rshash.atomic import atomic_write
+from rshash.codes import read_codes, unpack_bits
 
 _MIN_POINTS = 4
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from rshash import RshashError
-from rshash.codes import atomic_write
+from rshash.atomic import atomic_write
 from rshash.provenance import collect
 
 COLUMNS = ["experiment", "dataset", "backbone", "protocol", "method", "bits", "ranking",
