@@ -10,6 +10,7 @@ import pytest
 
 from rshash import RshashError
 from rshash.codes import pack_bits, write_codes
+from rshash.data.splits import read_split, write_split
 from rshash.evaluate import evaluate_arrays, evaluate_cell
 from rshash.metrics import compute
 
@@ -28,9 +29,9 @@ def write_files(tmp_path, labels, bits01, query, database, db_order, value=None)
     write_codes(codes_path, ids[idx], np.asarray(labels)[idx], [r for _, r in rows],
                 pack_bits(bits01[idx]), value[idx], BITS)
     order_of = dict(zip(database, db_order))
-    pd.DataFrame({"image_id": ids[idx], "role": [r for _, r in rows],
+    write_split(pd.DataFrame({"image_id": ids[idx], "role": [r for _, r in rows],
                   "db_order": [order_of[i] if r == "database" else -1 for i, r in rows]}
-                 ).astype({"db_order": "int64"}).to_parquet(split_path, index=False)
+                 ).astype({"db_order": "int64"}), split_path)
     return codes_path, split_path
 
 
@@ -137,9 +138,9 @@ def test_ties_follow_db_order(tmp_path):
 def test_missing_image_names_both_files(tmp_path):
     labels, bits01, query, database, db_order = random_cell(4)
     codes_path, split_path = write_files(tmp_path, labels, bits01, query, database, db_order)
-    split = pd.read_parquet(split_path)
+    split = read_split(split_path)
     extra = pd.DataFrame({"image_id": ["ghost"], "role": ["database"], "db_order": [len(database)]})
-    pd.concat([split, extra], ignore_index=True).to_parquet(split_path, index=False)
+    write_split(pd.concat([split, extra], ignore_index=True), split_path)
     with pytest.raises(RshashError) as err:
         evaluate_cell(codes_path, split_path, tmp_path / "m.json")
     assert str(codes_path) in str(err.value) and str(split_path) in str(err.value)
@@ -177,9 +178,9 @@ def test_protocol_cutoffs_and_class_head_metrics(tmp_path):
                 pack_bits(bits01[idx]), (bits01 - 0.5)[idx], BITS, class_prob=prob[idx],
                 predicted_label=predicted[idx])
     order_of = dict(zip(database, db_order))
-    pd.DataFrame({"image_id": ids[idx], "role": [r for _, r in rows],
+    write_split(pd.DataFrame({"image_id": ids[idx], "role": [r for _, r in rows],
                   "db_order": [order_of[i] if r == "database" else -1 for i, r in rows]}
-                 ).to_parquet(split_path, index=False)
+                 ), split_path)
     result = evaluate_cell(codes_path, split_path, tmp_path / "m.json",
                            ranking="category_weighted",
                            protocol={"map_cutoffs": ["all", 5], "train_fraction": 0.5})
@@ -207,9 +208,9 @@ def test_real_valued_codes_have_no_hamming_metrics(tmp_path):
     write_codes(codes_path, ids[idx], np.asarray(labels)[idx], [r for _, r in rows], None,
                 value[idx], 0)
     order_of = dict(zip(database, db_order))
-    pd.DataFrame({"image_id": ids[idx], "role": [r for _, r in rows],
+    write_split(pd.DataFrame({"image_id": ids[idx], "role": [r for _, r in rows],
                   "db_order": [order_of[i] if r == "database" else -1 for i, r in rows]}
-                 ).to_parquet(split_path, index=False)
+                 ), split_path)
     result = evaluate_cell(codes_path, split_path, tmp_path / "m.json", ranking="euclidean")
     assert "p_hamming_r2" not in result["metrics"] and "pr_hamming" not in result["curves"]
     assert result["not_applicable"]["p_hamming_r2"].startswith("real-valued")
@@ -236,8 +237,8 @@ def test_rotation_top3_from_rotated_rows(tmp_path):
     labels = [0, 1, 0, 1] + [0] * 3 + [1] * 3
     codes_path, split_path = tmp_path / "c.parquet", tmp_path / "s.parquet"
     write_codes(codes_path, ids, labels, roles, pack_bits(bits01), bits01 - 0.5, BITS)
-    pd.DataFrame({"image_id": ids[:4], "role": roles[:4], "db_order": [-1, -1, 0, 1]}
-                 ).to_parquet(split_path, index=False)
+    write_split(pd.DataFrame({"image_id": ids[:4], "role": roles[:4], "db_order": [-1, -1, 0, 1]}
+                 ), split_path)
     result = evaluate_cell(codes_path, split_path, tmp_path / "m.json")
     assert result["metrics"]["rotation_top3"] == pytest.approx((2 / 3 + 1 / 3) / 2)
     assert "rotation_top3" not in result["not_applicable"]

@@ -15,6 +15,7 @@ from rshash import RshashError
 from rshash.backbones import BACKBONES, check_available, get_backbone
 from rshash.backbones.torchvision_models import WEIGHTS
 from rshash.data.images import load_image
+from rshash.data.manifest import write_manifest
 from rshash.features import extract, read_features
 
 CLASSES = ["beach", "forest", "river"]
@@ -49,7 +50,7 @@ def dataset(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     root = tmp_path_factory.mktemp("images")
     manifest = _make_images(root / "images")
     path = root / "manifest.parquet"
-    manifest.to_parquet(path, index=False)
+    write_manifest(manifest, path)
     return path, manifest
 
 
@@ -146,7 +147,7 @@ def test_unreadable_image_names_the_file_and_leaves_nothing(dataset, tmp_path, n
     bad = pd.concat([manifest, pd.DataFrame([{"image_id": "river/broken", "path": str(broken),
                                               "label": 2, "class_name": "river"}])])
     bad_path = tmp_path / "bad.parquet"
-    bad.to_parquet(bad_path, index=False)
+    write_manifest(bad, bad_path)
     out_dir = tmp_path / "out"
     with pytest.raises(RshashError, match=r"^cannot read image .*broken\.jpg"):
         extract(bad_path, "efficientnet_lite0", out_dir / "f.h5", batch_size=4, device="cpu",

@@ -1,27 +1,22 @@
 """One training job end to end: the features files a method declares, codes with
 every split row, and rotated query copies for methods that read rotations."""
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
 
 from rshash import RshashError
 from rshash.codes import read_codes
-from rshash.data.splits import make_split
+from rshash.data.splits import make_split, write_split
 from rshash.evaluate import evaluate_cell
+from rshash.features import read_arrays, write_arrays
 from rshash.train import train_cell
 
 N_CLASSES, PER_CLASS = 3, 12
 
 
 def write_h5(path, image_id, label, **arrays):
-    with h5py.File(path, "w") as f:
-        f.create_dataset("image_id", data=list(image_id), dtype=h5py.string_dtype("utf-8"))
-        f.create_dataset("label", data=label)
-        for name, value in arrays.items():
-            f.create_dataset(name, data=value)
-        f.attrs["backbone"] = "efficientnet_lite0"
+    write_arrays(path, image_id, label, arrays, {"backbone": "efficientnet_lite0"})
 
 
 @pytest.fixture
@@ -41,7 +36,7 @@ def files(tmp_path):
     manifest = pd.DataFrame({"image_id": image_id, "label": label})
     split = make_split(manifest.assign(class_name=[f"c{c}" for c in label]),
                        {"train_fraction": 0.5, "database": "train"}, seed=0)
-    split.to_parquet(tmp_path / "split0.parquet", index=False)
+    write_split(split, tmp_path / "split0.parquet")
     return tmp_path, split
 
 
@@ -64,10 +59,9 @@ def test_method_reading_layers_and_rotations_gets_rotated_query_codes(files):
 
 def test_features_file_from_another_manifest_is_named(files):
     root, _ = files
-    with h5py.File(root / "f_rot.h5", "a") as f:
-        del f["image_id"]
-        f.create_dataset("image_id", data=[f"other{i}" for i in range(N_CLASSES * PER_CLASS)],
-                         dtype=h5py.string_dtype("utf-8"))
+    arrays, _ = read_arrays(root / "f_rot.h5")
+    write_h5(root / "f_rot.h5", [f"other{i}" for i in range(N_CLASSES * PER_CLASS)],
+             np.zeros(N_CLASSES * PER_CLASS, dtype=np.int64), **arrays)
     with pytest.raises(RshashError, match="f_rot.h5: images differ"):
         train_cell(root / "f.h5", root / "split0.parquet", "pbffn", 8, 0, {"epochs": 1},
                    root / "m.npz", root / "c.parquet",

@@ -11,6 +11,7 @@ The bit count is stored in the schema metadata. numpy + pyarrow only.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rshash import RshashError
-from rshash.atomic import atomic_write
+from rshash.digest import digest_of, read_parquet, write_parquet
 
 
 def check_bits(bits: int, allow_zero: bool = False) -> int:
@@ -83,7 +84,7 @@ def write_codes(
         columns["predicted_label"] = pa.array(np.asarray(predicted_label, dtype=np.int64))
     meta = {"rshash.bits": str(bits), **(metadata or {})}
     table = pa.table(columns).replace_schema_metadata({k: str(v) for k, v in meta.items()})
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    write_parquet(path, table)
 
 
 def _list_column(matrix: np.ndarray) -> pa.Array:
@@ -98,6 +99,7 @@ class Codes:
 
     def __init__(self, table: pa.Table, path: str = "<memory>"):
         self.path = path
+        self.sha256 = ""  # the file's content digest, set by read_codes
         meta = table.schema.metadata or {}
         if b"rshash.bits" not in meta:
             raise RshashError(f"{path}: not an rshash codes file (no rshash.bits metadata)")
@@ -123,6 +125,11 @@ class Codes:
     def __len__(self) -> int:
         return len(self.image_id)
 
+    @property
+    def inputs(self) -> dict:
+        """The digests of the files the codes were trained from (name -> sha256)."""
+        return json.loads(self.metadata.get("rshash.inputs", "{}"))
+
     def select(self, role: str) -> np.ndarray:
         """Row indices of one role, in file order."""
         return np.flatnonzero(self.role == role)
@@ -137,7 +144,10 @@ def _matrix(column: pa.ChunkedArray) -> np.ndarray:
 
 
 def read_codes(path: str | os.PathLike) -> Codes:
-    path = Path(path)
-    if not path.exists():
-        raise RshashError(f"codes file not found: {path}")
-    return Codes(pq.read_table(path), str(path))
+    table = read_parquet(path, "codes file")
+    try:
+        codes = Codes(table, str(path))
+    except (KeyError, ValueError) as exc:
+        raise RshashError(f"{path}: not an rshash codes file ({exc})") from None
+    codes.sha256 = digest_of(path)
+    return codes

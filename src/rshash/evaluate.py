@@ -30,6 +30,7 @@ import pandas as pd
 
 from rshash import RshashError
 from rshash.atomic import atomic_write
+from rshash.digest import digest_of
 from rshash.codes import Codes, read_codes
 from rshash.data.splits import read_split
 from rshash.metrics import (CURVE_KS, KS, MAP_CUTOFFS, accuracy, average_precision_from_sum,
@@ -303,7 +304,11 @@ def evaluate_cell(codes_path: str | os.PathLike, split_path: str | os.PathLike,
         "metrics": metrics,
         "not_applicable": not_applicable,
         "curves": curves,
-        "provenance": collect(config, time.perf_counter() - tic),
+        "provenance": {**collect(config, time.perf_counter() - tic),
+                       "inputs": {"codes": {"path": str(codes_path), "sha256": codes.sha256},
+                                  "split": {"path": str(split_path),
+                                            "sha256": digest_of(split_path)},
+                                  "trained_from": codes.inputs}},
     }
     atomic_write(out_path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1) + "\n"))
     return result

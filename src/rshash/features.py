@@ -21,7 +21,7 @@ import numpy as np
 
 from rshash import RshashError
 from rshash.backbones import get_backbone
-from rshash.atomic import atomic_write
+from rshash.digest import HDF5_USERBLOCK, prepare_hdf5, verify, write_sealed
 from rshash.data.images import load_image
 from rshash.data.manifest import read_manifest
 from rshash.provenance import package_versions
@@ -41,6 +41,7 @@ class Features:
     image_id: np.ndarray  # str (object) [N]
     label: np.ndarray  # int64 [N]
     attrs: dict
+    sha256: str = ""  # the file's content digest (rshash.digest), checked when read
 
     def __len__(self) -> int:
         return len(self.image_id)
@@ -140,7 +141,7 @@ def extract(
     }
 
     def write(tmp: str) -> None:
-        with h5py.File(tmp, "w") as f, tqdm(total=n, unit="img", file=sys.stderr,
+        with h5py.File(tmp, "w", userblock_size=HDF5_USERBLOCK) as f, tqdm(total=n, unit="img", file=sys.stderr,
                                             disable=not progress,
                                             desc=f"features {spec.name}") as bar:
             f.attrs.update(attrs)
@@ -162,8 +163,9 @@ def extract(
                         datasets[name][start:start + len(batch)] = batch
                     start += len(images)
                     bar.update(len(images))
+        prepare_hdf5(tmp)
 
-    atomic_write(out_path, write)
+    write_sealed(out_path, write)
     return Path(out_path)
 
 
@@ -230,15 +232,42 @@ class _Outputs:
 def read_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Every array of a features file of any kind (name -> array) and its image ids."""
     path = Path(path)
-    if not path.is_file():
-        raise RshashError(f"features file not found: {path}")
+    verify(path, "features file")
     try:
         with h5py.File(path, "r") as f:
             image_id = np.asarray(f["image_id"].asstr()[...], dtype=object)
             arrays = {k: f[k][...] for k in f.keys() if k not in ("image_id", "label")}
-    except (OSError, KeyError) as exc:
-        raise RshashError(f"{path}: not a readable rshash features file ({exc})") from exc
+    except (OSError, KeyError, ValueError) as exc:
+        raise RshashError(f"{path}: not a readable rshash features file ({exc})") from None
+    for name, values in arrays.items():
+        check_finite(path, name, values, image_id)
     return arrays, image_id
+
+
+def write_arrays(path: str | os.PathLike, image_id, label, arrays: dict[str, np.ndarray],
+                 attrs: dict | None = None) -> None:
+    """Write a features file of any kind from arrays in memory (atomically, sealed):
+    the small-data counterpart of :func:`extract`, same layout."""
+    def write(tmp):
+        with h5py.File(tmp, "w", userblock_size=HDF5_USERBLOCK) as f:
+            f.attrs.update(attrs or {})
+            f.create_dataset("image_id", data=[str(i) for i in image_id],
+                             dtype=h5py.string_dtype("utf-8"))
+            f.create_dataset("label", data=np.asarray(label, dtype=np.int64))
+            for name, value in arrays.items():
+                f.create_dataset(name, data=value)
+        prepare_hdf5(tmp)
+
+    write_sealed(path, write)
+
+
+def check_finite(path, name: str, values: np.ndarray, image_id: np.ndarray) -> None:
+    """Refuse NaN or infinite features, naming the file and the first bad row."""
+    bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise RshashError(f"{path}: non-finite values in '{name}' ({int(bad.sum())} row(s), "
+                          f"the first row {row}, image {image_id[row]})")
 
 
 def _device(device: str) -> "torch.device":
@@ -266,20 +295,24 @@ def _device_name(dev: "torch.device") -> str:
 def read_features(path: str | os.PathLike) -> Features:
     """Load a features file written by :func:`extract` (h5py + numpy only)."""
     path = Path(path)
-    if not path.is_file():
-        raise RshashError(f"features file not found: {path}")
+    digest = verify(path, "features file")
     try:
         with h5py.File(path, "r") as f:
             features = f["features"][...]
             image_id = np.asarray(f["image_id"].asstr()[...], dtype=object)
             label = f["label"][...].astype(np.int64, copy=False)
             attrs = {k: v.item() if isinstance(v, np.generic) else v for k, v in f.attrs.items()}
-    except (OSError, KeyError) as exc:
-        raise RshashError(f"{path}: not a readable rshash features file ({exc})") from exc
-    for key in JSON_ATTRS:
-        if key in attrs:
-            attrs[key] = json.loads(attrs[key])
-    return Features(features=features, image_id=image_id, label=label, attrs=attrs)
+        for key in JSON_ATTRS:
+            if key in attrs:
+                attrs[key] = json.loads(attrs[key])
+    except (OSError, KeyError, ValueError) as exc:
+        raise RshashError(f"{path}: not a readable rshash features file ({exc})") from None
+    if features.ndim != 2 or len(features) != len(image_id) or len(label) != len(image_id):
+        raise RshashError(f"{path}: features {features.shape}, {len(image_id)} image ids and "
+                          f"{len(label)} labels do not match")
+    check_finite(path, "features", features, image_id)
+    return Features(features=features, image_id=image_id, label=label, attrs=attrs,
+                    sha256=digest)
 
 
 def embed(paths: list[str], backbone: str, threads: int = 1, batch_size: int = 32,

@@ -30,6 +30,7 @@ import numpy as np
 from rshash import RshashError
 from rshash.atomic import atomic_write
 from rshash.data.fetch import file_sha256
+from rshash.digest import read_npz, write_npz
 
 FORMAT = "rshash-index"
 VERSION = 1
@@ -148,12 +149,7 @@ def write_index(index: Index, out: str | os.PathLike) -> None:
               "path": index.path.astype(str), "label": index.label}
     if index.predicted_label is not None:
         arrays["predicted_label"] = index.predicted_label
-
-    def write(tmp):
-        with open(tmp, "wb") as fh:
-            np.savez(fh, header=np.array(json.dumps(index.header, sort_keys=True)), **arrays)
-
-    atomic_write(out, write)
+    write_npz(out, index.header, arrays)
 
 
 def build_index(model_path, images, out, backbone: str | None = None,
@@ -208,16 +204,7 @@ def index_from_codes(codes_path, out, model_path=None) -> Index:
 
 
 def read_index(path: str | os.PathLike) -> Index:
-    path = Path(path)
-    if not path.is_file():
-        raise RshashError(f"index file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            header = json.loads(str(z["header"]))
-            arrays = {k: z[k] for k in z.files if k != "header"}
-    except Exception as exc:  # a truncated or foreign file fails in many ways
-        raise RshashError(f"{path}: not a readable rshash index ({type(exc).__name__}: "
-                          f"{exc})") from exc
+    header, arrays = read_npz(path, "index file")
     if header.get("format") != FORMAT:
         raise RshashError(f"{path}: not an rshash index (format {header.get('format')!r})")
     return Index(header=header, packed=arrays["packed"], image_id=arrays["image_id"],

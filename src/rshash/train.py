@@ -13,6 +13,7 @@ rotated copies of each query: rows with role ``rotated`` and image id
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -21,6 +22,7 @@ from threadpoolctl import threadpool_limits
 from rshash import RshashError
 from rshash.codes import write_codes
 from rshash.data.splits import read_split
+from rshash.digest import digest_of
 from rshash.features import read_arrays, read_features
 from rshash.methods import build, method_info
 
@@ -93,8 +95,11 @@ def train_cell(features_path, split_path, method: str, bits: int, seed: int,
                                   np.array([f"{i}@rot{degrees}" for i in query_ids]),
                                   np.full(len(query_rows), "rotated"), feats.label[query_rows]))
     seconds = time.perf_counter() - start
+    # The digests of what the model was trained from (paths vary; contents do not).
+    inputs = {"features": feats.sha256, "split": digest_of(split_path),
+              **{kind: digest_of(p) for kind, p in sorted(extra.items())}}
     model.save(model_out, extra={"features": str(features_path), "split": str(split_path),
-                                 "backbone": feats.attrs.get("backbone")})
+                                 "backbone": feats.attrs.get("backbone"), "inputs": inputs})
 
     def stack(get):
         parts = [get(e) for e in encodings]
@@ -112,6 +117,7 @@ def train_cell(features_path, split_path, method: str, bits: int, seed: int,
         predicted_label=stack(lambda e: None if e[0].predicted_label is None
                               else e[0].predicted_label[e[1]]),
         # No timings or dates here: the same seed gives a byte-identical file.
-        metadata={"rshash.method": method, "rshash.backbone": str(feats.attrs.get("backbone"))},
+        metadata={"rshash.method": method, "rshash.backbone": str(feats.attrs.get("backbone")),
+                  "rshash.inputs": json.dumps(inputs, sort_keys=True)},
     )
     return {"seconds": seconds, "n_train": int(len(train_rows))}

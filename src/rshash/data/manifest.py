@@ -17,9 +17,11 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from rshash import RshashError
 from rshash.atomic import atomic_write
+from rshash.digest import read_parquet, write_parquet
 from rshash.data.datasets import IMAGE_EXTENSIONS
 from rshash.data.images import check_image
 
@@ -157,11 +159,12 @@ def count_problems(found: dict[str, int], expected: dict[str, int]) -> list[str]
 
 def write_manifest(df: pd.DataFrame, path: str | Path) -> None:
     df = df[COLUMNS].astype({"label": "int64"})
-    atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+    write_parquet(path, pa.Table.from_pandas(df, preserve_index=False))
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
-    path = Path(path)
-    if not path.exists():
-        raise RshashError(f"manifest not found: {path}")
-    return pd.read_parquet(path)
+    df = read_parquet(path, "manifest").to_pandas()
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise RshashError(f"{path}: not an rshash manifest (no column {', '.join(missing)})")
+    return df

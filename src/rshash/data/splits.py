@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from rshash import RshashError
-from rshash.atomic import atomic_write
+from rshash.digest import read_parquet, write_parquet
 
 ROLES = ("train", "val", "query", "database")
 
@@ -79,11 +80,12 @@ def check_class_sizes(manifest: pd.DataFrame, protocol: dict, name: str = "proto
 
 
 def write_split(split: pd.DataFrame, path: str | Path) -> None:
-    atomic_write(path, lambda tmp: split.to_parquet(tmp, index=False))
+    write_parquet(path, pa.Table.from_pandas(split, preserve_index=False))
 
 
 def read_split(path: str | Path) -> pd.DataFrame:
-    path = Path(path)
-    if not path.exists():
-        raise RshashError(f"split file not found: {path}")
-    return pd.read_parquet(path)
+    df = read_parquet(path, "split file").to_pandas()
+    missing = [c for c in ("image_id", "role", "db_order") if c not in df.columns]
+    if missing:
+        raise RshashError(f"{path}: not an rshash split (no column {', '.join(missing)})")
+    return df

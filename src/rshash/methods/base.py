@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import inspect
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rshash import RshashError
-from rshash.atomic import atomic_write
 from rshash.codes import check_bits
+from rshash.digest import read_npz, write_npz
 
 
 @dataclass
@@ -76,26 +75,23 @@ class HashMethod:
         header = {"method": self.name, "bits": self.bits, "seed": self.seed,
                   "params": self.params, **(extra or {})}
         arrays = {f"state/{k}": np.asarray(v) for k, v in self.state().items()}
-
-        def write(tmp):
-            with open(tmp, "wb") as fh:
-                np.savez(fh, header=np.array(json.dumps(header, sort_keys=True)), **arrays)
-
-        atomic_write(path, write)
+        write_npz(path, header, arrays)
 
 
 def load_model(path: str | Path) -> tuple[HashMethod, dict]:
     """Rebuild a saved method; returns (method, header)."""
     from rshash.methods import build
 
-    path = Path(path)
-    if not path.exists():
-        raise RshashError(f"model file not found: {path}")
-    with np.load(path, allow_pickle=False) as z:
-        header = json.loads(str(z["header"]))
-        state = {k[len("state/"):]: z[k] for k in z.files if k.startswith("state/")}
+    header, arrays = read_npz(path, "model file")
+    state = {k[len("state/"):]: v for k, v in arrays.items() if k.startswith("state/")}
+    missing = [k for k in ("method", "bits", "seed", "params") if k not in header]
+    if missing:
+        raise RshashError(f"{path}: not an rshash model (header lacks {', '.join(missing)})")
     method = build(header["method"], header["bits"], header["seed"], **header["params"])
-    method.load_state(state)
+    try:
+        method.load_state(state)
+    except KeyError as exc:
+        raise RshashError(f"{path}: model state lacks array {exc}") from None
     return method, header
 
 

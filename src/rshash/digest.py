@@ -1,0 +1,202 @@
+"""Content digests of cached artefacts: sealed when written, checked before parsing.
+
+Every cached artefact (features ``.h5``, codes, split and manifest ``.parquet``,
+model and index ``.npz``) carries the sha256 of its own bytes inside itself,
+in a slot the file format leaves free for the writer:
+
+* HDF5: the user block (the first 512 bytes, which HDF5 skips);
+* Parquet: a key-value entry of the footer (``rshash.sha256``);
+* npz (zip): the archive comment at the very end.
+
+The slot holds ``rshash-sha256:`` and 64 hex digits; the digest covers the
+whole file with those 64 digits read as ``0``. :func:`seal` fills the slot of
+a file just written (before it is renamed into place); :func:`verify` checks
+it on the raw bytes, before h5py, pyarrow or zipfile parse anything, since a
+corrupted file can crash a parser or, worse, parse into different numbers
+(Parquet page checksums cover neither page headers nor the footer; HDF5's
+Fletcher-32 filter covers only chunked data). This is hand-written rather
+than a library because it must run before any format library touches the bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from rshash import RshashError
+
+MARKER = b"rshash-sha256:"
+_HEX = 64
+_ZEROS = b"0" * _HEX
+PLACEHOLDER = (MARKER + _ZEROS).decode()  # what writers put in the slot
+SLOT = len(MARKER) + _HEX
+HDF5_USERBLOCK = 512  # the smallest HDF5 user block
+_HEAD = HDF5_USERBLOCK  # where a slot at the start of a file can lie
+_TAIL = 1 << 20  # where a slot at the end can lie (a Parquet footer, a zip comment)
+_CHUNK = 1 << 22
+
+
+def _locate(fh, size: int) -> int | None:
+    """Offset of the 64 hex digits after the marker, or None."""
+    fh.seek(0)
+    head = fh.read(min(size, _HEAD))
+    at = head.find(MARKER)
+    if at >= 0 and at + SLOT <= len(head):
+        return at + len(MARKER)
+    start = max(0, size - _TAIL)
+    fh.seek(start)
+    tail = fh.read()
+    at = tail.rfind(MARKER)
+    if at >= 0 and at + SLOT <= len(tail):
+        return start + at + len(MARKER)
+    return None
+
+
+def _hash(fh, size: int, slot: int) -> str:
+    """sha256 of the file with the 64 digits at ``slot`` read as zeros."""
+    h = hashlib.sha256()
+    fh.seek(0)
+    pos = 0
+    while pos < size:
+        block = fh.read(min(_CHUNK, size - pos))
+        if not block:
+            break
+        lo, hi = max(slot - pos, 0), min(slot + _HEX - pos, len(block))
+        if lo < hi:
+            block = block[:lo] + b"0" * (hi - lo) + block[hi:]
+        h.update(block)
+        pos += len(block)
+    return h.hexdigest()
+
+
+def seal(path: str | os.PathLike) -> str:
+    """Write the digest of ``path`` into its slot (which must hold the placeholder)."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:
+        slot = _locate(fh, size)
+        if slot is None:
+            raise RuntimeError(f"{path}: no digest slot to seal (writer bug)")
+        digest = _hash(fh, size, slot)
+        fh.seek(slot)
+        fh.write(digest.encode())
+        fh.flush()
+        os.fsync(fh.fileno())
+    return digest
+
+
+def verify(path: str | os.PathLike, what: str = "file") -> str:
+    """The sha256 of ``path`` after checking it against the digest the file carries.
+
+    Raises RshashError naming the file when it is missing, carries no digest
+    or does not match it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RshashError(f"{what} not found: {path}")
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        slot = _locate(fh, size)
+        if slot is None:
+            raise RshashError(
+                f"{path}: no rshash content digest (damaged, not written by rshash, or written "
+                "by a version before digests); delete it and rerun to rebuild it")
+        fh.seek(slot)
+        stored = fh.read(_HEX).decode("ascii", errors="replace")
+        actual = _hash(fh, size, slot)
+    if stored != actual:
+        raise RshashError(f"{path}: content digest mismatch (the file was corrupted or changed "
+                          "after it was written); delete it and rerun to rebuild it")
+    return actual
+
+
+def digest_of(path: str | os.PathLike) -> str:
+    """The digest a sealed file carries, without checking it (cheap: for provenance
+    of files already verified in this process)."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        slot = _locate(fh, path.stat().st_size)
+        if slot is None:
+            raise RshashError(f"{path}: no rshash content digest")
+        fh.seek(slot)
+        return fh.read(_HEX).decode("ascii", errors="replace")
+
+
+def write_sealed(path: str | os.PathLike, write) -> None:
+    """``atomic_write`` whose temporary file is sealed before the rename: ``write(tmp)``
+    must leave :data:`PLACEHOLDER` in the file (the helpers below do)."""
+    from rshash.atomic import atomic_write
+
+    def go(tmp):
+        write(tmp)
+        seal(tmp)
+
+    atomic_write(path, go)
+
+
+# --- one writer and one reader per container format -------------------------------
+
+
+def write_parquet(path: str | os.PathLike, table) -> None:
+    """Write a pyarrow Table atomically, its digest in the footer metadata."""
+    import pyarrow.parquet as pq
+
+    meta = dict(table.schema.metadata or {})
+    meta[b"rshash.sha256"] = PLACEHOLDER.encode()
+    table = table.replace_schema_metadata(meta)
+    write_sealed(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def read_parquet(path: str | os.PathLike, what: str):
+    """The pyarrow Table of a sealed Parquet file, checked first; one-line errors."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    verify(path, what)
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise RshashError(f"{path}: not a readable {what} ({exc})") from None
+
+
+def prepare_hdf5(tmp: str | os.PathLike) -> None:
+    """Put the placeholder in the user block of an HDF5 file created with
+    ``userblock_size=HDF5_USERBLOCK`` and closed (then :func:`seal` it)."""
+    with open(tmp, "r+b") as fh:
+        fh.write(PLACEHOLDER.encode())
+
+
+def write_npz(path: str | os.PathLike, header: dict, arrays: dict) -> None:
+    """An .npz of a JSON ``header`` and numpy arrays (no pickle), digest in the zip comment."""
+    import json
+    import zipfile
+
+    import numpy as np
+
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            np.savez(fh, header=np.array(json.dumps(header, sort_keys=True)), **arrays)
+        with zipfile.ZipFile(tmp, "a") as z:
+            z.comment = PLACEHOLDER.encode()
+
+    write_sealed(path, write)
+
+
+def read_npz(path: str | os.PathLike, what: str) -> tuple[dict, dict]:
+    """(header, arrays) of a file written by :func:`write_npz`, checked first."""
+    import json
+    import zipfile
+
+    import numpy as np
+
+    verify(path, what)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            header = json.loads(str(z["header"]))
+            arrays = {k: z[k] for k in z.files if k != "header"}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise RshashError(f"{path}: not a readable {what} ({exc})") from None
+    if not isinstance(header, dict):
+        raise RshashError(f"{path}: not a readable {what} (header is not a JSON object)")
+    return header, arrays
