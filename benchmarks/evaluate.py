@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from rshash.codes import write_codes
+from rshash.data.splits import read_split, write_split
 from rshash.evaluate import evaluate_arrays, evaluate_cell
 from rshash.metrics import hamming_pr, nmrr, per_query
 from rshash.search import hamming_distances, hamming_rank
@@ -51,11 +52,11 @@ def make_cell(root: Path, n: int, classes: int, bits: int, seed: int = 0):
     write_codes(codes, np.concatenate([ids, ids]), np.concatenate([labels, labels]),
                 ["query"] * n + ["database"] * n, np.concatenate([packed, packed]),
                 np.concatenate([bits01, bits01]).astype(np.float32) - 0.5, bits)
-    pd.DataFrame({"image_id": np.concatenate([ids, ids]),
-                  "role": ["query"] * n + ["database"] * n,
-                  "db_order": np.concatenate([np.full(n, -1), rng.permutation(n)])}
-                 ).to_parquet(split, index=False)
-    order = pd.read_parquet(split).query("role == 'database'").db_order.to_numpy()
+    write_split(pd.DataFrame({"image_id": np.concatenate([ids, ids]),
+                              "role": ["query"] * n + ["database"] * n,
+                              "db_order": np.concatenate([np.full(n, -1), rng.permutation(n)])}),
+                split)
+    order = read_split(split).query("role == 'database'").db_order.to_numpy()
     db_rows = np.argsort(order)  # database in db_order, as evaluate_cell puts it
     return codes, split, packed, labels, db_rows
 

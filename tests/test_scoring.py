@@ -154,7 +154,7 @@ def test_bad_arguments_are_named():
         score_hamming(qp, dp, ql[:3], dl, cap, 5)
     with pytest.raises(ValueError, match="database labels"):
         score_hamming(qp, dp, ql, dl[:9], cap, 5)
-    with pytest.raises(ValueError, match="widths differ"):
+    with pytest.raises(ValueError, match="must be packed codes of shape"):
         score_hamming(qp, np.zeros((10, 2), np.uint8), ql, dl, cap, 5)
     with pytest.raises(ValueError, match="outside"):
         score_ranked(np.full((4, 10), 10), ql, dl, cap, 5)

@@ -5,8 +5,8 @@ import pytest
 
 from rshash import RshashError
 from rshash.codes import pack_bits
-from rshash.search import (RANKINGS, euclidean_distances, hamming_distances, order, rank,
-                           topk)
+from rshash.rankings import RANKINGS, order
+from rshash.search import euclidean_distances, hamming_distances, rank, topk
 
 
 def tied_codes(rng, n, bits, distinct=4):

@@ -74,5 +74,5 @@ def test_bad_arguments():
         hamming_topk(codes, codes, 2, threads=0)
     with pytest.raises(ValueError, match="k must be positive"):
         hamming_topk(codes, codes, 0)
-    with pytest.raises(ValueError, match="widths differ"):
+    with pytest.raises(ValueError, match="must be packed codes of shape"):
         hamming_rank(codes, codes[:, :4])

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import rshash.evaluate as ev
+import rshash.rankings as rk
 from rshash.codes import pack_bits
 from rshash.data.manifest import scan_folder, write_manifest
 from rshash.data.synthetic import generate
@@ -87,25 +88,23 @@ def test_default_block_bounds_every_per_block_array(monkeypatch, ranking):
     whole = evaluate_arrays(q, ql, db, dl, ranking, exclude=exclude, block=len(ql),
                             with_curves=True)
     matrices, scores = [], []
-    real_order, real_distances, real_score = ev.order, ev.distances, ev.score_hamming
+    real = {name: getattr(rk, name) for name in ("score_distances", "score_ranked",
+                                                 "score_hamming")}
 
-    def spy_order(*args, **kwargs):
-        out = real_order(*args, **kwargs)
-        matrices.append(out.size)
-        return out
-
-    def spy_distances(*args, **kwargs):
-        out = real_distances(*args, **kwargs)
-        matrices.append(2 * out.size)  # and the sorted copy scoring makes
-        return out
+    def spy_matrix(name, copies):
+        def spy(matrix, *args, **kwargs):
+            matrices.append(copies * matrix.size)  # a distance matrix and its sorted copy
+            return real[name](matrix, *args, **kwargs)
+        return spy
 
     def spy_score(*args, **kwargs):
-        out = real_score(*args, **kwargs)
+        out = real["score_hamming"](*args, **kwargs)
         scores.append((len(out.top), out.top.size + out.counts.size + out.relevant.size))
         return out
 
-    monkeypatch.setattr(ev, "order", spy_order)
-    monkeypatch.setattr(ev, "distances", spy_distances)
+    monkeypatch.setattr(rk, "score_distances", spy_matrix("score_distances", 2))
+    monkeypatch.setattr(rk, "score_ranked", spy_matrix("score_ranked", 1))
+    monkeypatch.setattr(rk, "score_hamming", spy_score)
     monkeypatch.setattr(ev, "score_hamming", spy_score)
     monkeypatch.setattr(ev, "BLOCK_ITEMS", 10 * len(dl))
     _same(evaluate_arrays(q, ql, db, dl, ranking, exclude=exclude, with_curves=True), whole)

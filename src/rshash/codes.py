@@ -23,6 +23,17 @@ from rshash import RshashError
 from rshash.digest import digest_of, read_parquet, write_parquet
 
 
+# The rotated copies of the queries (for rotation_top3): their angles, as extracted
+# (rshash.features, kind ``rot``) and encoded (role ``rotated``), and their image ids.
+ROTATIONS = (90, 180, 270)
+ROTATED_ROLE = "rotated"
+
+
+def rotated_id(image_id: str, degrees: int) -> str:
+    """The image id of a query's rotated copy in a codes file: ``{id}@rot{degrees}``."""
+    return f"{image_id}@rot{degrees}"
+
+
 def check_bits(bits: int, allow_zero: bool = False) -> int:
     """``bits`` as an int; a positive multiple of 8 (0 too for real-valued methods)."""
     if allow_zero and isinstance(bits, (int, np.integer)) and bits == 0:

@@ -31,21 +31,18 @@ import pandas as pd
 from rshash import RshashError
 from rshash.atomic import atomic_write
 from rshash.digest import digest_of
-from rshash.codes import Codes, read_codes
+from rshash.codes import ROTATED_ROLE, ROTATIONS, Codes, read_codes, rotated_id
 from rshash.data.splits import read_split
 from rshash.metrics import (CURVE_KS, KS, MAP_CUTOFFS, accuracy, average_precision_from_sum,
                             cutoff_metrics, hamming_pr_from_counts, nmrr_cap, nmrr_from_ranks,
                             per_class_mean, precision_recall_curves, retrieved_accuracy_at,
                             rotation_top3)
 from rshash.provenance import collect
-from rshash.scoring import score_distances, score_hamming, score_ranked
-from rshash.search import (distances, euclidean_distances, get_ranking, hamming_topk, order,
-                           topk)
+from rshash.rankings import RANKINGS, Database, get_ranking
+from rshash.scoring import score_hamming
 
 ACC_KS = (20,)
 BLOCK_ITEMS = 1 << 21  # entries per query-block array: 16 MiB as int64
-ROTATION_RANKINGS = ("hamming", "euclidean")
-ROTATIONS = (90, 180, 270)
 COLUMNS = ("packed", "value", "class_prob", "predicted_label")
 
 
@@ -120,19 +117,18 @@ def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "ha
     # the ranks any cut-off metric reads
     width = min(ndb, max((*map_cutoffs, *ks, *ACC_KS, *(CURVE_KS if with_curves else ()))))
 
+    spec = get_ranking(ranking)
     packed = query.get("packed") is not None and database.get("packed") is not None
     if packed and bits is None:
         bits = 8 * np.shape(database["packed"])[1]
-    fused = ranking == "hamming"
-    by_distance = not fused and get_ranking(ranking).distances is not None
-    # real-valued columns in float64 once, not once per block
-    database = {k: (np.asarray(v, dtype=np.float64) if k in ("value", "class_prob")
-                    and v is not None else v) for k, v in database.items()}
+    # real-valued columns in float64 and the codes in a binary index, once
+    database = Database(database)
     if block is None:
         # entries a block holds per query: the first ranks, the Hamming histograms, and
-        # a distance row and its sorted copy, or a ranking
+        # a distance row and its sorted copy, or a ranking (none: scored by counting)
         per_query_items = (width + (2 * (bits + 1) if packed else 0)
-                           + (0 if fused else 2 * ndb if by_distance else ndb))
+                           + (0 if spec.score is not None else 2 * ndb
+                              if spec.distances is not None else ndb))
         block = max(1, BLOCK_ITEMS // per_query_items)
     predicted = (query.get("predicted_label") is not None
                  and database.get("predicted_label") is not None)
@@ -153,14 +149,7 @@ def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "ha
         q_block = _rows_of(query, rows)
         args = (query_labels[rows], db_labels, k_cap[rows], width, exclude[rows])
         tic = time.perf_counter()
-        if fused:  # ranked and scored in one kernel, the ranking never stored
-            scores = score_hamming(q_block["packed"], database["packed"], *args, threads=threads)
-        elif by_distance:  # scored from the distances, the items never sorted
-            scores = score_distances(distances(ranking, q_block, database, ranking_params),
-                                     *args, threads=threads)
-        else:
-            scores = score_ranked(order(ranking, q_block, database, ranking_params), *args,
-                                  threads=threads)
+        scores = spec.scores(q_block, database, *args, params=ranking_params, threads=threads)
         seconds += time.perf_counter() - tic
         put("map_all", rows, average_precision_from_sum(scores.ap_sum, n_relevant[rows]))
         put("anmrr", rows, nmrr_from_ranks(scores.rank_sum, scores.n_within,
@@ -179,13 +168,14 @@ def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "ha
                 for k in ACC_KS:
                     put(f"acc_retrieved_at_{k}", g, retrieved_accuracy_at(
                         database["predicted_label"][ranked], db_labels[ranked], k))
-        if rotated is not None and ranking in ROTATION_RANKINGS:
+        if rotated is not None and spec.rotation_top3 is not None:
             q_rot = {k: v[rows] for k, v in rotated.items() if v is not None}
+            ranked = spec.rotation_top3(q_block, q_rot, database, threads=threads)
             put("rotation_top3", np.arange(start, stop),
-                _rotation_top3(ranking, q_block, q_rot, database, threads))
+                rotation_top3(ranked, np.broadcast_to(np.arange(ndb, ndb + 3), (stop - start, 3))))
         if packed:
-            if not fused:  # the Hamming histograms of a non-Hamming ranking
-                scores = score_hamming(q_block["packed"], database["packed"], *args,
+            if scores.counts is None:  # the Hamming histograms of a non-Hamming ranking
+                scores = score_hamming(q_block["packed"], database.index, *args,
                                        threads=threads)
             precision, recall = hamming_pr_from_counts(scores.counts, scores.relevant)
             put("p_hamming_r2", rows, precision[:, min(2, bits)])
@@ -218,32 +208,11 @@ def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "ha
             not_applicable[name] = "method has no class head (no predicted_label)"
     if rotated is None:
         not_applicable["rotation_top3"] = "no rotated copies of the queries were encoded"
-    elif ranking not in ROTATION_RANKINGS:
-        not_applicable["rotation_top3"] = (f"computed for the {' and '.join(ROTATION_RANKINGS)} "
+    elif spec.rotation_top3 is None:
+        names = [r.name for r in RANKINGS.values() if r.rotation_top3 is not None]
+        not_applicable["rotation_top3"] = (f"computed for the {' and '.join(names)} "
                                            "rankings only")
     return metrics, curves, not_applicable
-
-
-def _rotation_top3(ranking: str, query: dict, rotated: dict, database: dict,
-                   threads: int | None = 1) -> np.ndarray:
-    """Each query ranked against the database plus its own three rotated copies,
-    appended after the database (they lose every tie); the share of copies in its top 3."""
-    column = get_ranking(ranking).needs[0]
-    q, rot, db = query[column], rotated[column], database[column]
-    copies = np.broadcast_to(np.arange(len(db), len(db) + 3), (len(q), 3))
-    if ranking == "hamming":
-        # the top 3 of database + copies lies among the database's top 3 and the
-        # copies; a stable sort by distance keeps the database first on ties
-        nearest, near_dist = hamming_topk(q, db, 3, threads=threads)
-        to_copies = np.unpackbits(q[:, None, :] ^ rot, axis=-1).sum(-1)
-        ids = np.concatenate([nearest, copies], axis=1)
-        dist = np.concatenate([near_dist, to_copies], axis=1)
-        ranked = np.take_along_axis(ids, np.argsort(dist, axis=1, kind="stable")[:, :3], axis=1)
-    else:
-        to_db = euclidean_distances(q, db)
-        to_copies = np.stack([euclidean_distances(q[i:i + 1], rot[i])[0] for i in range(len(q))])
-        ranked = topk(np.concatenate([to_db, to_copies], axis=1), 3)
-    return rotation_top3(ranked, copies)
 
 
 def _by_length(top: np.ndarray, exclude: np.ndarray, ndb: int):
@@ -317,12 +286,12 @@ def evaluate_cell(codes_path: str | os.PathLike, split_path: str | os.PathLike,
 def _rotated_columns(codes: Codes, q_rows: np.ndarray, columns: dict) -> dict | None:
     """Columns of the queries' rotated copies (role ``rotated``, ids ``{id}@rot{deg}``),
     shaped (nq, 3, ...); None when the codes file has none."""
-    rot_rows = codes.select("rotated")
+    rot_rows = codes.select(ROTATED_ROLE)
     if len(rot_rows) == 0:
         return None
     index = {image_id: r for image_id, r in zip(codes.image_id[rot_rows], rot_rows)}
     try:
-        rows = np.array([[index[f"{i}@rot{d}"] for d in ROTATIONS]
+        rows = np.array([[index[rotated_id(i, d)] for d in ROTATIONS]
                          for i in codes.image_id[q_rows]])
     except KeyError as err:
         raise RshashError(f"{codes.path}: rotated copies are missing for query {err}") from None

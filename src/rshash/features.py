@@ -22,6 +22,7 @@ import numpy as np
 from rshash import RshashError
 from rshash.backbones import get_backbone
 from rshash.digest import HDF5_USERBLOCK, prepare_hdf5, verify, write_sealed
+from rshash.codes import ROTATIONS
 from rshash.data.images import load_image
 from rshash.data.manifest import read_manifest
 from rshash.provenance import package_versions
@@ -216,7 +217,7 @@ class _Outputs:
         import torch
 
         if self.kind == "rot":
-            views = [self._pooled(torch.rot90(x, k, dims=(2, 3))) for k in (1, 2, 3)]
+            views = [self._pooled(torch.rot90(x, d // 90, dims=(2, 3))) for d in ROTATIONS]
             out = {"features": torch.stack([p for p, _ in views], 1)}
             for i in range(3):
                 out[f"layer{i}"] = torch.stack([c[i].float().mean((2, 3)) for _, c in views], 1)

@@ -177,12 +177,12 @@ def _header(model_header: dict, model_path: Path | None, source: str, class_name
 def index_from_codes(codes_path, out, model_path=None) -> Index:
     """An index of the images of a codes file (each image once, rotated copies
     left out), optionally recording the model that wrote it."""
-    from rshash.codes import read_codes
+    from rshash.codes import ROTATED_ROLE, read_codes
 
     codes = read_codes(codes_path)
     if not codes.bits:
         raise RshashError(f"{codes_path}: real-valued codes (0 bits) cannot be indexed")
-    keep = codes.role != "rotated"
+    keep = codes.role != ROTATED_ROLE
     _, first = np.unique(codes.image_id[keep], return_index=True)
     rows = np.flatnonzero(keep)[np.sort(first)]
     meta = {"method": codes.metadata.get("rshash.method"),
@@ -218,7 +218,7 @@ def search_images(index: Index, images: list[str], top: int = 20, model_path=Non
     distance then index order. The model (the index's own unless given) and
     backbone are loaded once for all queries; a model other than the one the
     index was built with is an error."""
-    from rshash.search import hamming_topk
+    from rshash.search import BinaryIndex
 
     recorded = index.header.get("model")
     if model_path is None and recorded is None:
@@ -232,7 +232,8 @@ def search_images(index: Index, images: list[str], top: int = 20, model_path=Non
     method, header = _load_model(model_path, backbone)
     _check_model(index, header, model_path)
     packed, predicted = _encode(method, header, images, threads)
-    idx, dist = hamming_topk(packed, index.packed, top, threads)
+    database = BinaryIndex(8 * index.packed.shape[1]).add(index.packed)
+    dist, idx = database.search(packed, min(top, len(database)), threads)
     results = []
     for q, query in enumerate(images):
         hits = [Hit(r + 1, str(index.image_id[j]), str(index.path[j]), int(d),

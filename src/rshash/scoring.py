@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from rshash.search import _all_distances, _run, _words_pair
+from rshash.search import BinaryIndex, all_distances, run_parallel
 
 QUERIES_PER_TASK = 8  # queries a thread takes at a time (one set of scratch arrays)
 
@@ -75,7 +75,7 @@ def _hamming_kernel(q, db_t, q_labels, db_labels, exclude, k_cap, nbits,
         next_rank = np.empty(nbits + 1, np.int64)
         next_hit = np.empty(nbits + 1, np.int64)
         for qi in range(task * QUERIES_PER_TASK, min((task + 1) * QUERIES_PER_TASK, nq)):
-            _all_distances(q, qi, db_t, dist)
+            all_distances(q, qi, db_t, dist)
             label = q_labels[qi]
             ex = exclude[qi]
             for j in range(ndb):
@@ -256,21 +256,26 @@ def _prepare(nq: int, q_labels, db_labels, exclude, k_cap, width: int):
     return q_labels, db_labels, exclude, k_cap, scores
 
 
-def score_hamming(q_packed: np.ndarray, db_packed: np.ndarray, q_labels, db_labels,
+def score_hamming(q_packed: np.ndarray, database, q_labels, db_labels,
                   k_cap, width: int, exclude=None, threads: int | None = 1) -> Scores:
     """The statistics of the Hamming ranking (ties by database index) of packed
-    codes, with the per-distance histograms; the ranking itself is never stored."""
-    q, db_t = _words_pair(q_packed, db_packed)
+    codes, with the per-distance histograms; the ranking itself is never stored.
+    ``database``: a :class:`rshash.search.BinaryIndex` (or its packed codes)."""
+    if not isinstance(database, BinaryIndex):
+        database = BinaryIndex(8 * np.shape(database)[1]).add(database)
+    q = database.query_words(q_packed)
+    db_t = database.words_t
     q_labels, db_labels, exclude, k_cap, scores = _prepare(
         len(q), q_labels, db_labels, exclude, k_cap, width)
     if len(db_labels) != db_t.shape[1]:
         raise ValueError(f"{len(db_labels)} database labels for {db_t.shape[1]} codes")
     nbits = 64 * q.shape[1]  # padding words are zero on both sides: distance unchanged
-    bins = 8 * np.shape(db_packed)[1] + 1
+    bins = database.d + 1
     counts = np.zeros((len(q), nbits + 1), np.int64)
     relevant = np.zeros((len(q), nbits + 1), np.int64)
-    _run(threads, _hamming_kernel, q, db_t, q_labels, db_labels, exclude, k_cap, nbits,
-         scores.ap_sum, scores.top, scores.rank_sum, scores.n_within, counts, relevant)
+    run_parallel(threads, _hamming_kernel, q, db_t, q_labels, db_labels, exclude, k_cap,
+                 nbits, scores.ap_sum, scores.top, scores.rank_sum, scores.n_within, counts,
+                 relevant)
     scores.counts, scores.relevant = counts[:, :bins], relevant[:, :bins]
     return scores
 
@@ -285,7 +290,7 @@ def score_ranked(ranked: np.ndarray, q_labels, db_labels, k_cap, width: int,
         len(ranked), q_labels, db_labels, exclude, k_cap, width)
     if ranked.size and (ranked.min() < 0 or ranked.max() >= len(db_labels)):
         raise ValueError(f"ranked holds indices outside 0..{len(db_labels) - 1}")
-    _run(threads, _ranked_kernel, ranked, q_labels, db_labels, exclude, k_cap,
+    run_parallel(threads, _ranked_kernel, ranked, q_labels, db_labels, exclude, k_cap,
          scores.ap_sum, scores.top, scores.rank_sum, scores.n_within)
     return scores
 
@@ -310,6 +315,6 @@ def score_distances(distances: np.ndarray, q_labels, db_labels, k_cap, width: in
     ordered = distances.copy()
     ordered[left_out, exclude[left_out]] = np.inf
     ordered.sort(axis=1)
-    _run(threads, _distances_kernel, distances, ordered, q_labels, db_labels, exclude, k_cap,
+    run_parallel(threads, _distances_kernel, distances, ordered, q_labels, db_labels, exclude, k_cap,
          scores.ap_sum, scores.top, scores.rank_sum, scores.n_within)
     return scores

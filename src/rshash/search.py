@@ -17,8 +17,7 @@ never by sorting. ``threads`` is the number of threads a call may use
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import json
 
 import numba
 import numpy as np
@@ -79,7 +78,7 @@ def _fill_distances(q, qi, db_t, start, stop, out, t):
 
 
 @njit(cache=True)
-def _all_distances(q, qi, db_t, out):
+def all_distances(q, qi, db_t, out):
     """out[j] = distance from query qi to database code j, a CHUNK at a time (the
     chunk's slice of ``out`` stays in cache across the word passes)."""
     ndb = db_t.shape[1]
@@ -157,7 +156,7 @@ def _rank_kernel(q, db_t, nbits, out_idx, out_dist):
     ndb = db_t.shape[1]
     for qi in prange(nq):
         dist = np.empty(ndb, np.int64)
-        _all_distances(q, qi, db_t, dist)
+        all_distances(q, qi, db_t, dist)
         start = np.zeros(nbits + 2, np.int64)
         for j in range(ndb):
             start[dist[j] + 1] += 1
@@ -188,7 +187,7 @@ def _distance_kernel(q, db_t, out):
                     out[q0 + i, start + jj] = dist[jj]
 
 
-def _as_words(packed: np.ndarray) -> np.ndarray:
+def as_words(packed: np.ndarray) -> np.ndarray:
     """(n, nbytes) uint8 -> (n, ceil(nbytes/8)) uint64, zero-padded."""
     packed = np.asarray(packed, dtype=np.uint8)
     if packed.ndim != 2:
@@ -199,15 +198,7 @@ def _as_words(packed: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(packed).view(np.uint64)
 
 
-def _words_pair(q_packed, db_packed):
-    """The queries as (nq, words) uint64 and the database word-major, (words, ndb)
-    (see ``_fill_distances``), after checking both have the same width."""
-    if np.shape(q_packed)[1:] != np.shape(db_packed)[1:]:
-        raise ValueError(f"code widths differ: {np.shape(q_packed)} vs {np.shape(db_packed)}")
-    return _as_words(q_packed), np.ascontiguousarray(_as_words(db_packed).T)
-
-
-def _run(threads: int | None, kernel, *args) -> None:
+def run_parallel(threads: int | None, kernel, *args) -> None:
     """Call a parallel kernel on ``threads`` threads (None: all), then restore the count."""
     if threads is None:
         threads = numba.config.NUMBA_NUM_THREADS
@@ -221,13 +212,217 @@ def _run(threads: int | None, kernel, *args) -> None:
         numba.set_num_threads(previous)
 
 
+@njit(parallel=True, cache=True)
+def _range_count_kernel(q, db_t, radius, counts):
+    nq = q.shape[0]
+    ndb = db_t.shape[1]
+    for qi in prange(nq):
+        dist = np.empty(min(CHUNK, ndb), np.int64)
+        n = 0
+        for start in range(0, ndb, CHUNK):
+            stop = min(start + CHUNK, ndb)
+            n += _fill_distances(q, qi, db_t, start, stop, dist, radius - 1)
+        counts[qi] = n
+
+
+@njit(parallel=True, cache=True)
+def _range_fill_kernel(q, db_t, radius, lims, out_idx, out_dist):
+    """Per query, the items at distance < radius in (distance, index) order: a counting
+    sort of the distances below the radius into the query's slice lims[qi]:lims[qi+1]."""
+    nq = q.shape[0]
+    ndb = db_t.shape[1]
+    for qi in prange(nq):
+        if lims[qi + 1] == lims[qi]:
+            continue
+        dist = np.empty(ndb, np.int64)
+        all_distances(q, qi, db_t, dist)
+        start = np.zeros(radius + 1, np.int64)
+        for j in range(ndb):
+            if dist[j] < radius:
+                start[dist[j] + 1] += 1
+        for d in range(1, radius + 1):
+            start[d] += start[d - 1]
+        base = lims[qi]
+        for j in range(ndb):
+            d = dist[j]
+            if d < radius:
+                out_idx[base + start[d]] = j
+                out_dist[base + start[d]] = d
+                start[d] += 1
+
+
+INDEX_MAGIC = b"RSHASH-BINARY-INDEX\n"
+_INDEX_HEADER = 512  # bytes before the words: magic, a JSON line, the digest slot
+
+
+class BinaryIndex:
+    """Exact Hamming search over binary codes, shaped like faiss's ``IndexBinaryFlat``.
+
+    ``d`` is the code length in bits (a multiple of 8). :meth:`add` appends packed
+    codes, (n, d/8) uint8 in numpy ``packbits`` order (the codes Parquet's ``code``
+    column); they get ids ``ntotal..ntotal+n-1``, and ids are also the tie order.
+    The codes are held word-major (``words_t``, (words, ntotal) uint64), converted
+    once when added, which is what every compiled pass reads.
+
+    * :meth:`search` ``(q, k) -> (D, I)``: D int32 and I int64, (nq, k), nearest
+      first, ties by id; past ``ntotal`` padded with D = INT32_MAX, I = -1 (faiss's
+      padding).
+    * :meth:`range_search` ``(q, radius) -> (lims, D, I)``: every code at distance
+      < radius (faiss's convention); query i's are ``D[lims[i]:lims[i+1]]``, here in
+      (distance, id) order.
+    * :meth:`rank` (every code ranked) and :meth:`distances` (the full matrix).
+    * :meth:`write` / :func:`read_binary_index` (memory-mapped, digest checked).
+
+    ``threads`` per call: the compiled passes' threads (None: all cores).
+    Hand-written rather than faiss: faiss is not a runtime dependency and its
+    binary top-k does not break ties by id (benchmarks/search.py compares them).
+    """
+
+    def __init__(self, d: int):
+        if not isinstance(d, (int, np.integer)) or d <= 0 or d % 8:
+            raise RshashError(f"code length must be a positive multiple of 8 bits, got {d!r}")
+        self.d = int(d)
+        self.code_size = self.d // 8
+        self.words = -(-self.code_size // 8)
+        self._parts: list[np.ndarray] = []
+        self._words_t = np.zeros((self.words, 0), dtype=np.uint64)
+
+    @property
+    def ntotal(self) -> int:
+        return self._words_t.shape[1] + sum(p.shape[1] for p in self._parts)
+
+    def __len__(self) -> int:
+        return self.ntotal
+
+    def _check(self, codes, what: str) -> np.ndarray:
+        codes = np.asarray(codes)
+        if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != self.code_size:
+            raise ValueError(f"{what} must be packed codes of shape (n, {self.code_size}) "
+                             f"uint8 for {self.d} bits, got {codes.shape} {codes.dtype}")
+        return codes
+
+    def add(self, codes) -> "BinaryIndex":
+        """Append packed codes (converted to words once)."""
+        codes = self._check(codes, "codes")
+        self._parts.append(np.ascontiguousarray(as_words(codes).T))
+        return self
+
+    @property
+    def words_t(self) -> np.ndarray:
+        """The codes word-major, (words, ntotal) uint64 (read-only)."""
+        if self._parts:
+            self._words_t = np.ascontiguousarray(
+                np.concatenate([self._words_t, *self._parts], axis=1))
+            self._parts = []
+            self._words_t.flags.writeable = False
+        return self._words_t
+
+    def reconstruct_n(self, i0: int = 0, n: int | None = None) -> np.ndarray:
+        """Packed codes i0..i0+n-1, (n, d/8) uint8."""
+        block = self.words_t[:, i0: None if n is None else i0 + n]
+        return np.ascontiguousarray(block.T).view(np.uint8)[:, :self.code_size]
+
+    def query_words(self, q) -> np.ndarray:
+        """Packed queries as (nq, words) uint64, checked against the code length."""
+        return as_words(self._check(q, "queries"))
+
+    def search(self, q, k: int, threads: int | None = 1) -> tuple[np.ndarray, np.ndarray]:
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        qw, db_t = self.query_words(q), self.words_t
+        kk = min(int(k), db_t.shape[1])
+        idx = np.full((len(qw), int(k)), -1, dtype=np.int64)
+        dist = np.full((len(qw), int(k)), np.iinfo(np.int32).max, dtype=np.int32)
+        if kk and len(qw):
+            i, d = np.zeros((len(qw), kk), np.int64), np.zeros((len(qw), kk), np.uint16)
+            run_parallel(threads, _topk_kernel, qw, db_t, kk, 64 * self.words, i, d)
+            idx[:, :kk], dist[:, :kk] = i, d
+        return dist, idx
+
+    def range_search(self, q, radius: int, threads: int | None = 1):
+        if not isinstance(radius, (int, np.integer)) or radius < 0:
+            raise ValueError(f"radius must be a non-negative integer, got {radius!r}")
+        qw, db_t = self.query_words(q), self.words_t
+        radius = min(int(radius), self.d + 1)
+        counts = np.zeros(len(qw), dtype=np.int64)
+        if radius > 0 and db_t.shape[1]:
+            run_parallel(threads, _range_count_kernel, qw, db_t, radius, counts)
+        lims = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        idx = np.empty(lims[-1], dtype=np.int64)
+        dist = np.empty(lims[-1], dtype=np.int32)
+        if lims[-1]:
+            run_parallel(threads, _range_fill_kernel, qw, db_t, radius, lims, idx, dist)
+        return lims, dist, idx
+
+    def rank(self, q, threads: int | None = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Every code ranked per query: (D uint16, I int64), both (nq, ntotal)."""
+        qw, db_t = self.query_words(q), self.words_t
+        idx = np.empty((len(qw), db_t.shape[1]), dtype=np.int64)
+        dist = np.empty((len(qw), db_t.shape[1]), dtype=np.uint16)
+        run_parallel(threads, _rank_kernel, qw, db_t, 64 * self.words, idx, dist)
+        return dist, idx
+
+    def distances(self, q, threads: int | None = 1) -> np.ndarray:
+        """(nq, ntotal) uint16 Hamming distances."""
+        qw, db_t = self.query_words(q), self.words_t
+        out = np.empty((len(qw), db_t.shape[1]), dtype=np.uint16)
+        run_parallel(threads, _distance_kernel, qw, db_t, out)
+        return out
+
+    def write(self, path) -> None:
+        """Save atomically: a 512-byte header (magic, JSON, digest slot), then the words."""
+        from rshash.digest import PLACEHOLDER, write_sealed
+
+        words_t = self.words_t
+        meta = json.dumps({"d": self.d, "ntotal": int(words_t.shape[1]),
+                           "words": self.words, "byteorder": "little"}).encode()
+        header = INDEX_MAGIC + meta + b"\n" + PLACEHOLDER.encode()
+        if len(header) > _INDEX_HEADER:
+            raise AssertionError("binary index header too long")
+
+        def write(tmp):
+            with open(tmp, "wb") as fh:
+                fh.write(header.ljust(_INDEX_HEADER, b"\0"))
+                fh.write(np.ascontiguousarray(words_t, dtype="<u8").tobytes())
+
+        write_sealed(path, write)
+
+
+def read_binary_index(path, mmap: bool = True) -> BinaryIndex:
+    """Load an index written by :meth:`BinaryIndex.write` (its digest checked first),
+    the words memory-mapped unless ``mmap`` is False."""
+    from rshash.digest import verify
+
+    verify(path, "binary index")
+    with open(path, "rb") as fh:
+        head = fh.read(_INDEX_HEADER)
+    try:
+        if not head.startswith(INDEX_MAGIC):
+            raise ValueError("no rshash binary index magic")
+        meta = json.loads(head[len(INDEX_MAGIC):].split(b"\n", 1)[0])
+        index = BinaryIndex(meta["d"])
+        shape = (index.words, int(meta["ntotal"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RshashError(f"{path}: not a readable binary index ({exc})") from None
+    if mmap and shape[1]:
+        words_t = np.memmap(path, dtype="<u8", mode="r", offset=_INDEX_HEADER, shape=shape)
+    else:
+        with open(path, "rb") as fh:
+            fh.seek(_INDEX_HEADER)
+            words_t = np.frombuffer(fh.read(), dtype="<u8").reshape(shape).copy()
+    index._words_t = words_t
+    return index
+
+
+def _database(db_packed) -> BinaryIndex:
+    db_packed = np.asarray(db_packed, dtype=np.uint8)
+    return BinaryIndex(8 * db_packed.shape[1]).add(db_packed)
+
+
 def hamming_distances(q_packed: np.ndarray, db_packed: np.ndarray,
                       threads: int | None = 1) -> np.ndarray:
     """(nq, ndb) uint16 Hamming distances between packed codes."""
-    q, db_t = _words_pair(q_packed, db_packed)
-    out = np.empty((len(q), db_t.shape[1]), dtype=np.uint16)
-    _run(threads, _distance_kernel, q, db_t, out)
-    return out
+    return _database(db_packed).distances(q_packed, threads)
 
 
 def hamming_topk(q_packed: np.ndarray, db_packed: np.ndarray, k: int,
@@ -240,23 +435,19 @@ def hamming_topk(q_packed: np.ndarray, db_packed: np.ndarray, k: int,
     """
     if k < 1:
         raise ValueError(f"k must be positive, got {k}")
-    q, db_t = _words_pair(q_packed, db_packed)
-    k = min(int(k), db_t.shape[1])
-    idx = np.zeros((len(q), k), dtype=np.int64)
-    dist = np.zeros((len(q), k), dtype=np.uint16)
-    if k:
-        _run(threads, _topk_kernel, q, db_t, k, 64 * q.shape[1], idx, dist)
-    return idx, dist
+    db = _database(db_packed)
+    k = min(int(k), db.ntotal)
+    if not k:
+        return np.zeros((len(q_packed), 0), np.int64), np.zeros((len(q_packed), 0), np.uint16)
+    dist, idx = db.search(q_packed, k, threads)
+    return idx, dist.astype(np.uint16)
 
 
 def hamming_rank(q_packed: np.ndarray, db_packed: np.ndarray,
                  threads: int | None = 1) -> tuple[np.ndarray, np.ndarray]:
     """Every database code ranked per query: (indices int64, distances uint16), both
     (nq, ndb), by distance then database index (a stable counting sort)."""
-    q, db_t = _words_pair(q_packed, db_packed)
-    idx = np.empty((len(q), db_t.shape[1]), dtype=np.int64)
-    dist = np.empty((len(q), db_t.shape[1]), dtype=np.uint16)
-    _run(threads, _rank_kernel, q, db_t, 64 * q.shape[1], idx, dist)
+    dist, idx = _database(db_packed).rank(q_packed, threads)
     return idx, dist
 
 
@@ -298,113 +489,3 @@ def topk(distances: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(cols, order, axis=1)
 
 
-def rank_hamming(q_packed: np.ndarray, db_packed: np.ndarray,
-                 threads: int | None = 1) -> np.ndarray:
-    return hamming_rank(q_packed, db_packed, threads)[0]
-
-
-def rank_coarse_to_fine(q_packed: np.ndarray, db_packed: np.ndarray, q_value: np.ndarray,
-                        db_value: np.ndarray, top_m: int = 100) -> np.ndarray:
-    """DMCH+: the top ``top_m`` by Hamming distance re-ranked by the Euclidean
-    distance of the pre-binarization values; the rest keep their Hamming order.
-
-    Ties in the Euclidean stage keep the Hamming order (itself tied by index).
-    """
-    if top_m < 1:
-        raise RshashError(f"coarse_to_fine: top_m must be positive, got {top_m}")
-    coarse = rank_hamming(q_packed, db_packed)
-    m = min(int(top_m), coarse.shape[1])
-    head = coarse[:, :m]
-    q_value = np.asarray(q_value, dtype=np.float64)
-    diff = np.asarray(db_value, dtype=np.float64)[head] - q_value[:, None, :]
-    fine = np.einsum("qmk,qmk->qm", diff, diff)
-    head = np.take_along_axis(head, np.argsort(fine, axis=1, kind="stable"), axis=1)
-    return np.concatenate([head, coarse[:, m:]], axis=1)
-
-
-def category_weighted_distances(q_packed: np.ndarray, db_packed: np.ndarray,
-                                q_prob: np.ndarray, db_prob: np.ndarray) -> np.ndarray:
-    """DAH: Hamming distance x exp(1 - p_i(c_q)), where c_q is the query's predicted
-    class (argmax of its class probabilities) and p_i(c_q) the database item's
-    probability of that class."""
-    predicted = np.argmax(np.asarray(q_prob), axis=1)
-    p = np.asarray(db_prob, dtype=np.float64)[:, predicted].T  # (nq, ndb)
-    return hamming_distances(q_packed, db_packed) * np.exp(1.0 - p)
-
-
-@dataclass(frozen=True)
-class Ranking:
-    """A named ranking: the codes columns it reads and how it orders the database.
-
-    ``function(*query_columns, *database_columns, **params)`` -> (nq, ndb) indices,
-    where the columns are the :class:`rshash.codes.Codes` attributes in ``needs``.
-    ``distances``, same arguments -> (nq, ndb) distances, for a ranking that is the
-    ascending order of a distance matrix with ties by index (evaluation scores it
-    without ordering the items, see rshash.scoring); without a ``function`` such a
-    ranking orders by :func:`rank` of its distances.
-    """
-
-    name: str
-    needs: tuple[str, ...]
-    function: Callable[..., np.ndarray] | None = None
-    params: tuple[str, ...] = ()
-    distances: Callable[..., np.ndarray] | None = None
-
-    def __post_init__(self):
-        if self.function is None and self.distances is None:
-            raise ValueError(f"ranking {self.name!r} needs a function or distances")
-
-
-RANKINGS: dict[str, Ranking] = {r.name: r for r in (
-    # the counting sort of rank_hamming is faster than rank() of the distances
-    Ranking("hamming", ("packed",), rank_hamming, distances=hamming_distances),
-    Ranking("euclidean", ("value",), distances=euclidean_distances),
-    Ranking("coarse_to_fine", ("packed", "value"),
-            lambda qp, qv, dp, dv, top_m=100: rank_coarse_to_fine(qp, dp, qv, dv, top_m),
-            ("top_m",)),
-    Ranking("category_weighted", ("packed", "class_prob"),
-            distances=lambda qp, qc, dp, dc: category_weighted_distances(qp, dp, qc, dc)),
-)}
-
-
-def get_ranking(name: str) -> Ranking:
-    try:
-        return RANKINGS[name]
-    except KeyError:
-        raise RshashError(f"unknown ranking {name!r}; known: {', '.join(RANKINGS)}") from None
-
-
-def order(name: str, query: dict[str, np.ndarray], database: dict[str, np.ndarray],
-          params: dict | None = None) -> np.ndarray:
-    """(nq, ndb) database indices ranked for each query by the named ranking.
-
-    ``query`` and ``database`` map the ranking's needed columns to arrays;
-    the database is in tie order (the split's ``db_order``).
-    """
-    spec = get_ranking(name)
-    if spec.function is None:
-        return rank(_apply(spec, spec.distances, query, database, params))
-    return _apply(spec, spec.function, query, database, params)
-
-
-def distances(name: str, query: dict[str, np.ndarray], database: dict[str, np.ndarray],
-              params: dict | None = None) -> np.ndarray:
-    """(nq, ndb) distances whose ascending order, ties by index, is the named ranking
-    (an error for a ranking that is not such an order, e.g. coarse_to_fine)."""
-    spec = get_ranking(name)
-    if spec.distances is None:
-        raise RshashError(f"ranking {name!r} is not an order of distances")
-    return _apply(spec, spec.distances, query, database, params)
-
-
-def _apply(spec: Ranking, function, query: dict, database: dict, params: dict | None):
-    params = dict(params or {})
-    unknown = set(params) - set(spec.params)
-    if unknown:
-        raise RshashError(f"ranking {spec.name!r}: unknown parameter(s) {sorted(unknown)}; "
-                          f"known: {list(spec.params) or 'none'}")
-    missing = [c for c in spec.needs if query.get(c) is None or database.get(c) is None]
-    if missing:
-        raise RshashError(f"ranking {spec.name!r} needs the codes column(s) {missing}")
-    return function(*(query[c] for c in spec.needs), *(database[c] for c in spec.needs),
-                    **params)

@@ -20,13 +20,11 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from rshash import RshashError
-from rshash.codes import write_codes
+from rshash.codes import ROTATED_ROLE, ROTATIONS, rotated_id, write_codes
 from rshash.data.splits import read_split
 from rshash.digest import digest_of
 from rshash.features import read_arrays, read_features
 from rshash.methods import build, method_info
-
-ROTATIONS = (90, 180, 270)
 
 
 def _inputs(info, feats, extra: dict, path_of: dict) -> tuple[object, dict]:
@@ -92,8 +90,8 @@ def train_cell(features_path, split_path, method: str, bits: int, seed: int,
             for r, degrees in enumerate(ROTATIONS):
                 view = {k[len("rot_"):]: v[query_rows, r] for k, v in rotated.items()}
                 encodings.append((model.encode(view), np.arange(len(query_rows)),
-                                  np.array([f"{i}@rot{degrees}" for i in query_ids]),
-                                  np.full(len(query_rows), "rotated"), feats.label[query_rows]))
+                                  np.array([rotated_id(i, degrees) for i in query_ids]),
+                                  np.full(len(query_rows), ROTATED_ROLE), feats.label[query_rows]))
     seconds = time.perf_counter() - start
     # The digests of what the model was trained from (paths vary; contents do not).
     inputs = {"features": feats.sha256, "split": digest_of(split_path),

@@ -18,7 +18,7 @@ from rshash.codes import read_codes
 from rshash.data.manifest import read_manifest
 from rshash.data.splits import read_split
 from rshash.report import plots
-from rshash.search import order
+from rshash.rankings import order
 
 
 def _load(paths) -> list[dict]:
