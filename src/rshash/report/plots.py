@@ -327,15 +327,12 @@ _RIGHT_FRAME = ((0.0, 0.62, 0.0), 1.5)
 
 
 def _load_thumb(path, thumb: int) -> np.ndarray:
+    """The image as a thumb x thumb RGB array; rshash.data.images.decode names a bad file."""
     from PIL import Image
 
-    try:
-        with Image.open(path) as im:
-            im.load()
-            rgb = im.convert("RGB").resize((thumb, thumb), Image.BILINEAR)
-    except Exception as e:  # noqa: BLE001 - any decoder failure is an unreadable image
-        raise RshashError(f"cannot read image {path}: {e}") from e
-    return np.asarray(rgb)
+    from rshash.data.images import decode
+
+    return np.asarray(decode(path).resize((thumb, thumb), Image.BILINEAR))
 
 
 def _frame(ax, color, width) -> None:
