@@ -251,3 +251,37 @@ def test_plots_module_does_not_import_torch():
     code = ("import sys, rshash.report.plots as p; "
             "assert 'torch' not in sys.modules and 'snakemake' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- text is drawn literally ------------------------------------------------------------
+
+# matplotlib's mathtext characters: "a$b$c" would be drawn as math, "$x_1^2\y$" and "b^$c$"
+# make mathtext raise; every label and title rshash draws must come out as written.
+MATH_NAMES = ["a$b$c", "x_1^2\\y", "$x_1^2\\y$", "b^$c$"]
+MATH_TITLE = "ucmd $\\y$ x_1^2"
+
+
+def test_ap_heatmap_draws_mathtext_characters_literally(tmp_path):
+    out = tmp_path / "ap.png"
+    plot_ap_heatmap(np.full((4, 4), 0.5), MATH_NAMES, MATH_NAMES, out, MATH_TITLE)
+    load_png(out)
+
+
+def test_curves_draw_mathtext_characters_literally(tmp_path):
+    curves = pr_curves(MATH_NAMES)
+    plot_pr_hamming(curves, tmp_path / "pr.png", MATH_TITLE)
+    load_png(tmp_path / "pr.png")
+    ks = np.array([1, 10, 100, 1000])  # a log axis: its own tick labels stay math
+    plot_p_at_k({m: (ks, np.linspace(0.9, 0.2, 4)) for m in MATH_NAMES}, tmp_path / "pk.png",
+                MATH_TITLE, ylabel="precision@k $\\y$")
+    load_png(tmp_path / "pk.png")
+
+
+def test_retrieval_grid_draws_mathtext_characters_literally(tmp_path, images):
+    queries = make_queries(images, wrong=True)
+    for q, name in zip(queries, MATH_NAMES):
+        q["label"] = q["predicted"] = name
+        for r, rname in zip(q["results"], MATH_NAMES * 2):
+            r["label"] = r["predicted"] = rname
+    plot_retrieval_grid(queries, tmp_path / "grid.png", MATH_TITLE)
+    load_png(tmp_path / "grid.png", min_w=600)
