@@ -50,3 +50,110 @@ def demo_features(tmp_path_factory):
         rows = part.image_id.map(index).to_numpy()
         out[f"X_{role}"], out[f"y_{role}"] = feats.features[rows], feats.label[rows]
     return out
+
+
+_LIMITED = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), resource.RLIM_INFINITY))
+from rshash.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.fixture
+def rshash_on_full_disk():
+    """Run ``rshash ARGV...`` in a subprocess that cannot write files past ``max_bytes``.
+
+    A real full disk for the writer: RLIMIT_FSIZE makes every write past the
+    limit fail with EFBIG (with SIGXFSZ ignored), as ENOSPC would. Returns the
+    CompletedProcess (text stdout/stderr). Needs no root and no tmpfs."""
+    import subprocess
+    import sys
+
+    def run(argv, max_bytes: int):
+        return subprocess.run([sys.executable, "-c", _LIMITED, str(max_bytes), *map(str, argv)],
+                              capture_output=True, text=True, timeout=300)
+
+    return run
+
+
+class ReportData:
+    """Metrics files and codes files as the evaluation and training write them, for the
+    report tests: distinct, reproducible numbers per (method, bits, seed, metric)."""
+
+    methods = ["milan", "dmch"]  # deliberately not alphabetical: the table keeps this order
+    bits = [64, 16]  # deliberately not sorted: the table sorts bits numerically
+    seeds = [0, 1, 2]
+    protocol = {"train": 0.6, "query": "rest", "database": "train", "seeds": [0, 1, 2],
+                "map_cutoffs": ["all", 20]}
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def value(self, method, bits, seed, metric) -> float:
+        import numpy as np
+
+        rng = np.random.default_rng([self.methods.index(method), bits, seed, len(metric),
+                                     ord(metric[-1])])
+        return float(rng.uniform(0.3, 0.95))
+
+    def write(self, method, bits, seed, ranking="hamming", metrics=None, dataset="ucmd",
+              curves=None, root=None) -> str:
+        """One metrics JSON under ``root`` (default: the test's tmp_path); returns its path."""
+        import json
+
+        cell = {"dataset": dataset, "backbone": "efficientnet_lite0", "protocol": "dmch_60_40",
+                "method": method, "bits": bits, "seed": seed}
+        if metrics is None:
+            metrics = {m: self.value(method, bits, seed, m)
+                       for m in ("map_all", "map_at_20", "p_at_5", "p_at_10", "query_ms")}
+            metrics["pr_hamming"] = {"precision": [0.5, 0.6], "recall": [0.1, 0.2]}  # a curve
+        path = ((root or self.root) / "metrics" / dataset / "efficientnet_lite0" / "dmch_60_40"
+                / method / str(bits) / f"split{seed}" / f"{ranking}.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"cell": cell, "ranking": ranking, "n_queries": 840, "n_database": 1260,
+               "metrics": metrics, "provenance": {"git_commit": None}}
+        if curves is not None:
+            doc["curves"] = curves
+        path.write_text(json.dumps(doc))
+        return str(path)
+
+    def files(self) -> list[str]:
+        """Every method x bits x seed, ranked by Hamming distance."""
+        return [self.write(m, b, s) for m in self.methods for b in self.bits for s in self.seeds]
+
+    def outputs(self, name="exp", root=None):
+        """The CSV, markdown and meta JSON paths of a table."""
+        d = (root or self.root) / "tables"
+        return d / f"{name}.csv", d / f"{name}.md", d / f"{name}.meta.json"
+
+    @staticmethod
+    def codes(path, n_query=60, n_classes=3, bits=16, seed=0) -> None:
+        """A codes file: query codes clustered by class, plus 5 database rows."""
+        import numpy as np
+
+        from rshash.codes import pack_bits, write_codes
+
+        rng = np.random.default_rng(seed)
+        labels = np.repeat(np.arange(n_classes), n_query // n_classes)
+        centers = rng.integers(0, 2, size=(n_classes, bits))
+        flips = rng.random((n_query, bits)) < 0.1
+        bits01 = np.where(flips, 1 - centers[labels], centers[labels])
+        # a few database rows that must not be plotted
+        db = rng.integers(0, 2, size=(5, bits))
+        all_bits = np.vstack([bits01, db])
+        role = ["query"] * n_query + ["database"] * 5
+        label = np.concatenate([labels, np.zeros(5, int)])
+        write_codes(path, [f"img{i}" for i in range(len(role))], label, role,
+                    pack_bits(all_bits), all_bits.astype(np.float32), bits)
+
+
+@pytest.fixture
+def report_data(tmp_path) -> ReportData:
+    return ReportData(tmp_path)
+
+
+@pytest.fixture
+def metric_files(report_data) -> list[str]:
+    return report_data.files()

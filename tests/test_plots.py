@@ -1,4 +1,4 @@
-"""Pure drawing functions of rshash.report.plots: curves, AP heatmap, retrieval grid."""
+"""Drawing (rshash.report.plots): curves, AP heatmap, retrieval grid, t-SNE of codes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import pytest
 from PIL import Image
 
 from rshash import RshashError
+from rshash.codes import pack_bits, write_codes
 from rshash.report.plots import (method_colors, plot_ap_heatmap, plot_p_at_k, plot_pr_hamming,
-                                 plot_retrieval_grid)
+                                 plot_retrieval_grid, plot_tsne, subsample)
 
 TITLE = "ucmd, dmch_60_40, efficientnet_lite0, 32 bits"
 
@@ -251,3 +252,102 @@ def test_plots_module_does_not_import_torch():
     code = ("import sys, rshash.report.plots as p; "
             "assert 'torch' not in sys.modules and 'snakemake' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- text is drawn literally ------------------------------------------------------------
+
+# matplotlib's mathtext characters: "a$b$c" would be drawn as math, "$x_1^2\y$" and "b^$c$"
+# make mathtext raise; every label and title rshash draws must come out as written.
+MATH_NAMES = ["a$b$c", "x_1^2\\y", "$x_1^2\\y$", "b^$c$"]
+MATH_TITLE = "ucmd $\\y$ x_1^2"
+
+
+def test_ap_heatmap_draws_mathtext_characters_literally(tmp_path):
+    out = tmp_path / "ap.png"
+    plot_ap_heatmap(np.full((4, 4), 0.5), MATH_NAMES, MATH_NAMES, out, MATH_TITLE)
+    load_png(out)
+
+
+def test_curves_draw_mathtext_characters_literally(tmp_path):
+    curves = pr_curves(MATH_NAMES)
+    plot_pr_hamming(curves, tmp_path / "pr.png", MATH_TITLE)
+    load_png(tmp_path / "pr.png")
+    ks = np.array([1, 10, 100, 1000])  # a log axis: its own tick labels stay math
+    plot_p_at_k({m: (ks, np.linspace(0.9, 0.2, 4)) for m in MATH_NAMES}, tmp_path / "pk.png",
+                MATH_TITLE, ylabel="precision@k $\\y$")
+    load_png(tmp_path / "pk.png")
+
+
+def test_retrieval_grid_draws_mathtext_characters_literally(tmp_path, images):
+    queries = make_queries(images, wrong=True)
+    for q, name in zip(queries, MATH_NAMES):
+        q["label"] = q["predicted"] = name
+        for r, rname in zip(q["results"], MATH_NAMES * 2):
+            r["label"] = r["predicted"] = rname
+    plot_retrieval_grid(queries, tmp_path / "grid.png", MATH_TITLE)
+    load_png(tmp_path / "grid.png", min_w=600)
+
+
+# --- t-SNE of codes ---------------------------------------------------------------------
+
+def test_plot_tsne_writes_png(tmp_path, report_data):
+    import matplotlib.image as mpimg
+
+    codes = tmp_path / "codes.parquet"
+    report_data.codes(codes)
+    out = tmp_path / "plots" / "tsne.png"
+    plot_tsne(codes, out, "milan, 16 bits")
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    img = mpimg.imread(out)
+    assert img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 300
+    # not a blank canvas: several distinct colours are drawn
+    assert len(np.unique(img.reshape(-1, img.shape[2])[:, :3], axis=0)) > 20
+    assert [p.name for p in out.parent.iterdir()] == ["tsne.png"]
+
+
+def test_subsample_is_seeded_sorted_and_unique():
+    a = subsample(1000, 100, seed=3)
+    assert len(a) == 100 and len(np.unique(a)) == 100 and np.all(np.diff(a) > 0)
+    assert np.array_equal(a, subsample(1000, 100, seed=3))
+    assert not np.array_equal(a, subsample(1000, 100, seed=4))
+    assert np.array_equal(subsample(50, 100), np.arange(50))
+
+
+def test_plot_tsne_many_classes_uses_colorbar(tmp_path, report_data):
+    import matplotlib.image as mpimg
+
+    codes = tmp_path / "codes.parquet"
+    report_data.codes(codes, n_query=50, n_classes=25, bits=8)
+    out = tmp_path / "many.png"
+    plot_tsne(codes, out, "itq, 8 bits")
+    assert mpimg.imread(out).shape[0] > 300
+
+
+def test_plot_tsne_subsamples_deterministically(tmp_path, report_data):
+    import matplotlib.image as mpimg
+
+    codes = tmp_path / "codes.parquet"
+    report_data.codes(codes, n_query=90, n_classes=3)
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    plot_tsne(codes, a, "dmch, 16 bits", max_points=40, seed=1)
+    plot_tsne(codes, b, "dmch, 16 bits", max_points=40, seed=1)
+    assert np.array_equal(mpimg.imread(a), mpimg.imread(b))
+
+
+def test_plot_tsne_needs_query_rows(tmp_path):
+    codes = tmp_path / "codes.parquet"
+    bits01 = np.zeros((3, 8), dtype=np.uint8)
+    write_codes(codes, ["a", "b", "c"], [0, 1, 2], ["database"] * 3, pack_bits(bits01),
+                bits01.astype(np.float32), 8)
+    with pytest.raises(RshashError, match="query rows"):
+        plot_tsne(codes, tmp_path / "x.png", "lsh, 8 bits")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_tsne_draws_mathtext_characters_literally(tmp_path, report_data):
+    codes = tmp_path / "codes.parquet"
+    report_data.codes(codes, n_query=60, n_classes=4)
+    out = tmp_path / "tsne.png"
+    plot_tsne(codes, out, MATH_TITLE, class_names=dict(enumerate(MATH_NAMES)))
+    load_png(out)

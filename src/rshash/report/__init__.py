@@ -1,4 +1,10 @@
-"""Reports: experiment tables (``tables``) and code plots (``plots``).
+"""Reports, one module per concern.
+
+Reading: ``metrics_files`` (metrics JSONs, validated; the one reader of tables
+and figures) and ``cost`` (Snakemake benchmark TSVs). Statistics over split
+seeds: ``stats``. Rendering: ``markdown`` (tables for people) and ``plots``
+(matplotlib; every text drawn literally). Building outputs from inputs:
+``tables`` (CSV, markdown, meta JSON) and ``figures`` (PNGs).
 
 ``build_table`` and ``plot_tsne`` are re-exported lazily, so importing the
 tables does not pull in matplotlib or scikit-learn.

@@ -1,82 +1,26 @@
 """Figures of an experiment: metrics JSON files and codes in, PNGs out.
 
-Reads what the evaluation wrote (curves averaged over split seeds) or
-ranks a few queries itself (retrieval grids), then draws with
-rshash.report.plots. numpy, pandas and matplotlib; never imports torch.
+Reads what the evaluation wrote (rshash.report.metrics_files; curves
+averaged over split seeds by rshash.report.stats) or ranks a few queries
+itself (retrieval grids), then draws with rshash.report.plots. numpy,
+pandas and matplotlib; never imports torch.
 """
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
-from pathlib import Path
-
 import numpy as np
 
-from rshash import RshashError
 from rshash.codes import read_codes
 from rshash.data.manifest import read_manifest
 from rshash.data.splits import read_split
-from rshash.report import plots
 from rshash.rankings import order
-
-
-def _load(paths) -> list[dict]:
-    docs = []
-    for path in paths:
-        try:
-            docs.append(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise RshashError(f"metrics file {path}: not readable JSON ({exc})") from None
-    if not docs:
-        raise RshashError("no metrics files given")
-    return docs
-
-
-def _label(doc: dict, rankings_per_method: dict) -> str:
-    method = doc["cell"]["method"]
-    bits = int(doc["cell"]["bits"])
-    name = method if bits else f"{method} (real-valued)"
-    if len(rankings_per_method[method]) > 1:
-        name += f", {doc['ranking']}"
-    return name
+from rshash.report import plots, stats
+from rshash.report.metrics_files import read_metrics
 
 
 def mean_curves(paths, kind: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Label -> (x, y) of one curve kind averaged over split seeds.
-
-    ``pr_hamming``: (precision, recall) over radius 0..bits, one line per method
-    (the curve is a property of the codes, so one ranking per method is used);
-    ``p_at_k`` / ``r_at_k``: (k, value), one line per method and ranking.
-    """
-    docs = _load(paths)
-    rankings = defaultdict(set)
-    for d in docs:
-        rankings[d["cell"]["method"]].add(d["ranking"])
-    groups: dict[str, list] = defaultdict(list)
-    for d in docs:
-        curve = d.get("curves", {}).get(kind)
-        if curve is None:
-            continue
-        if kind == "pr_hamming":
-            if d["ranking"] != sorted(rankings[d["cell"]["method"]])[0]:
-                continue
-            label = d["cell"]["method"]
-            groups[label].append((curve["precision"], curve["recall"]))
-        else:
-            key = "precision" if kind == "p_at_k" else "recall"
-            groups[_label(d, rankings)].append((curve["k"], curve[key]))
-    if not groups:
-        raise RshashError(f"none of the {len(docs)} metrics files has a '{kind}' curve")
-    out = {}
-    for label, items in groups.items():
-        first = np.asarray([a for a, _ in items], dtype=np.float64)
-        second = np.asarray([b for _, b in items], dtype=np.float64)
-        if kind == "pr_hamming":
-            out[label] = (first.mean(0), second.mean(0))
-        else:
-            out[label] = (first[0], second.mean(0))
-    return out
+    """Label -> (x, y) of one curve kind averaged over split seeds (see stats.mean_curves)."""
+    return stats.mean_curves(read_metrics(paths, f"{kind} curves"), kind)
 
 
 def plot_curves(paths, kind: str, out_png, title: str) -> None:
@@ -90,18 +34,10 @@ def plot_curves(paths, kind: str, out_png, title: str) -> None:
 
 def plot_ap_per_class(paths, manifest_path, out_png, title: str) -> None:
     """Heat map of AP per query class (mean over seeds), one row per method x bits x ranking."""
-    docs = _load(paths)
+    records = read_metrics(paths, "AP per class")
     manifest = read_manifest(manifest_path)
     names = manifest.drop_duplicates("label").set_index("label")["class_name"].sort_index()
-    rows: dict[str, list] = defaultdict(list)
-    for d in docs:
-        bits = int(d["cell"]["bits"])
-        label = (f"{d['cell']['method']} · {bits} bits" if bits
-                 else f"{d['cell']['method']} · real-valued") + f" · {d['ranking']}"
-        ap = d["curves"]["ap_per_class"]
-        rows[label].append([ap.get(str(c), np.nan) for c in names.index])
-    labels = sorted(rows)
-    matrix = np.array([np.nanmean(np.asarray(rows[k], dtype=np.float64), axis=0) for k in labels])
+    matrix, labels = stats.ap_per_class(records, names.index)
     plots.plot_ap_heatmap(matrix, labels, list(names), out_png, title)
 
 

@@ -16,6 +16,16 @@ from rshash.codes import read_codes, unpack_bits
 
 _MIN_POINTS = 4
 
+# Every text rshash draws is literal: class names, method labels and titles may hold
+# $, _, ^ or \ ("a$b$c" is a class name, not math; "$\y$" would crash mathtext), and a
+# user's matplotlibrc with text.usetex must not send them to LaTeX.
+_LITERAL = {"parse_math": False, "usetex": False}
+
+
+def _literal_legend(legend) -> None:
+    for text in [*legend.get_texts(), legend.get_title()]:
+        text.update(_LITERAL)
+
 
 def class_colors(n_classes: int) -> list:
     """Qualitative colours: tab20, then tab20b, then tab20c, then repeated."""
@@ -80,7 +90,7 @@ def plot_tsne(codes_path, out_png, title: str, max_points: int = 2000, seed: int
     n_distinct = len(np.unique(codes.packed[rows], axis=0))
     if n_distinct == 1:
         sub += "; all codes identical"
-    ax.set_title(f"{title}\n{sub}", fontsize=10)
+    ax.set_title(f"{title}\n{sub}", fontsize=10, **_LITERAL)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -94,8 +104,9 @@ def plot_tsne(codes_path, out_png, title: str, max_points: int = 2000, seed: int
             sel = index == i
             ax.scatter(emb[sel, 0], emb[sel, 1], s=9, color=colors[i], label=name(label),
                        linewidths=0, alpha=0.85)
-        ax.legend(title="class", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7,
-                  title_fontsize=8, markerscale=1.6, frameon=False)
+        _literal_legend(ax.legend(title="class", loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                                  fontsize=7, title_fontsize=8, markerscale=1.6,
+                                  frameon=False))
     else:
         cmap = ListedColormap(colors)
         norm = BoundaryNorm(np.arange(len(classes) + 1) - 0.5, len(classes))
@@ -186,8 +197,9 @@ def _check_curves(curves, what: str) -> dict:
 
 
 def _legend_outside(ax, title=None) -> None:
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False,
-              title=title, title_fontsize=8, borderaxespad=0.0)
+    _literal_legend(ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8,
+                              frameon=False, title=title, title_fontsize=8,
+                              borderaxespad=0.0))
 
 
 def plot_pr_hamming(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_png, title: str,
@@ -217,7 +229,7 @@ def plot_pr_hamming(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_png, t
     ax.set_xlabel("recall (fraction of relevant images retrieved)")
     ax.set_ylabel("precision (fraction of retrieved images relevant)")
     ax.set_title(f"{title}\nprecision-recall over Hamming radius 0..bits "
-                 "(● = radius 2)", fontsize=10)
+                 "(● = radius 2)", fontsize=10, **_LITERAL)
     ax.grid(True, alpha=0.35)
     _legend_outside(ax, title="method")
     _save(fig, out_png)
@@ -260,8 +272,8 @@ def plot_p_at_k(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_png, title
         ax.set_xlim(0.0, kmax * 1.02 if kmax > 0 else 1.0)
     ax.set_ylim(0.0, 1.02 if vmax <= 1.0 else vmax * 1.05)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(f"{title}\n{ylabel} against k", fontsize=10)
+    ax.set_ylabel(ylabel, **_LITERAL)
+    ax.set_title(f"{title}\n{ylabel} against k", fontsize=10, **_LITERAL)
     ax.grid(True, which="major", alpha=0.35)
     _legend_outside(ax, title="method")
     _save(fig, out_png)
@@ -295,9 +307,9 @@ def plot_ap_heatmap(matrix: np.ndarray, row_labels: list[str], class_names: list
                    interpolation="nearest")
     ax.set_xticks(np.arange(n_cols))
     ax.set_xticklabels([str(c) for c in class_names], rotation=60, ha="right",
-                       rotation_mode="anchor", fontsize=8)
+                       rotation_mode="anchor", fontsize=8, **_LITERAL)
     ax.set_yticks(np.arange(n_rows))
-    ax.set_yticklabels([str(r) for r in row_labels], fontsize=8)
+    ax.set_yticklabels([str(r) for r in row_labels], fontsize=8, **_LITERAL)
     ax.set_xlabel("class")
     ax.set_ylabel("method")
     # thin white lines between cells
@@ -317,7 +329,7 @@ def plot_ap_heatmap(matrix: np.ndarray, row_labels: list[str], class_names: list
     sub = f"per-class AP ({n_rows} rows x {n_cols} classes)"
     if not np.isfinite(m).all():
         sub += "; grey = no value"
-    ax.set_title(f"{title}\n{sub}", fontsize=10)
+    ax.set_title(f"{title}\n{sub}", fontsize=10, **_LITERAL)
     _save(fig, out_png)
 
 
@@ -327,15 +339,12 @@ _RIGHT_FRAME = ((0.0, 0.62, 0.0), 1.5)
 
 
 def _load_thumb(path, thumb: int) -> np.ndarray:
+    """The image as a thumb x thumb RGB array; rshash.data.images.decode names a bad file."""
     from PIL import Image
 
-    try:
-        with Image.open(path) as im:
-            im.load()
-            rgb = im.convert("RGB").resize((thumb, thumb), Image.BILINEAR)
-    except Exception as e:  # noqa: BLE001 - any decoder failure is an unreadable image
-        raise RshashError(f"cannot read image {path}: {e}") from e
-    return np.asarray(rgb)
+    from rshash.data.images import decode
+
+    return np.asarray(decode(path).resize((thumb, thumb), Image.BILINEAR))
 
 
 def _frame(ax, color, width) -> None:
@@ -414,7 +423,7 @@ def plot_retrieval_grid(queries: list[dict], out_png, title: str, thumb: int = 9
         if q.get("predicted") is not None:
             text += "\n" + _fit(f"pred: {q['predicted']}", q_chars)
         ax.set_xlabel(text, fontsize=fontsize, color=_QUERY_FRAME[0], fontweight="bold",
-                      labelpad=3)
+                      labelpad=3, **_LITERAL)
         for j, (r, r_img, r_label, dist) in enumerate(results):
             x = left0 + ((j + 1) * cell + gap_after_query) / width
             ax = fig.add_axes([x, y, w, h])
@@ -427,9 +436,9 @@ def plot_retrieval_grid(queries: list[dict], out_png, title: str, thumb: int = 9
             if r.get("predicted") is not None:
                 text += "\n" + _fit(f"pred: {r['predicted']}", max_chars)
             ax.set_xlabel(text, fontsize=fontsize, labelpad=3,
-                          color=(0.75, 0.0, 0.0) if wrong else "black")
+                          color=(0.75, 0.0, 0.0) if wrong else "black", **_LITERAL)
     fig.suptitle(f"{title}\n{n_rows} queries, top {n_cols - 1} results by rank "
                  f"(d = distance); red frame = different class "
                  f"({n_wrong}/{n_total} results), green = same class",
-                 fontsize=10, y=1.0 - 0.05 / height, va="top")
+                 fontsize=10, y=1.0 - 0.05 / height, va="top", **_LITERAL)
     _save(fig, out_png)
