@@ -63,7 +63,7 @@ def test_range_search_returns_every_code_below_the_radius(radius):
 def test_same_answers_as_faiss():
     """faiss's IndexBinaryFlat gives the same distances, the same neighbour sets by
     distance, and the same range-search sets (its order within a tie is its own)."""
-    faiss = pytest.importorskip("faiss")
+    import faiss  # a test dependency (pyproject: test extra)
     rng = np.random.default_rng(5)
     db, q = codes(rng, 500, 64, distinct=50), codes(rng, 20, 64, distinct=50)
     ours = BinaryIndex(64).add(db)
