@@ -31,20 +31,21 @@ def cmd_generate(a):
 
 def cmd_manifest(a):
     from rshash.data.fetch import ensure_images
-    from rshash.data.manifest import (check_images, report_path, scan_folder, write_manifest,
+    from rshash.data.manifest import (check_images, read_dataset, report_path, write_manifest,
                                       write_report)
     from rshash.data.splits import check_class_sizes
 
     folder = ensure_images(a.dataset, Path(a.folder), a.url, a.archive_root, Path(a.data_dir))
-    found = scan_folder(folder, a.n_classes, a.n_images,
-                        _json(a.expected) if a.expected else None)
+    found, ignored = read_dataset(folder, a.n_classes, a.n_images,
+                                  _json(a.expected) if a.expected else None)
     df, skipped = check_images(found, a.skip_unreadable)
     for name, protocol in _json(a.protocols).items():
         check_class_sizes(df, protocol, name)
-    write_report(a.report or report_path(a.out), len(found), df, skipped)
+    write_report(a.report or report_path(a.out), len(found), df, skipped, ignored)
     write_manifest(df, a.out)
     print(f"{a.dataset}: {len(df)} images in {df.label.nunique()} classes from {folder}"
-          + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else ""))
+          + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else "")
+          + (f"; left out {len(ignored)} other file(s), listed in the report" if ignored else ""))
 
 
 def cmd_split(a):
