@@ -130,12 +130,17 @@ def is_default_data_dir(path: Path) -> bool:
 
 def load_checksums(spec: DatasetSpec) -> dict[str, str] | None:
     """{relative path: sha256} of the images a dataset's archive unpacks to, or None."""
-    if not spec.checksums:
-        return None
+    return packaged_checksums(spec.checksums) if spec.checksums else None
+
+
+def packaged_checksums(name: str) -> dict[str, str]:
+    """{relative path: sha256} of the package data file rshash/data/checksums/<name>."""
     from importlib.resources import files
 
-    text = (files("rshash.data") / "checksums" / spec.checksums).read_text()
-    return parse_checksums(text, spec.checksums)
+    path = files("rshash.data") / "checksums" / name
+    if not path.is_file():
+        raise RshashError(f"no checksum list {name} in rshash/data/checksums")
+    return parse_checksums(path.read_text(), name)
 
 
 def parse_checksums(text: str, where: str) -> dict[str, str]:
@@ -164,6 +169,8 @@ def spec_from_config(name: str, entry: dict | None) -> DatasetSpec:
     if spec.folder is None:
         raise RshashError(f"datasets.{name}: give either 'folder' (class sub-folders "
                           "under data_dir) or 'synthetic'")
+    if spec.url and not spec.archive_root:  # the archive unpacks to the folder's top folder
+        spec = DatasetSpec(**{**spec.__dict__, "archive_root": Path(spec.folder).parts[0]})
     return spec
 
 

@@ -34,6 +34,7 @@ COLUMNS = ["image_id", "path", "label", "class_name"]
 SYSTEM_FILES = {".ds_store": "macOS Finder file", "thumbs.db": "Windows thumbnail cache",
                 "ehthumbs.db": "Windows thumbnail cache", "desktop.ini": "Windows folder settings"}
 SYSTEM_FOLDERS = {"__macosx": "macOS archive metadata folder"}
+_IMAGE_EXTENSIONS = frozenset(IMAGE_EXTENSIONS)
 
 
 @dataclass
@@ -79,7 +80,8 @@ def ignore_reason(name: str, is_dir: bool) -> str | None:
         return "macOS AppleDouble file"
     if name.startswith("."):
         return "hidden file"
-    if os.path.splitext(lower)[1] not in IMAGE_EXTENSIONS:
+    dot = lower.rfind(".")
+    if dot <= 0 or lower[dot:] not in _IMAGE_EXTENSIONS:
         return f"not an image file ({', '.join(IMAGE_EXTENSIONS)})"
     return None
 
