@@ -134,7 +134,7 @@ def test_any_class_folder_dataset_gets_a_table(repo, tmp_path):
     (data / "Mine" / "tiles" / ".DS_Store").write_bytes(b"\0")
     out = snakemake(repo, tmp_path, "-n", "results/tables/mine.csv")
     assert "Nothing to be done" in out.stdout + out.stderr
-    first = sorted(p for p in (data / "Mine" / "tiles").iterdir() if p.is_dir())[0]
+    first = min(p for p in (data / "Mine" / "tiles").iterdir() if p.is_dir())
     Image.new("RGB", (64, 64), (5, 5, 5)).save(first / "added.png")
     jobs = planned((out := snakemake(repo, tmp_path, "-n", "results/tables/mine.csv")).stdout
                    + out.stderr)
