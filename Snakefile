@@ -1,4 +1,5 @@
 # rshash: remote-sensing image retrieval with deep hashing.
+# Build the default targets (config key `targets`, the demo):  snakemake --cores 8
 # Build a table:  snakemake --cores 8 results/tables/ucmd.csv
 configfile: "config.yaml"
 
@@ -11,8 +12,9 @@ include: "rules/evaluate.smk"
 include: "rules/report.smk"
 
 
+# The default target: the experiments of config key `targets` (default [demo]).
 rule all:
     input:
-        expand("results/tables/{experiment}.csv", experiment=config["experiments"]),
-        expand("results/tables/{experiment}_cost.csv", experiment=config["experiments"]),
+        expand("results/tables/{experiment}.csv", experiment=TARGETS),
+        expand("results/tables/{experiment}_cost.csv", experiment=TARGETS),
     default_target: True

@@ -11,6 +11,23 @@ rule generate_demo:
         "rshash generate --out-dir {output} --params {params.synthetic:q} > {log} 2>&1"
 
 
+# Every value from config reaches the shell through :q (lists are quoted item by item).
+checkpoint fetch_dataset:
+    output:
+        fetch_record("{dataset}"),
+    params:
+        folder=lambda w: str(image_root(dataset_spec(w), DATA_DIR)),
+        data_dir=lambda w: str(DATA_DIR),
+        options=fetch_options,
+    log:
+        "results/logs/fetch_dataset/{dataset}.log",
+    conda:
+        "../envs/rshash.yaml"
+    shell:
+        "rshash fetch --dataset {wildcards.dataset} --folder {params.folder:q} "
+        "--data-dir {params.data_dir:q} {params.options:q} --out {output:q} > {log:q} 2>&1"
+
+
 rule build_manifest:
     input:
         manifest_input,
@@ -19,26 +36,18 @@ rule build_manifest:
         report="results/manifests/{dataset}.report.json",
     params:
         folder=image_folder,
-        skip="--skip-unreadable" if config.get("skip_unreadable") else "",
+        files=folder_listing,
         protocols=dataset_protocols_json,
         data_dir=lambda w: str(DATA_DIR),
-        url=lambda w: f"--url {dataset_spec(w).url}" if dataset_spec(w).url else "",
-        root=lambda w: f"--archive-root {dataset_spec(w).archive_root}" if dataset_spec(w).archive_root else "",
-        counts=lambda w: " ".join(
-            f"--{k.replace('_', '-')} {getattr(dataset_spec(w), k)}"
-            for k in ("n_classes", "n_images") if getattr(dataset_spec(w), k)
-        ),
-        expected=lambda w: (f"--expected {shlex.quote(as_json(dataset_spec(w).expected))}"
-                            if dataset_spec(w).expected else ""),
+        options=manifest_options,
     log:
         "results/logs/build_manifest/{dataset}.log",
     conda:
         "../envs/rshash.yaml"
     shell:
         "rshash manifest --dataset {wildcards.dataset} --folder {params.folder:q} "
-        "--data-dir {params.data_dir:q} {params.url} {params.root} {params.counts} "
-        "{params.expected} {params.skip} --protocols {params.protocols:q} "
-        "--out {output.manifest} --report {output.report} > {log} 2>&1"
+        "--data-dir {params.data_dir:q} {params.options:q} --protocols {params.protocols:q} "
+        "--out {output.manifest:q} --report {output.report:q} > {log:q} 2>&1"
 
 
 rule make_split:

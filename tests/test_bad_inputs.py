@@ -3,6 +3,7 @@ message naming the file, and with skip_unreadable every skipped file is listed."
 
 import io
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -186,13 +187,14 @@ def test_dataset_structure_errors_name_the_path(tmp_path):
     with pytest.raises(RshashError, match=f"{tmp_path / 'nowhere'} does not exist"):
         scan_folder(tmp_path / "nowhere")
 
-    empty = _classes(tmp_path / "empty", {"a": 2, "b": 0})
-    with pytest.raises(RshashError, match=f"{empty / 'b'}: empty class folder"):
+    empty = _classes(tmp_path / "empty", {"a": 2, "b": 0, "c": 0})
+    with pytest.raises(RshashError, match=f"2 empty class folder.*{empty / 'b'}, {empty / 'c'}"):
         scan_folder(empty)
 
     stray = _classes(tmp_path / "stray", {"a": 2, "b": 2})
     Image.fromarray(RED).save(stray / "loose.png")
-    with pytest.raises(RshashError, match="files outside class folders: loose.png"):
+    Image.fromarray(RED).save(stray / "loose2.jpg")
+    with pytest.raises(RshashError, match="2 image.*outside class folders.*loose.png, loose2.jpg"):
         scan_folder(stray)
 
     dup = _classes(tmp_path / "dup", {"a": 2, "b": 2})
@@ -200,10 +202,97 @@ def test_dataset_structure_errors_name_the_path(tmp_path):
     with pytest.raises(RshashError, match="duplicate image ids.*a/a0"):
         scan_folder(dup)
 
-    other = _classes(tmp_path / "other", {"a": 2, "b": 2})
-    (other / "b" / "notes.txt").write_text("x")
-    with pytest.raises(RshashError, match=f"{other / 'b'}: not an image file.*notes.txt"):
-        scan_folder(other)
+    # a folder inside a class folder is an error (its images would silently drop out)
+    nested = _classes(tmp_path / "nested", {"a": 2, "b": 2})
+    for cls in "ab":
+        _classes(nested / cls, {"sub": 1})
+    with pytest.raises(RshashError, match="2 folder.*inside class folders.*a/sub, b/sub"):
+        scan_folder(nested)
+
+
+def _people_kept(root):
+    """A dataset as people keep it: READMEs, system files and a dangling link."""
+    _classes(root, {"a": 2, "b": 2, "c": 2})
+    (root / "README.md").write_text("about")
+    (root / "LICENSE").write_text("cc")
+    (root / ".DS_Store").write_bytes(b"\0")
+    for cls in "abc":
+        (root / cls / "Thumbs.db").write_bytes(b"\0")
+    (root / "a" / "desktop.ini").write_text("[x]")
+    (root / "b" / "._b0.png").write_bytes(b"\0\5\26\7")
+    (root / "b" / "notes.txt").write_text("x")
+    (root / "c" / "sizes.xlsx").write_bytes(b"PK")
+    (root / "c" / "gone.jpg").symlink_to(root / "nowhere.jpg")
+    (root / "__MACOSX").mkdir()
+    (root / "__MACOSX" / "._a").write_bytes(b"\0")
+    return {"README.md", "LICENSE", ".DS_Store", "a/Thumbs.db", "b/Thumbs.db", "c/Thumbs.db",
+            "a/desktop.ini", "b/._b0.png", "b/notes.txt", "c/sizes.xlsx", "c/gone.jpg",
+            "__MACOSX"}
+
+
+def test_files_people_keep_are_left_out_and_listed_in_the_report(tmp_path):
+    left_out = _people_kept(tmp_path / "images")
+    code, out = _manifest(tmp_path)
+    assert code == 0
+    df = read_manifest(out)
+    assert list(df.image_id) == ["a/a0", "a/a1", "b/b0", "b/b1", "c/c0", "c/c1"]
+    report = json.loads(out.with_name("ds.report.json").read_text())
+    reasons = {item["path"]: item["reason"] for item in report["ignored"]}
+    assert set(reasons) == left_out and report["n_ignored"] == len(left_out)
+    assert reasons["c/gone.jpg"] == "dangling symbolic link"
+    assert reasons["b/Thumbs.db"] == "Windows thumbnail cache"
+    assert reasons["b/._b0.png"] == "macOS AppleDouble file"
+    assert reasons["README.md"].startswith("not an image file")
+
+
+def test_index_images_follows_the_manifest_rules(tmp_path):
+    from rshash.index import scan_images
+
+    _people_kept(tmp_path / "classes")
+    ids, _, labels, names = scan_images(tmp_path / "classes")
+    assert list(ids) == ["a/a0", "a/a1", "b/b0", "b/b1", "c/c0", "c/c1"] and names == list("abc")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for n in ("x.png", "y.png"):
+        Image.fromarray(RED).save(flat / n)
+    for n in ("Thumbs.db", ".DS_Store", "README.md", "._x.png"):
+        (flat / n).write_bytes(b"\0")
+    (flat / "gone.png").symlink_to(flat / "nowhere.png")
+    ids, _, labels, _ = scan_images(flat)
+    assert list(ids) == ["x.png", "y.png"] and list(labels) == [-1, -1]
+    nested = _classes(tmp_path / "nested", {"a": 1})
+    (nested / "a" / "sub").mkdir()
+    with pytest.raises(RshashError, match="inside class folders.*a/sub"):
+        scan_images(nested)
+
+
+@pytest.mark.parametrize("where", ["class", "file", "flat"])
+def test_a_name_that_is_not_utf8_is_one_line_naming_the_path(tmp_path, where):
+    from rshash.index import scan_images
+
+    root = _classes(tmp_path / "images", {"a": 2, "b": 2})
+    bad = b"caf\xe9"  # latin-1, not UTF-8: os.scandir gives it surrogate-escaped
+    if where == "class":
+        target = os.fsencode(root) + b"/" + bad
+        os.mkdir(target)
+        Image.fromarray(RED).save(os.fsdecode(target + b"/x.png"))
+    elif where == "file":
+        target = os.fsencode(root / "a") + b"/" + bad + b".png"
+        Image.fromarray(RED).save(os.fsdecode(target))
+    else:
+        root = tmp_path / "flat"
+        root.mkdir()
+        Image.fromarray(RED).save(root / "ok.png")
+        target = os.fsencode(root) + b"/" + bad + b".png"
+        Image.fromarray(RED).save(os.fsdecode(target))
+    with pytest.raises(RshashError) as err:
+        scan_images(root) if where == "flat" else scan_folder(root)
+    message = str(err.value)
+    assert "not valid UTF-8" in message and "caf\\xe9" in message and "\n" not in message
+    message.encode("utf-8")  # printable: no surrogate left in it
+    if where != "flat":
+        code, _ = _manifest(tmp_path)
+        assert code == 2
 
 
 def test_class_too_small_for_a_protocol_stops_the_manifest_step(tmp_path, capsys):

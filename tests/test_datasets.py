@@ -128,3 +128,16 @@ def test_any_class_folder_dataset_gets_a_table(repo, tmp_path):
     maps = table[table.metric == "map_all"].set_index("method")["mean"]
     assert set(table.dataset) == {"mine"} and sorted(maps.index) == ["lsh", "raw"]
     assert maps.between(0, 1).all()
+
+    # the manifest follows the folder: a file browser's .DS_Store reruns nothing, one
+    # added image plans the manifest and every job of the dataset's table again
+    (data / "Mine" / "tiles" / ".DS_Store").write_bytes(b"\0")
+    out = snakemake(repo, tmp_path, "-n", "results/tables/mine.csv")
+    assert "Nothing to be done" in out.stdout + out.stderr
+    first = min(p for p in (data / "Mine" / "tiles").iterdir() if p.is_dir())
+    Image.new("RGB", (64, 64), (5, 5, 5)).save(first / "added.png")
+    jobs = planned((out := snakemake(repo, tmp_path, "-n", "results/tables/mine.csv")).stdout
+                   + out.stderr)
+    assert jobs["build_manifest"] == 1 and jobs["extract_features"] == 1
+    assert jobs["make_split"] == 1 and jobs["train_method"] == 2
+    assert jobs["evaluate_ranking"] == 2 and jobs["build_table"] == 1

@@ -31,20 +31,36 @@ def cmd_generate(a):
 
 def cmd_manifest(a):
     from rshash.data.fetch import ensure_images
-    from rshash.data.manifest import (check_images, report_path, scan_folder, write_manifest,
+    from rshash.data.manifest import (check_images, read_dataset, report_path, write_manifest,
                                       write_report)
     from rshash.data.splits import check_class_sizes
 
     folder = ensure_images(a.dataset, Path(a.folder), a.url, a.archive_root, Path(a.data_dir))
-    found = scan_folder(folder, a.n_classes, a.n_images,
-                        _json(a.expected) if a.expected else None)
+    found, ignored = read_dataset(folder, a.n_classes, a.n_images,
+                                  _json(a.expected) if a.expected else None)
     df, skipped = check_images(found, a.skip_unreadable)
     for name, protocol in _json(a.protocols).items():
         check_class_sizes(df, protocol, name)
-    write_report(a.report or report_path(a.out), len(found), df, skipped)
+    write_report(a.report or report_path(a.out), len(found), df, skipped, ignored)
     write_manifest(df, a.out)
     print(f"{a.dataset}: {len(df)} images in {df.label.nunique()} classes from {folder}"
-          + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else ""))
+          + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else "")
+          + (f"; left out {len(ignored)} other file(s), listed in the report" if ignored else ""))
+
+
+def cmd_fetch(a):
+    from rshash.atomic import atomic_write
+    from rshash.data.datasets import packaged_checksums
+    from rshash.data.fetch import ensure_images
+
+    sums = packaged_checksums(a.checksums) if a.checksums else None
+    folder = ensure_images(a.dataset, Path(a.folder), a.url, a.archive_root, Path(a.data_dir),
+                           checksums=sums, create_data_dir=a.create_data_dir)
+    record = {"dataset": a.dataset, "url": a.url, "folder": str(folder),
+              "checked_files": len(sums) if sums else None}
+    atomic_write(a.out, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1) + "\n"))
+    print(f"{a.dataset}: images in {folder}"
+          + (f" ({len(sums)} files checked against {a.checksums})" if sums else ""))
 
 
 def cmd_split(a):
@@ -197,6 +213,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--report", help="JSON report of skipped files (default: "
                                      "{out without .parquet}.report.json)")
     s.set_defaults(func=cmd_manifest)
+
+    s = sub.add_parser("fetch", help="download and unpack a dataset whose images are missing")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--folder", required=True, help="the image folder the archive provides")
+    s.add_argument("--data-dir", required=True)
+    s.add_argument("--url", required=True)
+    s.add_argument("--archive-root", help="folder the archive unpacks to, under --data-dir")
+    s.add_argument("--checksums", help="checksum list in rshash/data/checksums checked "
+                                       "against every unpacked file")
+    s.add_argument("--create-data-dir", action="store_true",
+                   help="create an absent --data-dir first")
+    s.add_argument("--out", required=True, help="JSON record of the download")
+    s.set_defaults(func=cmd_fetch)
 
     s = sub.add_parser("split", help="seeded stratified split under a protocol")
     s.add_argument("--manifest", required=True)

@@ -78,36 +78,41 @@ class Result:
 def scan_images(folder: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
     """(image_id, path, label, class_names) of a folder of images.
 
-    A folder of class sub-folders is labelled (rshash.data.manifest.scan_folder);
-    a flat folder of images is not (label -1, ids are file names). A folder
-    mixing both, or holding anything that is not an image, is an error.
+    A folder of class sub-folders is labelled (rshash.data.manifest.read_dataset);
+    a flat folder of images is not (label -1, ids are file names). Both follow
+    the manifest's rules (rshash.data.manifest.scan_one): system files, other
+    files and dangling links are left out (listed on stderr); a folder mixing
+    images and sub-folders is an error.
     """
-    from rshash.data.datasets import IMAGE_EXTENSIONS
-    from rshash.data.manifest import scan_folder
+    import sys
+
+    from rshash.data.manifest import read_dataset, scan_one, shown
 
     root = Path(folder)
     if not root.is_dir():
         raise RshashError(f"image folder {root} does not exist")
-    entries = sorted((p for p in root.iterdir() if not p.name.startswith(".")),
-                     key=lambda p: p.name)
-    dirs = [p for p in entries if p.is_dir()]
-    files = [p for p in entries if not p.is_dir()]
-    if dirs and files:
+    top = scan_one(root)
+    if top.folders and top.images:
         raise RshashError(f"{root}: mixes image files and sub-folders; use either a flat "
                           f"folder of images or one sub-folder per class")
-    if dirs:
-        df = scan_folder(root)
+    if top.folders:
+        df, ignored = read_dataset(root)
         names = list(df.drop_duplicates("label").sort_values("label").class_name)
-        return (df.image_id.to_numpy(str), df.path.to_numpy(str),
-                df.label.to_numpy(np.int64), names)
-    other = [p.name for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
-    if other:
-        raise RshashError(f"{root}: not an image file ({', '.join(IMAGE_EXTENSIONS)}): "
-                          + ", ".join(other[:5]))
-    if not files:
-        raise RshashError(f"{root}: no images")
-    return (np.array([p.name for p in files]), np.array([str(p) for p in files]),
-            np.full(len(files), -1, np.int64), [])
+        image_id, paths, label = (df.image_id.to_numpy(str), df.path.to_numpy(str),
+                                  df.label.to_numpy(np.int64))
+    else:
+        if top.bad_names:
+            raise RshashError(f"{root}: {len(top.bad_names)} name(s) not valid UTF-8 (rename "
+                              "them): " + ", ".join(shown(root / n) for n in top.bad_names))
+        if not top.images:
+            raise RshashError(f"{root}: no images")
+        ignored = [{"path": n, "reason": r} for n, r in top.ignored]
+        names = [n for n, _, _ in top.images]
+        image_id, paths = np.array(names), np.array([str(root / n) for n in names])
+        label, names = np.full(len(names), -1, np.int64), []
+    for item in ignored:
+        print(f"left out {root / item['path']}: {item['reason']}", file=sys.stderr)
+    return image_id, paths, label, names
 
 
 def _load_model(model_path, backbone: str | None):

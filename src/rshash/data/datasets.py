@@ -30,6 +30,9 @@ class DatasetSpec:
     instructions: str | None = None
     # class folder name -> expected image count (known datasets); checked by the manifest
     expected: dict[str, int] | None = None
+    # package data file (rshash/data/checksums/) with the sha256 of each image the
+    # archive unpacks to (`sha256  class/file`), checked after a download
+    checksums: str | None = None
 
 
 def _same(classes: str, count: int) -> dict[str, int]:
@@ -76,17 +79,20 @@ def _known(name: str, folder: str, classes: dict[str, int], **extra) -> DatasetS
 
 
 # The benchmark datasets. Only UC Merced has a direct public archive (the URL its
-# authors publish on their page). AID, NWPU-RESISC45 and PatternNet are published
-# on their authors' pages through cloud drives (OneDrive, Baidu Pan, Google Drive)
-# that need a browser, so rshash does not download them: the instruction says
-# where to place the images (the pages are the official ones as published with
-# the papers; they could not be re-checked from here, without internet). No checksum is given for the UC Merced zip: it was
-# not verifiable from here (no internet), and a wrong one would block users.
+# authors publish on their page, served over https as well). AID, NWPU-RESISC45 and
+# PatternNet are published on their authors' pages through cloud drives (OneDrive,
+# Baidu Pan, Google Drive) that need a browser, so rshash does not download them: the
+# instruction says where to place the images (the pages are the official ones as
+# published with the papers; they could not be re-checked from here, without
+# internet). The UC Merced archive's own digest could not be established offline, so
+# it is not checked; each of the 2,100 images it unpacks to is, against
+# checksums/ucmd.sha256 (the sha256 of each original .tif file), before the folder is
+# moved into place.
 KNOWN = {
     "ucmd": _known(
         "ucmd", "UCMerced_LandUse/Images", UCMD_CLASSES,
-        url="http://weegee.vision.ucmerced.edu/datasets/UCMerced_LandUse.zip",
-        archive_root="UCMerced_LandUse"),
+        url="https://weegee.vision.ucmerced.edu/datasets/UCMerced_LandUse.zip",
+        archive_root="UCMerced_LandUse", checksums="ucmd.sha256"),
     "aid": _known(
         "aid", "AID", AID_CLASSES,
         instructions="download AID from its authors' page "
@@ -107,10 +113,47 @@ KNOWN = {
 }
 
 
+DEFAULT_DATA_DIR = "data"  # relative to the working directory; git-ignored
+
+
 def data_dir(config: dict) -> Path:
     """The data directory: env RSHASH_DATA_DIR overrides config key data_dir."""
-    value = os.environ.get("RSHASH_DATA_DIR") or config.get("data_dir") or "data"
+    value = os.environ.get("RSHASH_DATA_DIR") or config.get("data_dir") or DEFAULT_DATA_DIR
     return Path(value).expanduser()
+
+
+def is_default_data_dir(path: Path) -> bool:
+    """Whether ``path`` is the default data directory, which a download may create
+    (a data directory the user named and that is absent is more likely a typo)."""
+    return Path(path) == Path(DEFAULT_DATA_DIR)
+
+
+def load_checksums(spec: DatasetSpec) -> dict[str, str] | None:
+    """{relative path: sha256} of the images a dataset's archive unpacks to, or None."""
+    return packaged_checksums(spec.checksums) if spec.checksums else None
+
+
+def packaged_checksums(name: str) -> dict[str, str]:
+    """{relative path: sha256} of the package data file rshash/data/checksums/<name>."""
+    from importlib.resources import files
+
+    path = files("rshash.data") / "checksums" / name
+    if not path.is_file():
+        raise RshashError(f"no checksum list {name} in rshash/data/checksums")
+    return parse_checksums(path.read_text(), name)
+
+
+def parse_checksums(text: str, where: str) -> dict[str, str]:
+    """Parse ``sha256  relative/path`` lines (sha256sum's format)."""
+    out = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, _, name = line.partition("  ")
+        if len(digest) != 64 or not name:
+            raise RshashError(f"{where}:{n}: not a 'sha256  path' line")
+        out[name.strip()] = digest.lower()
+    return out
 
 
 def spec_from_config(name: str, entry: dict | None) -> DatasetSpec:
@@ -126,6 +169,8 @@ def spec_from_config(name: str, entry: dict | None) -> DatasetSpec:
     if spec.folder is None:
         raise RshashError(f"datasets.{name}: give either 'folder' (class sub-folders "
                           "under data_dir) or 'synthetic'")
+    if spec.url and not spec.archive_root:  # the archive unpacks to the folder's top folder
+        spec = DatasetSpec(**{**spec.__dict__, "archive_root": Path(spec.folder).parts[0]})
     return spec
 
 
@@ -141,7 +186,8 @@ def missing_message(spec: DatasetSpec, root: Path) -> str:
         problem = f"image folder {where} does not exist"
     fix = f"point RSHASH_DATA_DIR (or data_dir in config.yaml) at the folder that holds {spec.folder}"
     if spec.url:
-        fix += f", or create {root} to have {spec.url} downloaded there"
+        fix += (f", or create {root} to have {spec.url} downloaded there (or download it "
+                f"yourself and unpack it so that {where}/<class>/ holds the images)")
     elif spec.instructions:
         fix += f"; to get it: {spec.instructions}"
     else:
