@@ -21,12 +21,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rshash import RshashError
-from rshash.scoring import Scores, score_distances, score_hamming, score_ranked
-from rshash.search import BinaryIndex, euclidean_distances, rank, topk
+
+if TYPE_CHECKING:
+    from rshash.scoring import Scores
+
+# The declarations (names, needs, parameters) are read at workflow parse time by the
+# config check, so the compiled kernels (numba) are imported only when a ranking runs.
 
 REAL_COLUMNS = ("value", "class_prob")
 
@@ -36,6 +41,8 @@ class Database:
     ``predicted_label``; None where the method has none) in tie order."""
 
     def __init__(self, columns: dict[str, np.ndarray | None]):
+        from rshash.search import BinaryIndex
+
         self.columns = {k: (np.asarray(v, dtype=np.float64) if k in REAL_COLUMNS
                             and v is not None else v) for k, v in columns.items()}
         packed = self.columns.get("packed")
@@ -84,6 +91,8 @@ class Ranking:
 
     def ranked(self, query: dict, database, params: dict | None = None) -> np.ndarray:
         """(nq, ndb) database indices, nearest first."""
+        from rshash.search import rank
+
         database = _as_database(database)
         params = self._args(query, database, params)
         if self.order is not None:
@@ -101,6 +110,8 @@ class Ranking:
                exclude=None, params: dict | None = None, threads: int | None = 1) -> Scores:
         """The per-query statistics every metric reads (rshash.scoring), by the
         ranking's own path: its ``score``, else from its distances, else its order."""
+        from rshash.scoring import score_distances, score_ranked
+
         database = _as_database(database)
         params = self._args(query, database, params)
         args = (q_labels, db_labels, k_cap, width, exclude)
@@ -124,6 +135,8 @@ def _hamming_order(query, database):
 
 
 def _hamming_score(query, database, *args, threads=1):
+    from rshash.scoring import score_hamming
+
     return score_hamming(query["packed"], database.index, *args, threads=threads)
 
 
@@ -146,10 +159,14 @@ def _hamming_rotation_top3(query, rotated, database, threads=1):
 
 
 def _euclidean_distances(query, database):
+    from rshash.search import euclidean_distances
+
     return euclidean_distances(query["value"], database["value"])
 
 
 def _euclidean_rotation_top3(query, rotated, database, threads=1):
+    from rshash.search import euclidean_distances, topk
+
     q, rot, db = query["value"], rotated["value"], database["value"]
     to_db = euclidean_distances(q, db)
     to_copies = np.stack([euclidean_distances(q[i:i + 1], rot[i])[0] for i in range(len(q))])
@@ -164,6 +181,8 @@ def rank_coarse_to_fine(q_packed: np.ndarray, db_packed, q_value: np.ndarray,
     Ties in the Euclidean stage keep the Hamming order (itself tied by index).
     ``db_packed``: packed codes or a BinaryIndex of them.
     """
+    from rshash.search import BinaryIndex
+
     if top_m < 1:
         raise RshashError(f"coarse_to_fine: top_m must be positive, got {top_m}")
     if not isinstance(db_packed, BinaryIndex):
@@ -183,6 +202,8 @@ def category_weighted_distances(q_packed: np.ndarray, db_packed, q_prob: np.ndar
     """DAH: Hamming distance x exp(1 - p_i(c_q)), where c_q is the query's predicted
     class (argmax of its class probabilities) and p_i(c_q) the database item's
     probability of that class. ``db_packed``: packed codes or a BinaryIndex of them."""
+    from rshash.search import BinaryIndex
+
     if not isinstance(db_packed, BinaryIndex):
         db_packed = BinaryIndex(8 * np.shape(db_packed)[1]).add(db_packed)
     predicted = np.argmax(np.asarray(q_prob), axis=1)
@@ -193,15 +214,20 @@ def category_weighted_distances(q_packed: np.ndarray, db_packed, q_prob: np.ndar
 RANKINGS: dict[str, Ranking] = {r.name: r for r in (
     Ranking("hamming", ("packed",), distances=_hamming_distances, order=_hamming_order,
             score=_hamming_score, rotation_top3=_hamming_rotation_top3),
-    Ranking("euclidean", ("value",), distances=_euclidean_distances,
-            rotation_top3=_euclidean_rotation_top3),
     Ranking("coarse_to_fine", ("packed", "value"), ("top_m",),
             order=lambda q, db, top_m=100: rank_coarse_to_fine(
                 q["packed"], db.index, q["value"], db["value"], top_m)),
+    Ranking("euclidean", ("value",), distances=_euclidean_distances,
+            rotation_top3=_euclidean_rotation_top3),
     Ranking("category_weighted", ("packed", "class_prob"),
             distances=lambda q, db: category_weighted_distances(
                 q["packed"], db.index, q["class_prob"], db["class_prob"])),
 )}
+
+
+def supported(columns) -> tuple[str, ...]:
+    """The rankings whose needs a method's codes columns meet (registry order)."""
+    return tuple(r.name for r in RANKINGS.values() if set(r.needs) <= set(columns))
 
 
 def get_ranking(name: str) -> Ranking:
