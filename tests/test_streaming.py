@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import rshash.evaluate as ev
-import rshash.rankings as rk
+import rshash.scoring as sc
 from rshash.codes import pack_bits
 from rshash.data.manifest import scan_folder, write_manifest
 from rshash.data.synthetic import generate
@@ -88,7 +88,7 @@ def test_default_block_bounds_every_per_block_array(monkeypatch, ranking):
     whole = evaluate_arrays(q, ql, db, dl, ranking, exclude=exclude, block=len(ql),
                             with_curves=True)
     matrices, scores = [], []
-    real = {name: getattr(rk, name) for name in ("score_distances", "score_ranked",
+    real = {name: getattr(sc, name) for name in ("score_distances", "score_ranked",
                                                  "score_hamming")}
 
     def spy_matrix(name, copies):
@@ -102,9 +102,9 @@ def test_default_block_bounds_every_per_block_array(monkeypatch, ranking):
         scores.append((len(out.top), out.top.size + out.counts.size + out.relevant.size))
         return out
 
-    monkeypatch.setattr(rk, "score_distances", spy_matrix("score_distances", 2))
-    monkeypatch.setattr(rk, "score_ranked", spy_matrix("score_ranked", 1))
-    monkeypatch.setattr(rk, "score_hamming", spy_score)
+    monkeypatch.setattr(sc, "score_distances", spy_matrix("score_distances", 2))
+    monkeypatch.setattr(sc, "score_ranked", spy_matrix("score_ranked", 1))
+    monkeypatch.setattr(sc, "score_hamming", spy_score)
     monkeypatch.setattr(ev, "score_hamming", spy_score)
     monkeypatch.setattr(ev, "BLOCK_ITEMS", 10 * len(dl))
     _same(evaluate_arrays(q, ql, db, dl, ranking, exclude=exclude, with_curves=True), whole)
