@@ -124,3 +124,30 @@ def test_category_weighted_matches_the_dah_formula():
     got = order("category_weighted", {"packed": q, "class_prob": np.array([[0.7, 0.3]])},
                 {"packed": db, "class_prob": np.array([[0.2, 0.8], [0.9, 0.1]])})
     assert list(got[0]) == [1, 0]
+
+
+@pytest.mark.parametrize("name", list(RANKINGS))
+def test_every_ranking_is_scored_as_its_order(name):
+    """A ranking's scoring path (its own kernel, its distances, or its order) gives the
+    statistics of the order it defines, with heavy ties and a left-out item, and a
+    distance ranking's order is its distance matrix sorted with ties by index."""
+    from rshash.scoring import score_ranked
+
+    rng = np.random.default_rng(3)
+    nq, ndb, bits, classes = 6, 40, 16, 3
+    ql, dl = rng.integers(0, classes, nq), rng.integers(0, classes, ndb)
+    q = {"packed": tied_codes(rng, nq, bits), "value": rng.integers(0, 3, (nq, 4)) * 1.0,
+         "class_prob": rng.dirichlet(np.ones(classes), nq)}
+    db = {"packed": tied_codes(rng, ndb, bits), "value": rng.integers(0, 3, (ndb, 4)) * 1.0,
+          "class_prob": rng.dirichlet(np.ones(classes), ndb)}
+    spec = RANKINGS[name]
+    ranked = spec.ranked(q, db)
+    assert sorted(ranked[0]) == list(range(ndb))
+    if spec.distances is not None:
+        np.testing.assert_array_equal(ranked, reference_rank(spec.distance_matrix(q, db)))
+    exclude = np.array([-1, 3, -1, 0, -1, 39])
+    k_cap, width = np.full(nq, 10), 15
+    got = spec.scores(q, db, ql, dl, k_cap, width, exclude)
+    want = score_ranked(ranked, ql, dl, k_cap, width, exclude)
+    for field in ("ap_sum", "top", "rank_sum", "n_within"):
+        np.testing.assert_allclose(getattr(got, field), getattr(want, field), err_msg=field)
