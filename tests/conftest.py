@@ -1,6 +1,7 @@
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,3 +51,29 @@ def demo_features(tmp_path_factory):
         rows = part.image_id.map(index).to_numpy()
         out[f"X_{role}"], out[f"y_{role}"] = feats.features[rows], feats.label[rows]
     return out
+
+
+def _blobs(n_classes=4, per_class=20, dim=32, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(n_classes), per_class)
+    X = rng.normal(0, 1, (n_classes, dim))[y] + 0.5 * rng.normal(0, 1, (len(y), dim))
+    return X.astype(np.float32), y
+
+
+@pytest.fixture(scope="session")
+def blobs():
+    """``blobs(n_classes=4, per_class=20, dim=32, seed=0) -> (X, y)``: Gaussian classes,
+    well-separated centres plus noise of standard deviation 0.5 (the method tests)."""
+    return _blobs
+
+
+@pytest.fixture(scope="session")
+def map_all():
+    """``map_all(q, yq, d, yd)``: mAP@all of encoded queries ``q`` against an encoded
+    database ``d`` (Hamming ranking)."""
+    from rshash.evaluate import evaluate_arrays
+
+    def score(q, yq, d, yd):
+        return evaluate_arrays(np.packbits(q.bits, 1), yq, np.packbits(d.bits, 1), yd)["map_all"]
+
+    return score

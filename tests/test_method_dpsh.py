@@ -10,10 +10,8 @@ torch = pytest.importorskip("torch")
 
 from rshash import RshashError  # noqa: E402
 from rshash.methods import build  # noqa: E402
-from rshash.methods.base import load_model  # noqa: E402
 from rshash.methods.dpsh import (dpsh_loss, pairwise_likelihood_loss,  # noqa: E402
                                  quantization_loss)
-from method_helpers import blobs, map_all  # noqa: E402
 
 
 def softplus(x):
@@ -90,25 +88,7 @@ def test_stable_for_large_inner_products():
     assert loss.item() == pytest.approx(4 * 7200 / 6 + 10.0 / 4 * 16 * 29 ** 2, rel=1e-6)
 
 
-def test_same_seed_same_codes_and_round_trip(tmp_path):
-    X, y = blobs()
-    a = build("dpsh", 16, seed=1, epochs=5, batch_size=20).fit(X, y)
-    b = build("dpsh", 16, seed=1, epochs=5, batch_size=20).fit(X, y)
-    c = build("dpsh", 16, seed=2, epochs=5, batch_size=20).fit(X, y)
-    ea = a.encode(X)
-    np.testing.assert_array_equal(ea.bits, b.encode(X).bits)
-    np.testing.assert_array_equal(ea.value, b.encode(X).value)
-    assert not np.array_equal(ea.value, c.encode(X).value)
-    np.testing.assert_array_equal(ea.bits, (ea.value > 0).astype(np.uint8))
-    assert ea.class_prob is None and ea.predicted_label is None
-    a.save(tmp_path / "m.npz")
-    loaded, header = load_model(tmp_path / "m.npz")
-    assert header["method"] == "dpsh" and header["bits"] == 16
-    np.testing.assert_array_equal(loaded.encode(X).bits, ea.bits)
-    np.testing.assert_array_equal(loaded.encode(X).value, ea.value)
-
-
-def test_beats_lsh_on_real_features(demo_features):
+def test_beats_lsh_on_real_features(demo_features, map_all):
     d = demo_features
     lsh = build("lsh", 32, seed=0).fit(d["X_train"])
     # 180 train rows in batches of 30: 150 epochs are 900 steps (UC Merced: 1,050)

@@ -7,9 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from rshash.methods import build  # noqa: E402
-from rshash.methods.base import load_model  # noqa: E402
 from rshash.methods.dsh import dsh_loss  # noqa: E402
-from method_helpers import blobs, map_all  # noqa: E402
 
 
 def test_loss_hand_computed():
@@ -38,24 +36,7 @@ def test_gradients_are_finite():
     assert torch.isfinite(b.grad).all() and b.grad.abs().sum() > 0
 
 
-def test_same_seed_same_codes_and_round_trip(tmp_path):
-    X, y = blobs()
-    a = build("dsh", 16, seed=1, epochs=5, batch_size=20).fit(X, y)
-    b = build("dsh", 16, seed=1, epochs=5, batch_size=20).fit(X, y)
-    c = build("dsh", 16, seed=2, epochs=5, batch_size=20).fit(X, y)
-    ea = a.encode(X)
-    np.testing.assert_array_equal(ea.bits, b.encode(X).bits)
-    np.testing.assert_array_equal(ea.value, b.encode(X).value)
-    assert not np.array_equal(ea.value, c.encode(X).value)
-    assert ea.class_prob is None and ea.predicted_label is None
-    a.save(tmp_path / "m.npz")
-    loaded, header = load_model(tmp_path / "m.npz")
-    assert header["method"] == "dsh" and header["bits"] == 16
-    np.testing.assert_array_equal(loaded.encode(X).bits, ea.bits)
-    np.testing.assert_array_equal(loaded.encode(X).value, ea.value)
-
-
-def test_beats_lsh_on_real_features(demo_features):
+def test_beats_lsh_on_real_features(demo_features, map_all):
     d = demo_features
     lsh = build("lsh", 32, seed=0).fit(d["X_train"])
     dsh = build("dsh", 32, seed=0, epochs=150, batch_size=30).fit(d["X_train"], d["y_train"])

@@ -11,7 +11,6 @@ torch = pytest.importorskip("torch")
 from rshash.methods import build  # noqa: E402
 from rshash.methods.base import load_model  # noqa: E402
 from rshash.methods.hashnet import continuation_scale, hashnet_loss  # noqa: E402
-from method_helpers import blobs, map_all  # noqa: E402
 
 
 def softplus(x):
@@ -82,7 +81,7 @@ def test_gradients_are_finite():
     assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
 
 
-def test_scale_follows_the_schedule_and_round_trip(tmp_path):
+def test_scale_follows_the_schedule_and_round_trip(tmp_path, blobs):
     X, y = blobs()
     a = build("hashnet", 16, seed=1, iterations=450, batch_size=20).fit(X, y)
     b = build("hashnet", 16, seed=1, iterations=450, batch_size=20).fit(X, y)
@@ -105,7 +104,7 @@ def test_scale_follows_the_schedule_and_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.encode(X).value, ea.value)
 
 
-def test_beats_lsh_on_real_features(demo_features):
+def test_beats_lsh_on_real_features(demo_features, map_all):
     d = demo_features
     lsh = build("lsh", 32, seed=0).fit(d["X_train"])
     hn = build("hashnet", 32, seed=0, iterations=1000, batch_size=36).fit(d["X_train"],
