@@ -3,7 +3,6 @@ reduction, the paper's gradient, determinism, persistence and retrieval quality.
 
 import math
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")

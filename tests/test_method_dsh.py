@@ -1,7 +1,6 @@
 """dsh: the pairwise contrastive loss with margin 2K and the |b| - 1 regularizer,
 determinism, persistence and retrieval quality on real features."""
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")

@@ -82,7 +82,6 @@ from typing import Literal
 import numpy as np
 from scipy.special import softmax
 
-from rshash import RshashError
 from rshash.methods.base import Encoded, sign_bits
 from rshash.methods.nets import (AdamParams, ClassGroups, MLPParams, Normalizer, TorchMethod,
                                  mlp, seed_torch)

@@ -23,7 +23,8 @@ from typing import Literal
 import numpy as np
 
 from rshash.methods.base import Encoded, sign_bits
-from rshash.methods.nets import AdamParams, ClassGroups, MLPParams, Normalizer, TorchMethod, mlp, seed_torch
+from rshash.methods.nets import (AdamParams, ClassGroups, MLPParams, Normalizer, TorchMethod,
+                                 mlp, seed_torch)
 from rshash.methods.params import param
 
 

@@ -96,7 +96,8 @@ import numpy as np
 
 from rshash import RshashError
 from rshash.methods.base import Encoded, sign_bits
-from rshash.methods.nets import AdamParams, EpochParams, Normalizer, TorchMethod, epoch_batches, seed_torch
+from rshash.methods.nets import (AdamParams, EpochParams, Normalizer, TorchMethod, epoch_batches,
+                                 seed_torch)
 from rshash.methods.params import param
 
 N_LAYERS = 3
