@@ -194,3 +194,21 @@ def test_parts_pair_each_method_with_its_own_protocol(config, schema):
     bad["experiments"]["ucmd_papers"]["parts"][0]["colour"] = "red"
     with pytest.raises(RshashError, match=r"ucmd_papers.*colour"):
         validate(bad, schema)
+
+
+def test_extraction_settings_have_one_default_each(config):
+    """batch_size, num_workers and device: what config states, else extract's defaults."""
+    import inspect
+
+    from rshash.config import extraction_settings
+    from rshash.features import extract
+
+    bare = copy.deepcopy(config)
+    bare["backbones"]["efficientnet_lite0"] = {}
+    bare.pop("device", None)
+    defaults = inspect.signature(extract).parameters
+    assert extraction_settings(bare, "efficientnet_lite0") == {
+        k: defaults[k].default for k in ("batch_size", "num_workers", "device")}
+    assert extraction_settings(config, "vgg16")["batch_size"] == config["backbones"]["vgg16"][
+        "batch_size"]
+    assert extraction_settings({**config, "device": "cpu"})["device"] == "cpu"

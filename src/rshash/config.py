@@ -53,6 +53,28 @@ def validate(config: dict, schema_path: str | Path) -> None:
     check_references(config)
 
 
+EXTRACTION_KEYS = ("batch_size", "num_workers", "device")
+
+
+def extraction_settings(config: dict, backbone: str | None = None) -> dict:
+    """``batch_size``, ``num_workers`` and ``device`` for extracting ``backbone``'s
+    features: what the config states (the backbone's entry; the top-level ``device``),
+    else the defaults of :func:`rshash.features.extract`, the one home of each.
+    Without a backbone, the device alone."""
+    import inspect
+
+    from rshash.features import extract
+
+    defaults = {k: p.default for k, p in inspect.signature(extract).parameters.items()
+                if k in EXTRACTION_KEYS}
+    device = {"device": config.get("device", defaults["device"])}
+    if backbone is None:
+        return device
+    entry = config["backbones"][backbone]
+    return {"batch_size": entry.get("batch_size", defaults["batch_size"]),
+            "num_workers": entry.get("num_workers", defaults["num_workers"]), **device}
+
+
 PART_KEYS = ("protocols", "methods", "bits", "method_bits", "seeds", "rankings")
 
 
