@@ -1,6 +1,7 @@
-"""dah: the pair-balanced loss, cubic quantization and straight-through class term,
-the attention module against eq. 1-4 written literally, the DAH-A variant, the class
-head, determinism, persistence and retrieval quality on real conv maps."""
+"""dah: the pair-balanced loss, cubic quantization and straight-through class term, the
+attention module against eq. 1-4 written literally, the DAH-A variant, the class head,
+and retrieval quality on real conv maps. (Determinism and persistence: the contract in
+test_methods.py.)"""
 
 import math
 

@@ -1,5 +1,6 @@
 """ksh: the smoothed cost and code loss on hand-computed cases, its gradient, the greedy
-bit-by-bit optimisation, determinism, persistence and retrieval quality."""
+bit-by-bit optimisation. (Determinism, persistence and the quality floor: the contract
+in test_methods.py.)"""
 
 import math
 
@@ -7,7 +8,6 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from rshash.evaluate import evaluate_arrays
 from rshash.methods import build
 from rshash.methods.ksh import code_loss, smoothed_cost
 
@@ -17,12 +17,6 @@ def blobs(n_classes=4, per_class=30, dim=40, seed=0):
     y = np.repeat(np.arange(n_classes), per_class)
     X = rng.normal(0, 1, (n_classes, dim))[y] + 1.0 * rng.normal(0, 1, (len(y), dim))
     return X.astype(np.float32), y
-
-
-def map_all(method, d):
-    q, db = method.encode(d["X_query"]), method.encode(d["X_database"])
-    return evaluate_arrays(np.packbits(q.bits, 1), d["y_query"], np.packbits(db.bits, 1),
-                           d["y_database"])["map_all"]
 
 
 def test_smoothed_cost_hand_computed():
@@ -83,11 +77,3 @@ def test_kernel_width_is_the_mean_squared_distance_to_the_anchors():
     Kx = np.exp(-d2 / (2 * m.sigma))
     np.testing.assert_allclose(m.kmean, Kx.mean(0), atol=1e-9)
     np.testing.assert_allclose(m.encode(X).value, (Kx - Kx.mean(0)) @ m.A, rtol=1e-4, atol=1e-4)
-
-
-def test_ksh_beats_lsh_on_real_features(demo_features):
-    d = demo_features
-    lsh = map_all(build("lsh", 32, seed=0).fit(d["X_train"]), d)
-    ksh = map_all(build("ksh", 32, seed=0).fit(d["X_train"], d["y_train"]), d)
-    # measured: ksh 0.541, lsh 0.216 (180 train rows: all are anchors and labelled)
-    assert ksh > lsh + 0.2

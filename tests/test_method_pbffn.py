@@ -1,5 +1,6 @@
-"""PBFFN (rshash.methods.pbffn): losses on hand-computed cases, gradients,
-determinism, persistence, the rotation ablation and retrieval quality."""
+"""PBFFN (rshash.methods.pbffn): losses on hand-computed cases, gradients, the rotation
+ablation and retrieval quality. (Determinism and persistence: the contract in
+test_methods.py.)"""
 
 import math
 

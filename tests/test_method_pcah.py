@@ -1,5 +1,6 @@
-"""pcah: codes are the signs of scikit-learn's centred PCA projection, determinism,
-persistence and retrieval quality on real features."""
+"""pcah: codes are the signs of scikit-learn's centred PCA projection, and retrieval
+quality on real features. (Determinism and persistence: the contract in
+test_methods.py.)"""
 
 import numpy as np
 import pytest

@@ -1,5 +1,6 @@
-"""sh: the eigenfunction selection of trainSH.m on hand-computed cases, the
-compressSH.m thresholding, determinism, persistence and retrieval quality."""
+"""sh: the eigenfunction selection of trainSH.m on hand-computed cases, the compressSH.m
+thresholding, and retrieval quality. (Determinism and persistence: the contract in
+test_methods.py.)"""
 
 import numpy as np
 
