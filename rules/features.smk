@@ -4,8 +4,8 @@ rule extract_features:
     output:
         "results/features/{dataset}/{backbone}.h5",
     params:
-        batch_size=lambda w: config["backbones"][w.backbone].get("batch_size", 32),
-        num_workers=lambda w: config["backbones"][w.backbone].get("num_workers", 0),
+        batch_size=lambda w: extraction_settings(config, w.backbone)["batch_size"],
+        num_workers=lambda w: extraction_settings(config, w.backbone)["num_workers"],
         device=DEVICE,
     threads: 8
     resources:
@@ -30,8 +30,8 @@ use rule extract_features as extract_feature_kind with:
     output:
         "results/features/{dataset}/{backbone}_{kind}.h5",
     params:
-        batch_size=lambda w: config["backbones"][w.backbone].get("batch_size", 32),
-        num_workers=lambda w: config["backbones"][w.backbone].get("num_workers", 0),
+        batch_size=lambda w: extraction_settings(config, w.backbone)["batch_size"],
+        num_workers=lambda w: extraction_settings(config, w.backbone)["num_workers"],
         device=lambda w: f"{DEVICE} --kind {w.kind}",
     wildcard_constraints:
         kind="maps|layers|rot",

@@ -1,6 +1,7 @@
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,3 +158,64 @@ def report_data(tmp_path) -> ReportData:
 @pytest.fixture
 def metric_files(report_data) -> list[str]:
     return report_data.files()
+def _blobs(n_classes=4, per_class=20, dim=32, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(n_classes), per_class)
+    X = rng.normal(0, 1, (n_classes, dim))[y] + 0.5 * rng.normal(0, 1, (len(y), dim))
+    return X.astype(np.float32), y
+
+
+@pytest.fixture(scope="session")
+def blobs():
+    """``blobs(n_classes=4, per_class=20, dim=32, seed=0) -> (X, y)``: Gaussian classes,
+    well-separated centres plus noise of standard deviation 0.5 (the method tests)."""
+    return _blobs
+
+
+@pytest.fixture(scope="session")
+def map_all():
+    """``map_all(q, yq, d, yd)``: mAP@all of encoded queries ``q`` against an encoded
+    database ``d`` (Hamming ranking)."""
+    from rshash.evaluate import evaluate_arrays
+
+    def score(q, yq, d, yd):
+        return evaluate_arrays(np.packbits(q.bits, 1), yq, np.packbits(d.bits, 1), yd)["map_all"]
+
+    return score
+
+
+# What the quality tests train each method with on demo_features (180 train rows, 32 bits,
+# seed 0): the method's defaults, or a budget that fits those 180 rows.
+DEMO_BUDGETS = {
+    "csq": {},
+    "dhcnn": {},
+    # batches of 3 classes x 18 (18 train images a class)
+    "dmch": {"iterations": 600, "images_per_class": 18},
+    # batches of 30: 150 epochs are 900 steps (UC Merced: 1,050)
+    "dpsh": {"batch_size": 30},
+    "dsh": {"epochs": 150, "batch_size": 30},
+    # 200 epochs of batches of 16 are about 2200 steps (UC Merced: 1950)
+    "greedyhash": {"epochs": 200, "lr_step_epoch": 150, "batch_size": 16},
+    "hashnet": {"iterations": 1000, "batch_size": 36},
+    "ksh": {},  # all 180 train rows are anchors and labelled
+}
+
+
+@pytest.fixture(scope="session")
+def demo_encoded(demo_features):
+    """``demo_encoded(name) -> (model, query codes, database codes)``: method ``name``
+    fitted at 32 bits, seed 0, on demo_features' train part with its DEMO_BUDGETS entry,
+    once per session (the quality floor and a method's own checks share the fit)."""
+    from rshash.methods import build
+
+    fitted = {}
+
+    def get(name):
+        if name not in fitted:
+            d = demo_features
+            model = build(name, 32, seed=0, **DEMO_BUDGETS[name])
+            model.fit(d["X_train"], d["y_train"] if model.supervised else None)
+            fitted[name] = (model, model.encode(d["X_query"]), model.encode(d["X_database"]))
+        return fitted[name]
+
+    return get

@@ -80,6 +80,39 @@ BAD = [
     (lambda c: c.update(ranking_params={"coarse_to_fine": {"top_m": 0}}),
      r"ranking_params\.coarse_to_fine\.top_m"),
     (lambda c: c.update(colour="blue"), r"unknown key.*colour"),
+    # variant parameters, against the method's declared Params (names, types, ranges)
+    (lambda c: c["variants"]["lsh"].update(params={"n_iterr": 3}),
+     r"^config: variants\.lsh\.params\.n_iterr: unknown parameter \(it takes none\)$"),
+    (lambda c: c["variants"]["itq"].update(params={"n_iterr": 3}),
+     r"^config: variants\.itq\.params\.n_iterr: unknown parameter \(known: n_iter\)$"),
+    (lambda c: c["variants"]["itq"].update(params={"params": {"n_iter": 3}}),
+     r"^config: variants\.itq\.params\.params: unknown parameter"),
+    (lambda c: c["variants"]["itq"].update(params={"n_iter": "fifty"}),
+     r"^config: variants\.itq\.params\.n_iter: expected an integer >= 0, got 'fifty'$"),
+    (lambda c: c["variants"]["itq"].update(params={"n_iter": -3}),
+     r"^config: variants\.itq\.params\.n_iter: expected an integer >= 0, got -3$"),
+    (lambda c: c["variants"]["itq"].update(params={"n_iter": 50.0}),
+     r"variants\.itq\.params\.n_iter: expected an integer"),
+    (lambda c: c["variants"]["milan"].update(params={"sampling": "hard"}),
+     r"variants\.milan\.params\.sampling: expected one of 'class_pair', 'random'"),
+    (lambda c: c["variants"]["milan"].update(params={"hidden": [512, 0]}),
+     r"variants\.milan\.params\.hidden: expected a list of an integer >= 1"),
+    (lambda c: c["variants"]["dhcnn"].update(params={"eta": 1.5}),
+     r"variants\.dhcnn\.params\.eta: expected a number in \[0, 1\], got 1\.5"),
+    (lambda c: c["variants"]["dah"].update(params={"spatial_kernel": 2}),
+     r"variants\.dah\.params\.spatial_kernel: must be odd"),
+    (lambda c: c["variants"]["dmch"].update(params={"use_cat": "no"}),
+     r"variants\.dmch\.params\.use_cat: expected true or false"),
+    (lambda c: c["experiments"]["demo"].update(bits=[1099511627776]),
+     r"experiments\.demo\.bits\[0\]: 1099511627776 is greater than the maximum of 4096"),
+    # a class head that the variant's parameters remove
+    (lambda c: c["experiments"]["demo"].update(methods=["dmch_ncat"],
+                                               rankings=["category_weighted"]),
+     r"^config: experiments\.demo: dmch_ncat \(use_cat: false\) has no class head; "
+     r"category_weighted needs one$"),
+    (lambda c: c["experiments"]["demo"].update(methods=["dhcnn_eta1"],
+                                               rankings=["category_weighted"]),
+     r"^config: experiments\.demo: dhcnn_eta1 \(eta: 1\) has no class head"),
 ]
 
 
@@ -106,6 +139,28 @@ def test_snakemake_stops_on_bad_config_before_any_job(repo, tmp_path):
     assert out.returncode != 0
     assert "experiments.demo.bits[0]: 12 is not a multiple of 8" in text
     assert "Job stats" not in text
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"n_iter": "fifty"}, "config: variants.itq.params.n_iter: expected an integer >= 0, "
+                          "got 'fifty'"),
+    ({"n_iterr": 5}, "config: variants.itq.params.n_iterr: unknown parameter (known: n_iter)"),
+])
+def test_snakemake_stops_on_bad_variant_params_before_any_job(repo, tmp_path, params, message):
+    """A variant's parameters are checked at parse time: nothing is extracted first."""
+    cfg = yaml.safe_load((repo / "config.yaml").read_text())
+    cfg["variants"]["itq"]["params"] = params
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(bad),
+         "--directory", str(tmp_path), "--snakefile", str(repo / "Snakefile"),
+         "results/tables/demo.csv"],
+        capture_output=True, text=True, timeout=120)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert message in text
+    assert "Job stats" not in text and "Traceback" not in text
 
 
 def test_missing_data_directory_is_one_clear_message(repo, tmp_path):
@@ -139,3 +194,21 @@ def test_parts_pair_each_method_with_its_own_protocol(config, schema):
     bad["experiments"]["ucmd_papers"]["parts"][0]["colour"] = "red"
     with pytest.raises(RshashError, match=r"ucmd_papers.*colour"):
         validate(bad, schema)
+
+
+def test_extraction_settings_have_one_default_each(config):
+    """batch_size, num_workers and device: what config states, else extract's defaults."""
+    import inspect
+
+    from rshash.config import extraction_settings
+    from rshash.features import extract
+
+    bare = copy.deepcopy(config)
+    bare["backbones"]["efficientnet_lite0"] = {}
+    bare.pop("device", None)
+    defaults = inspect.signature(extract).parameters
+    assert extraction_settings(bare, "efficientnet_lite0") == {
+        k: defaults[k].default for k in ("batch_size", "num_workers", "device")}
+    assert extraction_settings(config, "vgg16")["batch_size"] == config["backbones"]["vgg16"][
+        "batch_size"]
+    assert extraction_settings({**config, "device": "cpu"})["device"] == "cpu"

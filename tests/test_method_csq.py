@@ -1,5 +1,5 @@
-"""csq: hash centres (Hadamard / Bernoulli), the central-similarity loss, determinism,
-persistence and retrieval quality on real features."""
+"""csq: hash centres (Hadamard / Bernoulli), the central-similarity loss. (Determinism,
+persistence and the quality floor: the contract in test_methods.py.)"""
 
 import math
 
@@ -9,10 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from rshash import RshashError  # noqa: E402
-from rshash.methods import build  # noqa: E402
-from rshash.methods.base import load_model  # noqa: E402
 from rshash.methods.csq import csq_loss, hash_centers  # noqa: E402
-from method_helpers import blobs, map_all  # noqa: E402
 
 
 def hamming(C):
@@ -62,33 +59,10 @@ def test_gradients_are_finite():
     assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
 
 
-def test_same_seed_same_codes_and_round_trip(tmp_path):
-    X, y = blobs()
-    a = build("csq", 16, seed=1, epochs=3, batch_size=16).fit(X, y)
-    b = build("csq", 16, seed=1, epochs=3, batch_size=16).fit(X, y)
-    c = build("csq", 16, seed=2, epochs=3, batch_size=16).fit(X, y)
-    ea = a.encode(X)
-    np.testing.assert_array_equal(ea.bits, b.encode(X).bits)
-    np.testing.assert_array_equal(ea.value, b.encode(X).value)
-    assert not np.array_equal(ea.value, c.encode(X).value)
-    assert np.abs(ea.value).max() < 1  # tanh output
-    a.save(tmp_path / "m.npz")
-    loaded, header = load_model(tmp_path / "m.npz")
-    assert header["method"] == "csq" and header["bits"] == 16
-    np.testing.assert_array_equal(loaded.centers, a.centers)
-    np.testing.assert_array_equal(loaded.encode(X).bits, ea.bits)
-    np.testing.assert_array_equal(loaded.encode(X).value, ea.value)
-
-
-def test_beats_lsh_and_codes_land_on_their_class_centre(demo_features):
+def test_codes_land_on_their_class_centre(demo_features, demo_encoded):
+    """(Its quality floor on demo_features: tests/test_methods.py.)"""
     d = demo_features
-    lsh = build("lsh", 32, seed=0).fit(d["X_train"])
-    csq = build("csq", 32, seed=0).fit(d["X_train"], d["y_train"])
-    m_lsh = map_all(lsh.encode(d["X_query"]), d["y_query"],
-                    lsh.encode(d["X_database"]), d["y_database"])
-    q, db = csq.encode(d["X_query"]), csq.encode(d["X_database"])
-    m_csq = map_all(q, d["y_query"], db, d["y_database"])
-    assert m_csq > m_lsh + 0.2, (m_csq, m_lsh)
+    csq, q, db = demo_encoded("csq")
     # train codes sit on (nearest to) the centre of their own class
     centre_bits = (csq.centers > 0).astype(np.uint8)
     ham = (db.bits[:, None, :] != centre_bits[None, :, :]).sum(2)

@@ -1,15 +1,12 @@
-"""dsh: the pairwise contrastive loss with margin 2K and the |b| - 1 regularizer,
-determinism, persistence and retrieval quality on real features."""
+"""dsh: the pairwise contrastive loss with margin 2K and the |b| - 1 regularizer.
+(Determinism, persistence and the quality floor: the contract in test_methods.py.)"""
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from rshash.methods import build  # noqa: E402
-from rshash.methods.base import load_model  # noqa: E402
 from rshash.methods.dsh import dsh_loss  # noqa: E402
-from method_helpers import blobs, map_all  # noqa: E402
 
 
 def test_loss_hand_computed():
@@ -38,32 +35,10 @@ def test_gradients_are_finite():
     assert torch.isfinite(b.grad).all() and b.grad.abs().sum() > 0
 
 
-def test_same_seed_same_codes_and_round_trip(tmp_path):
-    X, y = blobs()
-    a = build("dsh", 16, seed=1, epochs=5, batch_size=20).fit(X, y)
-    b = build("dsh", 16, seed=1, epochs=5, batch_size=20).fit(X, y)
-    c = build("dsh", 16, seed=2, epochs=5, batch_size=20).fit(X, y)
-    ea = a.encode(X)
-    np.testing.assert_array_equal(ea.bits, b.encode(X).bits)
-    np.testing.assert_array_equal(ea.value, b.encode(X).value)
-    assert not np.array_equal(ea.value, c.encode(X).value)
-    assert ea.class_prob is None and ea.predicted_label is None
-    a.save(tmp_path / "m.npz")
-    loaded, header = load_model(tmp_path / "m.npz")
-    assert header["method"] == "dsh" and header["bits"] == 16
-    np.testing.assert_array_equal(loaded.encode(X).bits, ea.bits)
-    np.testing.assert_array_equal(loaded.encode(X).value, ea.value)
-
-
-def test_beats_lsh_on_real_features(demo_features):
+def test_same_class_codes_are_closer_on_demo_features(demo_features, demo_encoded):
+    """(Its quality floor on demo_features: tests/test_methods.py.)"""
     d = demo_features
-    lsh = build("lsh", 32, seed=0).fit(d["X_train"])
-    dsh = build("dsh", 32, seed=0, epochs=150, batch_size=30).fit(d["X_train"], d["y_train"])
-    m_lsh = map_all(lsh.encode(d["X_query"]), d["y_query"],
-                    lsh.encode(d["X_database"]), d["y_database"])
-    q, db = dsh.encode(d["X_query"]), dsh.encode(d["X_database"])
-    m_dsh = map_all(q, d["y_query"], db, d["y_database"])
-    assert m_dsh > m_lsh + 0.2, (m_dsh, m_lsh)
+    dsh, q, db = demo_encoded("dsh")
     # same-class database codes are closer than other-class ones (in Hamming distance)
     ham = (q.bits[:, None, :] != db.bits[None, :, :]).sum(2)
     same = d["y_query"][:, None] == d["y_database"][None, :]

@@ -1,14 +1,15 @@
-"""lsh, itq and milan: losses on hand-computed cases, determinism, persistence,
-and retrieval quality on data whose answer is known."""
+"""The method contract for every registered method (determinism, save/load round trip,
+the declared class head and parameters), and lsh, itq and milan: losses on
+hand-computed cases and retrieval quality on data whose answer is known."""
 
 import numpy as np
 import pytest
 
 from rshash import RshashError
 from rshash.evaluate import evaluate_arrays
-from rshash.methods import build, get_method
+from rshash.methods import REGISTRY, build, get_method
 from rshash.methods.base import load_model
-from rshash.methods.nets import ClassGroups
+from rshash.methods.nets import ClassGroups, TorchMethod
 
 
 def blobs(n_classes=6, per_class=40, dim=64, spread=1.0, seed=0, nuisance=0.0):
@@ -75,21 +76,6 @@ def test_lsh_is_sign_of_centred_random_projection():
     assert 0.3 < enc.bits.mean() < 0.7
 
 
-@pytest.mark.parametrize("name,params", [("lsh", {}), ("itq", {}),
-                                         ("milan", {"iterations": 200})])
-def test_same_seed_same_codes_and_model_round_trip(tmp_path, name, params):
-    X, y = blobs()
-    a = build(name, 16, seed=1, **params).fit(X, y)
-    b = build(name, 16, seed=1, **params).fit(X, y)
-    c = build(name, 16, seed=2, **params).fit(X, y)
-    np.testing.assert_array_equal(a.encode(X).value, b.encode(X).value)
-    assert not np.array_equal(a.encode(X).value, c.encode(X).value)
-    a.save(tmp_path / "m.npz")
-    loaded, header = load_model(tmp_path / "m.npz")
-    assert header["method"] == name and header["bits"] == 16
-    np.testing.assert_array_equal(loaded.encode(X).bits, a.encode(X).bits)
-
-
 def test_milan_beats_lsh_on_classes_hidden_by_a_nuisance_direction():
     X, y = blobs(n_classes=6, per_class=60, dim=64, spread=1.2, nuisance=6.0, seed=0)
     train = np.arange(len(y)) % 3 != 0
@@ -105,7 +91,7 @@ def test_milan_beats_lsh_on_classes_hidden_by_a_nuisance_direction():
 def test_unknown_method_and_parameter_are_errors():
     with pytest.raises(RshashError, match="unknown hashing method 'nope'"):
         get_method("nope")
-    with pytest.raises(RshashError, match="milan.*unknown parameter.*epochs"):
+    with pytest.raises(RshashError, match=r"^milan\.params\.epochs: unknown parameter \(known: "):
         build("milan", 16, epochs=3)
     with pytest.raises(RshashError, match="multiple of 8"):
         build("lsh", 12)
@@ -127,3 +113,126 @@ def test_milan_triplets_are_valid(sampling):
             assert len(set(y[a])) == 1 and len(set(y[n])) == 1
         seen_neg |= set(n.tolist())
     assert seen_neg == set(range(len(y)))  # every image serves as a negative
+
+
+# -- the method contract, once for every registered method --------------------------------------
+
+# budgets small enough for a test, the same for both fits of a method
+QUICK = {"milan": {"iterations": 30}, "dmch": {"iterations": 20, "images_per_class": 5},
+         "hashnet": {"iterations": 30, "batch_size": 20}, "dhcnn": {"epochs": 3, "batch_size": 20},
+         "dah": {"epochs": 2, "batch_size": 12}, "pbffn": {"epochs": 2, "batch_size": 16},
+         "dpsh": {"epochs": 3, "batch_size": 20}, "greedyhash": {"epochs": 3, "batch_size": 20},
+         "dsh": {"epochs": 3, "batch_size": 20}, "csq": {"epochs": 3, "batch_size": 16},
+         "ksh": {"n_anchors": 40, "n_labeled": 100}}
+
+
+UNSEEDED = {"raw", "pcah", "sh"}
+
+
+def _contract_inputs(method, seed=0):
+    """What ``method`` reads (its declared inputs) for 6 classes x 16 rows: fit input,
+    encode input, labels."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(6), 16)
+    if method.inputs == ("maps",):
+        maps = np.abs(rng.normal(0, 1, (6, 24, 1, 1))[y] + rng.normal(0, 1, (len(y), 24, 4, 4)))
+        return maps.astype(np.float16), maps.astype(np.float16), y
+    if "layers" in method.inputs:
+        layers = {f"layer{i}": (rng.normal(0, 1, (6, w))[y] + rng.normal(0, 1, (len(y), w)))
+                  .astype(np.float32) for i, w in enumerate((16, 24, 32))}
+        rot = {f"rot_{k}": (v[:, None] + 0.3 * rng.normal(0, 1, (len(y), 3, v.shape[1])))
+               .astype(np.float32) for k, v in layers.items()}
+        return {**layers, **rot}, layers, y
+    X, y = blobs(n_classes=6, per_class=16, dim=48, seed=seed)
+    return X, X, y
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_method_contract_same_seed_same_codes_and_round_trip(name, tmp_path):
+    """For every registered method: the same seed gives the same codes, a saved model
+    encodes exactly as the fitted one, and it writes a class head iff it declares one."""
+    method = get_method(name)
+    if issubclass(method, TorchMethod):
+        pytest.importorskip("torch")
+    bits = 0 if method.real_valued else 16
+    fit_X, enc_X, y = _contract_inputs(method)
+    params = QUICK.get(name, {})
+    labels = y if method.supervised else None
+    a = build(name, bits, seed=1, **params).fit(fit_X, labels)
+    b = build(name, bits, seed=1, **params).fit(fit_X, labels)
+    ea, eb = a.encode(enc_X), b.encode(enc_X)
+    for key in ("bits", "value", "class_prob", "predicted_label"):
+        got, want = getattr(eb, key), getattr(ea, key)
+        assert (got is None) == (want is None), key
+        if want is not None:
+            np.testing.assert_array_equal(got, want, err_msg=key)
+    assert ea.bits.shape == (len(y), bits) and ea.value.dtype == np.float32
+    other = build(name, bits, seed=2, **params).fit(fit_X, labels).encode(enc_X)
+    if name in UNSEEDED:  # nothing random: the seed does not matter
+        np.testing.assert_array_equal(other.value, ea.value)
+    else:
+        assert not np.array_equal(other.value, ea.value), "the seed is not used"
+    has_head = method.head(a.p)[0] and not method.real_valued
+    assert (ea.class_prob is not None) == has_head
+    a.save(tmp_path / "m.npz")
+    loaded, header = load_model(tmp_path / "m.npz")
+    assert (header["method"], header["bits"], header["seed"]) == (name, bits, 1)
+    assert header["params"] == params  # the parameters as given
+    el = loaded.encode(enc_X)
+    for key in ("bits", "value", "class_prob", "predicted_label"):
+        want = getattr(ea, key)
+        if want is not None:
+            np.testing.assert_array_equal(getattr(el, key), want, err_msg=key)
+
+
+@pytest.mark.parametrize("name", ["itq", "milan", "dmch", "dhcnn", "dah", "pbffn", "hashnet",
+                                  "dsh"])
+def test_declared_parameters_are_checked_when_built(name):
+    """Every parameter has a type (and a range where one makes sense); what the
+    declaration refuses, building refuses with the key named."""
+    method = get_method(name)
+    key = method.Params.names()[-1]
+    with pytest.raises(RshashError, match=rf"^{name}\.params\.{key}: expected"):
+        build(name, 16, **{key: object()})
+    with pytest.raises(RshashError, match=rf"^{name}\.params\.nope: unknown parameter"):
+        build(name, 16, nope=1)
+
+
+def test_declarations_read_without_torch():
+    """The workflow reads every method's declaration at parse time: no torch import."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from rshash.methods import REGISTRY, get_method\n"
+            "[get_method(n).rankings() for n in REGISTRY]\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_class_head_follows_the_parameters():
+    dmch, dhcnn = get_method("dmch"), get_method("dhcnn")
+    assert "category_weighted" in dmch.rankings(dmch.Params())
+    assert "category_weighted" not in dmch.rankings(dmch.Params(use_cat=False))
+    assert dmch.head(dmch.Params(use_cat=False)) == (False, "use_cat: false")
+    assert "category_weighted" not in dhcnn.rankings(dhcnn.Params(eta=1.0))
+    assert "category_weighted" in dhcnn.rankings(dhcnn.Params(eta=0.0))
+    assert get_method("raw").rankings() == ("euclidean",)
+
+
+# mAP@all above lsh's on demo_features (both at 32 bits, seed 0); measured: dhcnn 0.38
+# (at its defaults, which the 180 train rows leave short) against lsh 0.22
+QUALITY_MARGIN = {"dhcnn": 0.1}
+
+
+@pytest.mark.parametrize("name", ["csq", "dhcnn", "dmch", "dpsh", "dsh", "greedyhash", "hashnet",
+                                  "ksh"])
+def test_quality_floor_on_demo_features(name, demo_features, demo_encoded, map_all):
+    """A supervised method on pooled features clears lsh by a stated margin (0.2 unless
+    QUALITY_MARGIN says otherwise), trained as conftest.DEMO_BUDGETS says."""
+    d = demo_features
+    lsh = build("lsh", 32, seed=0).fit(d["X_train"])
+    m_lsh = map_all(lsh.encode(d["X_query"]), d["y_query"], lsh.encode(d["X_database"]),
+                    d["y_database"])
+    _, q, db = demo_encoded(name)
+    m = map_all(q, d["y_query"], db, d["y_database"])
+    assert m > m_lsh + QUALITY_MARGIN.get(name, 0.2), (m, m_lsh)

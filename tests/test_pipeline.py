@@ -37,7 +37,7 @@ def demo_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("demo")
     cfg = yaml.safe_load((repo / "config.yaml").read_text())
     cfg["datasets"]["demo"]["synthetic"].update(per_class=12, size=64)
-    cfg["variants"]["milan"]["params"]["iterations"] = 300
+    cfg["variants"]["milan"].setdefault("params", {})["iterations"] = 300
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     snakemake(repo, work, "results/tables/demo.csv")
     return repo, work, cfg
@@ -73,7 +73,7 @@ def test_rerun_plans_nothing_and_one_changed_variant_reruns_only_its_cells(demo_
     repo, work, cfg = demo_run
     out = snakemake(repo, work, "-n", "results/tables/demo.csv")
     assert planned(out.stdout + out.stderr) == {}
-    cfg["variants"]["milan"]["params"]["margin"] = 0.3
+    cfg["variants"]["milan"].setdefault("params", {})["margin"] = 0.3
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     out = snakemake(repo, work, "-n", "results/tables/demo.csv")
     jobs = planned(out.stdout + out.stderr)

@@ -44,7 +44,7 @@ def fake_slurm_bin(where: Path) -> Path:
 def tiny_config(repo: Path) -> dict:
     cfg = yaml.safe_load((repo / "config.yaml").read_text())
     cfg["datasets"]["demo"]["synthetic"].update(per_class=12, size=64)
-    cfg["variants"]["milan"]["params"]["iterations"] = 100
+    cfg["variants"]["milan"].setdefault("params", {})["iterations"] = 100
     cfg["experiments"]["tiny"] = {
         "datasets": ["demo"], "backbones": ["efficientnet_lite0"], "protocols": ["dmch_60_40"],
         "seeds": [0], "methods": ["itq", "milan"], "bits": [16]}

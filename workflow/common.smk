@@ -9,7 +9,8 @@ from snakemake.exceptions import WorkflowError
 
 from rshash import RshashError
 from rshash.backbones import BACKBONES
-from rshash.config import experiment_cells, experiment_methods, experiment_rankings, validate
+from rshash.config import (experiment_cells, experiment_methods, experiment_rankings,
+                           extraction_settings, validate)
 from rshash.data.datasets import (data_dir, image_root, is_default_data_dir, missing_message,
                                   spec_from_config)
 from rshash.data.manifest import folder_digest
@@ -34,7 +35,7 @@ shell.prefix("set -euo pipefail; export PATH=\"$PATH\":"
              f"{shlex.quote(os.path.dirname(sys.executable))}; ")
 
 CELL = "{dataset}/{backbone}/{protocol}/{method}/{bits}/split{seed}"
-DEVICE = config.get("device", "auto")
+DEVICE = extraction_settings(config)["device"]
 
 
 wildcard_constraints:

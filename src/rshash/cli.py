@@ -75,8 +75,9 @@ def cmd_split(a):
 def cmd_extract(a):
     from rshash.features import extract
 
-    extract(a.manifest, a.backbone, a.out, threads=a.threads, batch_size=a.batch_size,
-            device=a.device, num_workers=a.num_workers, kind=a.kind)
+    given = {k: getattr(a, k) for k in ("batch_size", "num_workers", "device")
+             if getattr(a, k) is not None}  # else extract's defaults, the one home of each
+    extract(a.manifest, a.backbone, a.out, threads=a.threads, kind=a.kind, **given)
 
 
 def cmd_train(a):
@@ -240,9 +241,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--backbone", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--num-workers", type=int, default=0)
-    s.add_argument("--device", default="auto")
+    s.add_argument("--batch-size", type=int, help="default: rshash.features.extract's")
+    s.add_argument("--num-workers", type=int, help="default: rshash.features.extract's")
+    s.add_argument("--device", help="auto, cpu, cuda or cuda:N; default: rshash.features.extract's")
     s.add_argument("--kind", default="features", choices=["features", "maps", "layers", "rot"])
     s.set_defaults(func=cmd_extract)
 

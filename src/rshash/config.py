@@ -53,6 +53,28 @@ def validate(config: dict, schema_path: str | Path) -> None:
     check_references(config)
 
 
+EXTRACTION_KEYS = ("batch_size", "num_workers", "device")
+
+
+def extraction_settings(config: dict, backbone: str | None = None) -> dict:
+    """``batch_size``, ``num_workers`` and ``device`` for extracting ``backbone``'s
+    features: what the config states (the backbone's entry; the top-level ``device``),
+    else the defaults of :func:`rshash.features.extract`, the one home of each.
+    Without a backbone, the device alone."""
+    import inspect
+
+    from rshash.features import extract
+
+    defaults = {k: p.default for k, p in inspect.signature(extract).parameters.items()
+                if k in EXTRACTION_KEYS}
+    device = {"device": config.get("device", defaults["device"])}
+    if backbone is None:
+        return device
+    entry = config["backbones"][backbone]
+    return {"batch_size": entry.get("batch_size", defaults["batch_size"]),
+            "num_workers": entry.get("num_workers", defaults["num_workers"]), **device}
+
+
 PART_KEYS = ("protocols", "methods", "bits", "method_bits", "seeds", "rankings")
 
 
@@ -82,13 +104,19 @@ def experiment_methods(config: dict, experiment: str) -> list[str]:
 
 def check_references(config: dict) -> None:
     """Every name an experiment uses must be defined in its section, every variant's
-    method registered, and every ranking supported by the methods it is asked of."""
-    from rshash.methods import REGISTRY
+    method registered and its parameters valid for it (names, types, ranges: the
+    method's declared ``Params``), and every ranking supported by the variants it is
+    asked of (a class head for ``category_weighted``, which parameters can remove)."""
+    from rshash.methods import REGISTRY, get_method
 
+    resolved = {}
     for name, variant in config["variants"].items():
         if variant["method"] not in REGISTRY:
             raise RshashError(f"config: variants.{name}.method: '{variant['method']}' is not a "
                               f"hashing method (known: {', '.join(sorted(REGISTRY))})")
+        method = get_method(variant["method"])
+        resolved[name] = (method, method.Params.resolve(variant.get("params"),
+                                                        f"config: variants.{name}.params"))
     sections = {"datasets": "datasets", "backbones": "backbones", "protocols": "protocols",
                 "methods": "variants"}
     for name, exp in config["experiments"].items():
@@ -115,14 +143,19 @@ def check_references(config: dict) -> None:
                             raise RshashError(f"config: {where}.{key}.{method}: '{method}' is "
                                               "not among the experiment's methods")
             for method in part["methods"]:
-                info = REGISTRY[config["variants"][method]["method"]]
+                info, params = resolved[method]
+                supported = info.rankings(params)
                 at = (f"{where}.rankings.{method}" if isinstance(rankings, dict)
                       else f"{where}.rankings")
                 for ranking in _part_rankings(config, part, method):
-                    if ranking not in info.rankings:
+                    has_head, removed_by = info.head(params)
+                    if ranking == "category_weighted" and not has_head and removed_by:
+                        raise RshashError(f"config: {where}: {method} ({removed_by}) has no class "
+                                          f"head; {ranking} needs one")
+                    if ranking not in supported:
                         raise RshashError(
                             f"config: {at}: method '{method}' does not support ranking "
-                            f"'{ranking}' (it supports: {', '.join(info.rankings)})")
+                            f"'{ranking}' (it supports: {', '.join(supported)})")
         methods = experiment_methods(config, name)
         reference = exp.get("reference")
         if reference is not None and reference["method"] not in methods:
@@ -179,16 +212,16 @@ def experiment_cells(config: dict, experiment: str) -> list[Cell]:
 
 
 def _info(config: dict, variant: str):
-    from rshash.methods import method_info
+    from rshash.methods import get_method
 
-    return method_info(config["variants"][variant]["method"])
+    return get_method(config["variants"][variant]["method"])
 
 
 def _part_rankings(config: dict, part: dict, method: str) -> list[str]:
     rankings = part.get("rankings")
     if isinstance(rankings, dict):
         rankings = rankings.get(method)
-    return list(rankings or _info(config, method).default_rankings)
+    return list(rankings or _info(config, method).default_rankings())
 
 
 def experiment_rankings(config: dict, experiment: str, method: str) -> list[str]:
@@ -198,4 +231,4 @@ def experiment_rankings(config: dict, experiment: str, method: str) -> list[str]
     for _, part in experiment_parts(config, experiment):
         if method in part["methods"]:
             return _part_rankings(config, part, method)
-    return list(_info(config, method).default_rankings)
+    return list(_info(config, method).default_rankings())

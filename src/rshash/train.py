@@ -3,7 +3,7 @@
 The model stays in memory between fitting and encoding, so one job writes
 both ``models/{cell}.npz`` and ``codes/{cell}.parquet``.
 
-What a method reads is declared in the registry (``MethodInfo.inputs``):
+What a method reads is declared by its class (``inputs``, rshash.methods.base):
 ``features`` (the pooled vector: fit/encode get an [N, D] array), ``maps``
 (an [N, C, h, w] array) or ``layers`` / ``rot`` (a dict of ``layer0..2``
 and ``rot_layer0..2``). A method that reads ``rot`` also encodes the three

@@ -1,80 +1,39 @@
 """Hashing methods, one file each, registered by name.
 
-A method module defines a class with ``name``, ``fit(X, y)``, ``encode(X)``
-and ``state()`` / ``load_state()`` (see rshash.methods.base). Modules are
-imported lazily so that a job training ``lsh`` never imports torch; what
-the workflow needs to know at parse time (which rankings a method
-supports) is declared here.
+Each method module declares its method once, in the class ``METHOD`` names (see
+rshash.methods.base.HashMethod): its parameters with defaults (``Params``), what it
+reads (``inputs``), whether it has a class head and so which rankings it supports,
+and its fit/encode. The registry maps names to modules, imported on first use; a
+method module imports torch inside functions only, so reading declarations (the
+workflow does at parse time) and training ``lsh`` never import torch.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+import pkgutil
 
 from rshash import RshashError
 
-
-@dataclass(frozen=True)
-class MethodInfo:
-    target: str  # "module:Class"
-    real_valued: bool = False  # bits = 0: no binary codes (the `raw` reference)
-    class_head: bool = False  # writes class_prob and predicted_label
-    # what fit/encode read: "features" (pooled, [N, D]); "maps" (last conv maps);
-    # "layers" (pooled features of three stages); "rot" (the rotated copies)
-    inputs: tuple[str, ...] = ("features",)
-
-    @property
-    def rankings(self) -> tuple[str, ...]:
-        """The rankings its codes support (rshash.search)."""
-        if self.real_valued:
-            return ("euclidean",)
-        return ("hamming", "coarse_to_fine", "euclidean",
-                *(("category_weighted",) if self.class_head else ()))
-
-    @property
-    def default_rankings(self) -> tuple[str, ...]:
-        return ("euclidean",) if self.real_valued else ("hamming",)
-
-
-REGISTRY = {
-    "raw": MethodInfo("rshash.methods.raw:Raw", real_valued=True),
-    # unsupervised and kernel-supervised baselines
-    "lsh": MethodInfo("rshash.methods.lsh:LSH"),
-    "itq": MethodInfo("rshash.methods.itq:ITQ"),
-    "sh": MethodInfo("rshash.methods.sh:SH"),
-    "pcah": MethodInfo("rshash.methods.pcah:PCAH"),
-    "ksh": MethodInfo("rshash.methods.ksh:KSH"),
-    # the five source papers
-    "milan": MethodInfo("rshash.methods.milan:MiLaN"),
-    "dmch": MethodInfo("rshash.methods.dmch:DMCH", class_head=True),
-    "dhcnn": MethodInfo("rshash.methods.dhcnn:DHCNN", class_head=True),
-    "dah": MethodInfo("rshash.methods.dah:DAH", class_head=True, inputs=("maps",)),
-    "pbffn": MethodInfo("rshash.methods.pbffn:PBFFN", class_head=True,
-                        inputs=("layers", "rot")),
-    # deep hashing losses on the same MLP
-    "dpsh": MethodInfo("rshash.methods.dpsh:DPSH"),
-    "hashnet": MethodInfo("rshash.methods.hashnet:HashNet"),
-    "greedyhash": MethodInfo("rshash.methods.greedyhash:GreedyHash", class_head=True),
-    "dsh": MethodInfo("rshash.methods.dsh:DSH"),
-    "csq": MethodInfo("rshash.methods.csq:CSQ"),
-}
+# Not methods: the base class, the shared torch helpers and the parameter machinery.
+_SUPPORT = {"base", "nets", "params"}
+# name -> module: every module of this package is one method, named by its file
+REGISTRY = {m.name: f"{__name__}.{m.name}" for m in sorted(
+    pkgutil.iter_modules(__path__), key=lambda m: m.name) if m.name not in _SUPPORT}
 
 
 def method_names() -> list[str]:
     return sorted(REGISTRY)
 
 
-def method_info(name: str) -> MethodInfo:
+def get_method(name: str):
+    """The method class registered under ``name``: its declaration and implementation."""
     if name not in REGISTRY:
         raise RshashError(f"unknown hashing method '{name}'; known: {', '.join(method_names())}")
-    return REGISTRY[name]
+    return importlib.import_module(REGISTRY[name]).METHOD
 
 
-def get_method(name: str):
-    """The method class registered under ``name``."""
-    module, cls = method_info(name).target.split(":")
-    return getattr(importlib.import_module(module), cls)
+method_info = get_method  # what a method declares (inputs, Params, rankings) is its class
 
 
 def build(name: str, bits: int, seed: int = 0, threads: int = 1, **params):

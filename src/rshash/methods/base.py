@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 from rshash import RshashError
 from rshash.codes import check_bits
 from rshash.digest import read_npz, write_npz
+from rshash.methods.params import Params
 
 
 @dataclass
@@ -24,12 +24,47 @@ class Encoded:
 
 
 class HashMethod:
-    """Base class. Subclasses set ``name`` and ``supervised`` and implement
-    ``_fit``, ``encode`` and the ``state``/``load_state`` pair (numpy arrays)."""
+    """Base class, and the method's declaration: a subclass sets ``name``, ``supervised``,
+    ``Params`` (its parameters with defaults), ``inputs`` (what fit/encode read:
+    "features", pooled [N, D]; "maps", the last conv maps; "layers", pooled features of
+    three stages; "rot", the rotated copies) and whether it has a class head
+    (``class_head``, or :meth:`head` when that depends on the parameters), and implements
+    ``_fit``, ``encode`` and the ``state``/``load_state`` pair (numpy arrays).
+    The declaration is read at parse time: a method module imports torch inside functions."""
 
     name = "base"
     supervised = False
-    real_valued = False  # True: no binary codes, bits must be 0
+    real_valued = False  # True: no binary codes, bits must be 0 (the `raw` reference)
+    Params = Params
+    inputs: tuple[str, ...] = ("features",)
+    class_head = False  # writes class_prob and predicted_label
+
+    @classmethod
+    def head(cls, p: Params) -> tuple[bool, str]:
+        """(whether a model with parameters ``p`` has a trained class head, and the
+        parameter setting that removes it, for messages)."""
+        return cls.class_head, ""
+
+    @classmethod
+    def outputs(cls, p: Params | None = None) -> tuple[str, ...]:
+        """The codes columns its models write with parameters ``p`` (rshash.codes):
+        ``packed`` codes unless real-valued, ``value``, and with a trained class head
+        ``class_prob`` and ``predicted_label``."""
+        head = cls.head(p if p is not None else cls.Params())[0]
+        return (*(() if cls.real_valued else ("packed",)), "value",
+                *(("class_prob", "predicted_label") if head else ()))
+
+    @classmethod
+    def rankings(cls, p: Params | None = None) -> tuple[str, ...]:
+        """The rankings its codes support with parameters ``p``: those whose needs its
+        outputs meet (rshash.rankings)."""
+        from rshash.rankings import supported
+
+        return supported(cls.outputs(p))
+
+    @classmethod
+    def default_rankings(cls) -> tuple[str, ...]:
+        return ("euclidean",) if cls.real_valued else ("hamming",)
 
     def __init__(self, bits: int, seed: int = 0, threads: int = 1, **params):
         if self.real_valued and bits != 0:
@@ -37,16 +72,18 @@ class HashMethod:
         self.bits = check_bits(bits, allow_zero=self.real_valued)
         self.seed = int(seed)
         self.threads = int(threads)
-        known = {k for k in inspect.signature(self.configure).parameters}
-        unknown = set(params) - known
-        if unknown:
-            raise RshashError(f"method '{self.name}': unknown parameter(s) "
-                              f"{', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-        self.params = params
-        self.configure(**params)
+        self.p = self.Params.resolve(params, f"{self.name}.params")
+        self.params = params  # as given: the model file's header records these
+        self.configure()
 
-    def configure(self, **params) -> None:
-        """Take the method's own parameters (keyword arguments with defaults)."""
+    def __getattr__(self, name):
+        # the parameters read as attributes (self.lr is self.p.lr) unless set on the instance
+        if name != "p" and "p" in self.__dict__ and hasattr(self.p, name):
+            return getattr(self.p, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def configure(self) -> None:
+        """Set what follows from the parameters ``self.p`` (derived values, normalisers)."""
 
     def fit(self, X, y: np.ndarray | None = None) -> "HashMethod":
         """Fit on X: an [N, D] array, or what the method's registry ``inputs`` say

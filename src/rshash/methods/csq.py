@@ -30,11 +30,15 @@ paper's. Codes are ``u > 0``; ``value`` is u.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.linalg import hadamard
 
 from rshash import RshashError
-from rshash.methods.nets import Normalizer, TorchMethod, mlp, run_epochs, seed_torch, step_decay
+from rshash.methods.nets import (AdamParams, EpochParams, MLPParams, Normalizer, TorchMethod, mlp,
+                                 run_epochs, seed_torch, step_decay)
+from rshash.methods.params import param
 
 
 def hash_centers(n_classes: int, bits: int, rng: np.random.Generator) -> np.ndarray:
@@ -62,21 +66,26 @@ def csq_loss(u, centers, lam: float):
     return central + lam * (u.abs() - 1).pow(2).mean()
 
 
+@dataclass(frozen=True, kw_only=True)
+class CSQParams(MLPParams, EpochParams, AdamParams):
+    """The released code's settings, lam from DeepHash-pytorch (module docstring)."""
+
+    epochs: int = 90
+    batch_size: int = 64
+    lr: float = 1e-3
+    lr_decay: float = param(0.7, min=0)
+    lr_step_epoch: int = param(10, min=0)
+    lam: float = param(1e-4, min=0)
+
+
 class CSQ(TorchMethod):
     name = "csq"
     supervised = True
 
-    def configure(self, epochs: int = 90, batch_size: int = 64, lr: float = 1e-3,
-                  betas: tuple = (0.9, 0.999), lr_decay: float = 0.7, lr_step_epoch: int = 10,
-                  lam: float = 1e-4, leaky_slope: float = 0.2, hidden: tuple = (1024, 512),
-                  input_norm: str = "standardize"):
-        self.norm = Normalizer(input_norm)
-        self.epochs, self.batch_size = int(epochs), int(batch_size)
-        self.lr, self.betas = float(lr), tuple(float(b) for b in betas)
-        self.lr_decay, self.lr_step_epoch = float(lr_decay), int(lr_step_epoch)
-        self.lam = float(lam)
-        self.leaky_slope, self.hidden = float(leaky_slope), tuple(int(h) for h in hidden)
-        self.input_norm = input_norm
+    Params = CSQParams
+
+    def configure(self):
+        self.norm = Normalizer(self.input_norm)
 
     def _network(self, d_in: int):
         import torch.nn as nn
@@ -100,3 +109,6 @@ class CSQ(TorchMethod):
         run_epochs(self.net, opt, rng, len(X), self.batch_size, self.epochs,
                    lambda rows: csq_loss(self.net(Xt[rows]), Ct[rows], self.lam),
                    step_decay(opt, self.lr_step_epoch, self.lr_decay))
+
+
+METHOD = CSQ

@@ -92,13 +92,18 @@ evaluation time by ``rshash.search`` from these codes and class_prob.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 from scipy.special import softmax
 
 from rshash import RshashError
 from rshash.methods.base import Encoded, sign_bits
 from rshash.methods.dpsh import check_finite
-from rshash.methods.nets import Normalizer, TorchMethod, run_epochs, seed_torch, sgd
+from rshash.methods.nets import (EpochParams, Normalizer, SGDParams, TorchMethod, run_epochs,
+                                 seed_torch, sgd)
+from rshash.methods.params import param
 
 MAP_NORMS = ("none", "standardize")
 PAIR_REDUCTIONS = ("mean", "sum")
@@ -260,35 +265,48 @@ def _check_maps(X: np.ndarray, shape=None) -> None:
                           f"([C, h, w]); got {tuple(X.shape[1:])}")
 
 
+@dataclass(frozen=True, kw_only=True)
+class DAHParams(EpochParams, SGDParams):
+    """Defaults: alpha, beta (sec. IV-G, Fig. 8); epochs, batch_size, momentum,
+    weight_decay (sec. IV-A); spatial_kernel (sec. III-A: 1 x 1 convolution);
+    pair_reduction "sum" (eq. 9); reduction (CBAM [41], the paper gives none);
+    lr, gate_bias and input_norm chosen on a validation part of the train rows
+    (module docstring)."""
+
+    alpha: float = param(1.0, min=0)
+    beta: float = param(1.0, min=0)
+    attention: bool = True
+    epochs: int = 30
+    batch_size: int = 36
+    lr: float = 1e-4
+    weight_decay: float = 5e-4
+    reduction: int = param(16, min=1)
+    spatial_kernel: int = param(1, min=1)
+    gate_bias: float = 0.0
+    pair_reduction: Literal["mean", "sum"] = "sum"
+    input_norm: Literal["none", "standardize"] = "standardize"
+
+    def check(self):
+        if self.spatial_kernel % 2 == 0:
+            return "spatial_kernel", f"must be odd, got {self.spatial_kernel}"
+        return None
+
+
 class DAH(TorchMethod):
     name = "dah"
     supervised = True
 
-    def configure(self, alpha: float = 1.0, beta: float = 1.0, attention: bool = True,
-                  epochs: int = 30, batch_size: int = 36, lr: float = 1e-4,
-                  momentum: float = 0.9, weight_decay: float = 5e-4, reduction: int = 16,
-                  spatial_kernel: int = 1, gate_bias: float = 0.0,
-                  pair_reduction: str = "sum", input_norm: str = "standardize"):
-        """Defaults: alpha, beta (sec. IV-G, Fig. 8); epochs, batch_size, momentum,
-        weight_decay (sec. IV-A); spatial_kernel (sec. III-A: 1 x 1 convolution);
-        pair_reduction "sum" (eq. 9); reduction (CBAM [41], the paper gives none);
-        lr, gate_bias and input_norm chosen on a validation part of the train rows
-        (module docstring)."""
-        if int(spatial_kernel) < 1 or int(spatial_kernel) % 2 == 0:
-            raise RshashError(f"dah: spatial_kernel must be odd and positive, got {spatial_kernel}")
-        if int(batch_size) < 2:
-            raise RshashError(f"dah: batch_size must be at least 2, got {batch_size}")
-        self.norm = MapNormalizer(input_norm)
-        self.alpha, self.beta, self.attention = float(alpha), float(beta), bool(attention)
-        self.epochs, self.batch_size = int(epochs), int(batch_size)
-        self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
-        self.reduction, self.spatial_kernel = int(reduction), int(spatial_kernel)
-        self.gate_bias = float(gate_bias)
-        if pair_reduction not in PAIR_REDUCTIONS:
-            raise RshashError(f"dah: pair_reduction must be one of {', '.join(PAIR_REDUCTIONS)}, "
-                              f"got {pair_reduction!r}")
-        self.pair_reduction = pair_reduction
-        self.input_norm = input_norm
+    Params = DAHParams
+    inputs = ("maps",)
+    class_head = True
+
+    @classmethod
+    def head(cls, p):
+        # beta = 0: the classifier on the codes gets no gradient
+        return p.beta > 0, "beta: 0"
+
+    def configure(self):
+        self.norm = MapNormalizer(self.input_norm)
 
     def _network(self, d_in: int):
         _, height, width = self.map_shape
@@ -351,3 +369,6 @@ class DAH(TorchMethod):
         return Encoded(bits=sign_bits(h, 0.0), value=h.astype(np.float32),
                        class_prob=prob.astype(np.float32),
                        predicted_label=prob.argmax(1).astype(np.int64))
+
+
+METHOD = DAH

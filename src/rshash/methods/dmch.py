@@ -76,14 +76,39 @@ each).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 from scipy.special import softmax
 
-from rshash import RshashError
 from rshash.methods.base import Encoded, sign_bits
-from rshash.methods.nets import ClassGroups, Normalizer, TorchMethod, mlp, seed_torch
+from rshash.methods.nets import (AdamParams, ClassGroups, MLPParams, Normalizer, TorchMethod,
+                                 mlp, seed_torch)
+from rshash.methods.params import param
 
 MININGS = ("batch_all", "random")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DMCHParams(MLPParams, AdamParams):
+    """The paper's settings (module docstring): P x K = 3 x 30, Adam 1e-4 betas (0.5, 0.9),
+    margin 0.2, gamma (push) 0.001; lambda (cat_weight) and alpha (balance) 1; the
+    budget of 1500 steps chosen on a validation part of the train split."""
+
+    iterations: int = param(1500, min=0)
+    classes_per_batch: int = param(3, min=2)
+    images_per_class: int = param(30, min=2)
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    margin: float = param(0.2, min=0)
+    cat_weight: float = param(1.0, min=0)
+    push: float = param(0.001, min=0)
+    balance: float = param(1.0, min=0)
+    use_triplet: bool = True
+    mining: Literal["batch_all", "random"] = "batch_all"
+    use_cat: bool = True
+    normalize: bool = True
 
 
 # -- miners: labels in, index triplets out ---------------------------------------------------
@@ -218,26 +243,17 @@ class DMCH(TorchMethod):
     name = "dmch"
     supervised = True
 
-    def configure(self, iterations: int = 1500, classes_per_batch: int = 3,
-                  images_per_class: int = 30, lr: float = 1e-4, betas: tuple = (0.5, 0.9),
-                  margin: float = 0.2, cat_weight: float = 1.0, push: float = 0.001,
-                  balance: float = 1.0, use_triplet: bool = True, mining: str = "batch_all",
-                  use_cat: bool = True, normalize: bool = True, leaky_slope: float = 0.2,
-                  hidden: tuple = (1024, 512), input_norm: str = "standardize"):
-        if mining not in MININGS:
-            raise RshashError(f"dmch.mining must be one of {', '.join(MININGS)}, got {mining!r}")
-        if int(classes_per_batch) < 2 or int(images_per_class) < 2:
-            raise RshashError("dmch: classes_per_batch and images_per_class must be at least 2")
-        self.norm = Normalizer(input_norm)
-        self.iterations = int(iterations)
-        self.P, self.K = int(classes_per_batch), int(images_per_class)
-        self.lr, self.betas = float(lr), tuple(float(b) for b in betas)
-        self.margin, self.cat_weight = float(margin), float(cat_weight)
-        self.push, self.balance = float(push), float(balance)
-        self.use_triplet, self.mining = bool(use_triplet), mining
-        self.use_cat, self.normalize = bool(use_cat), bool(normalize)
-        self.leaky_slope, self.hidden = float(leaky_slope), tuple(int(h) for h in hidden)
-        self.input_norm = input_norm
+    Params = DMCHParams
+    class_head = True
+
+    @classmethod
+    def head(cls, p):
+        # nCat: the output layer is never trained, so encode writes no class_prob
+        return p.use_cat, "use_cat: false"
+
+    def configure(self):
+        self.norm = Normalizer(self.input_norm)
+        self.P, self.K = self.classes_per_batch, self.images_per_class
 
     def _network(self, d_in: int):
         return _network(d_in, self.hidden, self.bits, self.n_classes, self.leaky_slope)
@@ -290,3 +306,6 @@ class DMCH(TorchMethod):
         return Encoded(bits=sign_bits(value, 0.5), value=value,
                        class_prob=prob.astype(np.float32),
                        predicted_label=prob.argmax(1).astype(np.int64))
+
+
+METHOD = DMCH

@@ -43,9 +43,25 @@ Codes are ``u > 0`` (the paper's sgn(u)); ``value`` is u.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rshash import RshashError
-from rshash.methods.nets import (Normalizer, TorchMethod, mlp, run_epochs, seed_torch, sgd,
-                                 step_decay)
+from rshash.methods.nets import (EpochParams, MLPParams, Normalizer, SGDParams, TorchMethod, mlp,
+                                 run_epochs, seed_torch, sgd, step_decay)
+from rshash.methods.params import param
+
+
+@dataclass(frozen=True, kw_only=True)
+class DPSHParams(MLPParams, EpochParams, SGDParams):
+    """The released code's settings with momentum 0.9 and the step at epoch 100
+    (module docstring)."""
+
+    epochs: int = 150
+    batch_size: int = 128
+    lr: float = 0.05
+    weight_decay: float = 1e-5
+    lr_step_epoch: int = param(100, min=0)
+    eta: float = param(10.0, min=0)
 
 
 def pair_similarity(labels_or_S, n: int):
@@ -111,16 +127,10 @@ class DPSH(TorchMethod):
     name = "dpsh"
     supervised = True
 
-    def configure(self, epochs: int = 150, batch_size: int = 128, lr: float = 0.05,
-                  momentum: float = 0.9, weight_decay: float = 1e-5, lr_step_epoch: int = 100,
-                  eta: float = 10.0, leaky_slope: float = 0.2, hidden: tuple = (1024, 512),
-                  input_norm: str = "standardize"):
-        self.norm = Normalizer(input_norm)
-        self.epochs, self.batch_size = int(epochs), int(batch_size)
-        self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
-        self.lr_step_epoch, self.eta = int(lr_step_epoch), float(eta)
-        self.leaky_slope, self.hidden = float(leaky_slope), tuple(int(h) for h in hidden)
-        self.input_norm = input_norm
+    Params = DPSHParams
+
+    def configure(self):
+        self.norm = Normalizer(self.input_norm)
 
     def _network(self, d_in: int):
         return mlp(d_in, self.hidden, self.bits, self.leaky_slope)
@@ -140,3 +150,6 @@ class DPSH(TorchMethod):
 
         run_epochs(self.net, opt, rng, len(X), self.batch_size, self.epochs, batch_loss,
                    step_decay(opt, self.lr_step_epoch))
+
+
+METHOD = DPSH

@@ -33,7 +33,24 @@ Codes are ``b > 0`` (the paper's sign(b)); ``value`` is b.
 
 from __future__ import annotations
 
-from rshash.methods.nets import Normalizer, TorchMethod, mlp, run_epochs, seed_torch, sgd
+from dataclasses import dataclass
+
+from rshash.methods.nets import (EpochParams, MLPParams, Normalizer, SGDParams, TorchMethod, mlp,
+                                 run_epochs, seed_torch, sgd)
+from rshash.methods.params import param
+
+
+@dataclass(frozen=True, kw_only=True)
+class DSHParams(MLPParams, EpochParams, SGDParams):
+    """The paper's and its released solver's settings; 200 epochs chosen on a validation
+    part (module docstring). ``margin`` null: 2K."""
+
+    epochs: int = 200
+    batch_size: int = 200
+    lr: float = 1e-3
+    weight_decay: float = 0.004
+    margin: float | None = param(None, min=0)
+    alpha: float = param(0.01, min=0)
 
 
 def dsh_loss(b, y, margin: float, alpha: float):
@@ -53,17 +70,11 @@ class DSH(TorchMethod):
     name = "dsh"
     supervised = True
 
-    def configure(self, epochs: int = 200, batch_size: int = 200, lr: float = 1e-3,
-                  momentum: float = 0.9, weight_decay: float = 0.004,
-                  margin: float | None = None, alpha: float = 0.01, leaky_slope: float = 0.2,
-                  hidden: tuple = (1024, 512), input_norm: str = "standardize"):
-        self.norm = Normalizer(input_norm)
-        self.epochs, self.batch_size = int(epochs), int(batch_size)
-        self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
-        self.margin = 2.0 * self.bits if margin is None else float(margin)
-        self.alpha = float(alpha)
-        self.leaky_slope, self.hidden = float(leaky_slope), tuple(int(h) for h in hidden)
-        self.input_norm = input_norm
+    Params = DSHParams
+
+    def configure(self):
+        self.norm = Normalizer(self.input_norm)
+        self.margin = 2.0 * self.bits if self.p.margin is None else self.p.margin
 
     def _network(self, d_in: int):
         return mlp(d_in, self.hidden, self.bits, self.leaky_slope)
@@ -77,3 +88,6 @@ class DSH(TorchMethod):
         run_epochs(self.net, sgd(self.net, self.lr, self.momentum, self.weight_decay), rng,
                    len(X), self.batch_size, self.epochs,
                    lambda rows: dsh_loss(self.net(Xt[rows]), yt[rows], self.margin, self.alpha))
+
+
+METHOD = DSH

@@ -23,12 +23,27 @@ gives ``class_prob`` (softmax) and ``predicted_label``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.special import softmax
 
 from rshash.methods.base import Encoded, sign_bits
-from rshash.methods.nets import (Normalizer, TorchMethod, mlp, run_epochs, seed_torch, sgd,
-                                 step_decay)
+from rshash.methods.nets import (EpochParams, MLPParams, Normalizer, SGDParams, TorchMethod, mlp,
+                                 run_epochs, seed_torch, sgd, step_decay)
+from rshash.methods.params import param
+
+
+@dataclass(frozen=True, kw_only=True)
+class GreedyHashParams(MLPParams, EpochParams, SGDParams):
+    """The released supervised code's settings (module docstring)."""
+
+    epochs: int = 50
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    lr_step_epoch: int = param(30, min=0)
+    alpha: float = param(0.1, min=0)
 
 
 def greedy_sign(h):
@@ -76,16 +91,11 @@ class GreedyHash(TorchMethod):
     name = "greedyhash"
     supervised = True
 
-    def configure(self, epochs: int = 50, batch_size: int = 32, lr: float = 1e-3,
-                  momentum: float = 0.9, weight_decay: float = 5e-4, lr_step_epoch: int = 30,
-                  alpha: float = 0.1, leaky_slope: float = 0.2, hidden: tuple = (1024, 512),
-                  input_norm: str = "standardize"):
-        self.norm = Normalizer(input_norm)
-        self.epochs, self.batch_size = int(epochs), int(batch_size)
-        self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
-        self.lr_step_epoch, self.alpha = int(lr_step_epoch), float(alpha)
-        self.leaky_slope, self.hidden = float(leaky_slope), tuple(int(h) for h in hidden)
-        self.input_norm = input_norm
+    Params = GreedyHashParams
+    class_head = True
+
+    def configure(self):
+        self.norm = Normalizer(self.input_norm)
 
     def _network(self, d_in: int):
         return _network(d_in, self.hidden, self.bits, self.n_classes, self.leaky_slope)
@@ -108,3 +118,6 @@ class GreedyHash(TorchMethod):
         return Encoded(bits=sign_bits(h, 0.0), value=h.astype(np.float32),
                        class_prob=prob.astype(np.float32),
                        predicted_label=prob.argmax(1).astype(np.int64))
+
+
+METHOD = GreedyHash

@@ -46,13 +46,34 @@ Codes are ``z > 0`` (sgn(h)); ``value`` is h = tanh(beta z) at the final beta.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import math
 
 import numpy as np
 
 from rshash.methods.base import Encoded, sign_bits
 from rshash.methods.dpsh import pair_similarity
-from rshash.methods.nets import Normalizer, TorchMethod, mlp, seed_torch, sgd
+from rshash.methods.nets import MLPParams, Normalizer, SGDParams, TorchMethod, mlp, seed_torch, sgd
+from rshash.methods.params import param
+
+
+@dataclass(frozen=True, kw_only=True)
+class HashNetParams(MLPParams, SGDParams):
+    """The released code's settings; 2000 iterations and lr 0.01 chosen on a validation
+    part (module docstring). ``alpha`` null: 10 / K."""
+
+    iterations: int = param(2000, min=0)
+    batch_size: int = param(72, min=2)
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    lr_gamma: float = param(0.5, min=0)
+    lr_step: int = param(2000, min=0)
+    alpha: float | None = param(None, min=0)
+    step_size: int = param(200, min=1)
+    gamma: float = param(0.005, min=0)
+    power: float = param(0.5, min=0)
+    init_scale: float = param(1.0, min=0)
 
 
 def continuation_scale(iteration: int, step_size: int = 200, gamma: float = 0.005,
@@ -87,21 +108,11 @@ class HashNet(TorchMethod):
     name = "hashnet"
     supervised = True
 
-    def configure(self, iterations: int = 2000, batch_size: int = 72, lr: float = 0.01,
-                  momentum: float = 0.9, weight_decay: float = 5e-4, lr_gamma: float = 0.5,
-                  lr_step: int = 2000, alpha: float | None = None, step_size: int = 200,
-                  gamma: float = 0.005, power: float = 0.5, init_scale: float = 1.0,
-                  leaky_slope: float = 0.2, hidden: tuple = (1024, 512),
-                  input_norm: str = "standardize"):
-        self.norm = Normalizer(input_norm)
-        self.iterations, self.batch_size = int(iterations), int(batch_size)
-        self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
-        self.lr_gamma, self.lr_step = float(lr_gamma), int(lr_step)
-        self.alpha = 10.0 / self.bits if alpha is None else float(alpha)
-        self.step_size, self.gamma, self.power = int(step_size), float(gamma), float(power)
-        self.init_scale = float(init_scale)
-        self.leaky_slope, self.hidden = float(leaky_slope), tuple(int(h) for h in hidden)
-        self.input_norm = input_norm
+    Params = HashNetParams
+
+    def configure(self):
+        self.norm = Normalizer(self.input_norm)
+        self.alpha = 10.0 / self.bits if self.p.alpha is None else self.p.alpha
         self.scale = self.init_scale
 
     def _network(self, d_in: int):
@@ -148,3 +159,6 @@ class HashNet(TorchMethod):
         z = self._forward(X)
         value = np.tanh(self.scale * z.astype(np.float64)).astype(np.float32)
         return Encoded(bits=sign_bits(z, 0.0), value=value)
+
+
+METHOD = HashNet

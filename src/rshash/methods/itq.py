@@ -8,20 +8,27 @@ itself is a few lines of numpy; no maintained library ships it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-from sklearn.decomposition import PCA
 
 from rshash import RshashError
 from rshash.methods.base import Encoded, HashMethod, sign_bits
+from rshash.methods.params import Params, param
+
+
+@dataclass(frozen=True, kw_only=True)
+class ITQParams(Params):
+    n_iter: int = param(50, min=0)  # the paper's 50 iterations (Gong and Lazebnik, sec. 3.2)
 
 
 class ITQ(HashMethod):
     name = "itq"
-
-    def configure(self, n_iter: int = 50):
-        self.n_iter = int(n_iter)
+    Params = ITQParams
 
     def _fit(self, X, y):
+        from sklearn.decomposition import PCA  # here: the declaration is read at parse time
+
         if self.bits > min(X.shape):
             raise RshashError(f"itq: {self.bits} bits exceed the PCA rank "
                               f"min(n, d) = {min(X.shape)}")
@@ -46,3 +53,6 @@ class ITQ(HashMethod):
 
     def load_state(self, state):
         self.mean, self.P, self.R = state["mean"], state["P"], state["R"]
+
+
+METHOD = ITQ

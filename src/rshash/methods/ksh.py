@@ -22,12 +22,27 @@ Supervised. The greedy loop is a few lines of numpy: no maintained library ships
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.linalg
 import scipy.optimize
 from threadpoolctl import threadpool_limits
 
 from rshash.methods.base import Encoded, HashMethod, sign_bits
+from rshash.methods.params import Params, param
+
+
+@dataclass(frozen=True, kw_only=True)
+class KSHParams(Params):
+    """n_anchors m = 300 and n_labeled l = 1000: the authors' ksh.m defaults (the
+    paper's experiments use m = 300 anchors and l = 1,000 / 2,000 labelled samples);
+    max_iter = 500: the iteration budget ksh.m gives OptProjectionFast. m and l
+    are capped by the number of train rows (all rows then serve)."""
+
+    n_anchors: int = param(300, min=1)
+    n_labeled: int = param(1000, min=2)
+    max_iter: int = param(500, min=0)
 
 
 def smoothed_cost(a: np.ndarray, K: np.ndarray, R: np.ndarray) -> tuple[float, np.ndarray]:
@@ -52,14 +67,7 @@ class KSH(HashMethod):
     name = "ksh"
     supervised = True
 
-    def configure(self, n_anchors: int = 300, n_labeled: int = 1000, max_iter: int = 500):
-        """n_anchors m = 300 and n_labeled l = 1000: the authors' ksh.m defaults (the
-        paper's experiments use m = 300 anchors and l = 1,000 / 2,000 labelled samples);
-        max_iter = 500: the iteration budget ksh.m gives OptProjectionFast. m and l
-        are capped by the number of train rows (all rows then serve)."""
-        self.n_anchors = int(n_anchors)
-        self.n_labeled = int(n_labeled)
-        self.max_iter = int(max_iter)
+    Params = KSHParams
 
     def _sqdist(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
@@ -125,3 +133,6 @@ class KSH(HashMethod):
     def load_state(self, state):
         self.anchors, self.kmean, self.A = state["anchors"], state["kmean"], state["A"]
         self.sigma = np.float64(state["sigma"])
+
+
+METHOD = KSH

@@ -28,3 +28,6 @@ class LSH(HashMethod):
 
     def load_state(self, state):
         self.mean, self.W = state["mean"], state["W"]
+
+
+METHOD = LSH

@@ -89,11 +89,16 @@ on the retrieval metric space), ``predicted_label`` its argmax.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 
 from rshash import RshashError
 from rshash.methods.base import Encoded, sign_bits
-from rshash.methods.nets import Normalizer, TorchMethod, epoch_batches, seed_torch
+from rshash.methods.nets import (AdamParams, EpochParams, Normalizer, TorchMethod, epoch_batches,
+                                 seed_torch)
+from rshash.methods.params import param
 
 N_LAYERS = 3
 THRESHOLDS = ("median", "zero")
@@ -199,29 +204,38 @@ def _network(widths, width: int, bits: int, n_classes: int, se_reduction: int):
     return PBFFNNet()
 
 
+@dataclass(frozen=True, kw_only=True)
+class PBFFNParams(EpochParams, AdamParams):
+    """The paper's settings (sec. IV-A) and those chosen on a validation part of the
+    train rows (alpha, tau, width, epochs; module docstring)."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 5e-4
+    lr_step_epochs: int = param(30, min=1)
+    lr_gamma: float = param(0.5, min=0)
+    ped_weight: float = param(0.5, min=0)
+    ce_weight: float = param(1.0, min=0)
+    rotation_weight: float = param(1.0, min=0)
+    alpha: float = param(10.0, min=0)
+    tau: float = param(0.7, min=0)
+    width: int = param(128, min=1)
+    se_reduction: int = param(4, min=1)
+    threshold: Literal["median", "zero"] = "zero"
+
+
 class PBFFN(TorchMethod):
     name = "pbffn"
     supervised = True
 
-    def configure(self, epochs: int = 30, batch_size: int = 32, lr: float = 5e-4,
-                  betas: tuple = (0.9, 0.999), lr_step_epochs: int = 30, lr_gamma: float = 0.5,
-                  ped_weight: float = 0.5, ce_weight: float = 1.0, rotation_weight: float = 1.0,
-                  alpha: float = 10.0, tau: float = 0.7, width: int = 128, se_reduction: int = 4,
-                  threshold: str = "zero", input_norm: str = "standardize"):
-        if threshold not in THRESHOLDS:
-            raise RshashError(f"pbffn.threshold must be one of {', '.join(THRESHOLDS)}, "
-                              f"got {threshold!r}")
-        if int(batch_size) < 2:
-            raise RshashError("pbffn.batch_size must be at least 2")
-        Normalizer(input_norm)  # validates the mode
-        self.epochs, self.batch_size = int(epochs), int(batch_size)
-        self.lr, self.betas = float(lr), tuple(float(b) for b in betas)
-        self.lr_step_epochs, self.lr_gamma = int(lr_step_epochs), float(lr_gamma)
-        self.ped_weight, self.ce_weight = float(ped_weight), float(ce_weight)
-        self.rotation_weight = float(rotation_weight)
-        self.alpha, self.tau = float(alpha), float(tau)
-        self.width, self.se_reduction = int(width), int(se_reduction)
-        self.threshold, self.input_norm = threshold, input_norm
+    Params = PBFFNParams
+    inputs = ("layers", "rot")
+    class_head = True
+
+    @classmethod
+    def head(cls, p):
+        # class_prob is the proxy softmax: without L_PED the proxies are not trained
+        return p.ped_weight > 0, "ped_weight: 0"
 
     # -- inputs and state ----------------------------------------------------------------------
 
@@ -348,3 +362,6 @@ class PBFFN(TorchMethod):
         prob = softmax(logits, axis=1)
         return Encoded(bits=sign_bits(value), value=value, class_prob=prob.astype(np.float32),
                        predicted_label=prob.argmax(1).astype(np.int64))
+
+
+METHOD = PBFFN

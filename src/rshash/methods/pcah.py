@@ -9,7 +9,6 @@ is the sign of one centred principal projection. Unsupervised, no parameters.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
 from rshash import RshashError
@@ -20,6 +19,8 @@ class PCAH(HashMethod):
     name = "pcah"
 
     def _fit(self, X, y):
+        from sklearn.decomposition import PCA  # here: the declaration is read at parse time
+
         if self.bits > min(X.shape):
             raise RshashError(f"pcah: {self.bits} bits exceed the PCA rank "
                               f"min(n, d) = {min(X.shape)}")
@@ -37,3 +38,6 @@ class PCAH(HashMethod):
 
     def load_state(self, state):
         self.mean, self.P = state["mean"], state["P"]
+
+
+METHOD = PCAH

@@ -32,3 +32,6 @@ class Raw(HashMethod):
 
     def load_state(self, state):
         self.dim = state["dim"]
+
+
+METHOD = Raw

@@ -19,7 +19,6 @@ The few lines of numpy are hand-written: no maintained library ships SH.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
 from rshash.methods.base import Encoded, HashMethod, sign_bits
@@ -47,6 +46,8 @@ class SH(HashMethod):
     name = "sh"
 
     def _fit(self, X, y):
+        from sklearn.decomposition import PCA  # here: the declaration is read at parse time
+
         npca = min(self.bits, *X.shape)
         with threadpool_limits(self.threads):  # BLAS threads = self.threads
             pca = PCA(n_components=npca, svd_solver="full").fit(X)
@@ -73,3 +74,6 @@ class SH(HashMethod):
     def load_state(self, state):
         self.mean, self.pc, self.mn, self.mx, self.modes = (
             state["mean"], state["pc"], state["mn"], state["mx"], state["modes"])
+
+
+METHOD = SH
