@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= 8
 
-.PHONY: demo test install clean
+.PHONY: demo test lint install clean
 
 install: $(VENV)/.installed
 
@@ -18,7 +18,14 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/snakemake --cores $(CORES) results/tables/demo.csv
 
-test: install
+# Linters first (seconds), then the test suite.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile rules workflow
+	$(BIN)/snakemake --lint
+
+test: lint
 	$(BIN)/python -m pytest
 
 clean:

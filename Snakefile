@@ -14,7 +14,7 @@ include: "rules/report.smk"
 
 # The default target: the experiments of config key `targets` (default [demo]).
 rule all:
+    default_target: True
     input:
         expand("results/tables/{experiment}.csv", experiment=TARGETS),
         expand("results/tables/{experiment}_cost.csv", experiment=TARGETS),
-    default_target: True

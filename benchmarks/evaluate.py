@@ -49,13 +49,25 @@ def make_cell(root: Path, n: int, classes: int, bits: int, seed: int = 0):
     packed = np.packbits(bits01, axis=1)
     ids = np.array([f"img{i:06d}" for i in range(n)])
     codes, split = root / f"codes{bits}.parquet", root / "split.parquet"
-    write_codes(codes, np.concatenate([ids, ids]), np.concatenate([labels, labels]),
-                ["query"] * n + ["database"] * n, np.concatenate([packed, packed]),
-                np.concatenate([bits01, bits01]).astype(np.float32) - 0.5, bits)
-    write_split(pd.DataFrame({"image_id": np.concatenate([ids, ids]),
-                              "role": ["query"] * n + ["database"] * n,
-                              "db_order": np.concatenate([np.full(n, -1), rng.permutation(n)])}),
-                split)
+    write_codes(
+        codes,
+        np.concatenate([ids, ids]),
+        np.concatenate([labels, labels]),
+        ["query"] * n + ["database"] * n,
+        np.concatenate([packed, packed]),
+        np.concatenate([bits01, bits01]).astype(np.float32) - 0.5,
+        bits,
+    )
+    write_split(
+        pd.DataFrame(
+            {
+                "image_id": np.concatenate([ids, ids]),
+                "role": ["query"] * n + ["database"] * n,
+                "db_order": np.concatenate([np.full(n, -1), rng.permutation(n)]),
+            }
+        ),
+        split,
+    )
     order = read_split(split).query("role == 'database'").db_order.to_numpy()
     db_rows = np.argsort(order)  # database in db_order, as evaluate_cell puts it
     return codes, split, packed, labels, db_rows
@@ -84,8 +96,11 @@ def reference(packed, labels, db_rows, nq: int, bits: int) -> tuple[float, dict]
         keep = np.ones((m, ndb), bool)
         keep[np.arange(m), exclude[rows]] = False
         same = db_labels[None, :] == labels[rows, None]
-        precision, _ = hamming_pr(hamming_distances(packed[rows], db)[keep].reshape(m, -1),
-                                  same[keep].reshape(m, -1), bits)
+        precision, _ = hamming_pr(
+            hamming_distances(packed[rows], db)[keep].reshape(m, -1),
+            same[keep].reshape(m, -1),
+            bits,
+        )
         out["p_hamming_r2"] = precision[:, 2]
         for name, v in out.items():
             values.setdefault(name, []).append(v)
@@ -103,12 +118,18 @@ def main() -> None:
     a = p.parse_args()
     cores = numba.config.NUMBA_NUM_THREADS
     n = a.images
-    print(f"{n:,} queries x {n:,} database items (leave-one-out), {a.classes} classes, "
-          f"{os.cpu_count()} cores; evaluate_cell, Hamming ranking, every metric and curve")
-    print(f"reference: blockwise materialized rankings + numpy metrics, timed on the first "
-          f"{a.reference_queries:,} queries and scaled to all {n:,}")
-    print(f"{'bits':>5} {'threads':>8} {'seconds':>8} {'pairs/s':>9} {'map_all':>8} "
-          f"{'reference s':>12} {'speed-up':>9}")
+    print(
+        f"{n:,} queries x {n:,} database items (leave-one-out), {a.classes} classes, "
+        f"{os.cpu_count()} cores; evaluate_cell, Hamming ranking, every metric and curve"
+    )
+    print(
+        f"reference: blockwise materialized rankings + numpy metrics, timed on the first "
+        f"{a.reference_queries:,} queries and scaled to all {n:,}"
+    )
+    print(
+        f"{'bits':>5} {'threads':>8} {'seconds':>8} {'pairs/s':>9} {'map_all':>8} "
+        f"{'reference s':>12} {'speed-up':>9}"
+    )
     with tempfile.TemporaryDirectory(dir=a.workdir) as tmp:
         root = Path(tmp)
         for bits in a.bits:
@@ -118,8 +139,14 @@ def main() -> None:
             ref_seconds, ref = reference(packed, labels, db_rows, a.reference_queries, bits)
             ref_all = ref_seconds * n / a.reference_queries
             nq = a.reference_queries
-            got = evaluate_arrays(packed[:nq], labels[:nq], packed[db_rows], labels[db_rows],
-                                  exclude=np.argsort(db_rows)[:nq], bits=bits)
+            got = evaluate_arrays(
+                packed[:nq],
+                labels[:nq],
+                packed[db_rows],
+                labels[db_rows],
+                exclude=np.argsort(db_rows)[:nq],
+                bits=bits,
+            )
             for name, v in ref.items():
                 assert abs(got[name] - v) < 1e-12, (name, got[name], v)
             for threads in sorted({1, cores}):
@@ -129,11 +156,16 @@ def main() -> None:
                 seconds = time.perf_counter() - tic
                 result = json.loads(out.read_text())
                 assert result["leave_one_out"] and result["n_queries"] == n
-                print(f"{bits:>5} {threads:>8} {seconds:>8.2f} {n * n / seconds:>9.2e} "
-                      f"{result['metrics']['map_all']:>8.4f} {ref_all:>12.1f} "
-                      f"{ref_all / seconds:>8.1f}x", flush=True)
-    print("reference: same mean map_all, map_at_20, P@k, R@k, anmrr and p_hamming_r2 "
-          "on its queries (to 1e-12)")
+                print(
+                    f"{bits:>5} {threads:>8} {seconds:>8.2f} {n * n / seconds:>9.2e} "
+                    f"{result['metrics']['map_all']:>8.4f} {ref_all:>12.1f} "
+                    f"{ref_all / seconds:>8.1f}x",
+                    flush=True,
+                )
+    print(
+        "reference: same mean map_all, map_at_20, P@k, R@k, anmrr and p_hamming_r2 "
+        "on its queries (to 1e-12)"
+    )
 
 
 if __name__ == "__main__":

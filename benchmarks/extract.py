@@ -50,7 +50,7 @@ def main() -> None:
         tmp = Path(tmp)
         if a.folder:  # every k-th image, so the subset spans the classes
             manifest = scan_folder(a.folder)
-            manifest = manifest.iloc[::max(1, len(manifest) // a.images)].head(a.images)
+            manifest = manifest.iloc[:: max(1, len(manifest) // a.images)].head(a.images)
         else:
             generate(tmp / "images", n_classes=10, per_class=max(1, a.images // 10), size=a.tile)
             manifest = scan_folder(tmp / "images")
@@ -58,16 +58,24 @@ def main() -> None:
         n = len(manifest)
 
         tic = time.perf_counter()
-        extract(tmp / "manifest.parquet", a.backbone, tmp / "features.h5", threads=a.threads,
-                batch_size=a.batch_size, device=a.device, num_workers=a.num_workers,
-                progress=False)
+        extract(
+            tmp / "manifest.parquet",
+            a.backbone,
+            tmp / "features.h5",
+            threads=a.threads,
+            batch_size=a.batch_size,
+            device=a.device,
+            num_workers=a.num_workers,
+            progress=False,
+        )
         whole = time.perf_counter() - tic
 
         dev = _device(a.device)
         model = spec.load(dev)
         images = np.stack([load_image(path, spec.input_size) for path in manifest.path])
-        batches = [torch.from_numpy(images[i:i + a.batch_size])
-                   for i in range(0, n, a.batch_size)]
+        batches = [
+            torch.from_numpy(images[i : i + a.batch_size]) for i in range(0, n, a.batch_size)
+        ]
         mean = torch.tensor(spec.mean, device=dev).view(1, 3, 1, 1)
         std = torch.tensor(spec.std, device=dev).view(1, 3, 1, 1)
         with torch.inference_mode():
@@ -82,9 +90,11 @@ def main() -> None:
             forward = time.perf_counter() - tic
 
     source = a.folder or f"generated {a.tile}x{a.tile} px tiles"
-    print(f"backbone {a.backbone} on {dev}, {n} images from {source} -> "
-          f"{spec.input_size}x{spec.input_size}, batch {a.batch_size}, threads {a.threads}, "
-          f"decode workers {a.num_workers}")
+    print(
+        f"backbone {a.backbone} on {dev}, {n} images from {source} -> "
+        f"{spec.input_size}x{spec.input_size}, batch {a.batch_size}, threads {a.threads}, "
+        f"decode workers {a.num_workers}"
+    )
     print(f"whole extraction (decode, resize, forward, write): {n / whole:8.1f} images/s")
     print(f"forward pass alone (decoded batches in memory):    {n / forward:8.1f} images/s")
     print(f"extraction / forward: {forward / whole:.0%}")

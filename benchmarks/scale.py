@@ -65,9 +65,17 @@ def make_dataset(root: Path, n: int, tile: int, processes: int) -> Path:
 def stage_extract(a) -> None:
     from rshash.features import extract
 
-    extract(a.root / "manifest.parquet", "efficientnet_lite0", a.root / "features.h5",
-            threads=a.threads, batch_size=a.batch_size, device="cpu",
-            num_workers=a.num_workers, progress=False, input_size=a.input_size)
+    extract(
+        a.root / "manifest.parquet",
+        "efficientnet_lite0",
+        a.root / "features.h5",
+        threads=a.threads,
+        batch_size=a.batch_size,
+        device="cpu",
+        num_workers=a.num_workers,
+        progress=False,
+        input_size=a.input_size,
+    )
 
 
 def stage_codes(a) -> None:
@@ -82,19 +90,29 @@ def stage_codes(a) -> None:
         feats, ids = f["features"], f["image_id"].asstr()[...]
         labels = f["label"][...]
         planes = np.random.default_rng(0).standard_normal((feats.shape[1], a.bits))
-        bits = np.concatenate([feats[i:i + 8192] @ planes > 0
-                               for i in range(0, len(ids), 8192)])
+        bits = np.concatenate([feats[i : i + 8192] @ planes > 0 for i in range(0, len(ids), 8192)])
     row = {image_id: i for i, image_id in enumerate(ids)}
     idx = split.image_id.map(row).to_numpy()
-    write_codes(a.root / "codes.parquet", ids[idx], labels[idx], split.role.to_numpy(),
-                pack_bits(bits[idx]), bits[idx] - 0.5, a.bits)
+    write_codes(
+        a.root / "codes.parquet",
+        ids[idx],
+        labels[idx],
+        split.role.to_numpy(),
+        pack_bits(bits[idx]),
+        bits[idx] - 0.5,
+        a.bits,
+    )
 
 
 def stage_evaluate(a) -> None:
     from rshash.evaluate import evaluate_cell
 
-    evaluate_cell(a.root / "codes.parquet", a.root / "split.parquet", a.root / "metrics.json",
-                  protocol=PROTOCOL)
+    evaluate_cell(
+        a.root / "codes.parquet",
+        a.root / "split.parquet",
+        a.root / "metrics.json",
+        protocol=PROTOCOL,
+    )
 
 
 STAGES = {"extract": stage_extract, "codes": stage_codes, "evaluate": stage_evaluate}
@@ -102,10 +120,24 @@ STAGES = {"extract": stage_extract, "codes": stage_codes, "evaluate": stage_eval
 
 def run_stage(name: str, a, root: Path) -> tuple[float, int]:
     """Run one stage in a fresh process: (seconds, peak RSS in bytes)."""
-    args = [sys.executable, __file__, "--stage", name, "--root", str(root),
-            "--threads", str(a.threads), "--batch-size", str(a.batch_size),
-            "--num-workers", str(a.num_workers), "--input-size", str(a.input_size),
-            "--bits", str(a.bits)]
+    args = [
+        sys.executable,
+        __file__,
+        "--stage",
+        name,
+        "--root",
+        str(root),
+        "--threads",
+        str(a.threads),
+        "--batch-size",
+        str(a.batch_size),
+        "--num-workers",
+        str(a.num_workers),
+        "--input-size",
+        str(a.input_size),
+        "--bits",
+        str(a.bits),
+    ]
     tic = time.perf_counter()
     proc = subprocess.Popen(args)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -144,8 +176,11 @@ def main() -> None:
                 results[n, stage] = (seconds, rss)
                 n_items = n if stage != "evaluate" else round(n * 0.4)
                 unit = "queries" if stage == "evaluate" else "images"
-                print(f"{n:>7} {stage:<8} {seconds:7.1f} s {n_items / seconds:9.1f} {unit}/s  "
-                      f"peak RSS {rss / 2**20:7.0f} MiB", flush=True)
+                print(
+                    f"{n:>7} {stage:<8} {seconds:7.1f} s {n_items / seconds:9.1f} {unit}/s  "
+                    f"peak RSS {rss / 2**20:7.0f} MiB",
+                    flush=True,
+                )
             (root / "features.h5").unlink()  # free the disk before the next size
     small, large = min(a.sizes), max(a.sizes)
     ok = True
@@ -153,10 +188,18 @@ def main() -> None:
         ratio = results[large, stage][1] / results[small, stage][1]
         fine = ratio <= GOAL_RATIO and results[large, stage][1] < GOAL_BYTES
         ok &= fine
-        print(f"{stage}: peak RSS at {large} / at {small} = {ratio:.2f} "
-              f"(goal <= {GOAL_RATIO}, < 4 GiB): {'ok' if fine else 'MISSED'}")
-    print(json.dumps({f"{n}/{s}": {"seconds": round(v[0], 1), "peak_rss_mib": round(v[1] / 2**20)}
-                      for (n, s), v in results.items()}))
+        print(
+            f"{stage}: peak RSS at {large} / at {small} = {ratio:.2f} "
+            f"(goal <= {GOAL_RATIO}, < 4 GiB): {'ok' if fine else 'MISSED'}"
+        )
+    print(
+        json.dumps(
+            {
+                f"{n}/{s}": {"seconds": round(v[0], 1), "peak_rss_mib": round(v[1] / 2**20)}
+                for (n, s), v in results.items()
+            }
+        )
+    )
     sys.exit(0 if ok else 1)
 
 

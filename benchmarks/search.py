@@ -64,10 +64,14 @@ def main() -> None:
 
     cores = os.cpu_count() or 1
     bandwidth = read_bandwidth()
-    print(f"database {a.database:,} codes, {a.queries:,} queries, top {a.top}; {cores} cores; "
-          f"read bandwidth {bandwidth / 1e9:.1f} GB/s")
-    print(f"{'bits':>4} {'threads':>7} {'ours q/s':>10} {'faiss q/s':>10} {'ours/faiss':>10} "
-          f"{'bandwidth bound q/s':>20}")
+    print(
+        f"database {a.database:,} codes, {a.queries:,} queries, top {a.top}; {cores} cores; "
+        f"read bandwidth {bandwidth / 1e9:.1f} GB/s"
+    )
+    print(
+        f"{'bits':>4} {'threads':>7} {'ours q/s':>10} {'faiss q/s':>10} {'ours/faiss':>10} "
+        f"{'bandwidth bound q/s':>20}"
+    )
     rng = np.random.default_rng(0)
     hamming_topk(rng.integers(0, 256, (2, 8), np.uint8), rng.integers(0, 256, (9, 8), np.uint8), 3)
     for bits in a.bits:
@@ -78,12 +82,16 @@ def main() -> None:
         bound = bandwidth / db.nbytes  # queries/s if each query only read the database once
         for threads in sorted({1, cores}):
             faiss.omp_set_num_threads(threads)
-            ours_s, (_, ours_d) = best_time(lambda: hamming_topk(q, db, a.top, threads), a.repeats)
-            faiss_s, (faiss_d, _) = best_time(lambda: index.search(q, a.top), a.repeats)
+            ours_s, (_, ours_d) = best_time(
+                lambda q=q, db=db, t=threads: hamming_topk(q, db, a.top, t), a.repeats
+            )
+            faiss_s, (faiss_d, _) = best_time(lambda q=q, ix=index: ix.search(q, a.top), a.repeats)
             if not np.array_equal(ours_d, faiss_d):
                 raise SystemExit(f"{bits} bits: top-{a.top} distances differ from faiss")
-            print(f"{bits:4d} {threads:7d} {a.queries / ours_s:10.1f} {a.queries / faiss_s:10.1f} "
-                  f"{faiss_s / ours_s:10.2f} {bound:20.1f}")
+            print(
+                f"{bits:4d} {threads:7d} {a.queries / ours_s:10.1f} {a.queries / faiss_s:10.1f} "
+                f"{faiss_s / ours_s:10.2f} {bound:20.1f}"
+            )
     print("top-k distances agree with faiss")
 
 

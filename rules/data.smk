@@ -1,12 +1,12 @@
 rule generate_demo:
     output:
         directory("results/datasets/{dataset}"),
-    params:
-        synthetic=lambda w: as_json(dataset_spec(w).synthetic),
     log:
         "results/logs/generate_demo/{dataset}.log",
     conda:
         "../envs/rshash.yaml"
+    params:
+        synthetic=lambda w: as_json(dataset_spec(w).synthetic),
     shell:
         "rshash generate --out-dir {output} --params {params.synthetic:q} > {log} 2>&1"
 
@@ -15,14 +15,14 @@ rule generate_demo:
 checkpoint fetch_dataset:
     output:
         fetch_record("{dataset}"),
-    params:
-        folder=lambda w: str(image_root(dataset_spec(w), DATA_DIR)),
-        data_dir=lambda w: str(DATA_DIR),
-        options=fetch_options,
     log:
         "results/logs/fetch_dataset/{dataset}.log",
     conda:
         "../envs/rshash.yaml"
+    params:
+        folder=lambda w: str(image_root(dataset_spec(w), DATA_DIR)),
+        data_dir=lambda w: str(DATA_DIR),
+        options=fetch_options,
     shell:
         "rshash fetch --dataset {wildcards.dataset} --folder {params.folder:q} "
         "--data-dir {params.data_dir:q} {params.options:q} --out {output:q} > {log:q} 2>&1"
@@ -34,16 +34,16 @@ rule build_manifest:
     output:
         manifest="results/manifests/{dataset}.parquet",
         report="results/manifests/{dataset}.report.json",
+    log:
+        "results/logs/build_manifest/{dataset}.log",
+    conda:
+        "../envs/rshash.yaml"
     params:
         folder=image_folder,
         files=folder_listing,
         protocols=dataset_protocols_json,
         data_dir=lambda w: str(DATA_DIR),
         options=manifest_options,
-    log:
-        "results/logs/build_manifest/{dataset}.log",
-    conda:
-        "../envs/rshash.yaml"
     shell:
         "rshash manifest --dataset {wildcards.dataset} --folder {params.folder:q} "
         "--data-dir {params.data_dir:q} {params.options:q} --protocols {params.protocols:q} "
@@ -55,12 +55,12 @@ rule make_split:
         "results/manifests/{dataset}.parquet",
     output:
         "results/splits/{dataset}/{protocol}/split{seed}.parquet",
-    params:
-        protocol=lambda w: as_json(config["protocols"][w.protocol]),
     log:
         "results/logs/make_split/{dataset}/{protocol}/split{seed}.log",
     conda:
         "../envs/rshash.yaml"
+    params:
+        protocol=lambda w: as_json(config["protocols"][w.protocol]),
     shell:
         "rshash split --manifest {input} --protocol {params.protocol:q} "
         "--protocol-name {wildcards.protocol} --seed {wildcards.seed} --out {output} > {log} 2>&1"

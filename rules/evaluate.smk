@@ -4,20 +4,20 @@ rule evaluate_ranking:
         split="results/splits/{dataset}/{protocol}/split{seed}.parquet",
     output:
         f"results/metrics/{CELL}/{{ranking}}.json",
-    params:
-        cell=cell_json,
-        protocol=protocol_json,
-        ranking_params=ranking_params_json,
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
     log:
         f"results/logs/evaluate_ranking/{CELL}/{{ranking}}.log",
     benchmark:
         f"results/benchmarks/evaluate_ranking/{CELL}/{{ranking}}.tsv"
     conda:
         "../envs/rshash.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        cell=cell_json,
+        protocol=protocol_json,
+        ranking_params=ranking_params_json,
     shell:
         "rshash evaluate --codes {input.codes} --split {input.split} "
         "--ranking {wildcards.ranking} --ranking-params {params.ranking_params:q} "

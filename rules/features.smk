@@ -3,21 +3,21 @@ rule extract_features:
         "results/manifests/{dataset}.parquet",
     output:
         "results/features/{dataset}/{backbone}.h5",
-    params:
-        batch_size=lambda w: extraction_settings(config, w.backbone)["batch_size"],
-        num_workers=lambda w: extraction_settings(config, w.backbone)["num_workers"],
-        device=DEVICE,
-    threads: 8
-    resources:
-        gpu=0 if DEVICE == "cpu" else 1,
-        mem_mb=16000,
-        runtime=120,
     log:
         "results/logs/extract_features/{dataset}/{backbone}.log",
     benchmark:
         "results/benchmarks/extract_features/{dataset}/{backbone}.tsv"
     conda:
         "../envs/rshash.yaml"
+    threads: 8
+    resources:
+        gpu=0 if DEVICE == "cpu" else 1,
+        mem_mb=16000,
+        runtime=120,
+    params:
+        batch_size=lambda w: extraction_settings(config, w.backbone)["batch_size"],
+        num_workers=lambda w: extraction_settings(config, w.backbone)["num_workers"],
+        device=DEVICE,
     shell:
         "rshash extract --manifest {input} --backbone {wildcards.backbone} --out {output} "
         "--threads {threads} --batch-size {params.batch_size} "
@@ -29,13 +29,13 @@ rule extract_features:
 use rule extract_features as extract_feature_kind with:
     output:
         "results/features/{dataset}/{backbone}_{kind}.h5",
-    params:
-        batch_size=lambda w: extraction_settings(config, w.backbone)["batch_size"],
-        num_workers=lambda w: extraction_settings(config, w.backbone)["num_workers"],
-        device=lambda w: f"{DEVICE} --kind {w.kind}",
-    wildcard_constraints:
-        kind="maps|layers|rot",
     log:
         "results/logs/extract_features/{dataset}/{backbone}_{kind}.log",
     benchmark:
         "results/benchmarks/extract_features/{dataset}/{backbone}_{kind}.tsv"
+    wildcard_constraints:
+        kind="maps|layers|rot",
+    params:
+        batch_size=lambda w: extraction_settings(config, w.backbone)["batch_size"],
+        num_workers=lambda w: extraction_settings(config, w.backbone)["num_workers"],
+        device=lambda w: f"{DEVICE} --kind {w.kind}",

@@ -19,14 +19,14 @@ rule build_table:
             subcategory="tables",
             labels={"table": "paired comparison with the reference"},
         ),
-    params:
-        protocols=experiment_protocols,
-        reference=experiment_reference,
-        comparisons=experiment_comparisons,
     log:
         "results/logs/build_table/{experiment}.log",
     conda:
         "../envs/rshash.yaml"
+    params:
+        protocols=experiment_protocols,
+        reference=experiment_reference,
+        comparisons=experiment_comparisons,
     shell:
         "rshash table --experiment {wildcards.experiment} --csv {output.csv} --md {output.md} "
         "--meta {output.meta} --protocols {params.protocols:q} --reference {params.reference:q} "
@@ -68,8 +68,12 @@ rule plot_tsne:
             caption="../workflow/report/tsne.rst",
             category="{experiment}",
             subcategory="t-SNE of codes",
-            labels={"dataset": "{dataset}", "protocol": "{protocol}", "method": "{method}",
-                    "bits": "{bits}"},
+            labels={
+                "dataset": "{dataset}",
+                "protocol": "{protocol}",
+                "method": "{method}",
+                "bits": "{bits}",
+            },
         ),
     log:
         f"results/logs/plot_tsne/{{experiment}}/{CELL}.log",
@@ -90,12 +94,16 @@ rule plot_curves:
             caption="../workflow/report/curves.rst",
             category="{experiment}",
             subcategory="{kind}",
-            labels={"dataset": "{dataset}", "protocol": "{protocol}", "bits": "{bits}"},
+            labels={
+                "dataset": "{dataset}",
+                "protocol": "{protocol}",
+                "bits": "{bits}",
+            },
         ),
-    wildcard_constraints:
-        kind="pr_hamming|p_at_k",
     log:
         "results/logs/plot_curves/{experiment}/{kind}/{dataset}/{backbone}/{protocol}/{bits}.log",
+    wildcard_constraints:
+        kind="pr_hamming|p_at_k",
     conda:
         "../envs/rshash.yaml"
     shell:
@@ -137,15 +145,20 @@ rule plot_retrieval:
             caption="../workflow/report/retrieval.rst",
             category="{experiment}",
             subcategory="retrieval examples",
-            labels={"dataset": "{dataset}", "protocol": "{protocol}", "method": "{method}",
-                    "bits": "{bits}", "ranking": "{ranking}"},
+            labels={
+                "dataset": "{dataset}",
+                "protocol": "{protocol}",
+                "method": "{method}",
+                "bits": "{bits}",
+                "ranking": "{ranking}",
+            },
         ),
-    params:
-        ranking_params=ranking_params_json,
     log:
         f"results/logs/plot_retrieval/{{experiment}}/{CELL}/{{ranking}}.log",
     conda:
         "../envs/rshash.yaml"
+    params:
+        ranking_params=ranking_params_json,
     shell:
         "rshash plot-retrieval --codes {input.codes} --split {input.split} "
         "--manifest {input.manifest} --ranking {wildcards.ranking} "

@@ -6,21 +6,22 @@ rule train_method:
     output:
         model=f"results/models/{CELL}.npz",
         codes=f"results/codes/{CELL}.parquet",
-    params:
-        base=lambda w: variant(w)["method"],
-        options=lambda w: as_json(variant(w).get("params", {})),
-        extra=lambda w, input: " ".join(f"--extra {k}={p}" for k, p in
-                                        zip(method_inputs(w), input.extra)),
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=60,
     log:
         f"results/logs/train_method/{CELL}.log",
     benchmark:
         f"results/benchmarks/train_method/{CELL}.tsv"
     conda:
         "../envs/rshash.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        base=lambda w: variant(w)["method"],
+        options=lambda w: as_json(variant(w).get("params", {})),
+        extra=lambda w, input: " ".join(
+            f"--extra {k}={p}" for k, p in zip(method_inputs(w), input.extra)
+        ),
     shell:
         "rshash train --features {input.features} --split {input.split} "
         "--method {params.base} --bits {wildcards.bits} --seed {wildcards.seed} "

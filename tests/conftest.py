@@ -38,8 +38,15 @@ def demo_features(tmp_path_factory):
     generate(root / "images", n_classes=10, per_class=30, size=96, seed=0, noise=25.0)
     manifest = scan_folder(root / "images")
     write_manifest(manifest, root / "manifest.parquet")
-    extract(root / "manifest.parquet", "efficientnet_lite0", root / "features.h5", threads=2,
-            batch_size=32, device="cpu", progress=False)
+    extract(
+        root / "manifest.parquet",
+        "efficientnet_lite0",
+        root / "features.h5",
+        threads=2,
+        batch_size=32,
+        device="cpu",
+        progress=False,
+    )
     feats = read_features(root / "features.h5")
     split = make_split(manifest, {"train_fraction": 0.6, "database": "train"}, seed=0)
     index = {k: i for i, k in enumerate(feats.image_id)}
@@ -73,8 +80,12 @@ def rshash_on_full_disk():
     import sys
 
     def run(argv, max_bytes: int):
-        return subprocess.run([sys.executable, "-c", _LIMITED, str(max_bytes), *map(str, argv)],
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-c", _LIMITED, str(max_bytes), *map(str, argv)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     return run
 
@@ -86,8 +97,13 @@ class ReportData:
     methods = ["milan", "dmch"]  # deliberately not alphabetical: the table keeps this order
     bits = [64, 16]  # deliberately not sorted: the table sorts bits numerically
     seeds = [0, 1, 2]
-    protocol = {"train": 0.6, "query": "rest", "database": "train", "seeds": [0, 1, 2],
-                "map_cutoffs": ["all", 20]}
+    protocol = {
+        "train": 0.6,
+        "query": "rest",
+        "database": "train",
+        "seeds": [0, 1, 2],
+        "map_cutoffs": ["all", 20],
+    }
 
     def __init__(self, root: Path):
         self.root = root
@@ -95,26 +111,59 @@ class ReportData:
     def value(self, method, bits, seed, metric) -> float:
         import numpy as np
 
-        rng = np.random.default_rng([self.methods.index(method), bits, seed, len(metric),
-                                     ord(metric[-1])])
+        rng = np.random.default_rng(
+            [self.methods.index(method), bits, seed, len(metric), ord(metric[-1])]
+        )
         return float(rng.uniform(0.3, 0.95))
 
-    def write(self, method, bits, seed, ranking="hamming", metrics=None, dataset="ucmd",
-              curves=None, root=None) -> str:
+    def write(
+        self,
+        method,
+        bits,
+        seed,
+        ranking="hamming",
+        metrics=None,
+        dataset="ucmd",
+        curves=None,
+        root=None,
+    ) -> str:
         """One metrics JSON under ``root`` (default: the test's tmp_path); returns its path."""
         import json
 
-        cell = {"dataset": dataset, "backbone": "efficientnet_lite0", "protocol": "dmch_60_40",
-                "method": method, "bits": bits, "seed": seed}
+        cell = {
+            "dataset": dataset,
+            "backbone": "efficientnet_lite0",
+            "protocol": "dmch_60_40",
+            "method": method,
+            "bits": bits,
+            "seed": seed,
+        }
         if metrics is None:
-            metrics = {m: self.value(method, bits, seed, m)
-                       for m in ("map_all", "map_at_20", "p_at_5", "p_at_10", "query_ms")}
+            metrics = {
+                m: self.value(method, bits, seed, m)
+                for m in ("map_all", "map_at_20", "p_at_5", "p_at_10", "query_ms")
+            }
             metrics["pr_hamming"] = {"precision": [0.5, 0.6], "recall": [0.1, 0.2]}  # a curve
-        path = ((root or self.root) / "metrics" / dataset / "efficientnet_lite0" / "dmch_60_40"
-                / method / str(bits) / f"split{seed}" / f"{ranking}.json")
+        path = (
+            (root or self.root)
+            / "metrics"
+            / dataset
+            / "efficientnet_lite0"
+            / "dmch_60_40"
+            / method
+            / str(bits)
+            / f"split{seed}"
+            / f"{ranking}.json"
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"cell": cell, "ranking": ranking, "n_queries": 840, "n_database": 1260,
-               "metrics": metrics, "provenance": {"git_commit": None}}
+        doc = {
+            "cell": cell,
+            "ranking": ranking,
+            "n_queries": 840,
+            "n_database": 1260,
+            "metrics": metrics,
+            "provenance": {"git_commit": None},
+        }
         if curves is not None:
             doc["curves"] = curves
         path.write_text(json.dumps(doc))
@@ -146,8 +195,15 @@ class ReportData:
         all_bits = np.vstack([bits01, db])
         role = ["query"] * n_query + ["database"] * 5
         label = np.concatenate([labels, np.zeros(5, int)])
-        write_codes(path, [f"img{i}" for i in range(len(role))], label, role,
-                    pack_bits(all_bits), all_bits.astype(np.float32), bits)
+        write_codes(
+            path,
+            [f"img{i}" for i in range(len(role))],
+            label,
+            role,
+            pack_bits(all_bits),
+            all_bits.astype(np.float32),
+            bits,
+        )
 
 
 @pytest.fixture
@@ -158,6 +214,8 @@ def report_data(tmp_path) -> ReportData:
 @pytest.fixture
 def metric_files(report_data) -> list[str]:
     return report_data.files()
+
+
 def _blobs(n_classes=4, per_class=20, dim=32, seed=0):
     rng = np.random.default_rng(seed)
     y = np.repeat(np.arange(n_classes), per_class)

@@ -72,16 +72,34 @@ def new_job_id() -> str:
 def sbatch_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sbatch", add_help=False, allow_abbrev=False)
     p.add_argument("--parsable", action="store_true")
-    for opt in ("--job-name", "--output", "--export", "--comment", "--clusters", "--qos",
-                "--reservation", "--exclude", "--gres", "--gpus", "--wrap"):
+    for opt in (
+        "--job-name",
+        "--output",
+        "--export",
+        "--comment",
+        "--clusters",
+        "--qos",
+        "--reservation",
+        "--exclude",
+        "--gres",
+        "--gpus",
+        "--wrap",
+    ):
         p.add_argument(opt)
     p.add_argument("-A", dest="account")
     p.add_argument("-p", dest="partition")
     p.add_argument("-t", dest="time")
     p.add_argument("-C", dest="constraint")
     p.add_argument("-D", dest="workdir")
-    for opt in ("--mem", "--mem-per-cpu", "--nodes", "--ntasks", "--ntasks-per-gpu",
-                "--cpus-per-task", "--cpus-per-gpu"):
+    for opt in (
+        "--mem",
+        "--mem-per-cpu",
+        "--nodes",
+        "--ntasks",
+        "--ntasks-per-gpu",
+        "--cpus-per-task",
+        "--cpus-per-gpu",
+    ):
         p.add_argument(opt, type=int)
     p.add_argument("--requeue", action="store_true")
     p.add_argument("--no-requeue", action="store_true")
@@ -99,17 +117,22 @@ def sbatch(argv: list[str]) -> int:
     stdin = sys.stdin if opts.script == "/dev/stdin" else None
     if opts.script not in (None, "/dev/stdin"):
         command = ["/bin/sh", opts.script]
-    env = dict(os.environ, SLURM_JOB_ID=job_id, SLURM_JOBID=job_id,
-               SLURM_JOB_NAME=opts.job_name or "",
-               SLURM_CPUS_PER_TASK=str(opts.cpus_per_task or 1))
+    env = dict(
+        os.environ,
+        SLURM_JOB_ID=job_id,
+        SLURM_JOBID=job_id,
+        SLURM_JOB_NAME=opts.job_name or "",
+        SLURM_CPUS_PER_TASK=str(opts.cpus_per_task or 1),
+    )
     if opts.gpus:
         env["SLURM_GPUS"] = str(opts.gpus)
     save_job(job_id, name=opts.job_name, state="RUNNING")
     log = Path((opts.output or "slurm-%j.out").replace("%j", job_id))
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
-        rc = subprocess.run(command, cwd=opts.workdir, env=env, stdin=stdin, stdout=out,
-                            stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(
+            command, cwd=opts.workdir, env=env, stdin=stdin, stdout=out, stderr=subprocess.STDOUT
+        ).returncode
     save_job(job_id, state="COMPLETED" if rc == 0 else "FAILED", exit_code=rc)
     print(job_id if opts.parsable else f"Submitted batch job {job_id}")
     return 0
@@ -123,8 +146,12 @@ def srun(argv: list[str]) -> int:
         p.add_argument(opt, type=int)
     p.add_argument("command", nargs=argparse.REMAINDER)
     opts = p.parse_args(argv)
-    record("srun", argv, options={k: v for k, v in vars(opts).items() if k != "command"},
-           job_id=os.environ.get("SLURM_JOB_ID"))
+    record(
+        "srun",
+        argv,
+        options={k: v for k, v in vars(opts).items() if k != "command"},
+        job_id=os.environ.get("SLURM_JOB_ID"),
+    )
     if not opts.command:
         sys.exit("srun: error: no command")
     os.execvp(opts.command[0], opts.command)

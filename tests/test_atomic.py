@@ -26,8 +26,9 @@ except RshashError as err:
 
 def test_full_disk_is_one_error_naming_the_output_and_leaves_nothing(tmp_path):
     out = tmp_path / "out" / "table.csv"
-    proc = subprocess.run([sys.executable, "-c", _FULL, str(out)], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _FULL, str(out)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout.strip() == f"{out}: cannot write: File too large"
     assert proc.stderr == ""

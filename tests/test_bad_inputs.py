@@ -46,8 +46,9 @@ def write_bad(path, case: str) -> None:
         pages = [Image.fromarray(RED), Image.fromarray(255 - RED)]
         pages[0].save(path, save_all=True, append_images=pages[1:])
     elif case == "five_bands":
-        tifffile.imwrite(path, np.zeros((32, 32, 5), np.uint8), photometric="minisblack",
-                         planarconfig="contig")
+        tifffile.imwrite(
+            path, np.zeros((32, 32, 5), np.uint8), photometric="minisblack", planarconfig="contig"
+        )
     elif case == "float32":
         Image.fromarray(np.ones((32, 32), np.float32)).save(path)
     elif case == "tiny":
@@ -130,8 +131,18 @@ def seeded_dataset(root):
 
 def _manifest(tmp_path, *extra):
     out = tmp_path / "m" / "ds.parquet"
-    argv = ["manifest", "--dataset", "ds", "--folder", str(tmp_path / "images"),
-            "--data-dir", str(tmp_path), "--out", str(out), *extra]
+    argv = [
+        "manifest",
+        "--dataset",
+        "ds",
+        "--folder",
+        str(tmp_path / "images"),
+        "--data-dir",
+        str(tmp_path),
+        "--out",
+        str(out),
+        *extra,
+    ]
     return main(argv), out
 
 
@@ -156,8 +167,9 @@ def test_skip_unreadable_lists_every_skipped_file(tmp_path, capsys):
     report = json.loads((out.parent / "ds.report.json").read_text())
     assert (report["n_files"], report["n_images"], report["n_skipped"]) == (18, 10, 8)
     skipped = {s["path"]: s["reason"] for s in report["skipped"]}
-    expected = {str(root / ("fields" if n < "e" else "roads") / f"bad_{n}"): why
-                for n, why in BAD.values()}
+    expected = {
+        str(root / ("fields" if n < "e" else "roads") / f"bad_{n}"): why for n, why in BAD.values()
+    }
     assert set(skipped) == set(expected)
     for path, why in expected.items():
         assert why in skipped[path]
@@ -225,9 +237,20 @@ def _people_kept(root):
     (root / "c" / "gone.jpg").symlink_to(root / "nowhere.jpg")
     (root / "__MACOSX").mkdir()
     (root / "__MACOSX" / "._a").write_bytes(b"\0")
-    return {"README.md", "LICENSE", ".DS_Store", "a/Thumbs.db", "b/Thumbs.db", "c/Thumbs.db",
-            "a/desktop.ini", "b/._b0.png", "b/notes.txt", "c/sizes.xlsx", "c/gone.jpg",
-            "__MACOSX"}
+    return {
+        "README.md",
+        "LICENSE",
+        ".DS_Store",
+        "a/Thumbs.db",
+        "b/Thumbs.db",
+        "c/Thumbs.db",
+        "a/desktop.ini",
+        "b/._b0.png",
+        "b/notes.txt",
+        "c/sizes.xlsx",
+        "c/gone.jpg",
+        "__MACOSX",
+    }
 
 
 def test_files_people_keep_are_left_out_and_listed_in_the_report(tmp_path):
@@ -303,17 +326,23 @@ def test_class_too_small_for_a_protocol_stops_the_manifest_step(tmp_path, capsys
     assert code == 2 and not out.exists()
     # 2 images: round(0.8 * 2) = 2 train, none left to query
     assert "protocols.p80: class 'small' has 2 images" in err and "0 query" in err
-    code, out = _manifest(tmp_path, "--protocols", json.dumps(
-        {"p50": {"train_fraction": 0.5, "database": "train"}}))
+    code, out = _manifest(
+        tmp_path, "--protocols", json.dumps({"p50": {"train_fraction": 0.5, "database": "train"}})
+    )
     assert code == 0 and len(read_manifest(out)) == 12
 
 
 def test_val_fraction_that_empties_a_class_train_part_is_refused():
     from rshash.data.splits import make_split
 
-    m = pd.DataFrame({"image_id": [f"c{c}/{i}" for c in range(2) for i in range(3)],
-                      "path": "x", "label": [c for c in range(2) for _ in range(3)],
-                      "class_name": [f"c{c}" for c in range(2) for _ in range(3)]})
+    m = pd.DataFrame(
+        {
+            "image_id": [f"c{c}/{i}" for c in range(2) for i in range(3)],
+            "path": "x",
+            "label": [c for c in range(2) for _ in range(3)],
+            "class_name": [f"c{c}" for c in range(2) for _ in range(3)],
+        }
+    )
     # 3 images: 2 train, of which round(0.75 * 2) = 2 validation -> no train image
     with pytest.raises(RshashError, match="class 'c0' has 3 images.*0 train, 2 val"):
         make_split(m, {"train_fraction": 0.6, "val_fraction": 0.75}, seed=0)

@@ -11,9 +11,25 @@ def test_evaluate_benchmark_matches_its_reference(tmp_path):
     """benchmarks/evaluate.py asserts that evaluate_cell's metrics equal the blockwise
     numpy reference on its reference queries; a mismatch exits non-zero."""
     out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/evaluate.py"), "--images", "360", "--classes",
-         "9", "--bits", "8", "72", "--reference-queries", "50", "--workdir", str(tmp_path)],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            str(ROOT / "benchmarks/evaluate.py"),
+            "--images",
+            "360",
+            "--classes",
+            "9",
+            "--bits",
+            "8",
+            "72",
+            "--reference-queries",
+            "50",
+            "--workdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     rows = [line.split() for line in out.stdout.splitlines() if line.split()[:1] in (["8"], ["72"])]
     assert {(r[0], r[1]) for r in rows} >= {("8", "1"), ("72", "1")}

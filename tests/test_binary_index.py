@@ -55,15 +55,16 @@ def test_range_search_returns_every_code_below_the_radius(radius):
     d = reference_distances(q, db)
     assert lims.shape == (10,) and lims[0] == 0 and lims[-1] == len(D) == len(I)
     for i in range(len(q)):
-        want = [j for j in reference_order(d[i:i + 1])[0] if d[i, j] < radius]
-        assert I[lims[i]:lims[i + 1]].tolist() == want
-        assert D[lims[i]:lims[i + 1]].tolist() == [d[i, j] for j in want]
+        want = [j for j in reference_order(d[i : i + 1])[0] if d[i, j] < radius]
+        assert I[lims[i] : lims[i + 1]].tolist() == want
+        assert D[lims[i] : lims[i + 1]].tolist() == [d[i, j] for j in want]
 
 
 def test_same_answers_as_faiss():
     """faiss's IndexBinaryFlat gives the same distances, the same neighbour sets by
     distance, and the same range-search sets (its order within a tie is its own)."""
     import faiss  # a test dependency (pyproject: test extra)
+
     rng = np.random.default_rng(5)
     db, q = codes(rng, 500, 64, distinct=50), codes(rng, 20, 64, distinct=50)
     ours = BinaryIndex(64).add(db)

@@ -27,8 +27,14 @@ def archive(tmp_path_factory):
         model = build("lsh", bits, seed=seed).fit(features)
         models[seed, bits] = root / f"lsh_{bits}_{seed}.npz"
         model.save(models[seed, bits], extra={"backbone": BACKBONE})
-    return {"root": root, "images": images, "paths": paths, "labels": labels,
-            "features": features, "models": models}
+    return {
+        "root": root,
+        "images": images,
+        "paths": paths,
+        "labels": labels,
+        "features": features,
+        "models": models,
+    }
 
 
 def run(capsys, *argv):
@@ -39,8 +45,9 @@ def run(capsys, *argv):
 
 def test_index_and_search_a_labelled_folder(archive, capsys, tmp_path):
     model, index = archive["models"][0, 32], tmp_path / "archive.idx.npz"
-    code, out, _ = run(capsys, "index", "--model", model, "--images", archive["images"],
-                       "--out", index)
+    code, out, _ = run(
+        capsys, "index", "--model", model, "--images", archive["images"], "--out", index
+    )
     assert code == 0 and "indexed 24 images (lsh, 32 bits, efficientnet_lite0)" in out
     idx = read_index(index)
     assert idx.header["class_names"] == sorted(p.name for p in archive["images"].iterdir())
@@ -48,8 +55,7 @@ def test_index_and_search_a_labelled_folder(archive, capsys, tmp_path):
 
     queries = [archive["paths"][5], archive["paths"][13]]
     page = tmp_path / "page.html"
-    code, out, _ = run(capsys, "search", *queries, "--index", index, "--top", 5,
-                       "--html", page)
+    code, out, _ = run(capsys, "search", *queries, "--index", index, "--top", 5, "--html", page)
     assert code == 0
     blocks = out.strip().split("\n\n")
     assert len(blocks) == 2
@@ -73,8 +79,9 @@ def test_flat_folder_and_codes_index(archive, capsys, tmp_path):
     for p in archive["paths"][::3]:
         shutil.copy(p, flat)
     model = archive["models"][0, 32]
-    code, out, _ = run(capsys, "index", "--model", model, "--images", flat,
-                       "--out", tmp_path / "flat.npz")
+    code, out, _ = run(
+        capsys, "index", "--model", model, "--images", flat, "--out", tmp_path / "flat.npz"
+    )
     assert code == 0 and "indexed 8 images" in out
     query = flat / sorted(p.name for p in flat.iterdir())[2]
     code, out, _ = run(capsys, "search", query, "--index", tmp_path / "flat.npz", "--top", 3)
@@ -85,23 +92,49 @@ def test_flat_folder_and_codes_index(archive, capsys, tmp_path):
     lsh = build("lsh", 32, seed=0).fit(archive["features"])
     enc = lsh.encode(archive["features"])
     codes = tmp_path / "codes.parquet"
-    write_codes(codes, image_id=np.array([f"img{i}" for i in range(24)]),
-                label=archive["labels"], role=np.full(24, "database"),
-                packed=np.packbits(enc.bits.astype(bool), axis=1), value=enc.value, bits=32,
-                metadata={"rshash.method": "lsh", "rshash.backbone": BACKBONE})
+    write_codes(
+        codes,
+        image_id=np.array([f"img{i}" for i in range(24)]),
+        label=archive["labels"],
+        role=np.full(24, "database"),
+        packed=np.packbits(enc.bits.astype(bool), axis=1),
+        value=enc.value,
+        bits=32,
+        metadata={"rshash.method": "lsh", "rshash.backbone": BACKBONE},
+    )
     code, _, err = run(capsys, "index", "--codes", codes, "--out", tmp_path / "c.npz")
     assert code == 0
     code, _, err = run(capsys, "search", archive["paths"][7], "--index", tmp_path / "c.npz")
     assert code == 2 and "pass --model" in err
-    code, out, _ = run(capsys, "search", archive["paths"][7], "--index", tmp_path / "c.npz",
-                       "--model", model, "--top", 1)
+    code, out, _ = run(
+        capsys,
+        "search",
+        archive["paths"][7],
+        "--index",
+        tmp_path / "c.npz",
+        "--model",
+        model,
+        "--top",
+        1,
+    )
     assert code == 0 and out.splitlines()[2].split()[1:] == ["0", "1", "img7"]
 
 
 def test_clear_errors(archive, capsys, tmp_path):
     index = tmp_path / "a.npz"
-    assert run(capsys, "index", "--model", archive["models"][0, 32], "--images",
-               archive["images"], "--out", index)[0] == 0
+    assert (
+        run(
+            capsys,
+            "index",
+            "--model",
+            archive["models"][0, 32],
+            "--images",
+            archive["images"],
+            "--out",
+            index,
+        )[0]
+        == 0
+    )
     query = archive["paths"][0]
     code, _, err = run(capsys, "search", query, "--index", tmp_path / "none.npz")
     assert code == 2 and "index file not found" in err and "none.npz" in err
@@ -111,17 +144,20 @@ def test_clear_errors(archive, capsys, tmp_path):
     code, _, err = run(capsys, "search", bad, "--index", index)
     assert code == 2 and "cannot read image" in err and "bad.png" in err
 
-    code, _, err = run(capsys, "search", query, "--index", index,
-                       "--model", archive["models"][0, 16])
+    code, _, err = run(
+        capsys, "search", query, "--index", index, "--model", archive["models"][0, 16]
+    )
     assert code == 2 and "bits 16" in err
-    code, _, err = run(capsys, "search", query, "--index", index,
-                       "--model", archive["models"][1, 32])
+    code, _, err = run(
+        capsys, "search", query, "--index", index, "--model", archive["models"][1, 32]
+    )
     assert code == 2 and "not the model the index was built with" in err
     code, _, err = run(capsys, "search", query, "--index", index, "--backbone", "resnet50")
     assert code == 2 and "efficientnet_lite0" in err and "resnet50" in err
 
     out = tmp_path / "never.npz"
     (tmp_path / "a_class").mkdir()
-    code, _, err = run(capsys, "index", "--model", archive["models"][0, 32], "--images",
-                       tmp_path, "--out", out)  # mixes files and folders
+    code, _, err = run(
+        capsys, "index", "--model", archive["models"][0, 32], "--images", tmp_path, "--out", out
+    )  # mixes files and folders
     assert code == 2 and "mixes" in err and not out.exists()

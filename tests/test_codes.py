@@ -26,8 +26,17 @@ def test_parquet_round_trip(tmp_path, bits):
     ids = [f"c/{i}" for i in range(n)]
     roles = ["train"] * 5 + ["query"] * 6
     path = tmp_path / "codes.parquet"
-    write_codes(path, ids, np.arange(n) % 3, roles, pack_bits(b), value, bits,
-                class_prob=prob, predicted_label=np.arange(n) % 4)
+    write_codes(
+        path,
+        ids,
+        np.arange(n) % 3,
+        roles,
+        pack_bits(b),
+        value,
+        bits,
+        class_prob=prob,
+        predicted_label=np.arange(n) % 4,
+    )
     c = read_codes(path)
     assert c.bits == bits and len(c) == n
     np.testing.assert_array_equal(unpack_bits(c.packed, bits), b)
@@ -43,8 +52,9 @@ def test_code_column_is_fixed_size_binary(tmp_path):
     import pyarrow.parquet as pq
 
     path = tmp_path / "c.parquet"
-    write_codes(path, ["a"], [0], ["query"], np.array([[0xAB, 0x01]], np.uint8),
-                np.zeros((1, 16)), 16)
+    write_codes(
+        path, ["a"], [0], ["query"], np.array([[0xAB, 0x01]], np.uint8), np.zeros((1, 16)), 16
+    )
     table = pq.read_table(path)
     assert table.schema.field("code").type == pa.binary(2)
     assert table.column("code")[0].as_py() == bytes([0xAB, 0x01])

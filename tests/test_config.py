@@ -38,81 +38,145 @@ def test_shipped_config_is_valid(config, schema):
     assert experiment_rankings(config, "demo", "raw") == ["euclidean"]
     assert experiment_rankings(config, "demo", "lsh") == ["hamming"]
     protocols = {c.protocol for c in experiment_cells(config, "ucmd_protocols")}
-    assert protocols == {"dmch_60_40", "mhcln_60_40", "dhcnn_80_20", "dhcnn_50_50",
-                         "dah_80_20", "pbffn_50_50"}
+    assert protocols == {
+        "dmch_60_40",
+        "mhcln_60_40",
+        "dhcnn_80_20",
+        "dhcnn_50_50",
+        "dah_80_20",
+        "pbffn_50_50",
+    }
 
 
 BAD = [
     (lambda c: c["experiments"]["demo"].update(bits=[12]), r"experiments\.demo\.bits\[0\]"),
     (lambda c: c["experiments"]["demo"].update(bits=[0]), r"experiments\.demo\.bits\[0\]"),
     (lambda c: c["experiments"]["demo"].update(bits=["32"]), r"experiments\.demo\.bits\[0\]"),
-    (lambda c: c["experiments"]["demo"].update(methods=["nope"]),
-     r"experiments\.demo\.methods\[0\]: 'nope' is not defined under 'variants'"),
-    (lambda c: c["experiments"]["demo"].update(datasets=["nope"]),
-     r"experiments\.demo\.datasets\[0\]: 'nope'"),
-    (lambda c: c["experiments"]["demo"].update(protocols=["nope"]),
-     r"experiments\.demo\.protocols\[0\]: 'nope'"),
-    (lambda c: c["experiments"]["demo"].update(backbones=["alexnet"]),
-     r"experiments\.demo\.backbones\[0\]: 'alexnet'"),
+    (
+        lambda c: c["experiments"]["demo"].update(methods=["nope"]),
+        r"experiments\.demo\.methods\[0\]: 'nope' is not defined under 'variants'",
+    ),
+    (
+        lambda c: c["experiments"]["demo"].update(datasets=["nope"]),
+        r"experiments\.demo\.datasets\[0\]: 'nope'",
+    ),
+    (
+        lambda c: c["experiments"]["demo"].update(protocols=["nope"]),
+        r"experiments\.demo\.protocols\[0\]: 'nope'",
+    ),
+    (
+        lambda c: c["experiments"]["demo"].update(backbones=["alexnet"]),
+        r"experiments\.demo\.backbones\[0\]: 'alexnet'",
+    ),
     (lambda c: c["backbones"].update(alexnet={}), r"backbones: .*'alexnet'"),
     (lambda c: c["variants"].update(foo={"method": "dmch2"}), r"variants\.foo\.method"),
-    (lambda c: c["protocols"]["dmch_60_40"].update(train_fraction=1.5),
-     r"protocols\.dmch_60_40\.train_fraction"),
-    (lambda c: c["protocols"]["dmch_60_40"].update(database="all"),
-     r"protocols\.dmch_60_40\.database"),
+    (
+        lambda c: c["protocols"]["dmch_60_40"].update(train_fraction=1.5),
+        r"protocols\.dmch_60_40\.train_fraction",
+    ),
+    (
+        lambda c: c["protocols"]["dmch_60_40"].update(database="all"),
+        r"protocols\.dmch_60_40\.database",
+    ),
     (lambda c: c["experiments"]["demo"].update(seeds=[7]), r"experiments\.demo\.seeds"),
-    (lambda c: c["experiments"]["demo"].update(rankings=["cosine"]),
-     r"experiments\.demo\.rankings\[0\]"),
+    (
+        lambda c: c["experiments"]["demo"].update(rankings=["cosine"]),
+        r"experiments\.demo\.rankings\[0\]",
+    ),
     (lambda c: c.update(skip_unreadable="yes"), r"skip_unreadable"),
-    (lambda c: c["experiments"]["demo"].update(rankings=["hamming"]),
-     r"experiments\.demo\.rankings: method 'raw' does not support ranking 'hamming'"),
-    (lambda c: c["experiments"]["demo"].update(rankings={"lsh": ["category_weighted"]}),
-     r"experiments\.demo\.rankings\.lsh: method 'lsh' does not support ranking "
-     r"'category_weighted'"),
-    (lambda c: c["experiments"]["demo"].update(rankings={"dmch": ["hamming"]}),
-     r"experiments\.demo\.rankings\.dmch: 'dmch' is not among"),
-    (lambda c: c["experiments"]["demo"].update(reference={"method": "ksh"}),
-     r"experiments\.demo\.reference\.method"),
-    (lambda c: c["protocols"]["dmch_60_40"].update(val_fraction=0),
-     r"protocols\.dmch_60_40\.val_fraction"),
-    (lambda c: c["protocols"]["dmch_60_40"].pop("map_cutoffs"),
-     r"protocols\.dmch_60_40: 'map_cutoffs' is a required property"),
-    (lambda c: c.update(ranking_params={"coarse_to_fine": {"top_m": 0}}),
-     r"ranking_params\.coarse_to_fine\.top_m"),
+    (
+        lambda c: c["experiments"]["demo"].update(rankings=["hamming"]),
+        r"experiments\.demo\.rankings: method 'raw' does not support ranking 'hamming'",
+    ),
+    (
+        lambda c: c["experiments"]["demo"].update(rankings={"lsh": ["category_weighted"]}),
+        r"experiments\.demo\.rankings\.lsh: method 'lsh' does not support ranking "
+        r"'category_weighted'",
+    ),
+    (
+        lambda c: c["experiments"]["demo"].update(rankings={"dmch": ["hamming"]}),
+        r"experiments\.demo\.rankings\.dmch: 'dmch' is not among",
+    ),
+    (
+        lambda c: c["experiments"]["demo"].update(reference={"method": "ksh"}),
+        r"experiments\.demo\.reference\.method",
+    ),
+    (
+        lambda c: c["protocols"]["dmch_60_40"].update(val_fraction=0),
+        r"protocols\.dmch_60_40\.val_fraction",
+    ),
+    (
+        lambda c: c["protocols"]["dmch_60_40"].pop("map_cutoffs"),
+        r"protocols\.dmch_60_40: 'map_cutoffs' is a required property",
+    ),
+    (
+        lambda c: c.update(ranking_params={"coarse_to_fine": {"top_m": 0}}),
+        r"ranking_params\.coarse_to_fine\.top_m",
+    ),
     (lambda c: c.update(colour="blue"), r"unknown key.*colour"),
     # variant parameters, against the method's declared Params (names, types, ranges)
-    (lambda c: c["variants"]["lsh"].update(params={"n_iterr": 3}),
-     r"^config: variants\.lsh\.params\.n_iterr: unknown parameter \(it takes none\)$"),
-    (lambda c: c["variants"]["itq"].update(params={"n_iterr": 3}),
-     r"^config: variants\.itq\.params\.n_iterr: unknown parameter \(known: n_iter\)$"),
-    (lambda c: c["variants"]["itq"].update(params={"params": {"n_iter": 3}}),
-     r"^config: variants\.itq\.params\.params: unknown parameter"),
-    (lambda c: c["variants"]["itq"].update(params={"n_iter": "fifty"}),
-     r"^config: variants\.itq\.params\.n_iter: expected an integer >= 0, got 'fifty'$"),
-    (lambda c: c["variants"]["itq"].update(params={"n_iter": -3}),
-     r"^config: variants\.itq\.params\.n_iter: expected an integer >= 0, got -3$"),
-    (lambda c: c["variants"]["itq"].update(params={"n_iter": 50.0}),
-     r"variants\.itq\.params\.n_iter: expected an integer"),
-    (lambda c: c["variants"]["milan"].update(params={"sampling": "hard"}),
-     r"variants\.milan\.params\.sampling: expected one of 'class_pair', 'random'"),
-    (lambda c: c["variants"]["milan"].update(params={"hidden": [512, 0]}),
-     r"variants\.milan\.params\.hidden: expected a list of an integer >= 1"),
-    (lambda c: c["variants"]["dhcnn"].update(params={"eta": 1.5}),
-     r"variants\.dhcnn\.params\.eta: expected a number in \[0, 1\], got 1\.5"),
-    (lambda c: c["variants"]["dah"].update(params={"spatial_kernel": 2}),
-     r"variants\.dah\.params\.spatial_kernel: must be odd"),
-    (lambda c: c["variants"]["dmch"].update(params={"use_cat": "no"}),
-     r"variants\.dmch\.params\.use_cat: expected true or false"),
-    (lambda c: c["experiments"]["demo"].update(bits=[1099511627776]),
-     r"experiments\.demo\.bits\[0\]: 1099511627776 is greater than the maximum of 4096"),
+    (
+        lambda c: c["variants"]["lsh"].update(params={"n_iterr": 3}),
+        r"^config: variants\.lsh\.params\.n_iterr: unknown parameter \(it takes none\)$",
+    ),
+    (
+        lambda c: c["variants"]["itq"].update(params={"n_iterr": 3}),
+        r"^config: variants\.itq\.params\.n_iterr: unknown parameter \(known: n_iter\)$",
+    ),
+    (
+        lambda c: c["variants"]["itq"].update(params={"params": {"n_iter": 3}}),
+        r"^config: variants\.itq\.params\.params: unknown parameter",
+    ),
+    (
+        lambda c: c["variants"]["itq"].update(params={"n_iter": "fifty"}),
+        r"^config: variants\.itq\.params\.n_iter: expected an integer >= 0, got 'fifty'$",
+    ),
+    (
+        lambda c: c["variants"]["itq"].update(params={"n_iter": -3}),
+        r"^config: variants\.itq\.params\.n_iter: expected an integer >= 0, got -3$",
+    ),
+    (
+        lambda c: c["variants"]["itq"].update(params={"n_iter": 50.0}),
+        r"variants\.itq\.params\.n_iter: expected an integer",
+    ),
+    (
+        lambda c: c["variants"]["milan"].update(params={"sampling": "hard"}),
+        r"variants\.milan\.params\.sampling: expected one of 'class_pair', 'random'",
+    ),
+    (
+        lambda c: c["variants"]["milan"].update(params={"hidden": [512, 0]}),
+        r"variants\.milan\.params\.hidden: expected a list of an integer >= 1",
+    ),
+    (
+        lambda c: c["variants"]["dhcnn"].update(params={"eta": 1.5}),
+        r"variants\.dhcnn\.params\.eta: expected a number in \[0, 1\], got 1\.5",
+    ),
+    (
+        lambda c: c["variants"]["dah"].update(params={"spatial_kernel": 2}),
+        r"variants\.dah\.params\.spatial_kernel: must be odd",
+    ),
+    (
+        lambda c: c["variants"]["dmch"].update(params={"use_cat": "no"}),
+        r"variants\.dmch\.params\.use_cat: expected true or false",
+    ),
+    (
+        lambda c: c["experiments"]["demo"].update(bits=[1099511627776]),
+        r"experiments\.demo\.bits\[0\]: 1099511627776 is greater than the maximum of 4096",
+    ),
     # a class head that the variant's parameters remove
-    (lambda c: c["experiments"]["demo"].update(methods=["dmch_ncat"],
-                                               rankings=["category_weighted"]),
-     r"^config: experiments\.demo: dmch_ncat \(use_cat: false\) has no class head; "
-     r"category_weighted needs one$"),
-    (lambda c: c["experiments"]["demo"].update(methods=["dhcnn_eta1"],
-                                               rankings=["category_weighted"]),
-     r"^config: experiments\.demo: dhcnn_eta1 \(eta: 1\) has no class head"),
+    (
+        lambda c: c["experiments"]["demo"].update(
+            methods=["dmch_ncat"], rankings=["category_weighted"]
+        ),
+        r"^config: experiments\.demo: dmch_ncat \(use_cat: false\) has no class head; "
+        r"category_weighted needs one$",
+    ),
+    (
+        lambda c: c["experiments"]["demo"].update(
+            methods=["dhcnn_eta1"], rankings=["category_weighted"]
+        ),
+        r"^config: experiments\.demo: dhcnn_eta1 \(eta: 1\) has no class head",
+    ),
 ]
 
 
@@ -131,21 +195,39 @@ def test_snakemake_stops_on_bad_config_before_any_job(repo, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(bad),
-         "--directory", str(tmp_path), "--snakefile", str(repo / "Snakefile"),
-         "results/tables/demo.csv"],
-        capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--configfile",
+            str(bad),
+            "--directory",
+            str(tmp_path),
+            "--snakefile",
+            str(repo / "Snakefile"),
+            "results/tables/demo.csv",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     text = out.stdout + out.stderr
     assert out.returncode != 0
     assert "experiments.demo.bits[0]: 12 is not a multiple of 8" in text
     assert "Job stats" not in text
 
 
-@pytest.mark.parametrize("params,message", [
-    ({"n_iter": "fifty"}, "config: variants.itq.params.n_iter: expected an integer >= 0, "
-                          "got 'fifty'"),
-    ({"n_iterr": 5}, "config: variants.itq.params.n_iterr: unknown parameter (known: n_iter)"),
-])
+@pytest.mark.parametrize(
+    "params,message",
+    [
+        (
+            {"n_iter": "fifty"},
+            "config: variants.itq.params.n_iter: expected an integer >= 0, got 'fifty'",
+        ),
+        ({"n_iterr": 5}, "config: variants.itq.params.n_iterr: unknown parameter (known: n_iter)"),
+    ],
+)
 def test_snakemake_stops_on_bad_variant_params_before_any_job(repo, tmp_path, params, message):
     """A variant's parameters are checked at parse time: nothing is extracted first."""
     cfg = yaml.safe_load((repo / "config.yaml").read_text())
@@ -153,10 +235,23 @@ def test_snakemake_stops_on_bad_variant_params_before_any_job(repo, tmp_path, pa
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(bad),
-         "--directory", str(tmp_path), "--snakefile", str(repo / "Snakefile"),
-         "results/tables/demo.csv"],
-        capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--configfile",
+            str(bad),
+            "--directory",
+            str(tmp_path),
+            "--snakefile",
+            str(repo / "Snakefile"),
+            "results/tables/demo.csv",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     text = out.stdout + out.stderr
     assert out.returncode != 0
     assert message in text
@@ -166,10 +261,24 @@ def test_snakemake_stops_on_bad_variant_params_before_any_job(repo, tmp_path, pa
 def test_missing_data_directory_is_one_clear_message(repo, tmp_path):
     env = {**__import__("os").environ, "RSHASH_DATA_DIR": str(tmp_path / "nowhere")}
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "results/tables/ucmd.csv", "-n",
-         "--directory", str(tmp_path), "--snakefile", str(repo / "Snakefile"),
-         "--configfile", str(repo / "config.yaml")],
-        capture_output=True, text=True, timeout=120, env=env)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "results/tables/ucmd.csv",
+            "-n",
+            "--directory",
+            str(tmp_path),
+            "--snakefile",
+            str(repo / "Snakefile"),
+            "--configfile",
+            str(repo / "config.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     text = out.stdout + out.stderr
     assert out.returncode != 0
     assert f"dataset 'ucmd': data directory {tmp_path / 'nowhere'} does not exist" in text
@@ -208,7 +317,10 @@ def test_extraction_settings_have_one_default_each(config):
     bare.pop("device", None)
     defaults = inspect.signature(extract).parameters
     assert extraction_settings(bare, "efficientnet_lite0") == {
-        k: defaults[k].default for k in ("batch_size", "num_workers", "device")}
-    assert extraction_settings(config, "vgg16")["batch_size"] == config["backbones"]["vgg16"][
-        "batch_size"]
+        k: defaults[k].default for k in ("batch_size", "num_workers", "device")
+    }
+    assert (
+        extraction_settings(config, "vgg16")["batch_size"]
+        == config["backbones"]["vgg16"]["batch_size"]
+    )
     assert extraction_settings({**config, "device": "cpu"})["device"] == "cpu"

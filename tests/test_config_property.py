@@ -20,8 +20,7 @@ from rshash.methods import REGISTRY, get_method
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
-SETTINGS = settings(max_examples=30, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 RANKINGS = {"hamming", "coarse_to_fine", "category_weighted", "euclidean"}
 
 
@@ -66,9 +65,14 @@ def leaves(node, path=()):
 
 
 LEAVES = sorted(leaves(CONFIG), key=lambda item: where(item[0]))
-JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5),
-                        st.lists(st.integers(), max_size=2),
-                        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+JSON_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
 
 
 def _kind(value) -> str:
@@ -89,9 +93,14 @@ def test_a_setting_of_the_wrong_type_is_rejected(leaf, value):
 
 
 # Floats too, integral ones included: 32.0 is not a bit count.
-BAD_BITS = st.one_of(st.integers(max_value=0), st.integers(min_value=1).filter(lambda b: b % 8),
-                     st.floats(allow_nan=False, allow_infinity=False), st.just(32.0),
-                     st.text(max_size=4), st.booleans())
+BAD_BITS = st.one_of(
+    st.integers(max_value=0),
+    st.integers(min_value=1).filter(lambda b: b % 8),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.just(32.0),
+    st.text(max_size=4),
+    st.booleans(),
+)
 
 
 @SETTINGS
@@ -106,14 +115,20 @@ def test_bad_bits_are_rejected(bits, key):
     rejected(config, path)
 
 
-BAD_FRACTIONS = st.one_of(st.floats(max_value=0, allow_nan=False),
-                          st.floats(min_value=1, allow_nan=False),
-                          st.integers().filter(lambda f: not 0 < f < 1), st.text(max_size=4))
+BAD_FRACTIONS = st.one_of(
+    st.floats(max_value=0, allow_nan=False),
+    st.floats(min_value=1, allow_nan=False),
+    st.integers().filter(lambda f: not 0 < f < 1),
+    st.text(max_size=4),
+)
 
 
 @SETTINGS
-@given(BAD_FRACTIONS, st.sampled_from(["train_fraction", "val_fraction"]),
-       st.sampled_from(sorted(CONFIG["protocols"])))
+@given(
+    BAD_FRACTIONS,
+    st.sampled_from(["train_fraction", "val_fraction"]),
+    st.sampled_from(sorted(CONFIG["protocols"])),
+)
 def test_fractions_outside_the_open_unit_interval_are_rejected(fraction, key, protocol):
     path = ("protocols", protocol, key)
     rejected(with_value(path, fraction), path)
@@ -152,9 +167,12 @@ def test_unknown_top_level_keys_are_rejected(key):
 
 
 @SETTINGS
-@given(st.one_of(st.text(max_size=12).filter(lambda r: r not in RANKINGS),
-                 st.sampled_from(sorted(RANKINGS))),
-       st.sampled_from(["lsh", "itq", "milan", "raw"]))
+@given(
+    st.one_of(
+        st.text(max_size=12).filter(lambda r: r not in RANKINGS), st.sampled_from(sorted(RANKINGS))
+    ),
+    st.sampled_from(["lsh", "itq", "milan", "raw"]),
+)
 def test_unsupported_rankings_are_rejected(ranking, method):
     """An unknown ranking fails the schema; a known one fails when the method
     does not support it, naming the method."""

@@ -8,20 +8,23 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
+from test_pipeline import planned, snakemake
 
 from rshash import RshashError
 from rshash.data.datasets import KNOWN, missing_message, spec_from_config
 from rshash.data.manifest import count_problems, scan_folder
 from rshash.data.synthetic import generate
-from test_pipeline import planned, snakemake
 
 
-@pytest.mark.parametrize("name, folder, n_classes, per_class, total", [
-    ("ucmd", "UCMerced_LandUse/Images", 21, (100, 100), 2100),
-    ("aid", "AID", 30, (220, 420), 10_000),
-    ("nwpu", "NWPU-RESISC45", 45, (700, 700), 31_500),
-    ("patternnet", "PatternNet/images", 38, (800, 800), 30_400),
-])
+@pytest.mark.parametrize(
+    "name, folder, n_classes, per_class, total",
+    [
+        ("ucmd", "UCMerced_LandUse/Images", 21, (100, 100), 2100),
+        ("aid", "AID", 30, (220, 420), 10_000),
+        ("nwpu", "NWPU-RESISC45", 45, (700, 700), 31_500),
+        ("patternnet", "PatternNet/images", 38, (800, 800), 30_400),
+    ],
+)
 def test_known_definitions(repo, name, folder, n_classes, per_class, total):
     cfg = yaml.safe_load((repo / "config.yaml").read_text())
     spec = spec_from_config(name, cfg["datasets"][name])
@@ -33,7 +36,12 @@ def test_known_definitions(repo, name, folder, n_classes, per_class, total):
 
 def test_aid_counts_from_the_paper():
     aid = KNOWN["aid"].expected
-    assert (aid["BaseballField"], aid["Pond"], aid["Viaduct"], aid["Airport"]) == (220, 420, 420, 360)
+    assert (aid["BaseballField"], aid["Pond"], aid["Viaduct"], aid["Airport"]) == (
+        220,
+        420,
+        420,
+        360,
+    )
 
 
 def test_ucmd_classes_match_the_real_copy(ucmd_data_dir):
@@ -103,8 +111,9 @@ def test_dry_run_plans_the_benchmark_tables_without_images(repo, tmp_path):
         for cls in KNOWN[name].expected:
             (data / KNOWN[name].folder / cls).mkdir(parents=True)
     _config(repo, tmp_path, data)
-    out = snakemake(repo, tmp_path, "-n", *(f"results/tables/{e}.csv"
-                                            for e in ("aid", "nwpu", "patternnet")))
+    out = snakemake(
+        repo, tmp_path, "-n", *(f"results/tables/{e}.csv" for e in ("aid", "nwpu", "patternnet"))
+    )
     jobs = planned(out.stdout + out.stderr)
     # per dataset: 1 manifest, 1 extraction, 3 splits, (3 methods x 2 bits + raw) x 3 seeds
     assert jobs["build_manifest"] == 3 and jobs["extract_features"] == 3
@@ -116,11 +125,22 @@ def test_dry_run_plans_the_benchmark_tables_without_images(repo, tmp_path):
 def test_any_class_folder_dataset_gets_a_table(repo, tmp_path):
     data = tmp_path / "data"
     generate(data / "Mine" / "tiles", n_classes=3, per_class=10, size=64, seed=1)
-    _config(repo, tmp_path, data,
-            datasets={"mine": {"folder": "Mine/tiles"}},  # the two lines a user adds
-            experiments={"mine": {"datasets": ["mine"], "backbones": ["efficientnet_lite0"],
-                                  "protocols": ["dmch_60_40"], "seeds": [0],
-                                  "methods": ["lsh", "raw"], "bits": [16]}})
+    _config(
+        repo,
+        tmp_path,
+        data,
+        datasets={"mine": {"folder": "Mine/tiles"}},  # the two lines a user adds
+        experiments={
+            "mine": {
+                "datasets": ["mine"],
+                "backbones": ["efficientnet_lite0"],
+                "protocols": ["dmch_60_40"],
+                "seeds": [0],
+                "methods": ["lsh", "raw"],
+                "bits": [16],
+            }
+        },
+    )
     snakemake(repo, tmp_path, "results/tables/mine.csv")
     manifest = pd.read_parquet(tmp_path / "results/manifests/mine.parquet")
     assert len(manifest) == 30 and manifest.label.nunique() == 3
@@ -136,8 +156,9 @@ def test_any_class_folder_dataset_gets_a_table(repo, tmp_path):
     assert "Nothing to be done" in out.stdout + out.stderr
     first = min(p for p in (data / "Mine" / "tiles").iterdir() if p.is_dir())
     Image.new("RGB", (64, 64), (5, 5, 5)).save(first / "added.png")
-    jobs = planned((out := snakemake(repo, tmp_path, "-n", "results/tables/mine.csv")).stdout
-                   + out.stderr)
+    jobs = planned(
+        (out := snakemake(repo, tmp_path, "-n", "results/tables/mine.csv")).stdout + out.stderr
+    )
     assert jobs["build_manifest"] == 1 and jobs["extract_features"] == 1
     assert jobs["make_split"] == 1 and jobs["train_method"] == 2
     assert jobs["evaluate_ranking"] == 2 and jobs["build_table"] == 1

@@ -10,7 +10,6 @@ import shutil
 
 import pandas as pd
 import pytest
-
 from test_pipeline import snakemake
 
 pytestmark = pytest.mark.slow

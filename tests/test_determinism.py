@@ -22,8 +22,15 @@ def tiny(tmp_path_factory):
     manifest = scan_folder(root / "images")
     write_manifest(manifest, root / "manifest.parquet")
     for run in ("a", "b"):
-        extract(root / "manifest.parquet", "efficientnet_lite0", root / f"{run}.h5",
-                threads=2, batch_size=8, device="cpu", progress=False)
+        extract(
+            root / "manifest.parquet",
+            "efficientnet_lite0",
+            root / f"{run}.h5",
+            threads=2,
+            batch_size=8,
+            device="cpu",
+            progress=False,
+        )
     return root, manifest
 
 
@@ -40,15 +47,31 @@ def test_codes_files_are_byte_identical_across_runs(tiny, tmp_path, method):
     root, manifest = tiny
     write_split(make_split(manifest, {"train_fraction": 0.5}, seed=0), tmp_path / "s.parquet")
     for run in ("a", "b"):
-        train_cell(root / "a.h5", tmp_path / "s.parquet", method, 16, 3, METHODS[method],
-                   tmp_path / f"{run}.npz", tmp_path / f"{run}.parquet")
+        train_cell(
+            root / "a.h5",
+            tmp_path / "s.parquet",
+            method,
+            16,
+            3,
+            METHODS[method],
+            tmp_path / f"{run}.npz",
+            tmp_path / f"{run}.parquet",
+        )
     a, b = ((tmp_path / f"{r}.parquet").read_bytes() for r in "ab")
     assert a == b
     meta = pq.read_schema(tmp_path / "a.parquet").metadata
     assert meta[b"rshash.method"] == method.encode()
     # another training seed changes the codes: the comparison above can fail
-    train_cell(root / "a.h5", tmp_path / "s.parquet", method, 16, 4, METHODS[method],
-               tmp_path / "c.npz", tmp_path / "c.parquet")
+    train_cell(
+        root / "a.h5",
+        tmp_path / "s.parquet",
+        method,
+        16,
+        4,
+        METHODS[method],
+        tmp_path / "c.npz",
+        tmp_path / "c.parquet",
+    )
     assert (tmp_path / "c.parquet").read_bytes() != a
 
 

@@ -62,8 +62,9 @@ def test_env_parses_and_pins_what_pyproject_pins(path):
         if name in project:
             assert version == project[name], f"{path}: conda {name}={version}"
     requires = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
-    assert conda.get("python") and f"{conda['python']}.0" in SpecifierSet(requires), \
+    assert conda.get("python") and f"{conda['python']}.0" in SpecifierSet(requires), (
         f"{path}: python {conda.get('python')} outside {requires}"
+    )
     assert "-e .." in next(d for d in env["dependencies"] if isinstance(d, dict))["pip"]
 
 

@@ -21,17 +21,34 @@ def write_files(tmp_path, labels, bits01, query, database, db_order, value=None)
     """Codes (train + query + database rows) and split for images ``img{i}``."""
     ids = np.array([f"img{i}" for i in range(len(labels))])
     train = [i for i in range(len(labels)) if i not in query]
-    rows = [(i, "train") for i in train] + [(i, "query") for i in query] + \
-           [(i, "database") for i in database]
+    rows = (
+        [(i, "train") for i in train]
+        + [(i, "query") for i in query]
+        + [(i, "database") for i in database]
+    )
     idx = np.array([i for i, _ in rows])
     value = bits01 - 0.5 if value is None else value
     codes_path, split_path = tmp_path / "codes.parquet", tmp_path / "split0.parquet"
-    write_codes(codes_path, ids[idx], np.asarray(labels)[idx], [r for _, r in rows],
-                pack_bits(bits01[idx]), value[idx], BITS)
+    write_codes(
+        codes_path,
+        ids[idx],
+        np.asarray(labels)[idx],
+        [r for _, r in rows],
+        pack_bits(bits01[idx]),
+        value[idx],
+        BITS,
+    )
     order_of = dict(zip(database, db_order))
-    write_split(pd.DataFrame({"image_id": ids[idx], "role": [r for _, r in rows],
-                  "db_order": [order_of[i] if r == "database" else -1 for i, r in rows]}
-                 ).astype({"db_order": "int64"}), split_path)
+    write_split(
+        pd.DataFrame(
+            {
+                "image_id": ids[idx],
+                "role": [r for _, r in rows],
+                "db_order": [order_of[i] if r == "database" else -1 for i, r in rows],
+            }
+        ).astype({"db_order": "int64"}),
+        split_path,
+    )
     return codes_path, split_path
 
 
@@ -63,18 +80,36 @@ def test_cell_matches_reference(tmp_path, ranking):
     value = bits01 + np.random.default_rng(1).normal(0, 0.3, bits01.shape)
     codes_path, split_path = write_files(tmp_path, labels, bits01, query, database, db_order, value)
     out = tmp_path / "metrics" / f"{ranking}.json"
-    result = evaluate_cell(codes_path, split_path, out, ranking=ranking,
-                           cell={"method": "x", "bits": BITS}, config={"a": 1}, block=5)
+    result = evaluate_cell(
+        codes_path,
+        split_path,
+        out,
+        ranking=ranking,
+        cell={"method": "x", "bits": BITS},
+        config={"a": 1},
+        block=5,
+    )
     assert json.loads(out.read_text()) == result
-    assert set(result) == {"cell", "ranking", "ranking_params", "protocol", "n_queries",
-                           "n_database", "leave_one_out", "metrics", "not_applicable", "curves",
-                           "provenance"}
+    assert set(result) == {
+        "cell",
+        "ranking",
+        "ranking_params",
+        "protocol",
+        "n_queries",
+        "n_database",
+        "leave_one_out",
+        "metrics",
+        "not_applicable",
+        "curves",
+        "provenance",
+    }
     assert result["cell"] == {"method": "x", "bits": BITS} and result["ranking"] == ranking
     assert (result["n_queries"], result["n_database"]) == (len(query), len(database))
     assert result["provenance"]["config_hash"] is not None
     metrics = result["metrics"]
     assert set(metrics) == {"map_all", "map_at_20", "query_ms", "anmrr", "p_hamming_r2"} | {
-        f"{m}_at_{k}" for m in "pr" for k in (5, 10, 20, 50, 100)}
+        f"{m}_at_{k}" for m in "pr" for k in (5, 10, 20, 50, 100)
+    }
     # every registry metric is either computed or listed with its reason
     assert set(result["not_applicable"]) == {"acc_query", "acc_retrieved_at_20", "rotation_top3"}
     assert set(result["curves"]) == {"p_at_k", "r_at_k", "ap_per_class", "pr_hamming"}
@@ -82,12 +117,15 @@ def test_cell_matches_reference(tmp_path, ranking):
     # p_hamming_r2 and the radius curve: brute force over the (unranked) database
     ham = [[int((bits01[q] != bits01[j]).sum()) for j in database] for q in query]
     lab = np.asarray(labels)
-    p2 = [np.mean([lab[j] == lab[q] for j, d in zip(database, h) if d <= 2])
-          if min(h) <= 2 else 0.0 for q, h in zip(query, ham)]
+    p2 = [
+        np.mean([lab[j] == lab[q] for j, d in zip(database, h) if d <= 2]) if min(h) <= 2 else 0.0
+        for q, h in zip(query, ham)
+    ]
     assert metrics["p_hamming_r2"] == pytest.approx(np.mean(p2))
     assert result["curves"]["pr_hamming"]["precision"][2] == pytest.approx(np.mean(p2))
     assert result["curves"]["pr_hamming"]["recall"][BITS] == pytest.approx(1.0)
     if ranking == "hamming":
+
         def dist(a, b):
             return int((bits01[a] != bits01[b]).sum())
     else:
@@ -95,12 +133,14 @@ def test_cell_matches_reference(tmp_path, ranking):
 
         def dist(a, b):
             return float(np.linalg.norm(v[a] - v[b]))
+
     expected = reference_metrics(labels, dist, query, database, db_order)
     for name, value_ in expected.items():
         assert metrics[name] == pytest.approx(value_), name
     # ap_per_class: the mean AP@all of each class's queries
-    per_query_ap = [reference_metrics(labels, dist, [q], database, db_order)["map_all"]
-                    for q in query]
+    per_query_ap = [
+        reference_metrics(labels, dist, [q], database, db_order)["map_all"] for q in query
+    ]
     for c, ap in result["curves"]["ap_per_class"].items():
         expected_ap = np.mean([a for q, a in zip(query, per_query_ap) if labels[q] == int(c)])
         assert ap == pytest.approx(expected_ap)
@@ -115,6 +155,7 @@ def test_leave_one_out(tmp_path):
 
     def dist(a, b):
         return int((bits01[a] != bits01[b]).sum())
+
     expected = reference_metrics(labels, dist, query, database, db_order, leave_one_out=True)
     for name, value in expected.items():
         assert result["metrics"][name] == pytest.approx(value), name
@@ -174,16 +215,35 @@ def test_protocol_cutoffs_and_class_head_metrics(tmp_path):
     prob = rng.dirichlet(np.ones(3), len(labels)).astype(np.float32)
     predicted = np.where(rng.random(len(labels)) < 0.7, labels, (labels + 1) % 3)
     codes_path, split_path = tmp_path / "c.parquet", tmp_path / "s.parquet"
-    write_codes(codes_path, ids[idx], np.asarray(labels)[idx], [r for _, r in rows],
-                pack_bits(bits01[idx]), (bits01 - 0.5)[idx], BITS, class_prob=prob[idx],
-                predicted_label=predicted[idx])
+    write_codes(
+        codes_path,
+        ids[idx],
+        np.asarray(labels)[idx],
+        [r for _, r in rows],
+        pack_bits(bits01[idx]),
+        (bits01 - 0.5)[idx],
+        BITS,
+        class_prob=prob[idx],
+        predicted_label=predicted[idx],
+    )
     order_of = dict(zip(database, db_order))
-    write_split(pd.DataFrame({"image_id": ids[idx], "role": [r for _, r in rows],
-                  "db_order": [order_of[i] if r == "database" else -1 for i, r in rows]}
-                 ), split_path)
-    result = evaluate_cell(codes_path, split_path, tmp_path / "m.json",
-                           ranking="category_weighted",
-                           protocol={"map_cutoffs": ["all", 5], "train_fraction": 0.5})
+    write_split(
+        pd.DataFrame(
+            {
+                "image_id": ids[idx],
+                "role": [r for _, r in rows],
+                "db_order": [order_of[i] if r == "database" else -1 for i, r in rows],
+            }
+        ),
+        split_path,
+    )
+    result = evaluate_cell(
+        codes_path,
+        split_path,
+        tmp_path / "m.json",
+        ranking="category_weighted",
+        protocol={"map_cutoffs": ["all", 5], "train_fraction": 0.5},
+    )
     metrics = result["metrics"]
     assert {"map_at_5", "map_at_20", "acc_query", "acc_retrieved_at_20"} <= set(metrics)
     assert metrics["acc_query"] == pytest.approx(np.mean(predicted[query] == labels[query]))
@@ -205,18 +265,27 @@ def test_real_valued_codes_have_no_hamming_metrics(tmp_path):
     idx = np.array([i for i, _ in rows])
     value = np.random.default_rng(8).normal(size=(len(labels), 5)) + np.asarray(labels)[:, None]
     codes_path, split_path = tmp_path / "c.parquet", tmp_path / "s.parquet"
-    write_codes(codes_path, ids[idx], np.asarray(labels)[idx], [r for _, r in rows], None,
-                value[idx], 0)
+    write_codes(
+        codes_path, ids[idx], np.asarray(labels)[idx], [r for _, r in rows], None, value[idx], 0
+    )
     order_of = dict(zip(database, db_order))
-    write_split(pd.DataFrame({"image_id": ids[idx], "role": [r for _, r in rows],
-                  "db_order": [order_of[i] if r == "database" else -1 for i, r in rows]}
-                 ), split_path)
+    write_split(
+        pd.DataFrame(
+            {
+                "image_id": ids[idx],
+                "role": [r for _, r in rows],
+                "db_order": [order_of[i] if r == "database" else -1 for i, r in rows],
+            }
+        ),
+        split_path,
+    )
     result = evaluate_cell(codes_path, split_path, tmp_path / "m.json", ranking="euclidean")
     assert "p_hamming_r2" not in result["metrics"] and "pr_hamming" not in result["curves"]
     assert result["not_applicable"]["p_hamming_r2"].startswith("real-valued")
     v = value.astype(np.float32).astype(np.float64)
-    expected = reference_metrics(labels, lambda a, b: float(np.linalg.norm(v[a] - v[b])),
-                                 query, database, db_order)
+    expected = reference_metrics(
+        labels, lambda a, b: float(np.linalg.norm(v[a] - v[b])), query, database, db_order
+    )
     assert result["metrics"]["map_all"] == pytest.approx(expected["map_all"])
     with pytest.raises(RshashError, match="needs the 'packed' column"):
         evaluate_cell(codes_path, split_path, tmp_path / "h.json", ranking="hamming")
@@ -229,16 +298,29 @@ def test_rotation_top3_from_rotated_rows(tmp_path):
     Query q1's copies are all far (8): behind both database items, one copy still
     makes the top 3 -> 1/3."""
     code = lambda ones: [1] * ones + [0] * (BITS - ones)  # noqa: E731
-    ids = ["q0", "q1", "d0", "d1", "q0@rot90", "q0@rot180", "q0@rot270",
-           "q1@rot90", "q1@rot180", "q1@rot270"]
-    bits01 = np.array([code(0), code(0), code(1), code(2), code(0), code(1), code(5),
-                       code(8), code(8), code(8)])
+    ids = [
+        "q0",
+        "q1",
+        "d0",
+        "d1",
+        "q0@rot90",
+        "q0@rot180",
+        "q0@rot270",
+        "q1@rot90",
+        "q1@rot180",
+        "q1@rot270",
+    ]
+    bits01 = np.array(
+        [code(0), code(0), code(1), code(2), code(0), code(1), code(5), code(8), code(8), code(8)]
+    )
     roles = ["query", "query", "database", "database"] + ["rotated"] * 6
     labels = [0, 1, 0, 1] + [0] * 3 + [1] * 3
     codes_path, split_path = tmp_path / "c.parquet", tmp_path / "s.parquet"
     write_codes(codes_path, ids, labels, roles, pack_bits(bits01), bits01 - 0.5, BITS)
-    write_split(pd.DataFrame({"image_id": ids[:4], "role": roles[:4], "db_order": [-1, -1, 0, 1]}
-                 ), split_path)
+    write_split(
+        pd.DataFrame({"image_id": ids[:4], "role": roles[:4], "db_order": [-1, -1, 0, 1]}),
+        split_path,
+    )
     result = evaluate_cell(codes_path, split_path, tmp_path / "m.json")
     assert result["metrics"]["rotation_top3"] == pytest.approx((2 / 3 + 1 / 3) / 2)
     assert "rotation_top3" not in result["not_applicable"]
@@ -254,11 +336,20 @@ def test_rotation_top3_matches_a_full_ranking_with_ties():
     pool of six (heavy ties)."""
     rng = np.random.default_rng(7)
     pool = rng.integers(0, 2, (6, BITS))
-    q, db, rot = pool[rng.integers(0, 6, 30)], pool[rng.integers(0, 6, 9)], \
-        pool[rng.integers(0, 6, (30, 3))]
-    got = evaluate_arrays({"packed": pack_bits(q)}, np.zeros(30, int), {"packed": pack_bits(db)},
-                          np.zeros(9, int), "hamming", with_curves=True,
-                          rotated={"packed": pack_bits(rot.reshape(90, BITS)).reshape(30, 3, -1)})
+    q, db, rot = (
+        pool[rng.integers(0, 6, 30)],
+        pool[rng.integers(0, 6, 9)],
+        pool[rng.integers(0, 6, (30, 3))],
+    )
+    got = evaluate_arrays(
+        {"packed": pack_bits(q)},
+        np.zeros(30, int),
+        {"packed": pack_bits(db)},
+        np.zeros(9, int),
+        "hamming",
+        with_curves=True,
+        rotated={"packed": pack_bits(rot.reshape(90, BITS)).reshape(30, 3, -1)},
+    )
     expected = []
     for i in range(30):
         items = np.concatenate([db, rot[i]])

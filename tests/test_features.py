@@ -57,8 +57,9 @@ def dataset(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def extracted(dataset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("features") / "demo" / "efficientnet_lite0.h5"
-    extract(dataset[0], "efficientnet_lite0", out, threads=2, batch_size=5, device="cpu",
-            progress=False)
+    extract(
+        dataset[0], "efficientnet_lite0", out, threads=2, batch_size=5, device="cpu", progress=False
+    )
     return out
 
 
@@ -86,10 +87,17 @@ def test_extract_writes_the_contract(dataset, extracted):
 
 def test_extract_is_deterministic_on_cpu(dataset, extracted, tmp_path):
     again = tmp_path / "again.h5"
-    extract(dataset[0], "efficientnet_lite0", again, threads=2, batch_size=5, device="cpu",
-            num_workers=1, progress=False)
-    np.testing.assert_array_equal(read_features(again).features,
-                                  read_features(extracted).features)
+    extract(
+        dataset[0],
+        "efficientnet_lite0",
+        again,
+        threads=2,
+        batch_size=5,
+        device="cpu",
+        num_workers=1,
+        progress=False,
+    )
+    np.testing.assert_array_equal(read_features(again).features, read_features(extracted).features)
 
 
 def test_extract_matches_direct_computation(dataset, extracted):
@@ -144,14 +152,34 @@ def test_unreadable_image_names_the_file_and_leaves_nothing(dataset, tmp_path, n
     _, manifest = dataset
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"")
-    bad = pd.concat([manifest, pd.DataFrame([{"image_id": "river/broken", "path": str(broken),
-                                              "label": 2, "class_name": "river"}])])
+    bad = pd.concat(
+        [
+            manifest,
+            pd.DataFrame(
+                [
+                    {
+                        "image_id": "river/broken",
+                        "path": str(broken),
+                        "label": 2,
+                        "class_name": "river",
+                    }
+                ]
+            ),
+        ]
+    )
     bad_path = tmp_path / "bad.parquet"
     write_manifest(bad, bad_path)
     out_dir = tmp_path / "out"
     with pytest.raises(RshashError, match=r"^cannot read image .*broken\.jpg"):
-        extract(bad_path, "efficientnet_lite0", out_dir / "f.h5", batch_size=4, device="cpu",
-                num_workers=num_workers, progress=False)
+        extract(
+            bad_path,
+            "efficientnet_lite0",
+            out_dir / "f.h5",
+            batch_size=4,
+            device="cpu",
+            num_workers=num_workers,
+            progress=False,
+        )
     assert not out_dir.exists() or not any(out_dir.iterdir())
 
 
@@ -166,10 +194,18 @@ def test_unknown_backbone_is_rejected(dataset, tmp_path):
 def test_registry_names_and_weight_files():
     import torchvision.models as tvm
 
-    assert list(BACKBONES) == ["efficientnet_lite0", "efficientnet_lite2", "inception_v3",
-                               "resnet50", "vgg16"]
-    enums = {"inception_v3": tvm.Inception_V3_Weights, "resnet50": tvm.ResNet50_Weights,
-             "vgg16": tvm.VGG16_Weights}
+    assert list(BACKBONES) == [
+        "efficientnet_lite0",
+        "efficientnet_lite2",
+        "inception_v3",
+        "resnet50",
+        "vgg16",
+    ]
+    enums = {
+        "inception_v3": tvm.Inception_V3_Weights,
+        "resnet50": tvm.ResNet50_Weights,
+        "vgg16": tvm.VGG16_Weights,
+    }
     for name, entries in WEIGHTS.items():
         for tag, file_name in entries:
             assert enums[name][tag].url.rsplit("/", 1)[1] == file_name
@@ -181,9 +217,11 @@ def test_read_features_missing_file(tmp_path):
 
 
 def test_registry_and_reader_do_not_import_torch():
-    code = ("import sys, rshash.backbones as b, rshash.features as f; "
-            "b.check_available('efficientnet_lite0'); "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys, rshash.backbones as b, rshash.features as f; "
+        "b.check_available('efficientnet_lite0'); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -197,8 +235,16 @@ def test_feature_kinds_match_direct_computation(dataset, extracted, tmp_path, ki
 
     path, manifest = dataset
     out = tmp_path / f"efficientnet_lite0_{kind}.h5"
-    extract(path, "efficientnet_lite0", out, threads=2, batch_size=5, device="cpu",
-            progress=False, kind=kind)
+    extract(
+        path,
+        "efficientnet_lite0",
+        out,
+        threads=2,
+        batch_size=5,
+        device="cpu",
+        progress=False,
+        kind=kind,
+    )
     arrays, image_id = read_arrays(out)
     assert list(image_id) == list(manifest.image_id)
     n = len(manifest)
@@ -208,8 +254,9 @@ def test_feature_kinds_match_direct_computation(dataset, extracted, tmp_path, ki
 
     def stages(x):
         seen = []
-        hooks = [model._blocks[b].register_forward_hook(lambda m, a, o: seen.append(o))
-                 for b in (4, 10)]
+        hooks = [
+            model._blocks[b].register_forward_hook(lambda m, a, o: seen.append(o)) for b in (4, 10)
+        ]
         with torch.inference_mode():
             head = model.extract_features(x)
         for h in hooks:
@@ -220,8 +267,11 @@ def test_feature_kinds_match_direct_computation(dataset, extracted, tmp_path, ki
         assert arrays["maps"].shape == (n, 1280, 7, 7) and arrays["maps"].dtype == np.float16
         _, head = stages(x)
         np.testing.assert_allclose(arrays["maps"][i], head[0].numpy(), rtol=1e-2, atol=1e-2)
-        np.testing.assert_allclose(arrays["maps"].astype(np.float32).mean((2, 3)),
-                                   read_features(extracted).features, atol=2e-3)
+        np.testing.assert_allclose(
+            arrays["maps"].astype(np.float32).mean((2, 3)),
+            read_features(extracted).features,
+            atol=2e-3,
+        )
     elif kind == "layers":
         expected, _ = stages(x)
         assert [arrays[f"layer{j}"].shape for j in range(3)] == [(n, 40), (n, 112), (n, 1280)]
@@ -234,5 +284,6 @@ def test_feature_kinds_match_direct_computation(dataset, extracted, tmp_path, ki
             np.testing.assert_allclose(arrays["features"][i, r], expected[2], atol=1e-5)
             np.testing.assert_allclose(arrays["layer1"][i, r], expected[1], atol=1e-5)
         # a turned image gives other features (the backbone is not rotation invariant)
-        assert not np.allclose(arrays["features"][i, 0], read_features(extracted).features[i],
-                               atol=1e-3)
+        assert not np.allclose(
+            arrays["features"][i, 0], read_features(extracted).features[i], atol=1e-3
+        )

@@ -145,8 +145,11 @@ def _tiff(value: int) -> bytes:
     return buf.getvalue()
 
 
-TIFFS = {f"{cls}/{cls}{i:02d}.tif": _tiff(30 * i + (cls == "river"))
-         for cls in ("beach", "river") for i in range(3)}
+TIFFS = {
+    f"{cls}/{cls}{i:02d}.tif": _tiff(30 * i + (cls == "river"))
+    for cls in ("beach", "river")
+    for i in range(3)
+}
 TIFF_SUMS = {name: hashlib.sha256(data).hexdigest() for name, data in TIFFS.items()}
 
 
@@ -177,10 +180,14 @@ def test_every_unpacked_image_is_checked_against_the_published_digests(server, t
 
     (tmp_path / "Small.zip").unlink()
     server.archive = _tiff_archive(TIFFS)
-    assert ensure_images("small", folder, server.url, "Small", tmp_path,
-                         checksums=TIFF_SUMS) == folder
+    assert (
+        ensure_images("small", folder, server.url, "Small", tmp_path, checksums=TIFF_SUMS) == folder
+    )
     assert sorted(p.name for p in (folder / "river").iterdir()) == [
-        "river00.tif", "river01.tif", "river02.tif"]
+        "river00.tif",
+        "river01.tif",
+        "river02.tif",
+    ]
 
 
 def test_offline_download_names_the_url_and_the_folder(tmp_path):
@@ -210,5 +217,6 @@ def test_the_ucmd_digests_ship_with_the_package(repo):
     assert {name.split("/")[0] for name in sums} == set(UCMD_CLASSES)
     assert all(name.endswith(".tif") and len(d) == 64 for name, d in sums.items())
     package_data = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"][
-        "package-data"]["rshash.data"]
+        "package-data"
+    ]["rshash.data"]
     assert any(fnmatch.fnmatch(f"checksums/{spec.checksums}", g) for g in package_data)

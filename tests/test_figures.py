@@ -17,10 +17,14 @@ CLASSES = ["a$b$c", "x_1^2\\y", "$x_1^2\\y$", "b^$c$"]
 
 def curves(seed: int, bits: int = 8, classes: int = 4) -> dict:
     rng = np.random.default_rng(seed)
-    return {"pr_hamming": {"precision": rng.uniform(0, 1, bits + 1).tolist(),
-                           "recall": np.sort(rng.uniform(0, 1, bits + 1)).tolist()},
-            "p_at_k": {"k": [5, 10, 20], "precision": rng.uniform(0, 1, 3).tolist()},
-            "ap_per_class": {str(c): float(rng.uniform()) for c in range(classes)}}
+    return {
+        "pr_hamming": {
+            "precision": rng.uniform(0, 1, bits + 1).tolist(),
+            "recall": np.sort(rng.uniform(0, 1, bits + 1)).tolist(),
+        },
+        "p_at_k": {"k": [5, 10, 20], "precision": rng.uniform(0, 1, 3).tolist()},
+        "ap_per_class": {str(c): float(rng.uniform()) for c in range(classes)},
+    }
 
 
 @pytest.fixture
@@ -40,8 +44,11 @@ def dataset(tmp_path):
 
 @pytest.fixture
 def curve_files(report_data):
-    return [report_data.write(m, 8, s, metrics={"map_all": 0.5}, curves=curves(10 * i + s))
-            for i, m in enumerate(("milan", "dmch")) for s in range(3)]
+    return [
+        report_data.write(m, 8, s, metrics={"map_all": 0.5}, curves=curves(10 * i + s))
+        for i, m in enumerate(("milan", "dmch"))
+        for s in range(3)
+    ]
 
 
 def test_mean_curves_average_over_seeds(curve_files):
@@ -51,8 +58,9 @@ def test_mean_curves_average_over_seeds(curve_files):
     assert np.array_equal(pr["milan"][0], want)
     ks, p = mean_curves(curve_files, "p_at_k")["dmch"]
     assert list(ks) == [5, 10, 20]
-    assert np.array_equal(p, np.mean([curves(10 + s)["p_at_k"]["precision"]
-                                      for s in range(3)], axis=0))
+    assert np.array_equal(
+        p, np.mean([curves(10 + s)["p_at_k"]["precision"] for s in range(3)], axis=0)
+    )
 
 
 def test_no_curve_of_the_kind_is_an_error(tmp_path, metric_files):
@@ -77,16 +85,28 @@ def test_ap_per_class_without_the_curve_names_the_file(tmp_path, dataset, report
     assert path in str(exc.value)
 
 
-def test_cli_plot_ap_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, dataset,
-                                                                   curve_files,
-                                                                   rshash_on_full_disk):
+def test_cli_plot_ap_on_a_full_disk_is_one_line_and_leaves_nothing(
+    tmp_path, dataset, curve_files, rshash_on_full_disk
+):
     root, _, _ = dataset
     out = tmp_path / "plots" / "ap.png"
-    proc = rshash_on_full_disk(["plot-ap", "--manifest", root / "manifest.parquet",
-                                "--title", "AP", "--out", out, *curve_files], max_bytes=8192)
+    proc = rshash_on_full_disk(
+        [
+            "plot-ap",
+            "--manifest",
+            root / "manifest.parquet",
+            "--title",
+            "AP",
+            "--out",
+            out,
+            *curve_files,
+        ],
+        max_bytes=8192,
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [
-        f"rshash plot-ap: error: {out}: cannot write: File too large"]
+        f"rshash plot-ap: error: {out}: cannot write: File too large"
+    ]
     assert list(out.parent.iterdir()) == []
 
 
@@ -95,11 +115,23 @@ def test_retrieval_examples_draw_class_names_literally(tmp_path, dataset):
     rows = split[split.role.isin(["query", "database"])].reset_index(drop=True)
     labels = rows.image_id.map(dict(zip(manifest.image_id, manifest.label))).to_numpy()
     bits01 = np.random.default_rng(0).integers(0, 2, size=(len(rows), 16)).astype(np.uint8)
-    write_codes(root / "codes.parquet", rows.image_id.tolist(), labels, rows.role.tolist(),
-                pack_bits(bits01), bits01.astype(np.float32), 16)
+    write_codes(
+        root / "codes.parquet",
+        rows.image_id.tolist(),
+        labels,
+        rows.role.tolist(),
+        pack_bits(bits01),
+        bits01.astype(np.float32),
+        16,
+    )
     out = tmp_path / "retrieval.png"
-    plot_retrieval(root / "codes.parquet", root / "split.parquet", root / "manifest.parquet",
-                   out, "retrieval $\\y$")
+    plot_retrieval(
+        root / "codes.parquet",
+        root / "split.parquet",
+        root / "manifest.parquet",
+        out,
+        "retrieval $\\y$",
+    )
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] > 600
 

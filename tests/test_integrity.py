@@ -25,11 +25,17 @@ POSITIONS = 160  # at least 137 byte positions per file (the review's count)
 def _codes(path):
     rng = np.random.default_rng(0)
     bits01 = rng.integers(0, 2, (N, BITS), dtype=np.uint8)
-    write_codes(path, [f"c{i % 4}/img{i:02d}" for i in range(N)], np.arange(N) % 4,
-                ["query" if i % 3 == 0 else "database" for i in range(N)], pack_bits(bits01),
-                rng.normal(size=(N, BITS)).astype(np.float32), BITS,
-                class_prob=rng.random((N, 4)).astype(np.float32),
-                predicted_label=rng.integers(0, 4, N))
+    write_codes(
+        path,
+        [f"c{i % 4}/img{i:02d}" for i in range(N)],
+        np.arange(N) % 4,
+        ["query" if i % 3 == 0 else "database" for i in range(N)],
+        pack_bits(bits01),
+        rng.normal(size=(N, BITS)).astype(np.float32),
+        BITS,
+        class_prob=rng.random((N, 4)).astype(np.float32),
+        predicted_label=rng.integers(0, 4, N),
+    )
 
 
 def _codes_arrays(path):
@@ -39,9 +45,13 @@ def _codes_arrays(path):
 
 def _features(path):
     rng = np.random.default_rng(1)
-    write_arrays(path, [f"c{i % 4}/img{i:02d}" for i in range(N)], np.arange(N) % 4,
-                 {"features": rng.normal(size=(N, DIM)).astype(np.float32)},
-                 {"backbone": "efficientnet_lite0"})
+    write_arrays(
+        path,
+        [f"c{i % 4}/img{i:02d}" for i in range(N)],
+        np.arange(N) % 4,
+        {"features": rng.normal(size=(N, DIM)).astype(np.float32)},
+        {"backbone": "efficientnet_lite0"},
+    )
 
 
 def _features_arrays(path):
@@ -51,8 +61,16 @@ def _features_arrays(path):
 
 def _split(path):
     ids = [f"c{i % 4}/img{i:02d}" for i in range(N)]
-    write_split(pd.DataFrame({"image_id": ids, "role": ["train", "query"] * (N // 2),
-                              "db_order": np.arange(N, dtype=np.int64)}), path)
+    write_split(
+        pd.DataFrame(
+            {
+                "image_id": ids,
+                "role": ["train", "query"] * (N // 2),
+                "db_order": np.arange(N, dtype=np.int64),
+            }
+        ),
+        path,
+    )
 
 
 def _split_arrays(path):
@@ -60,9 +78,17 @@ def _split_arrays(path):
 
 
 def _manifest(path):
-    write_manifest(pd.DataFrame({"image_id": [f"c/i{i}" for i in range(N)],
-                                 "path": [f"/d/c/i{i}.jpg" for i in range(N)],
-                                 "label": np.zeros(N, dtype=np.int64), "class_name": "c"}), path)
+    write_manifest(
+        pd.DataFrame(
+            {
+                "image_id": [f"c/i{i}" for i in range(N)],
+                "path": [f"/d/c/i{i}.jpg" for i in range(N)],
+                "label": np.zeros(N, dtype=np.int64),
+                "class_name": "c",
+            }
+        ),
+        path,
+    )
 
 
 def _manifest_arrays(path):
@@ -82,14 +108,20 @@ def _model_arrays(path):
     return [method.encode(x).value, np.array(sorted(header))]
 
 
-KINDS = {"codes.parquet": (_codes, _codes_arrays), "features.h5": (_features, _features_arrays),
-         "split.parquet": (_split, _split_arrays), "manifest.parquet": (_manifest, _manifest_arrays),
-         "model.npz": (_model, _model_arrays)}
+KINDS = {
+    "codes.parquet": (_codes, _codes_arrays),
+    "features.h5": (_features, _features_arrays),
+    "split.parquet": (_split, _split_arrays),
+    "manifest.parquet": (_manifest, _manifest_arrays),
+    "model.npz": (_model, _model_arrays),
+}
 
 
 def _same(a, b):
-    return all((x is None and y is None) or np.array_equal(np.asarray(x), np.asarray(y))
-               for x, y in zip(a, b, strict=True))
+    return all(
+        (x is None and y is None) or np.array_equal(np.asarray(x), np.asarray(y))
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 @pytest.mark.parametrize("name", list(KINDS))
@@ -123,7 +155,7 @@ def test_random_bytes_in_a_features_file_are_refused(tmp_path):
     _features(path)
     data = bytearray(path.read_bytes())
     start = len(data) // 3
-    data[start:start + 4096] = np.random.default_rng(0).bytes(4096)
+    data[start : start + 4096] = np.random.default_rng(0).bytes(4096)
     path.write_bytes(bytes(data))
     with pytest.raises(RshashError, match="content digest mismatch"):
         read_features(path)
@@ -134,8 +166,11 @@ def test_non_finite_features_are_refused_naming_the_first_bad_row(tmp_path):
     x[4, 1], x[5, 0] = np.nan, np.inf
     path = tmp_path / "f.h5"
     write_arrays(path, [f"a/{i}" for i in range(6)], np.zeros(6), {"features": x})
-    with pytest.raises(RshashError, match=r"f\.h5: non-finite values in 'features' "
-                                          r"\(2 row\(s\), the first row 4, image a/4\)"):
+    with pytest.raises(
+        RshashError,
+        match=r"f\.h5: non-finite values in 'features' "
+        r"\(2 row\(s\), the first row 4, image a/4\)",
+    ):
         read_features(path)
     maps = np.ones((6, 2, 2, 2), dtype=np.float16)
     maps[3, 1, 0, 1] = np.inf
@@ -162,8 +197,12 @@ def test_the_digest_is_the_file_content(tmp_path):
 
 
 def _cli(*argv):
-    return subprocess.run([sys.executable, "-m", "rshash.cli", *map(str, argv)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "rshash.cli", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("name", ["codes", "split"])
@@ -173,10 +212,18 @@ def test_damaged_parquet_inputs_give_one_line_naming_the_file(tmp_path, name, da
     _split(tmp_path / "split.parquet")
     bad = tmp_path / f"{name}.parquet"
     data = bad.read_bytes()
-    bad.write_bytes(data[: len(data) // 2] if damage == "truncated"
-                    else data[:100] + b"\x00" * 50 + data[150:])
-    out = _cli("evaluate", "--codes", tmp_path / "codes.parquet", "--split",
-               tmp_path / "split.parquet", "--out", tmp_path / "m.json")
+    bad.write_bytes(
+        data[: len(data) // 2] if damage == "truncated" else data[:100] + b"\x00" * 50 + data[150:]
+    )
+    out = _cli(
+        "evaluate",
+        "--codes",
+        tmp_path / "codes.parquet",
+        "--split",
+        tmp_path / "split.parquet",
+        "--out",
+        tmp_path / "m.json",
+    )
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0], out.stderr
@@ -188,8 +235,13 @@ def test_damaged_model_gives_one_line_naming_the_file(tmp_path, damage):
     model = tmp_path / "model.npz"
     _model(model)
     data = model.read_bytes()
-    model.write_bytes({"truncated": data[: len(data) - 30], "empty": b"",
-                       "garbled": data[:40] + b"\xff" * 40 + data[80:]}[damage])
+    model.write_bytes(
+        {
+            "truncated": data[: len(data) - 30],
+            "empty": b"",
+            "garbled": data[:40] + b"\xff" * 40 + data[80:],
+        }[damage]
+    )
     images = tmp_path / "images"
     out = _cli("index", "--model", model, "--images", images, "--out", tmp_path / "i.npz")
     assert out.returncode == 2, out.stderr

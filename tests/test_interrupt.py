@@ -32,10 +32,25 @@ def tiny(tmp_path_factory):
     write_manifest(scan_folder(root / "images"), root / "manifest.parquet")
     split = make_split(scan_folder(root / "images"), {"train_fraction": 0.5}, seed=0)
     write_split(split, root / "split.parquet")
-    extract(root / "manifest.parquet", "efficientnet_lite0", root / "ref.h5", threads=1,
-            batch_size=1, device="cpu", progress=False)
-    train_cell(root / "ref.h5", root / "split.parquet", "dpsh", 16, 0, json.loads(PARAMS),
-               root / "ref_model.npz", root / "ref_codes.parquet")
+    extract(
+        root / "manifest.parquet",
+        "efficientnet_lite0",
+        root / "ref.h5",
+        threads=1,
+        batch_size=1,
+        device="cpu",
+        progress=False,
+    )
+    train_cell(
+        root / "ref.h5",
+        root / "split.parquet",
+        "dpsh",
+        16,
+        0,
+        json.loads(PARAMS),
+        root / "ref_model.npz",
+        root / "ref_codes.parquet",
+    )
     return root
 
 
@@ -43,8 +58,9 @@ def _run_until(argv, ready, sig, log):
     """Start the CLI, wait until ``ready()`` (the job has started writing or
     fitting), send ``sig``; return the exit code."""
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "rshash.cli", *argv], stderr=err,
-                                stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rshash.cli", *argv], stderr=err, stdout=subprocess.DEVNULL
+        )
     deadline = time.monotonic() + 120
     while not ready():
         assert proc.poll() is None, f"finished before the signal: {log.read_text()}"
@@ -65,8 +81,19 @@ def test_interrupted_extraction(tiny, tmp_path, sig):
     if sig == signal.SIGKILL:  # a previous complete output must survive the kill intact
         shutil.copy(tiny / "ref.h5", out)
     before = out.read_bytes() if out.exists() else None
-    argv = ["extract", "--manifest", str(tiny / "manifest.parquet"), "--backbone",
-            "efficientnet_lite0", "--out", str(out), "--batch-size", "1", "--device", "cpu"]
+    argv = [
+        "extract",
+        "--manifest",
+        str(tiny / "manifest.parquet"),
+        "--backbone",
+        "efficientnet_lite0",
+        "--out",
+        str(out),
+        "--batch-size",
+        "1",
+        "--device",
+        "cpu",
+    ]
     code = _run_until(argv, lambda: _temps(tmp_path), sig, tmp_path / "log")
     assert code == (128 + signal.SIGTERM if sig == signal.SIGTERM else -signal.SIGKILL)
     if before is None:
@@ -77,8 +104,10 @@ def test_interrupted_extraction(tiny, tmp_path, sig):
         assert _temps(tmp_path) == []  # cleaned up on the way out
     else:  # killed outright: only the hidden temporary name, which nothing reads
         assert all(t.startswith(".features.h5.tmp") for t in _temps(tmp_path))
-    assert subprocess.run([sys.executable, "-m", "rshash.cli", *argv],
-                          capture_output=True).returncode == 0
+    assert (
+        subprocess.run([sys.executable, "-m", "rshash.cli", *argv], capture_output=True).returncode
+        == 0
+    )
     assert _temps(tmp_path) == []
     got, ref = read_features(out), read_features(tiny / "ref.h5")
     np.testing.assert_array_equal(got.features, ref.features)
@@ -89,17 +118,35 @@ def test_interrupted_extraction(tiny, tmp_path, sig):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_interrupted_training(tiny, tmp_path, sig):
     model, codes = tmp_path / "m" / "model.npz", tmp_path / "c" / "codes.parquet"
-    argv = ["train", "--features", str(tiny / "ref.h5"), "--split", str(tiny / "split.parquet"),
-            "--method", "dpsh", "--bits", "16", "--seed", "0", "--params", PARAMS,
-            "--model", str(model), "--codes", str(codes)]
+    argv = [
+        "train",
+        "--features",
+        str(tiny / "ref.h5"),
+        "--split",
+        str(tiny / "split.parquet"),
+        "--method",
+        "dpsh",
+        "--bits",
+        "16",
+        "--seed",
+        "0",
+        "--params",
+        PARAMS,
+        "--model",
+        str(model),
+        "--codes",
+        str(codes),
+    ]
     log = tmp_path / "log"
     code = _run_until(argv, lambda: "fitting" in log.read_text(), sig, log)
     assert code == (128 + signal.SIGTERM if sig == signal.SIGTERM else -signal.SIGKILL)
     for out in (model, codes):
         assert not out.exists()
         assert not out.parent.exists() or _temps(out.parent) == []
-    assert subprocess.run([sys.executable, "-m", "rshash.cli", *argv],
-                          capture_output=True).returncode == 0
+    assert (
+        subprocess.run([sys.executable, "-m", "rshash.cli", *argv], capture_output=True).returncode
+        == 0
+    )
     assert codes.read_bytes() == (tiny / "ref_codes.parquet").read_bytes()
     ref = read_codes(tiny / "ref_codes.parquet")
     np.testing.assert_array_equal(read_codes(codes).packed, ref.packed)

@@ -14,8 +14,13 @@ F = torch.nn.functional
 from rshash import RshashError  # noqa: E402
 from rshash.evaluate import evaluate_arrays  # noqa: E402
 from rshash.methods import build, method_info  # noqa: E402
-from rshash.methods.dah import (_network, balanced_pair_loss, cubic_quantization_loss,  # noqa: E402
-                                dah_loss, straight_through_sign)
+from rshash.methods.dah import (  # noqa: E402
+    _network,
+    balanced_pair_loss,
+    cubic_quantization_loss,
+    dah_loss,
+    straight_through_sign,
+)
 
 
 def toy_maps(n_classes=3, per_class=12, c=16, hw=(3, 4), seed=0):
@@ -71,7 +76,8 @@ def test_pair_weights_balance_similar_and_dissimilar_pairs():
     # a batch of one class: only similar pairs, weight 1
     one = torch.zeros(10, dtype=torch.long)
     assert balanced_pair_loss(h, one, "mean").item() == pytest.approx(
-        (F.softplus(inner) - inner).mean().item(), abs=1e-6)
+        (F.softplus(inner) - inner).mean().item(), abs=1e-6
+    )
 
 
 def test_loss_gradients_finite_and_nonzero():
@@ -98,8 +104,17 @@ def test_straight_through_sign():
 def test_attention_equals_the_literal_equations(kernel):
     torch.manual_seed(0)
     n, c, hh, ww = 5, 32, 3, 4
-    net = _network(c, hh, ww, bits=8, n_classes=3, attention=True, reduction=4,
-                   spatial_kernel=kernel, gate_bias=0.0)
+    net = _network(
+        c,
+        hh,
+        ww,
+        bits=8,
+        n_classes=3,
+        attention=True,
+        reduction=4,
+        spatial_kernel=kernel,
+        gate_bias=0.0,
+    )
     with torch.no_grad():  # non-trivial gates (the default starts them uniform)
         for p in list(net.channel_mlp.parameters()) + list(net.spatial_conv.parameters()):
             p.normal_(0, 0.3)
@@ -107,8 +122,9 @@ def test_attention_equals_the_literal_equations(kernel):
     # eq. 1-4 as printed, on [n, C, h, w]
     a_ch = torch.sigmoid(net.channel_mlp(g.amax((2, 3)) + g.mean((2, 3))))
     g_ch = a_ch[:, :, None, None] * g
-    a_sp = torch.sigmoid(net.spatial_conv(torch.cat([g_ch.amax(1, keepdim=True),
-                                                     g_ch.mean(1, keepdim=True)], 1)))
+    a_sp = torch.sigmoid(
+        net.spatial_conv(torch.cat([g_ch.amax(1, keepdim=True), g_ch.mean(1, keepdim=True)], 1))
+    )
     literal = (a_sp * g_ch).mean((2, 3))
     channels_last = g.flatten(2).transpose(1, 2).contiguous()
     fast = net.attend(channels_last)
@@ -124,8 +140,9 @@ def test_attention_false_is_average_pooling_into_the_hash_layer():
     X, y = toy_maps()
     m = build("dah", 8, seed=0, epochs=3, batch_size=12, attention=False).fit(X, y)
     assert not any("channel_mlp" in k or "spatial" in k for k in m.net.state_dict())
-    pooled = ((X.astype(np.float32) - m.norm.mu[:, None, None])
-              / m.norm.sd[:, None, None]).mean((2, 3))
+    pooled = ((X.astype(np.float32) - m.norm.mu[:, None, None]) / m.norm.sd[:, None, None]).mean(
+        (2, 3)
+    )
     w = m.net.hash_layer.weight.detach().numpy()
     b = m.net.hash_layer.bias.detach().numpy()
     np.testing.assert_allclose(m.encode(X).value, np.tanh(pooled @ w.T + b), atol=1e-5)
@@ -178,8 +195,15 @@ def demo_maps(tmp_path_factory):
     generate(root / "images", n_classes=10, per_class=30, size=96, seed=0, noise=25.0)
     manifest = scan_folder(root / "images")
     write_manifest(manifest, root / "manifest.parquet")
-    extract(root / "manifest.parquet", "efficientnet_lite0", root / "maps.h5", kind="maps",
-            threads=2, device="cpu", progress=False)
+    extract(
+        root / "manifest.parquet",
+        "efficientnet_lite0",
+        root / "maps.h5",
+        kind="maps",
+        threads=2,
+        device="cpu",
+        progress=False,
+    )
     arrays, image_id = read_arrays(root / "maps.h5")
     label = dict(zip(manifest.image_id, manifest.label))
     split = make_split(manifest, {"train_fraction": 0.6, "database": "train"}, seed=0)
@@ -204,8 +228,12 @@ def test_retrieval_quality_on_demo_maps(demo_maps):
     # lsh on the pooled features (the maps' spatial average is the pooled feature)
     pooled = {k: d[k].astype(np.float32).mean((2, 3)) for k in ("X_train", "X_query", "X_database")}
     lsh = build("lsh", 32, seed=0).fit(pooled["X_train"])
-    base = map_all(lsh.encode(pooled["X_query"]), d["y_query"],
-                   lsh.encode(pooled["X_database"]), d["y_database"])
+    base = map_all(
+        lsh.encode(pooled["X_query"]),
+        d["y_query"],
+        lsh.encode(pooled["X_database"]),
+        d["y_database"],
+    )
     assert score >= base + 0.2, (score, base)
     print("dah", score, "lsh", base, "accuracy", (q.predicted_label == d["y_query"]).mean())
     # the class head learns slowly at the default rate (module docstring), but well above

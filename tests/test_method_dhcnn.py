@@ -63,7 +63,8 @@ def test_eta_mixes_linearly():
         assert mixed == pytest.approx((1 - eta) * both[0] + eta * both[1], abs=1e-6)
     # beta 0 drops the quantization term
     assert dhcnn_loss(u, logits, y, eta=1.0, beta=0, n_train=50).item() == pytest.approx(
-        pairwise_likelihood_loss(u, y).item(), abs=1e-7)
+        pairwise_likelihood_loss(u, y).item(), abs=1e-7
+    )
     with pytest.raises(RshashError):
         dhcnn_loss(u, logits, y, eta=1.5, beta=25, n_train=50)
     with pytest.raises(RshashError):

@@ -33,9 +33,11 @@ def brute_force(emb, labels, margin):
     """Triple loop over every (a, p, n): the BatchAll loss and its positive count."""
     e, y = emb.tolist(), labels.tolist()
     d = lambda i, j: sum((u - v) ** 2 for u, v in zip(e[i], e[j]))  # noqa: E731
-    losses = [max(0.0, d(a, p) - d(a, n) + margin)
-              for a, p, n in itertools.product(range(len(y)), repeat=3)
-              if a != p and y[a] == y[p] and y[n] != y[a]]
+    losses = [
+        max(0.0, d(a, p) - d(a, n) + margin)
+        for a, p, n in itertools.product(range(len(y)), repeat=3)
+        if a != p and y[a] == y[p] and y[n] != y[a]
+    ]
     positive = [v for v in losses if v > 0]
     return (sum(positive) / len(positive) if positive else 0.0), len(positive), len(losses)
 
@@ -49,6 +51,7 @@ def params_of(variant):
 
 
 # -- mining and the BatchAll loss ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_batch_all_loss_matches_a_brute_force_triple_loop(seed):
@@ -68,8 +71,11 @@ def test_batch_all_triplets_are_every_valid_triplet_once():
     a, p, n = batch_all_triplets(labels)
     got = sorted(zip(a.tolist(), p.tolist(), n.tolist()))
     y = labels.tolist()
-    want = sorted((i, j, k) for i, j, k in itertools.product(range(6), repeat=3)
-                  if i != j and y[i] == y[j] and y[k] != y[i])
+    want = sorted(
+        (i, j, k)
+        for i, j, k in itertools.product(range(6), repeat=3)
+        if i != j and y[i] == y[j] and y[k] != y[i]
+    )
     assert got == want
     # P x K batch: P K (K - 1) (P K - K) triplets (paper sec. 3.3); 3 x 30 -> 156,600
     pk = torch.arange(3).repeat_interleave(30)
@@ -108,6 +114,7 @@ def test_triplet_losses_hand_computed():
 
 # -- the other terms and the weighted sum ---------------------------------------------------
 
+
 def test_push_balance_and_category_terms_hand_computed():
     f = torch.tensor([[0.9, 0.1], [0.5, 0.7]])
     # push: -1/K mean ||f - .5||^2 = -(0.32 + 0.04) / 2 / 2
@@ -130,16 +137,27 @@ def _batch(seed=0, bits=8, n_classes=3, per_class=4):
 def test_loss_is_the_weighted_sum_of_the_four_terms():
     f, logits, labels = _batch()
     tri, _ = batch_all_triplet_loss(torch.nn.functional.normalize(f, dim=1), labels, 0.2)
-    expected = (tri + 0.5 * category_loss(logits, labels) + 0.001 * push_loss(f)
-                + 2.0 * balance_loss(f))
-    total, terms = dmch_loss(f, logits, labels, batch_all_triplets(labels), 0.2,
-                             cat_weight=0.5, push=0.001, balance=2.0)
+    expected = (
+        tri + 0.5 * category_loss(logits, labels) + 0.001 * push_loss(f) + 2.0 * balance_loss(f)
+    )
+    total, terms = dmch_loss(
+        f, logits, labels, batch_all_triplets(labels), 0.2, cat_weight=0.5, push=0.001, balance=2.0
+    )
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
     assert set(terms) == {"tri", "n_triplets", "n_positive", "cat", "push", "bal"}
     assert terms["n_triplets"] == 3 * 4 * 3 * 8
     # normalize=False: eq. 2 on the raw sigmoid outputs
-    raw, _ = dmch_loss(f, logits, labels, batch_all_triplets(labels), 0.2, use_cat=False,
-                       push=0.0, balance=0.0, normalize=False)
+    raw, _ = dmch_loss(
+        f,
+        logits,
+        labels,
+        batch_all_triplets(labels),
+        0.2,
+        use_cat=False,
+        push=0.0,
+        balance=0.0,
+        normalize=False,
+    )
     assert raw.item() == pytest.approx(batch_all_triplet_loss(f, labels, 0.2)[0].item())
 
 
@@ -156,8 +174,9 @@ def test_each_switch_removes_its_term_and_nothing_else():
     assert loss() == pytest.approx(full, rel=1e-6)
     # nTri: the other terms alone
     assert loss(use_triplet=False) == pytest.approx((cat + 0.001 * push + bal).item(), rel=1e-6)
-    assert dmch_loss(f, logits, labels, None, 0.2, use_triplet=False)[0].item() == \
-        pytest.approx(loss(use_triplet=False))
+    assert dmch_loss(f, logits, labels, None, 0.2, use_triplet=False)[0].item() == pytest.approx(
+        loss(use_triplet=False)
+    )
     # nCat / nPush / nBal
     assert loss(use_cat=False) == pytest.approx(full - cat.item(), rel=1e-6)
     assert loss(push=0.0) == pytest.approx(full - 0.001 * push.item(), rel=1e-6)
@@ -174,14 +193,16 @@ def test_random_mining_averages_over_all_its_triplets():
     trip = random_triplets(labels, np.random.default_rng(0))
     per = triplet_losses(e, *trip, 0.2)
     assert (per == 0).any() and (per > 0).any()
-    total, terms = dmch_loss(f, logits, labels, trip, 0.2, use_cat=False, push=0.0,
-                             balance=0.0, only_positive=False)
+    total, terms = dmch_loss(
+        f, logits, labels, trip, 0.2, use_cat=False, push=0.0, balance=0.0, only_positive=False
+    )
     assert total.item() == pytest.approx(per.mean().item(), rel=1e-6)  # zeros included
     assert terms["n_triplets"] == len(labels)
     assert terms["n_positive"] == int((per > 0).sum())
 
 
 # -- the method ------------------------------------------------------------------------------
+
 
 def test_registry_defaults_and_bad_parameters():
     assert method_info("dmch").class_head
@@ -201,10 +222,14 @@ def test_config_variants_switch_their_terms_during_training(variant, blobs):
     params = {**params_of(variant), "iterations": 3, "images_per_class": 5}  # a short run
     m = build("dmch", 16, seed=0, **params).fit(X, y)
     terms = m.history[-1][2]
-    want = {"dmch": {"tri", "cat", "push", "bal"}, "dmch_ntri": {"cat", "push", "bal"},
-            "dmch_nbatchall": {"tri", "cat", "push", "bal"},
-            "dmch_ncat": {"tri", "push", "bal"}, "dmch_npush": {"tri", "cat", "bal"},
-            "dmch_nbal": {"tri", "cat", "push"}}[variant]
+    want = {
+        "dmch": {"tri", "cat", "push", "bal"},
+        "dmch_ntri": {"cat", "push", "bal"},
+        "dmch_nbatchall": {"tri", "cat", "push", "bal"},
+        "dmch_ncat": {"tri", "push", "bal"},
+        "dmch_npush": {"tri", "cat", "bal"},
+        "dmch_nbal": {"tri", "cat", "push"},
+    }[variant]
     assert set(terms) - {"n_triplets", "n_positive"} == want
     if "tri" in want:  # 3 classes x 5 images: BatchAll 3*5*4*10 triplets, random one per anchor
         assert terms["n_triplets"] == (15 if variant == "dmch_nbatchall" else 600)
@@ -215,8 +240,9 @@ def test_without_the_category_loss_the_class_head_is_untrained_and_not_reported(
     m = build("dmch", 16, seed=0, iterations=5, images_per_class=5, use_cat=False)
     m.fit(X, y)
     fresh = build("dmch", 16, seed=0, iterations=0, images_per_class=5).fit(X, y)
-    np.testing.assert_array_equal(m.net.classifier.weight.detach(),
-                                  fresh.net.classifier.weight.detach())
+    np.testing.assert_array_equal(
+        m.net.classifier.weight.detach(), fresh.net.classifier.weight.detach()
+    )
     enc = m.encode(X)
     assert enc.class_prob is None and enc.predicted_label is None
 

@@ -9,8 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from rshash import RshashError  # noqa: E402
-from rshash.methods.dpsh import (dpsh_loss, pairwise_likelihood_loss,  # noqa: E402
-                                 quantization_loss)
+from rshash.methods.dpsh import dpsh_loss, pairwise_likelihood_loss, quantization_loss  # noqa: E402
 
 
 def softplus(x):
@@ -27,7 +26,8 @@ def test_pairwise_likelihood_hand_computed():
     # a similar pair with theta = 1 costs log(1 + e) - 1
     v = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
     assert pairwise_likelihood_loss(v, torch.tensor([3, 3])).item() == pytest.approx(
-        softplus(1.0) - 1.0, abs=1e-6)
+        softplus(1.0) - 1.0, abs=1e-6
+    )
 
 
 def test_similarity_matrix_and_labels_agree():
@@ -36,9 +36,11 @@ def test_similarity_matrix_and_labels_agree():
     y = torch.tensor([0, 1, 0, 2, 1, 0])
     S = (y[:, None] == y[None, :]).float()
     assert pairwise_likelihood_loss(u, S).item() == pytest.approx(
-        pairwise_likelihood_loss(u, y).item(), abs=1e-6)
+        pairwise_likelihood_loss(u, y).item(), abs=1e-6
+    )
     assert pairwise_likelihood_loss(u, y.numpy()).item() == pytest.approx(
-        pairwise_likelihood_loss(u, y).item(), abs=1e-6)
+        pairwise_likelihood_loss(u, y).item(), abs=1e-6
+    )
     with pytest.raises(RshashError):
         pairwise_likelihood_loss(u, torch.zeros(5, 5))
     with pytest.raises(RshashError):
@@ -54,7 +56,8 @@ def test_quantization_and_reduction():
     expected = pairwise_likelihood_loss(u, y).item() + 10.0 / 500 * 1.125
     assert dpsh_loss(u, y, eta=10.0, n_train=500).item() == pytest.approx(expected, abs=1e-6)
     assert dpsh_loss(u, y, eta=0.0, n_train=500).item() == pytest.approx(
-        pairwise_likelihood_loss(u, y).item(), abs=1e-7)
+        pairwise_likelihood_loss(u, y).item(), abs=1e-7
+    )
     # codes at +-1 cost nothing to quantize
     assert quantization_loss(torch.tensor([[1.0, -1.0]])).item() == 0.0
 
@@ -84,7 +87,7 @@ def test_stable_for_large_inner_products():
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(u.grad).all()
     # dissimilar pairs with theta = 7200 cost theta each: 4 of the 6 pairs
-    assert loss.item() == pytest.approx(4 * 7200 / 6 + 10.0 / 4 * 16 * 29 ** 2, rel=1e-6)
+    assert loss.item() == pytest.approx(4 * 7200 / 6 + 10.0 / 4 * 16 * 29**2, rel=1e-6)
 
 
 def test_same_class_codes_are_closer_on_demo_features(demo_features, demo_encoded):

@@ -41,7 +41,8 @@ def test_loss_hand_computed():
     # a similar pair: log(1 + e^(alpha x)) - alpha x
     v = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
     assert hashnet_loss(v, torch.tensor([2, 2]), 0.5).item() == pytest.approx(
-        softplus(1.0) - 1.0, abs=1e-6)
+        softplus(1.0) - 1.0, abs=1e-6
+    )
 
 
 def test_reweighting_balances_similar_and_dissimilar_pairs():
@@ -58,12 +59,14 @@ def test_reweighting_balances_similar_and_dissimilar_pairs():
     assert hashnet_loss(h, y, 0.7).item() != pytest.approx(losses.mean().item(), abs=1e-3)
     # the single similar pair weighs as much as the 65 dissimilar ones together
     assert hashnet_loss(h, y, 0.7).item() == pytest.approx(
-        losses[s > 0].mean().item() + losses[s == 0].mean().item(), abs=1e-6)
+        losses[s > 0].mean().item() + losses[s == 0].mean().item(), abs=1e-6
+    )
     # a batch with no similar pair: the dissimilar mean alone
     y_all = torch.arange(12)
     ip_all = 0.7 * (h[i] * h[j]).sum(1)
     assert hashnet_loss(h, y_all, 0.7).item() == pytest.approx(
-        torch.nn.functional.softplus(ip_all).mean().item(), abs=1e-6)
+        torch.nn.functional.softplus(ip_all).mean().item(), abs=1e-6
+    )
     # labels or a similarity matrix
     S = (y[:, None] == y[None, :]).float()
     assert hashnet_loss(h, S, 0.7).item() == pytest.approx(hashnet_loss(h, y, 0.7).item())

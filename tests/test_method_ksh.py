@@ -48,8 +48,9 @@ def test_gradient_is_finite_and_matches_finite_differences():
     a = rng.normal(0, 0.5, 6)
     cost, grad = smoothed_cost(a, K, R)
     assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
-    err = scipy.optimize.check_grad(lambda v: smoothed_cost(v, K, R)[0],
-                                    lambda v: smoothed_cost(v, K, R)[1], a)
+    err = scipy.optimize.check_grad(
+        lambda v: smoothed_cost(v, K, R)[0], lambda v: smoothed_cost(v, K, R)[1], a
+    )
     assert err < 1e-5 * max(1.0, np.linalg.norm(grad))
 
 

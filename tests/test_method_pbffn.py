@@ -11,8 +11,7 @@ import torch
 from rshash import RshashError
 from rshash.evaluate import evaluate_arrays
 from rshash.methods import build
-from rshash.methods.pbffn import (pbffn_loss, ped_loss, proxy_logits,
-                                  rotation_contrastive_loss)
+from rshash.methods.pbffn import pbffn_loss, ped_loss, proxy_logits, rotation_contrastive_loss
 
 FAST = {"epochs": 8, "width": 32}  # short fits: the tests check behaviour, not the budget
 
@@ -33,8 +32,15 @@ def demo_layers(tmp_path_factory):
     write_manifest(manifest, root / "manifest.parquet")
     arrays = {}
     for kind, prefix in (("layers", ""), ("rot", "rot_")):
-        out = extract(root / "manifest.parquet", "efficientnet_lite0", root / f"{kind}.h5",
-                      kind=kind, threads=2, device="cpu", progress=False)
+        out = extract(
+            root / "manifest.parquet",
+            "efficientnet_lite0",
+            root / f"{kind}.h5",
+            kind=kind,
+            threads=2,
+            device="cpu",
+            progress=False,
+        )
         got, image_id = read_arrays(out)
         assert list(image_id) == list(manifest.image_id)
         arrays.update({prefix + k: v for k, v in got.items() if k.startswith("layer")})
@@ -47,8 +53,11 @@ def demo_layers(tmp_path_factory):
         if role == "database":
             part = part.sort_values("db_order")
         rows = part.image_id.map(index).to_numpy()
-        keep = arrays if role == "train" else {k: v for k, v in arrays.items()
-                                               if not k.startswith("rot_")}
+        keep = (
+            arrays
+            if role == "train"
+            else {k: v for k, v in arrays.items() if not k.startswith("rot_")}
+        )
         data[f"X_{role}"] = {k: v[rows] for k, v in keep.items()}
         data[f"y_{role}"] = labels[rows]
         if role == "query":  # the queries' rotated copies, for the rotation check
@@ -69,12 +78,14 @@ def _toy(seed=0, n=60, classes=3, rot=True):
         centers = rng.normal(0, 3, (classes, c))
         X[f"layer{i}"] = (centers[y] + rng.normal(0, 1, (n, c))).astype(np.float32)
         if rot:
-            X[f"rot_layer{i}"] = (X[f"layer{i}"][:, None, :]
-                                  + rng.normal(0, 0.5, (n, 3, c))).astype(np.float32)
+            X[f"rot_layer{i}"] = (
+                X[f"layer{i}"][:, None, :] + rng.normal(0, 0.5, (n, 3, c))
+            ).astype(np.float32)
     return X, y
 
 
 # -- losses ---------------------------------------------------------------------------------
+
 
 def test_ped_loss_hand_computed():
     # f = (0, 0); proxies p0 = (1, 0), p1 = (0, 2); label 0; alpha = 0.5
@@ -106,12 +117,14 @@ def test_rotation_contrastive_loss_hand_computed():
     assert float(got) == pytest.approx((l1 + l2 + l3) / 3, abs=1e-6)
     # temperature 0.5, two images e1, e2 with views e1, (1, 1):
     # l1 = -1/0.5 + (1/r2)/0.5 = -2 + r2;  l2 = -(1/r2)/0.5 + 0/0.5 = -r2  -> mean -1
-    got = rotation_contrastive_loss(f[:2], torch.tensor([[1.0, 0.0], [1.0, 1.0]],
-                                                        dtype=torch.float64), tau=0.5)
+    got = rotation_contrastive_loss(
+        f[:2], torch.tensor([[1.0, 0.0], [1.0, 1.0]], dtype=torch.float64), tau=0.5
+    )
     assert float(got) == pytest.approx(-1.0, abs=1e-6)
     # invariant to the scale of the embeddings (cosine similarity)
     assert float(rotation_contrastive_loss(3 * f, 0.5 * f_rot, 1.0)) == pytest.approx(
-        (l1 + l2 + l3) / 3, abs=1e-6)
+        (l1 + l2 + l3) / 3, abs=1e-6
+    )
 
 
 def test_total_loss_weights_and_delta_zero_removes_lc():
@@ -128,8 +141,18 @@ def test_total_loss_weights_and_delta_zero_removes_lc():
     # paper eq. 9-10 with lambda, xi, delta = 0.5, 1, 1
     assert float(total) == pytest.approx(0.5 * (ped + lc) + ce, abs=1e-9)
     assert terms == pytest.approx({"ped": ped, "c": lc, "ce": ce})
-    total, terms = pbffn_loss(f, logits, proxies, y, f_rot, alpha=10.0, tau=0.7,
-                              ped_weight=2.0, ce_weight=3.0, rotation_weight=0.25)
+    total, terms = pbffn_loss(
+        f,
+        logits,
+        proxies,
+        y,
+        f_rot,
+        alpha=10.0,
+        tau=0.7,
+        ped_weight=2.0,
+        ce_weight=3.0,
+        rotation_weight=0.25,
+    )
     assert float(total) == pytest.approx(2.0 * (ped + 0.25 * lc) + 3.0 * ce, abs=1e-9)
     # delta = 0: L_C gone exactly, no rotated views needed, none of its gradient
     f.requires_grad_(True)
@@ -147,8 +170,9 @@ def test_total_loss_weights_and_delta_zero_removes_lc():
 
 def test_loss_gradients_finite_and_nonzero():
     g = torch.Generator().manual_seed(1)
-    tensors = [torch.randn(*s, generator=g, requires_grad=True)
-               for s in ((8, 5), (8, 4), (4, 5), (8, 5))]
+    tensors = [
+        torch.randn(*s, generator=g, requires_grad=True) for s in ((8, 5), (8, 4), (4, 5), (8, 5))
+    ]
     f, logits, proxies, f_rot = tensors
     y = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
     total, _ = pbffn_loss(f, logits, proxies, y, f_rot)
@@ -159,6 +183,7 @@ def test_loss_gradients_finite_and_nonzero():
 
 
 # -- the method -----------------------------------------------------------------------------
+
 
 def test_encoded_outputs_and_class_head():
     X, y = _toy()
@@ -210,6 +235,7 @@ def test_bad_inputs_rejected():
 
 # -- quality on the demo dataset ------------------------------------------------------------
 
+
 def _map(q, yq, d, yd):
     return evaluate_arrays(np.packbits(q.bits, 1), yq, np.packbits(d.bits, 1), yd)["map_all"]
 
@@ -226,8 +252,9 @@ def test_demo_quality_and_rotation_invariance(demo_layers):
     q, d = m.encode(Xq), m.encode(Xd)
     got = _map(q, yq, d, yd)  # measured 0.474 (seeds 1, 2: 0.479, 0.474); lsh 0.216
     assert got >= lsh_map + 0.2, (got, lsh_map)
-    euclid = evaluate_arrays({"value": q.value}, yq, {"value": d.value}, yd,
-                             ranking="euclidean")["map_all"]  # measured 0.448
+    euclid = evaluate_arrays({"value": q.value}, yq, {"value": d.value}, yd, ranking="euclidean")[
+        "map_all"
+    ]  # measured 0.448
     assert euclid >= lsh_map + 0.15, (euclid, lsh_map)
     assert (q.predicted_label == yq).mean() > 0.3  # measured 0.47; 10 classes: chance 0.1
 
@@ -242,8 +269,7 @@ def test_demo_quality_and_rotation_invariance(demo_layers):
             sims.append((e * v / np.linalg.norm(v, axis=1, keepdims=True)).sum(1))
         return float(np.mean(sims))
 
-    nrot = build("pbffn", 32, seed=0, rotation_weight=0, **params).fit(
-        D["X_train"], D["y_train"])
+    nrot = build("pbffn", 32, seed=0, rotation_weight=0, **params).fit(D["X_train"], D["y_train"])
     train_rot = {k: v for k, v in D["X_train"].items() if k.startswith("rot_")}
     # train rows: measured 0.963 vs 0.862 (seeds 0-3: margins 0.09-0.10)
     with_lc, without = rot_cos(m, D["X_train"], train_rot), rot_cos(nrot, D["X_train"], train_rot)

@@ -20,8 +20,9 @@ def blobs(n_classes=4, per_class=30, dim=40, seed=0):
 
 def map_all(method, d, bits):
     q, db = method.encode(d["X_query"]), method.encode(d["X_database"])
-    return evaluate_arrays(np.packbits(q.bits, 1), d["y_query"], np.packbits(db.bits, 1),
-                           d["y_database"])["map_all"]
+    return evaluate_arrays(
+        np.packbits(q.bits, 1), d["y_query"], np.packbits(db.bits, 1), d["y_database"]
+    )["map_all"]
 
 
 def test_codes_are_the_sign_of_sklearn_pca_projection():

@@ -11,8 +11,9 @@ from rshash.methods.sh import sh_modes
 
 def map_all(method, d):
     q, db = method.encode(d["X_query"]), method.encode(d["X_database"])
-    return evaluate_arrays(np.packbits(q.bits, 1), d["y_query"], np.packbits(db.bits, 1),
-                           d["y_database"])["map_all"]
+    return evaluate_arrays(
+        np.packbits(q.bits, 1), d["y_query"], np.packbits(db.bits, 1), d["y_database"]
+    )["map_all"]
 
 
 def test_mode_selection_hand_computed():
@@ -22,8 +23,9 @@ def test_mode_selection_hand_computed():
     np.testing.assert_array_equal(modes, [[1, 0], [2, 0], [0, 1], [3, 0], [4, 0]])
     # equal ranges: (1,0), (0,1) tie at 1 -> stable order (direction 0 first), then 4, 4, 5 ...
     # (modes (1,1) never appear: trainSH.m only enumerates single-direction modes)
-    np.testing.assert_array_equal(sh_modes(np.array([1.0, 1.0]), 4),
-                                  [[1, 0], [0, 1], [2, 0], [0, 2]])
+    np.testing.assert_array_equal(
+        sh_modes(np.array([1.0, 1.0]), 4), [[1, 0], [0, 1], [2, 0], [0, 2]]
+    )
     # one dominant direction takes all bits: (k / 10)^2 < 1^2 for k < 10, so the 8 bits
     # are modes 1..8 of direction 0
     np.testing.assert_array_equal(sh_modes(np.array([10.0, 1.0]), 8)[:, 0], np.arange(1, 9))
@@ -52,8 +54,10 @@ def test_fit_on_a_uniform_rectangle_hand_computed():
     p = np.array([[0.625, 0.25]])
     x = (p @ rot.T + np.array([3.0, -1.0])).astype(np.float32)
     u = s * p[0] - m.mn
-    expected = [np.sin(np.pi / 2 + k * np.pi * u[i] / (m.mx - m.mn)[i])
-                for k, i in [(1, 0), (2, 0), (1, 1), (3, 0)]]
+    expected = [
+        np.sin(np.pi / 2 + k * np.pi * u[i] / (m.mx - m.mn)[i])
+        for k, i in [(1, 0), (2, 0), (1, 1), (3, 0)]
+    ]
     # with s = (+1, +1): sin(1.25 pi) = -0.7071, sin(2 pi) = 0, sin(1.25 pi) = -0.7071,
     # sin(2.75 pi) = 0.7071
     enc = m.encode(x)

@@ -25,8 +25,9 @@ def blobs(n_classes=6, per_class=40, dim=64, spread=1.0, seed=0, nuisance=0.0):
 
 def map_all(method, X, y, Xq, yq):
     enc_db, enc_q = method.encode(X), method.encode(Xq)
-    return evaluate_arrays(np.packbits(enc_q.bits, axis=1), yq, np.packbits(enc_db.bits, axis=1),
-                           y, ranking="hamming")["map_all"]
+    return evaluate_arrays(
+        np.packbits(enc_q.bits, axis=1), yq, np.packbits(enc_db.bits, axis=1), y, ranking="hamming"
+    )["map_all"]
 
 
 def test_milan_loss_hand_computed():
@@ -118,12 +119,19 @@ def test_milan_triplets_are_valid(sampling):
 # -- the method contract, once for every registered method --------------------------------------
 
 # budgets small enough for a test, the same for both fits of a method
-QUICK = {"milan": {"iterations": 30}, "dmch": {"iterations": 20, "images_per_class": 5},
-         "hashnet": {"iterations": 30, "batch_size": 20}, "dhcnn": {"epochs": 3, "batch_size": 20},
-         "dah": {"epochs": 2, "batch_size": 12}, "pbffn": {"epochs": 2, "batch_size": 16},
-         "dpsh": {"epochs": 3, "batch_size": 20}, "greedyhash": {"epochs": 3, "batch_size": 20},
-         "dsh": {"epochs": 3, "batch_size": 20}, "csq": {"epochs": 3, "batch_size": 16},
-         "ksh": {"n_anchors": 40, "n_labeled": 100}}
+QUICK = {
+    "milan": {"iterations": 30},
+    "dmch": {"iterations": 20, "images_per_class": 5},
+    "hashnet": {"iterations": 30, "batch_size": 20},
+    "dhcnn": {"epochs": 3, "batch_size": 20},
+    "dah": {"epochs": 2, "batch_size": 12},
+    "pbffn": {"epochs": 2, "batch_size": 16},
+    "dpsh": {"epochs": 3, "batch_size": 20},
+    "greedyhash": {"epochs": 3, "batch_size": 20},
+    "dsh": {"epochs": 3, "batch_size": 20},
+    "csq": {"epochs": 3, "batch_size": 16},
+    "ksh": {"n_anchors": 40, "n_labeled": 100},
+}
 
 
 UNSEEDED = {"raw", "pcah", "sh"}
@@ -138,10 +146,18 @@ def _contract_inputs(method, seed=0):
         maps = np.abs(rng.normal(0, 1, (6, 24, 1, 1))[y] + rng.normal(0, 1, (len(y), 24, 4, 4)))
         return maps.astype(np.float16), maps.astype(np.float16), y
     if "layers" in method.inputs:
-        layers = {f"layer{i}": (rng.normal(0, 1, (6, w))[y] + rng.normal(0, 1, (len(y), w)))
-                  .astype(np.float32) for i, w in enumerate((16, 24, 32))}
-        rot = {f"rot_{k}": (v[:, None] + 0.3 * rng.normal(0, 1, (len(y), 3, v.shape[1])))
-               .astype(np.float32) for k, v in layers.items()}
+        layers = {
+            f"layer{i}": (rng.normal(0, 1, (6, w))[y] + rng.normal(0, 1, (len(y), w))).astype(
+                np.float32
+            )
+            for i, w in enumerate((16, 24, 32))
+        }
+        rot = {
+            f"rot_{k}": (v[:, None] + 0.3 * rng.normal(0, 1, (len(y), 3, v.shape[1]))).astype(
+                np.float32
+            )
+            for k, v in layers.items()
+        }
         return {**layers, **rot}, layers, y
     X, y = blobs(n_classes=6, per_class=16, dim=48, seed=seed)
     return X, X, y
@@ -185,8 +201,9 @@ def test_method_contract_same_seed_same_codes_and_round_trip(name, tmp_path):
             np.testing.assert_array_equal(getattr(el, key), want, err_msg=key)
 
 
-@pytest.mark.parametrize("name", ["itq", "milan", "dmch", "dhcnn", "dah", "pbffn", "hashnet",
-                                  "dsh"])
+@pytest.mark.parametrize(
+    "name", ["itq", "milan", "dmch", "dhcnn", "dah", "pbffn", "hashnet", "dsh"]
+)
 def test_declared_parameters_are_checked_when_built(name):
     """Every parameter has a type (and a range where one makes sense); what the
     declaration refuses, building refuses with the key named."""
@@ -203,9 +220,11 @@ def test_declarations_read_without_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from rshash.methods import REGISTRY, get_method\n"
-            "[get_method(n).rankings() for n in REGISTRY]\n"
-            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    code = (
+        "import sys; from rshash.methods import REGISTRY, get_method\n"
+        "[get_method(n).rankings() for n in REGISTRY]\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
@@ -224,15 +243,17 @@ def test_class_head_follows_the_parameters():
 QUALITY_MARGIN = {"dhcnn": 0.1}
 
 
-@pytest.mark.parametrize("name", ["csq", "dhcnn", "dmch", "dpsh", "dsh", "greedyhash", "hashnet",
-                                  "ksh"])
+@pytest.mark.parametrize(
+    "name", ["csq", "dhcnn", "dmch", "dpsh", "dsh", "greedyhash", "hashnet", "ksh"]
+)
 def test_quality_floor_on_demo_features(name, demo_features, demo_encoded, map_all):
     """A supervised method on pooled features clears lsh by a stated margin (0.2 unless
     QUALITY_MARGIN says otherwise), trained as conftest.DEMO_BUDGETS says."""
     d = demo_features
     lsh = build("lsh", 32, seed=0).fit(d["X_train"])
-    m_lsh = map_all(lsh.encode(d["X_query"]), d["y_query"], lsh.encode(d["X_database"]),
-                    d["y_database"])
+    m_lsh = map_all(
+        lsh.encode(d["X_query"]), d["y_query"], lsh.encode(d["X_database"]), d["y_database"]
+    )
     _, q, db = demo_encoded(name)
     m = map_all(q, d["y_query"], db, d["y_database"])
     assert m > m_lsh + QUALITY_MARGIN.get(name, 0.2), (m, m_lsh)

@@ -7,10 +7,22 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.metrics import average_precision_score
 
-from rshash.metrics import (CURVE_KS, accuracy, average_precision_all, average_precision_at,
-                            compute, hamming_pr, nmrr, per_class_mean, per_query, precision_at,
-                            precision_recall_curves, recall_at, retrieved_accuracy_at,
-                            rotation_top3)
+from rshash.metrics import (
+    CURVE_KS,
+    accuracy,
+    average_precision_all,
+    average_precision_at,
+    compute,
+    hamming_pr,
+    nmrr,
+    per_class_mean,
+    per_query,
+    precision_at,
+    precision_recall_curves,
+    recall_at,
+    retrieved_accuracy_at,
+    rotation_top3,
+)
 from rshash.search import rank
 
 
@@ -80,7 +92,8 @@ def test_compute_default_names():
     rel = np.random.default_rng(0).random((4, 120)) < 0.3
     names = set(compute(rel, rel.sum(1)))
     assert names == {"map_all", "map_at_20"} | {
-        f"{m}_at_{k}" for m in "pr" for k in (5, 10, 20, 50, 100)}
+        f"{m}_at_{k}" for m in "pr" for k in (5, 10, 20, 50, 100)
+    }
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -105,17 +118,25 @@ def test_map_all_matches_sklearn_on_truncated_rankings(seed):
     rel = (db_lab[order] == q_lab[:, None])[:, :width]
     n_rel = (db_lab[None, :] == q_lab[:, None]).sum(1)
     # sklearn on the truncated list, rescaled from "relevant retrieved" to "all relevant"
-    expected = [average_precision_score(rel[i], -d[i, order[i, :width]]) * rel[i].sum() / n_rel[i]
-                if rel[i].any() else 0.0 for i in range(nq)]
+    expected = [
+        average_precision_score(rel[i], -d[i, order[i, :width]]) * rel[i].sum() / n_rel[i]
+        if rel[i].any()
+        else 0.0
+        for i in range(nq)
+    ]
     assert (rel.sum(1) < n_rel).any()
     np.testing.assert_allclose(average_precision_all(rel, n_rel), expected, rtol=1e-12)
 
 
 @settings(max_examples=200, deadline=None)
-@given(arrays(bool, st.tuples(st.integers(1, 6), st.integers(1, 40))), st.integers(0, 5),
-       st.integers(1, 45))
+@given(
+    arrays(bool, st.tuples(st.integers(1, 6), st.integers(1, 40))),
+    st.integers(0, 5),
+    st.integers(1, 45),
+)
 def test_map_property_matches_loop_reference(rel, extra, k):
-    """For any relevance matrix, AP@all (with extra unseen relevant items) and AP@k equal the loop."""
+    """For any relevance matrix, AP@all (with extra unseen relevant items) and AP@k equal
+    the loop."""
     n_rel = rel.sum(1) + extra
     got_all = average_precision_all(rel, n_rel)
     got_at = average_precision_at(rel, k)
@@ -124,10 +145,12 @@ def test_map_property_matches_loop_reference(rel, extra, k):
         assert got_all[i] == pytest.approx(reference(rel[i], n_rel[i])[0], abs=1e-12)
         assert got_at[i] == pytest.approx(ap_at, abs=1e-12)
     assert np.mean(got_all) == pytest.approx(
-        np.mean([reference(r, n)[0] for r, n in zip(rel, n_rel)]), abs=1e-12)
+        np.mean([reference(r, n)[0] for r, n in zip(rel, n_rel)]), abs=1e-12
+    )
 
 
 # ---------------------------------------------------------------- ANMRR
+
 
 def nmrr_reference(rel_row, ng, gtm):
     """MPEG-7 NMRR of one ranked list, written out plainly."""
@@ -143,7 +166,7 @@ def nmrr_reference(rel_row, ng, gtm):
 def test_nmrr_hand_example_with_item_beyond_k_and_empty_query():
     rel = np.zeros((3, 10), bool)
     rel[0, [0, 5]] = True  # query 0: ranks 1 and 6
-    rel[1, 2] = True       # query 1: rank 3
+    rel[1, 2] = True  # query 1: rank 3
     n_rel = np.array([2, 1, 0])
     # gtm = 2 -> query 0: K = min(4*2, 2*2) = 4; rank 6 > 4 -> 1.25*4 = 5
     #   AVR = (1 + 5) / 2 = 3; MRR = 3 - 0.5 - 2/2 = 1.5; NMRR = 1.5 / (5 - 0.5 - 1) = 3/7
@@ -194,13 +217,15 @@ def test_nmrr_matches_loop_reference(seed):
         expected = [nmrr_reference(rel[i], n_rel[i], gtm) for i in range(nq)]
         np.testing.assert_allclose(got, expected, rtol=1e-12)
         # evaluating in query blocks with the global gtm gives the same values
-        np.testing.assert_allclose(np.concatenate([nmrr(rel[:10], n_rel[:10], gtm),
-                                                   nmrr(rel[10:], n_rel[10:], gtm)]), got)
+        np.testing.assert_allclose(
+            np.concatenate([nmrr(rel[:10], n_rel[:10], gtm), nmrr(rel[10:], n_rel[10:], gtm)]), got
+        )
     with pytest.raises(ValueError):
         nmrr(rel_full, n_rel, gtm - 1)
 
 
 # ---------------------------------------------------------------- Hamming radius
+
 
 def hamming_pr_reference(d, same, bits):
     nq = len(d)
@@ -226,7 +251,7 @@ def test_hamming_pr_matches_loop_reference(bits):
     d = rng.choice([0, 1, 2, 3, bits // 2, bits], (nq, ndb)).astype(np.uint16)
     same = rng.random((nq, ndb)) < 0.3
     same[0] = False  # a query with no relevant item
-    d[1] = bits      # a query with nothing retrieved below the maximum radius
+    d[1] = bits  # a query with nothing retrieved below the maximum radius
     p, r = hamming_pr(d, same, bits)
     assert p.shape == r.shape == (nq, bits + 1)
     ep, er = hamming_pr_reference(d, same, bits)
@@ -239,10 +264,8 @@ def test_hamming_pr_matches_loop_reference(bits):
 
 
 def test_hamming_pr_hand_example_radius_2():
-    d = np.array([[0, 2, 2, 3, 1, 4],
-                  [3, 3, 4, 4, 3, 4]])
-    same = np.array([[1, 1, 0, 1, 0, 0],
-                     [1, 0, 0, 0, 0, 0]], bool)
+    d = np.array([[0, 2, 2, 3, 1, 4], [3, 3, 4, 4, 3, 4]])
+    same = np.array([[1, 1, 0, 1, 0, 0], [1, 0, 0, 0, 0, 0]], bool)
     p, r = hamming_pr(d, same, bits=4)
     # query 0, radius 2: retrieved = distances 0, 2, 2, 1 -> 4 items, 2 relevant -> p 0.5
     #   recall = 2 of 3 relevant; radius 1: items at 0 and 1 -> p 0.5, r 1/3
@@ -259,6 +282,7 @@ def test_hamming_pr_hand_example_radius_2():
 
 
 # ---------------------------------------------------------------- P@k / R@k curves
+
 
 def test_precision_recall_curves_match_pointwise_functions():
     rng = np.random.default_rng(5)
@@ -282,11 +306,10 @@ def test_precision_recall_curves_match_pointwise_functions():
 
 # ---------------------------------------------------------------- labels, classes, rotation
 
+
 def test_retrieved_accuracy_and_accuracy_hand_example():
-    ranked_true = np.array([[0, 0, 1, 2],
-                            [3, 3, 3, 3]])
-    ranked_pred = np.array([[0, 1, 1, 0],
-                            [3, 3, 0, 0]])
+    ranked_true = np.array([[0, 0, 1, 2], [3, 3, 3, 3]])
+    ranked_pred = np.array([[0, 1, 1, 0], [3, 3, 0, 0]])
     # top 3: query 0 -> matches at 1st and 3rd = 2/3; query 1 -> 2/3
     np.testing.assert_allclose(retrieved_accuracy_at(ranked_pred, ranked_true, 3), [2 / 3, 2 / 3])
     np.testing.assert_allclose(retrieved_accuracy_at(ranked_pred, ranked_true, 1), [1.0, 1.0])
@@ -306,10 +329,14 @@ def test_per_class_mean_hand_example():
 
 
 def test_rotation_top3_hand_example():
-    ranked = np.array([[10, 11, 12, 0, 1],   # all three copies first
-                       [10, 5, 12, 11, 0],   # 11 only 4th
-                       [1, 2, 3, 10, 11],    # none
-                       [12, 0, 2, 1, 3]])    # one
+    ranked = np.array(
+        [
+            [10, 11, 12, 0, 1],  # all three copies first
+            [10, 5, 12, 11, 0],  # 11 only 4th
+            [1, 2, 3, 10, 11],  # none
+            [12, 0, 2, 1, 3],
+        ]
+    )  # one
     rotated = np.array([[10, 11, 12], [10, 11, 12], [10, 11, 12], [10, 11, 12]])
     np.testing.assert_allclose(rotation_top3(ranked, rotated), [1, 2 / 3, 0, 1 / 3])
     with pytest.raises(ValueError):

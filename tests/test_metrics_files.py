@@ -21,22 +21,79 @@ def test_duplicate_cell_is_an_error(tmp_path, metric_files, report_data):
     assert not csv.exists() and not md.exists() and not meta.exists()
 
 
-@pytest.mark.parametrize("content, why", [
-    ("{not json", "not valid JSON"),
-    (json.dumps({"ranking": "hamming", "metrics": {"map_all": 1.0}}), "no 'cell'"),
-    (json.dumps({"cell": {"dataset": "ucmd", "backbone": "b", "protocol": "p",
-                          "method": "milan", "bits": 16}, "ranking": "hamming",
-                 "metrics": {"map_all": 1.0}}), "no 'seed'"),
-    (json.dumps({"cell": {"dataset": "ucmd", "backbone": "b", "protocol": "p",
-                          "method": "milan", "bits": "many", "seed": 0},
-                 "ranking": "hamming", "metrics": {"map_all": 1.0}}), "bits"),
-    (json.dumps({"cell": {"dataset": "ucmd", "backbone": "b", "protocol": "p",
-                          "method": "milan", "bits": 16, "seed": 0},
-                 "ranking": "hamming", "metrics": {"map_all": "high"}}), "map_all"),
-    (json.dumps({"cell": {"dataset": "ucmd", "backbone": "b", "protocol": "p",
-                          "method": "milan", "bits": 16, "seed": 0},
-                 "metrics": {"map_all": 1.0}}), "ranking"),
-])
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        ("{not json", "not valid JSON"),
+        (json.dumps({"ranking": "hamming", "metrics": {"map_all": 1.0}}), "no 'cell'"),
+        (
+            json.dumps(
+                {
+                    "cell": {
+                        "dataset": "ucmd",
+                        "backbone": "b",
+                        "protocol": "p",
+                        "method": "milan",
+                        "bits": 16,
+                    },
+                    "ranking": "hamming",
+                    "metrics": {"map_all": 1.0},
+                }
+            ),
+            "no 'seed'",
+        ),
+        (
+            json.dumps(
+                {
+                    "cell": {
+                        "dataset": "ucmd",
+                        "backbone": "b",
+                        "protocol": "p",
+                        "method": "milan",
+                        "bits": "many",
+                        "seed": 0,
+                    },
+                    "ranking": "hamming",
+                    "metrics": {"map_all": 1.0},
+                }
+            ),
+            "bits",
+        ),
+        (
+            json.dumps(
+                {
+                    "cell": {
+                        "dataset": "ucmd",
+                        "backbone": "b",
+                        "protocol": "p",
+                        "method": "milan",
+                        "bits": 16,
+                        "seed": 0,
+                    },
+                    "ranking": "hamming",
+                    "metrics": {"map_all": "high"},
+                }
+            ),
+            "map_all",
+        ),
+        (
+            json.dumps(
+                {
+                    "cell": {
+                        "dataset": "ucmd",
+                        "backbone": "b",
+                        "protocol": "p",
+                        "method": "milan",
+                        "bits": 16,
+                        "seed": 0,
+                    },
+                    "metrics": {"map_all": 1.0},
+                }
+            ),
+            "ranking",
+        ),
+    ],
+)
 def test_malformed_file_is_named(tmp_path, metric_files, content, why, report_data):
     bad = tmp_path / "bad.json"
     bad.write_text(content)
@@ -58,8 +115,9 @@ def test_missing_file_is_named(tmp_path, metric_files, report_data):
 def test_figures_read_through_the_same_reader(tmp_path, metric_files):
     """A file the table refuses, a figure refuses with the same message, and no PNG."""
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"cell": {"dataset": "ucmd"}, "ranking": "hamming",
-                               "metrics": {"map_all": 1.0}}))
+    bad.write_text(
+        json.dumps({"cell": {"dataset": "ucmd"}, "ranking": "hamming", "metrics": {"map_all": 1.0}})
+    )
     out = tmp_path / "plots" / "pr.png"
     with pytest.raises(RshashError, match="cell has no 'backbone'") as exc:
         plot_curves(metric_files + [str(bad)], "pr_hamming", out, "t")
@@ -67,11 +125,14 @@ def test_figures_read_through_the_same_reader(tmp_path, metric_files):
     assert not out.parent.exists()
 
 
-@pytest.mark.parametrize("curves, why", [
-    ([1, 2], "'curves' is not a JSON object"),
-    ({"pr_hamming": [0.5, 0.6]}, "curve 'pr_hamming' is not a JSON object"),
-    ({"pr_hamming": {"precision": [0.5, 0.6]}}, "curve 'pr_hamming' has no 'recall'"),
-])
+@pytest.mark.parametrize(
+    "curves, why",
+    [
+        ([1, 2], "'curves' is not a JSON object"),
+        ({"pr_hamming": [0.5, 0.6]}, "curve 'pr_hamming' is not a JSON object"),
+        ({"pr_hamming": {"precision": [0.5, 0.6]}}, "curve 'pr_hamming' has no 'recall'"),
+    ],
+)
 def test_malformed_curve_is_named(tmp_path, report_data, curves, why):
     bad = report_data.write("milan", 16, 0, curves=curves)
     out = tmp_path / "pr.png"

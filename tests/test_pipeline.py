@@ -13,20 +13,37 @@ pytestmark = pytest.mark.slow
 
 def snakemake(repo, workdir, *args, check=True):
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"),
-         "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
-         "--cores", "2", *args],
-        capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(repo / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(workdir / "config.yaml"),
+            "--cores",
+            "2",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if check and out.returncode != 0:
-        pytest.fail(f"snakemake {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}")
+        pytest.fail(
+            f"snakemake {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}"
+        )
     return out
 
 
 def planned(output: str) -> dict[str, int]:
     """The 'Job stats' table of a dry run: rule -> count."""
     stats = output.split("Job stats:")[-1] if "Job stats:" in output else ""
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)
-            if m[1] != "total"}
+    return {
+        m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M) if m[1] != "total"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +63,23 @@ def demo_run(tmp_path_factory):
 def test_demo_table_has_every_method_and_bit_length(demo_run):
     _, work, _ = demo_run
     table = pd.read_csv(work / "results/tables/demo.csv")
-    assert list(table.columns) == ["experiment", "dataset", "backbone", "protocol", "method",
-                                   "bits", "ranking", "metric", "mean", "std", "n_splits"]
+    assert list(table.columns) == [
+        "experiment",
+        "dataset",
+        "backbone",
+        "protocol",
+        "method",
+        "bits",
+        "ranking",
+        "metric",
+        "mean",
+        "std",
+        "n_splits",
+    ]
     maps = table[table.metric == "map_all"].set_index(["method", "bits"])
-    assert sorted(maps.index) == [(m, b) for m in ("itq", "lsh", "milan") for b in (16, 32)] \
-        + [("raw", 0)]
+    assert sorted(maps.index) == [(m, b) for m in ("itq", "lsh", "milan") for b in (16, 32)] + [
+        ("raw", 0)
+    ]
     assert (maps.n_splits == 2).all() and maps["mean"].between(0, 1).all()
     # far above chance (about 0.1 for 10 balanced classes): labels and codes line up.
     # Which method wins is tests/test_demo.py's job, on the full-size demo: on this
@@ -77,12 +106,22 @@ def test_rerun_plans_nothing_and_one_changed_variant_reruns_only_its_cells(demo_
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     out = snakemake(repo, work, "-n", "results/tables/demo.csv")
     jobs = planned(out.stdout + out.stderr)
-    assert jobs == {"train_method": 4, "evaluate_ranking": 4, "plot_tsne": 2,
-                    "plot_retrieval": 2, "plot_curves": 4, "plot_ap_per_class": 1,
-                    "build_table": 1}
+    assert jobs == {
+        "train_method": 4,
+        "evaluate_ranking": 4,
+        "plot_tsne": 2,
+        "plot_retrieval": 2,
+        "plot_curves": 4,
+        "plot_ap_per_class": 1,
+        "build_table": 1,
+    }
     for block in (out.stdout + out.stderr).split("rule ")[1:]:
-        if block.split(":")[0] in ("train_method", "evaluate_ranking", "plot_tsne",
-                                   "plot_retrieval"):
+        if block.split(":")[0] in (
+            "train_method",
+            "evaluate_ranking",
+            "plot_tsne",
+            "plot_retrieval",
+        ):
             assert "method=milan" in block
 
 
@@ -91,6 +130,13 @@ def test_report_html_has_every_table_and_plot(demo_run):
     snakemake(repo, work, "--report", "report.html", "results/tables/demo.csv")
     html = (work / "report.html").read_text(errors="replace")
     assert len(html) > 10_000
-    for name in ("demo.csv", "demo.paired.csv", "pr_hamming", "p_at_k", "ap_per_class",
-                 "retrieval", "tsne"):
+    for name in (
+        "demo.csv",
+        "demo.paired.csv",
+        "pr_hamming",
+        "p_at_k",
+        "ap_per_class",
+        "retrieval",
+        "tsne",
+    ):
         assert name in html, name

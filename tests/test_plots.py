@@ -8,8 +8,15 @@ from PIL import Image
 
 from rshash import RshashError
 from rshash.codes import pack_bits, write_codes
-from rshash.report.plots import (method_colors, plot_ap_heatmap, plot_p_at_k, plot_pr_hamming,
-                                 plot_retrieval_grid, plot_tsne, subsample)
+from rshash.report.plots import (
+    method_colors,
+    plot_ap_heatmap,
+    plot_p_at_k,
+    plot_pr_hamming,
+    plot_retrieval_grid,
+    plot_tsne,
+    subsample,
+)
 
 TITLE = "ucmd, dmch_60_40, efficientnet_lite0, 32 bits"
 
@@ -42,6 +49,7 @@ def pr_curves(methods, bits=32):
 
 # --- colours ---------------------------------------------------------------------------
 
+
 def test_method_colors_do_not_depend_on_order():
     a = method_colors(["milan", "dmch", "itq", "lsh"])
     b = method_colors(["lsh", "itq", "dmch", "milan"])
@@ -65,6 +73,7 @@ def test_curve_colours_follow_method_colors_regardless_of_dict_order(tmp_path):
 
 # --- precision-recall over Hamming radius ----------------------------------------------
 
+
 def test_plot_pr_hamming_writes_png(tmp_path):
     out = tmp_path / "plots" / "pr.png"
     plot_pr_hamming(pr_curves(["milan", "dmch", "itq"]), out, TITLE)
@@ -83,13 +92,18 @@ def test_plot_pr_hamming_uses_given_colours(tmp_path):
 def test_plot_pr_hamming_handles_nan_and_short_curves(tmp_path):
     precision = np.array([np.nan, 0.9, 0.8])
     recall = np.array([0.0, 0.2, 0.4])
-    plot_pr_hamming({"lsh": (precision, recall), "itq": (np.array([0.5]), np.array([0.1]))},
-                    tmp_path / "pr.png", TITLE)
+    plot_pr_hamming(
+        {"lsh": (precision, recall), "itq": (np.array([0.5]), np.array([0.1]))},
+        tmp_path / "pr.png",
+        TITLE,
+    )
     load_png(tmp_path / "pr.png")
 
 
-@pytest.mark.parametrize("curves", [{}, {"lsh": (np.array([]), np.array([]))},
-                                    {"lsh": (np.array([0.5, 0.4]), np.array([0.1]))}])
+@pytest.mark.parametrize(
+    "curves",
+    [{}, {"lsh": (np.array([]), np.array([]))}, {"lsh": (np.array([0.5, 0.4]), np.array([0.1]))}],
+)
 def test_plot_pr_hamming_rejects_empty_or_mismatched(tmp_path, curves):
     out = tmp_path / "pr.png"
     with pytest.raises(RshashError):
@@ -100,10 +114,13 @@ def test_plot_pr_hamming_rejects_empty_or_mismatched(tmp_path, curves):
 
 # --- P@k / R@k ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("ks", [np.array([5, 10, 20, 50, 100]), np.array([1, 10, 100, 1000])])
 def test_plot_p_at_k_writes_png(tmp_path, ks):
-    curves = {m: (ks, np.clip(0.9 - 0.1 * i - 0.05 * np.log10(ks), 0, 1))
-              for i, m in enumerate(["dmch", "milan", "dah"])}
+    curves = {
+        m: (ks, np.clip(0.9 - 0.1 * i - 0.05 * np.log10(ks), 0, 1))
+        for i, m in enumerate(["dmch", "milan", "dah"])
+    }
     out = tmp_path / "pk.png"
     plot_p_at_k(curves, out, TITLE)
     load_png(out)
@@ -121,14 +138,20 @@ def test_plot_p_at_k_rejects_empty(tmp_path):
 
 # --- per-class AP heatmap ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("n_rows,n_cols", [(4, 21), (6, 45), (1, 1)])
 def test_plot_ap_heatmap_writes_png_and_grows_with_size(tmp_path, n_rows, n_cols):
     rng = np.random.default_rng(0)
     matrix = rng.uniform(0, 1, (n_rows, n_cols))
     matrix[0, 0] = np.nan  # a missing value is drawn grey, not an error
     out = tmp_path / "ap.png"
-    plot_ap_heatmap(matrix, [f"method{i}, 32 bits" for i in range(n_rows)],
-                    [f"class_{j}" for j in range(n_cols)], out, TITLE)
+    plot_ap_heatmap(
+        matrix,
+        [f"method{i}, 32 bits" for i in range(n_rows)],
+        [f"class_{j}" for j in range(n_cols)],
+        out,
+        TITLE,
+    )
     rgb = load_png(out, min_w=300, min_h=150)
     # about 0.3 inch (>= 30 px) per class column at least
     assert rgb.shape[1] >= 30 * n_cols
@@ -146,8 +169,12 @@ def test_plot_ap_heatmap_rejects_empty_and_mismatched_labels(tmp_path):
 # --- retrieval grid -----------------------------------------------------------------------
 
 # plain, clearly non-red colours for the synthetic thumbnails
-PALETTE = {"forest": (40, 120, 60), "beach": (200, 190, 150), "harbor": (60, 90, 180),
-           "river": (90, 160, 200)}
+PALETTE = {
+    "forest": (40, 120, 60),
+    "beach": (200, 190, 150),
+    "harbor": (60, 90, 180),
+    "river": (90, 160, 200),
+}
 
 
 @pytest.fixture
@@ -178,10 +205,22 @@ def make_queries(images, wrong: bool, predicted: bool = True, n_results: int = 6
             label = qname
             if wrong and qname == "harbor" and r == 2:
                 label = "beach"
-            results.append({"path": images[label], "label": label,
-                            "predicted": label if predicted else None, "distance": float(r)})
-        queries.append({"path": images[qname], "label": qname,
-                        "predicted": qname if predicted else None, "results": results})
+            results.append(
+                {
+                    "path": images[label],
+                    "label": label,
+                    "predicted": label if predicted else None,
+                    "distance": float(r),
+                }
+            )
+        queries.append(
+            {
+                "path": images[qname],
+                "label": qname,
+                "predicted": qname if predicted else None,
+                "results": results,
+            }
+        )
     return queries
 
 
@@ -211,8 +250,9 @@ def test_plot_retrieval_grid_all_correct_has_no_red(tmp_path, images):
 def test_plot_retrieval_grid_thumbnails_are_large_enough(tmp_path, images):
     out = tmp_path / "grid.png"
     n_results = 20
-    plot_retrieval_grid(make_queries(images, wrong=True, predicted=False,
-                                     n_results=n_results), out, TITLE)
+    plot_retrieval_grid(
+        make_queries(images, wrong=True, predicted=False, n_results=n_results), out, TITLE
+    )
     with Image.open(out) as im:
         w, h = im.size
         dpi = im.info.get("dpi", (120, 120))[0]
@@ -249,8 +289,10 @@ def test_plots_module_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, rshash.report.plots as p; "
-            "assert 'torch' not in sys.modules and 'snakemake' not in sys.modules")
+    code = (
+        "import sys, rshash.report.plots as p; "
+        "assert 'torch' not in sys.modules and 'snakemake' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -273,8 +315,12 @@ def test_curves_draw_mathtext_characters_literally(tmp_path):
     plot_pr_hamming(curves, tmp_path / "pr.png", MATH_TITLE)
     load_png(tmp_path / "pr.png")
     ks = np.array([1, 10, 100, 1000])  # a log axis: its own tick labels stay math
-    plot_p_at_k({m: (ks, np.linspace(0.9, 0.2, 4)) for m in MATH_NAMES}, tmp_path / "pk.png",
-                MATH_TITLE, ylabel="precision@k $\\y$")
+    plot_p_at_k(
+        {m: (ks, np.linspace(0.9, 0.2, 4)) for m in MATH_NAMES},
+        tmp_path / "pk.png",
+        MATH_TITLE,
+        ylabel="precision@k $\\y$",
+    )
     load_png(tmp_path / "pk.png")
 
 
@@ -289,6 +335,7 @@ def test_retrieval_grid_draws_mathtext_characters_literally(tmp_path, images):
 
 
 # --- t-SNE of codes ---------------------------------------------------------------------
+
 
 def test_plot_tsne_writes_png(tmp_path, report_data):
     import matplotlib.image as mpimg
@@ -338,8 +385,15 @@ def test_plot_tsne_subsamples_deterministically(tmp_path, report_data):
 def test_plot_tsne_needs_query_rows(tmp_path):
     codes = tmp_path / "codes.parquet"
     bits01 = np.zeros((3, 8), dtype=np.uint8)
-    write_codes(codes, ["a", "b", "c"], [0, 1, 2], ["database"] * 3, pack_bits(bits01),
-                bits01.astype(np.float32), 8)
+    write_codes(
+        codes,
+        ["a", "b", "c"],
+        [0, 1, 2],
+        ["database"] * 3,
+        pack_bits(bits01),
+        bits01.astype(np.float32),
+        8,
+    )
     with pytest.raises(RshashError, match="query rows"):
         plot_tsne(codes, tmp_path / "x.png", "lsh, 8 bits")
     assert not (tmp_path / "x.png").exists()

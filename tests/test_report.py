@@ -32,9 +32,15 @@ def test_markdown_has_formatted_cells_and_notes(tmp_path, metric_files, report_d
 
 def test_meta_json_fields(tmp_path, metric_files, report_data):
     csv, md, meta = report_data.outputs()
-    build_table("exp", metric_files, csv, md, meta,
-                protocols={"dmch_60_40": report_data.protocol, "unused": {"train": 0.5}},
-                config={"experiment": "exp"})
+    build_table(
+        "exp",
+        metric_files,
+        csv,
+        md,
+        meta,
+        protocols={"dmch_60_40": report_data.protocol, "unused": {"train": 0.5}},
+        config={"experiment": "exp"},
+    )
     m = json.loads(meta.read_text())
     assert m["experiment"] == "exp"
     assert m["protocols"] == {"dmch_60_40": report_data.protocol}
@@ -46,25 +52,27 @@ def test_meta_json_fields(tmp_path, metric_files, report_data):
         assert key in prov
     assert prov["config_hash"] is not None
     # no stray temporary files next to the outputs
-    assert sorted(p.name for p in csv.parent.iterdir()) == sorted(
-        [csv.name, md.name, meta.name])
+    assert sorted(p.name for p in csv.parent.iterdir()) == sorted([csv.name, md.name, meta.name])
 
 
 def test_report_does_not_import_torch():
     import subprocess
 
-    code = ("import sys, rshash.report.tables, rshash.report.plots, rshash.report.figures; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys, rshash.report.tables, rshash.report.plots, rshash.report.figures; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_cli_table_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, metric_files,
-                                                                 report_data,
-                                                                 rshash_on_full_disk):
+def test_cli_table_on_a_full_disk_is_one_line_and_leaves_nothing(
+    tmp_path, metric_files, report_data, rshash_on_full_disk
+):
     csv, md, meta = report_data.outputs()
-    proc = rshash_on_full_disk(["table", "--experiment", "exp", "--csv", csv, "--md", md,
-                                "--meta", meta, *metric_files], max_bytes=1024)
+    proc = rshash_on_full_disk(
+        ["table", "--experiment", "exp", "--csv", csv, "--md", md, "--meta", meta, *metric_files],
+        max_bytes=1024,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.splitlines() == [
-        f"rshash table: error: {csv}: cannot write: File too large"]
+    assert proc.stderr.splitlines() == [f"rshash table: error: {csv}: cannot write: File too large"]
     assert list(csv.parent.iterdir()) == []  # no table, no hidden temporary file

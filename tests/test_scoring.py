@@ -4,8 +4,14 @@ numpy metric definitions (rshash.metrics)."""
 import numpy as np
 import pytest
 
-from rshash.metrics import (average_precision_all, hamming_pr, hamming_pr_from_counts, nmrr,
-                            nmrr_cap, nmrr_from_ranks)
+from rshash.metrics import (
+    average_precision_all,
+    hamming_pr,
+    hamming_pr_from_counts,
+    nmrr,
+    nmrr_cap,
+    nmrr_from_ranks,
+)
 from rshash.scoring import score_distances, score_hamming, score_ranked
 
 
@@ -31,10 +37,13 @@ def python_ranking(q_packed, db_packed, exclude):
     dropped, and the distances, with plain Python."""
     rankings, distances = [], []
     for i, q in enumerate(q_packed):
-        d = [sum(bin(a ^ b).count("1") for a, b in zip(q.tolist(), row.tolist()))
-             for row in db_packed]
-        items = sorted((j for j in range(len(db_packed)) if j != exclude[i]),
-                       key=lambda j: (d[j], j))
+        d = [
+            sum(bin(a ^ b).count("1") for a, b in zip(q.tolist(), row.tolist()))
+            for row in db_packed
+        ]
+        items = sorted(
+            (j for j in range(len(db_packed)) if j != exclude[i]), key=lambda j: (d[j], j)
+        )
         rankings.append(items)
         distances.append(d)
     return rankings, np.array(distances)
@@ -50,13 +59,14 @@ def check(scores, rankings, q_labels, db_labels, exclude, n_rel, gtm, width):
     for i, items in enumerate(rankings):
         rel = db_labels[items] == q_labels[i]
         assert scores.ap_sum[i] / max(n_rel[i], 1) == pytest.approx(
-            average_precision_all(rel[None], n_rel[i:i + 1])[0], abs=1e-12)
+            average_precision_all(rel[None], n_rel[i : i + 1])[0], abs=1e-12
+        )
         top = scores.top[i]
-        assert top[:len(items)].tolist() == items[:width]
-        assert (top[len(items):] == -1).all()
-        assert nmrr_from_ranks(scores.rank_sum[i:i + 1], scores.n_within[i:i + 1],
-                               n_rel[i:i + 1], gtm)[0] == pytest.approx(
-            nmrr(rel[None], n_rel[i:i + 1], gtm)[0], abs=1e-12)
+        assert top[: len(items)].tolist() == items[:width]
+        assert (top[len(items) :] == -1).all()
+        assert nmrr_from_ranks(
+            scores.rank_sum[i : i + 1], scores.n_within[i : i + 1], n_rel[i : i + 1], gtm
+        )[0] == pytest.approx(nmrr(rel[None], n_rel[i : i + 1], gtm)[0], abs=1e-12)
 
 
 @pytest.mark.parametrize("bits", [8, 16, 24, 64, 72, 128, 200, 256])
@@ -73,7 +83,7 @@ def test_score_hamming_matches_python_ranking(bits, threads):
     keep = np.arange(len(dl))[None, :] != exclude[:, None]
     for i in range(len(qp)):
         expected = hamming_pr(dist[i][keep[i]][None], (dl == ql[i])[keep[i]][None], bits)
-        got = hamming_pr_from_counts(scores.counts[i:i + 1], scores.relevant[i:i + 1])
+        got = hamming_pr_from_counts(scores.counts[i : i + 1], scores.relevant[i : i + 1])
         np.testing.assert_allclose(got, expected, atol=1e-12)
         assert scores.counts[i].sum() == keep[i].sum()
 
@@ -109,11 +119,14 @@ def test_score_distances_matches_python_ranking(seed, threads):
     exclude = np.where(rng.random(nq) < 0.5, rng.integers(0, ndb, nq), -1)
     n_rel = relevant_counts(q_labels, db_labels, exclude)
     gtm = max(int(n_rel.max()), 1)
-    rankings = [sorted((j for j in range(ndb) if j != exclude[i]),
-                       key=lambda j, i=i: (dist[i, j], j)) for i in range(nq)]
+    rankings = [
+        sorted((j for j in range(ndb) if j != exclude[i]), key=lambda j, i=i: (dist[i, j], j))
+        for i in range(nq)
+    ]
     for width in (1, 7, ndb, ndb + 5):
-        scores = score_distances(dist, q_labels, db_labels, nmrr_cap(n_rel, gtm), width,
-                                 exclude, threads)
+        scores = score_distances(
+            dist, q_labels, db_labels, nmrr_cap(n_rel, gtm), width, exclude, threads
+        )
         check(scores, rankings, q_labels, db_labels, exclude, n_rel, gtm, width)
     assert scores.counts is None
 
@@ -129,8 +142,9 @@ def test_score_distances_refuses_non_finite_values():
 def test_hand_example():
     """Query 0000 against codes at distances 1, 0, 2, 0 (labels 1, 1, 0, 0), query label 1:
     ranking 1, 3, 0, 2 (ties by index) with relevance 1, 0, 1, 0."""
-    db = np.packbits(np.array([[1, 0, 0, 0, 0, 0, 0, 0], [0] * 8,
-                               [1, 1, 0, 0, 0, 0, 0, 0], [0] * 8]), axis=1)
+    db = np.packbits(
+        np.array([[1, 0, 0, 0, 0, 0, 0, 0], [0] * 8, [1, 1, 0, 0, 0, 0, 0, 0], [0] * 8]), axis=1
+    )
     q = np.zeros((1, 1), np.uint8)
     scores = score_hamming(q, db, [1], [1, 1, 0, 0], k_cap=[2], width=3)
     assert scores.top.tolist() == [[1, 3, 0]]

@@ -67,19 +67,20 @@ def test_topk_equals_full_rank_prefix(seed, k):
 def test_order_registry():
     rng = np.random.default_rng(1)
     q, db = tied_codes(rng, 4, 64), tied_codes(rng, 30, 64)
-    np.testing.assert_array_equal(order("hamming", {"packed": q}, {"packed": db}),
-                                  reference_rank(hamming_distances(q, db)))
+    np.testing.assert_array_equal(
+        order("hamming", {"packed": q}, {"packed": db}), reference_rank(hamming_distances(q, db))
+    )
     x, y = rng.normal(size=(3, 5)), rng.normal(size=(8, 5))
-    np.testing.assert_array_equal(order("euclidean", {"value": x}, {"value": y}),
-                                  reference_rank(euclidean_distances(x, y)))
+    np.testing.assert_array_equal(
+        order("euclidean", {"value": x}, {"value": y}), reference_rank(euclidean_distances(x, y))
+    )
     assert set(RANKINGS) == {"hamming", "euclidean", "coarse_to_fine", "category_weighted"}
     with pytest.raises(RshashError, match="nosuch"):
         order("nosuch", {"packed": q}, {"packed": db})
     with pytest.raises(RshashError, match="class_prob"):
         order("category_weighted", {"packed": q}, {"packed": db})
     with pytest.raises(RshashError, match="top_n"):
-        order("coarse_to_fine", {"packed": q, "value": x}, {"packed": db, "value": y},
-              {"top_n": 3})
+        order("coarse_to_fine", {"packed": q, "value": x}, {"packed": db, "value": y}, {"top_n": 3})
 
 
 def reference_coarse_to_fine(bits_q, bits_db, vq, vdb, m):
@@ -101,8 +102,12 @@ def test_coarse_to_fine_matches_reference(m):
     bq, bdb = pool[rng.integers(0, 3, 6)], pool[rng.integers(0, 3, 25)]
     vq, vdb = rng.normal(size=(6, 16)), rng.normal(size=(25, 16))
     vdb[3] = vdb[7]  # an exact Euclidean tie
-    got = order("coarse_to_fine", {"packed": pack_bits(bq), "value": vq},
-                {"packed": pack_bits(bdb), "value": vdb}, {"top_m": m})
+    got = order(
+        "coarse_to_fine",
+        {"packed": pack_bits(bq), "value": vq},
+        {"packed": pack_bits(bdb), "value": vdb},
+        {"top_m": m},
+    )
     np.testing.assert_array_equal(got, reference_coarse_to_fine(bq, bdb, vq, vdb, m))
 
 
@@ -111,8 +116,11 @@ def test_category_weighted_matches_the_dah_formula():
     pool = rng.integers(0, 2, size=(4, 24))
     bq, bdb = pool[rng.integers(0, 4, 5)], pool[rng.integers(0, 4, 20)]
     pq, pdb = rng.dirichlet(np.ones(3), 5), rng.dirichlet(np.ones(3), 20)
-    got = order("category_weighted", {"packed": pack_bits(bq), "class_prob": pq},
-                {"packed": pack_bits(bdb), "class_prob": pdb})
+    got = order(
+        "category_weighted",
+        {"packed": pack_bits(bq), "class_prob": pq},
+        {"packed": pack_bits(bdb), "class_prob": pdb},
+    )
     for i in range(5):
         c = int(np.argmax(pq[i]))
         d = [int((bq[i] != bdb[j]).sum()) * np.exp(1 - pdb[j, c]) for j in range(20)]
@@ -121,8 +129,11 @@ def test_category_weighted_matches_the_dah_formula():
     # predicted class (0.9 vs 0.2) ranks first: 1 * e^0.1 < 1 * e^0.8
     q = pack_bits(np.array([[0] * 8]))
     db = pack_bits(np.array([[1] + [0] * 7, [0] * 7 + [1]]))
-    got = order("category_weighted", {"packed": q, "class_prob": np.array([[0.7, 0.3]])},
-                {"packed": db, "class_prob": np.array([[0.2, 0.8], [0.9, 0.1]])})
+    got = order(
+        "category_weighted",
+        {"packed": q, "class_prob": np.array([[0.7, 0.3]])},
+        {"packed": db, "class_prob": np.array([[0.2, 0.8], [0.9, 0.1]])},
+    )
     assert list(got[0]) == [1, 0]
 
 
@@ -136,10 +147,16 @@ def test_every_ranking_is_scored_as_its_order(name):
     rng = np.random.default_rng(3)
     nq, ndb, bits, classes = 6, 40, 16, 3
     ql, dl = rng.integers(0, classes, nq), rng.integers(0, classes, ndb)
-    q = {"packed": tied_codes(rng, nq, bits), "value": rng.integers(0, 3, (nq, 4)) * 1.0,
-         "class_prob": rng.dirichlet(np.ones(classes), nq)}
-    db = {"packed": tied_codes(rng, ndb, bits), "value": rng.integers(0, 3, (ndb, 4)) * 1.0,
-          "class_prob": rng.dirichlet(np.ones(classes), ndb)}
+    q = {
+        "packed": tied_codes(rng, nq, bits),
+        "value": rng.integers(0, 3, (nq, 4)) * 1.0,
+        "class_prob": rng.dirichlet(np.ones(classes), nq),
+    }
+    db = {
+        "packed": tied_codes(rng, ndb, bits),
+        "value": rng.integers(0, 3, (ndb, 4)) * 1.0,
+        "class_prob": rng.dirichlet(np.ones(classes), ndb),
+    }
     spec = RANKINGS[name]
     ranked = spec.ranked(q, db)
     assert sorted(ranked[0]) == list(range(ndb))

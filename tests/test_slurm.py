@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from test_pipeline import snakemake
 
 pytestmark = pytest.mark.slow
@@ -46,8 +45,13 @@ def tiny_config(repo: Path) -> dict:
     cfg["datasets"]["demo"]["synthetic"].update(per_class=12, size=64)
     cfg["variants"]["milan"].setdefault("params", {})["iterations"] = 100
     cfg["experiments"]["tiny"] = {
-        "datasets": ["demo"], "backbones": ["efficientnet_lite0"], "protocols": ["dmch_60_40"],
-        "seeds": [0], "methods": ["itq", "milan"], "bits": [16]}
+        "datasets": ["demo"],
+        "backbones": ["efficientnet_lite0"],
+        "protocols": ["dmch_60_40"],
+        "seeds": [0],
+        "methods": ["itq", "milan"],
+        "bits": [16],
+    }
     return cfg
 
 
@@ -60,18 +64,39 @@ def runs(tmp_path_factory):
     snakemake(repo, local, *TARGETS)
 
     state = tmp_path_factory.mktemp("fake_slurm")
-    env = {"PATH": f"{fake_slurm_bin(state / 'bin')}{os.pathsep}{os.environ['PATH']}",
-           "FAKE_SLURM_DIR": str(state)}
+    env = {
+        "PATH": f"{fake_slurm_bin(state / 'bin')}{os.pathsep}{os.environ['PATH']}",
+        "FAKE_SLURM_DIR": str(state),
+    }
     # no --cores: a cluster job gets the threads its rule declares, not this machine's
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"),
-         "--directory", str(cluster), "--configfile", str(cluster / "config.yaml"),
-         "--profile", str(repo / "workflow/profiles/slurm"),
-         "--slurm-init-seconds-before-status-checks", "1", "--latency-wait", "5", *TARGETS],
-        capture_output=True, text=True, timeout=900, env=os.environ | env)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(repo / "Snakefile"),
+            "--directory",
+            str(cluster),
+            "--configfile",
+            str(cluster / "config.yaml"),
+            "--profile",
+            str(repo / "workflow/profiles/slurm"),
+            "--slurm-init-seconds-before-status-checks",
+            "1",
+            "--latency-wait",
+            "5",
+            *TARGETS,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=os.environ | env,
+    )
     if out.returncode != 0:
-        pytest.fail(f"snakemake --profile slurm failed:\n{out.stdout[-3000:]}\n"
-                    f"{out.stderr[-6000:]}")
+        pytest.fail(
+            f"snakemake --profile slurm failed:\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}"
+        )
     calls = [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
     return local, cluster, calls
 
@@ -90,8 +115,14 @@ def test_every_job_went_through_sbatch_and_srun(runs):
     local, cluster, calls = runs
     subs = submissions(calls)
     assert {r: len(v) for r, v in subs.items()} == {
-        "generate_demo": 1, "build_manifest": 1, "make_split": 1, "extract_features": 1,
-        "train_method": 2, "evaluate_ranking": 2, "build_cost": 1}
+        "generate_demo": 1,
+        "build_manifest": 1,
+        "make_split": 1,
+        "extract_features": 1,
+        "train_method": 2,
+        "evaluate_ranking": 2,
+        "build_cost": 1,
+    }
     sbatch_ids = {c["job_id"] for c in calls if c["tool"] == "sbatch"}
     srun_ids = {c["job_id"] for c in calls if c["tool"] == "srun"}
     assert srun_ids == sbatch_ids  # each job ran its rule as one job step
@@ -109,8 +140,12 @@ def test_jobs_were_submitted_with_their_declared_resources(runs):
     assert (extract["gpus"], extract["cpus_per_task"]) == ("1", 8)
     assert (extract["mem"], extract["time"]) == (16000, "120")
     for opts in subs["train_method"]:
-        assert (opts["cpus_per_task"], opts["mem"], opts["time"], opts["gpus"]) == \
-            (1, 4000, "60", None)
+        assert (opts["cpus_per_task"], opts["mem"], opts["time"], opts["gpus"]) == (
+            1,
+            4000,
+            "60",
+            None,
+        )
         assert opts["ntasks"] == 1
     for opts in subs["evaluate_ranking"]:
         assert (opts["mem"], opts["time"]) == (4000, "30")
@@ -120,11 +155,16 @@ def test_jobs_were_submitted_with_their_declared_resources(runs):
     assert {o["partition"] for v in subs.values() for o in v} == {"cpu"}
     # the job step asks for the GPU too; its threads are capped by the node's cores
     # (here this machine's: the job runs locally)
-    extract_id = next(c["job_id"] for c in calls if c["tool"] == "sbatch"
-                      and c["options"]["comment"].startswith("rule_extract_features"))
+    extract_id = next(
+        c["job_id"]
+        for c in calls
+        if c["tool"] == "sbatch" and c["options"]["comment"].startswith("rule_extract_features")
+    )
     (step,) = [c for c in calls if c["tool"] == "srun" and c["job_id"] == extract_id]
-    assert (step["options"]["gpus"], step["options"]["cpus_per_task"]) == \
-        (1, min(8, os.cpu_count()))
+    assert (step["options"]["gpus"], step["options"]["cpus_per_task"]) == (
+        1,
+        min(8, os.cpu_count()),
+    )
 
 
 def test_cluster_results_equal_the_local_run(runs):
@@ -136,18 +176,24 @@ def test_cluster_results_equal_the_local_run(runs):
         ma = json.loads((local / f"results/metrics/{cell}/hamming.json").read_text())
         mb = json.loads((cluster / f"results/metrics/{cell}/hamming.json").read_text())
         timing = {"query_ms"}  # wall-clock, differs between any two runs
-        assert {k: v for k, v in ma["metrics"].items() if k not in timing} == \
-            {k: v for k, v in mb["metrics"].items() if k not in timing}
+        assert {k: v for k, v in ma["metrics"].items() if k not in timing} == {
+            k: v for k, v in mb["metrics"].items() if k not in timing
+        }
 
 
 def test_cost_table_lists_every_benchmarked_job(runs):
     for work in runs[:2]:
         cost = pd.read_csv(work / "results/tables/tiny_cost.csv", keep_default_na=False)
         keys = sorted(zip(cost.stage, cost.method, cost.bits.astype(str), cost.detail))
-        assert keys == sorted([("extract", "", "", "features"),
-                               ("train", "itq", "16", ""), ("train", "milan", "16", ""),
-                               ("evaluate", "itq", "16", "hamming"),
-                               ("evaluate", "milan", "16", "hamming")])
+        assert keys == sorted(
+            [
+                ("extract", "", "", "features"),
+                ("train", "itq", "16", ""),
+                ("train", "milan", "16", ""),
+                ("evaluate", "itq", "16", "hamming"),
+                ("evaluate", "milan", "16", "hamming"),
+            ]
+        )
         assert (cost.n_runs == 1).all()
         seconds = cost.seconds_mean.astype(float)
         assert (seconds > 0).all() and np.allclose(seconds, cost.seconds_max.astype(float))

@@ -9,8 +9,11 @@ PROTOCOL = {"train_fraction": 0.6, "database": "train", "seeds": [0, 1, 2]}
 
 
 def manifest(n_classes=5, per_class=10):
-    rows = [(f"c{c}/img{i:02d}", f"/x/c{c}/img{i:02d}.jpg", c, f"c{c}")
-            for c in range(n_classes) for i in range(per_class)]
+    rows = [
+        (f"c{c}/img{i:02d}", f"/x/c{c}/img{i:02d}.jpg", c, f"c{c}")
+        for c in range(n_classes)
+        for i in range(per_class)
+    ]
     return pd.DataFrame(rows, columns=["image_id", "path", "label", "class_name"])
 
 

@@ -15,8 +15,15 @@ from rshash.report.tables import COLUMNS, build_table
 
 def test_csv_columns_means_stds_and_order(tmp_path, metric_files, report_data):
     csv, md, meta = report_data.outputs()
-    build_table("exp", metric_files, csv, md, meta, protocols={"dmch_60_40": report_data.protocol},
-                config={"a": 1})
+    build_table(
+        "exp",
+        metric_files,
+        csv,
+        md,
+        meta,
+        protocols={"dmch_60_40": report_data.protocol},
+        config={"a": 1},
+    )
     df = pd.read_csv(csv)
     assert list(df.columns) == COLUMNS
     # 2 methods x 2 bits x 1 ranking x 5 scalar metrics; the curve is not a row
@@ -37,11 +44,11 @@ def test_csv_columns_means_stds_and_order(tmp_path, metric_files, report_data):
 
 
 def test_single_split_has_nan_std(tmp_path, report_data):
-    paths = [report_data.write("milan", 32, 0, metrics={"map_all": 0.5}),
-             report_data.write("milan", 32, 1, ranking="coarse_to_fine",
-                           metrics={"map_all": 0.7}),
-             report_data.write("milan", 32, 2, ranking="coarse_to_fine",
-                           metrics={"map_all": 0.8})]
+    paths = [
+        report_data.write("milan", 32, 0, metrics={"map_all": 0.5}),
+        report_data.write("milan", 32, 1, ranking="coarse_to_fine", metrics={"map_all": 0.7}),
+        report_data.write("milan", 32, 2, ranking="coarse_to_fine", metrics={"map_all": 0.8}),
+    ]
     csv, md, meta = report_data.outputs()
     build_table("exp", paths, csv, md, meta)
     df = pd.read_csv(csv)
@@ -59,16 +66,23 @@ def test_paired_comparison_against_scipy_and_by_hand(tmp_path, metric_files, rep
 
     files = list(metric_files)
     raw = {s: {"map_all": 0.5 + 0.01 * s, "p_at_10": 0.4} for s in report_data.seeds}
-    files += [report_data.write("raw", 0, s, ranking="euclidean", metrics=raw[s])
-              for s in report_data.seeds]
+    files += [
+        report_data.write("raw", 0, s, ranking="euclidean", metrics=raw[s])
+        for s in report_data.seeds
+    ]
     csv, md, meta = report_data.outputs()
     paired_csv = tmp_path / "tables" / "exp.paired.csv"
     build_table("exp", files, csv, md, meta, reference={"method": "raw"}, out_paired=paired_csv)
     paired = pd.read_csv(paired_csv)
-    row = paired[(paired.method == "milan") & (paired.bits == 16)
-                 & (paired.metric == "map_all")].iloc[0]
-    d = np.array([report_data.value("milan", 16, s, "map_all") - raw[s]["map_all"]
-                  for s in report_data.seeds])
+    row = paired[
+        (paired.method == "milan") & (paired.bits == 16) & (paired.metric == "map_all")
+    ].iloc[0]
+    d = np.array(
+        [
+            report_data.value("milan", 16, s, "map_all") - raw[s]["map_all"]
+            for s in report_data.seeds
+        ]
+    )
     half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
     assert row.reference_bits == 0 and row.reference_ranking == "euclidean"
     assert row.n_pairs == 3
@@ -82,18 +96,30 @@ def test_paired_comparison_against_scipy_and_by_hand(tmp_path, metric_files, rep
     assert "Paired comparison with raw" in text and "95%" in text
 
     # two seeds by hand: differences 0.1 and 0.3 -> mean 0.2, sd 0.1414, t(0.975, 1) = 12.706
-    one = [report_data.write("a", 8, s, metrics={"map_all": v}, root=tmp_path / "h")
-           for s, v in ((0, 0.6), (1, 0.8))]
-    one += [report_data.write("b", 8, s, metrics={"map_all": v}, root=tmp_path / "h")
-            for s, v in ((0, 0.5), (1, 0.5))]
+    one = [
+        report_data.write("a", 8, s, metrics={"map_all": v}, root=tmp_path / "h")
+        for s, v in ((0, 0.6), (1, 0.8))
+    ]
+    one += [
+        report_data.write("b", 8, s, metrics={"map_all": v}, root=tmp_path / "h")
+        for s, v in ((0, 0.5), (1, 0.5))
+    ]
     one += [report_data.write("a", 16, 0, metrics={"map_all": 0.9}, root=tmp_path / "h")]
     csv, md, meta = report_data.outputs(root=tmp_path / "h")
-    build_table("h", one, csv, md, meta, reference={"method": "b", "ranking": "hamming"},
-                out_paired=tmp_path / "h.paired.csv")
+    build_table(
+        "h",
+        one,
+        csv,
+        md,
+        meta,
+        reference={"method": "b", "ranking": "hamming"},
+        out_paired=tmp_path / "h.paired.csv",
+    )
     paired = pd.read_csv(tmp_path / "h.paired.csv").set_index("bits")
     assert paired.loc[8, "mean_diff"] == pytest.approx(0.2)
-    assert paired.loc[8, "ci_high"] - 0.2 == pytest.approx(12.7062 * 0.141421 / np.sqrt(2),
-                                                           rel=1e-4)
+    assert paired.loc[8, "ci_high"] - 0.2 == pytest.approx(
+        12.7062 * 0.141421 / np.sqrt(2), rel=1e-4
+    )
     assert paired.loc[16, "n_pairs"] == 0 and math.isnan(paired.loc[16, "mean_diff"])
     assert "no reference row" in md.read_text()
 
@@ -108,26 +134,34 @@ def test_unknown_reference_is_an_error(tmp_path, metric_files, report_data):
 def test_explicit_comparisons_pair_variants_and_rankings(tmp_path, report_data):
     """An ablation against its full method, a re-ranking against Hamming ranking."""
     files = []
-    for s, (full, ablated, c2f) in enumerate([(0.9, 0.8, 0.92), (0.8, 0.75, 0.83),
-                                              (0.85, 0.7, 0.86)]):
+    for s, (full, ablated, c2f) in enumerate(
+        [(0.9, 0.8, 0.92), (0.8, 0.75, 0.83), (0.85, 0.7, 0.86)]
+    ):
         files.append(report_data.write("dmch", 32, s, metrics={"map_all": full}))
         files.append(report_data.write("dmch_ncat", 32, s, metrics={"map_all": ablated}))
-        files.append(report_data.write("dmch", 32, s, ranking="coarse_to_fine",
-                                   metrics={"map_all": c2f}))
+        files.append(
+            report_data.write("dmch", 32, s, ranking="coarse_to_fine", metrics={"map_all": c2f})
+        )
     csv, md, meta = report_data.outputs()
-    comparisons = [{"method": "dmch_ncat", "reference": "dmch"},
-                   {"method": "dmch", "ranking": "coarse_to_fine", "reference": "dmch",
-                    "reference_ranking": "hamming"}]
-    build_table("abl", files, csv, md, meta, comparisons=comparisons,
-                out_paired=tmp_path / "p.csv")
+    comparisons = [
+        {"method": "dmch_ncat", "reference": "dmch"},
+        {
+            "method": "dmch",
+            "ranking": "coarse_to_fine",
+            "reference": "dmch",
+            "reference_ranking": "hamming",
+        },
+    ]
+    build_table("abl", files, csv, md, meta, comparisons=comparisons, out_paired=tmp_path / "p.csv")
     paired = pd.read_csv(tmp_path / "p.csv").set_index(["method", "ranking"])
     assert len(paired) == 2
     assert paired.loc[("dmch_ncat", "hamming"), "mean_diff"] == pytest.approx(-0.1)
     assert paired.loc[("dmch", "coarse_to_fine"), "mean_diff"] == pytest.approx(0.02)
     assert paired.loc[("dmch", "coarse_to_fine"), "reference_ranking"] == "hamming"
     with pytest.raises(RshashError, match="comparison row dah"):
-        build_table("abl", files, csv, md, meta, comparisons=[{"method": "dah",
-                                                               "reference": "dmch"}])
+        build_table(
+            "abl", files, csv, md, meta, comparisons=[{"method": "dah", "reference": "dmch"}]
+        )
 
 
 def test_summary_is_numpy_mean_and_std_to_the_last_digit(report_data):
@@ -135,9 +169,15 @@ def test_summary_is_numpy_mean_and_std_to_the_last_digit(report_data):
     groupby reductions, which skip NaN and round differently)."""
     rng = np.random.default_rng(7)
     values = {s: rng.uniform(0, 1, 3) for s in range(10)}
-    paths = [report_data.write("milan", 16, s, metrics={"map_all": v[0], "p_at_10": v[1],
-                                                       "anmrr": None if s == 4 else v[2]})
-             for s, v in values.items()]
+    paths = [
+        report_data.write(
+            "milan",
+            16,
+            s,
+            metrics={"map_all": v[0], "p_at_10": v[1], "anmrr": None if s == 4 else v[2]},
+        )
+        for s, v in values.items()
+    ]
     df = summarize("exp", read_metrics(paths, "exp")).set_index("metric")
     for i, metric in enumerate(("map_all", "p_at_10")):
         v = np.array([values[s][i] for s in range(10)])

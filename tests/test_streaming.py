@@ -25,14 +25,24 @@ def tied_codes(seed: int, nq: int = 23, ndb: int = 61):
     prob = rng.dirichlet(np.ones(3), 5)
 
     def columns(idx):
-        return {"packed": pack_bits(pool[idx]), "value": pool[idx] - 0.5,
-                "class_prob": prob[idx], "predicted_label": prob[idx].argmax(1)}
+        return {
+            "packed": pack_bits(pool[idx]),
+            "value": pool[idx] - 0.5,
+            "class_prob": prob[idx],
+            "predicted_label": prob[idx].argmax(1),
+        }
 
     rot = rng.integers(0, 5, (nq, 3))
     rotated = {k: v.reshape(nq, 3, *v.shape[1:]) for k, v in columns(rot.ravel()).items()}
     exclude = np.where(rng.random(nq) < 0.5, rng.integers(0, ndb, nq), -1)
-    return (columns(qi), rng.integers(0, 3, nq), columns(di), rng.integers(0, 3, ndb),
-            exclude, rotated)
+    return (
+        columns(qi),
+        rng.integers(0, 3, nq),
+        columns(di),
+        rng.integers(0, 3, ndb),
+        exclude,
+        rotated,
+    )
 
 
 def _same(a, b):
@@ -53,13 +63,13 @@ def _same(a, b):
         assert a == pytest.approx(b, rel=1e-12)
 
 
-@pytest.mark.parametrize("ranking", ["hamming", "euclidean", "coarse_to_fine",
-                                     "category_weighted"])
+@pytest.mark.parametrize("ranking", ["hamming", "euclidean", "coarse_to_fine", "category_weighted"])
 def test_blockwise_equals_whole(ranking):
     q, ql, db, dl, exclude, rotated = tied_codes(1)
     params = {"top_m": 7} if ranking == "coarse_to_fine" else None
-    kwargs = dict(ranking_params=params, exclude=exclude, bits=BITS, with_curves=True,
-                  rotated=rotated)
+    kwargs = dict(
+        ranking_params=params, exclude=exclude, bits=BITS, with_curves=True, rotated=rotated
+    )
     whole = evaluate_arrays(q, ql, db, dl, ranking, block=len(ql), **kwargs)
     for block in (1, 4, 9):
         _same(evaluate_arrays(q, ql, db, dl, ranking, block=block, **kwargs), whole)
@@ -68,8 +78,10 @@ def test_blockwise_equals_whole(ranking):
 def test_whole_matches_a_full_matrix_reference():
     """The blockwise result equals ranking every query at once by (distance, index)."""
     q, ql, db, dl, _, _ = tied_codes(2)
-    dist = (np.unpackbits(q["packed"], axis=1)[:, None, :]
-            != np.unpackbits(db["packed"], axis=1)[None, :, :]).sum(2)
+    dist = (
+        np.unpackbits(q["packed"], axis=1)[:, None, :]
+        != np.unpackbits(db["packed"], axis=1)[None, :, :]
+    ).sum(2)
     ranked = np.lexsort((np.broadcast_to(np.arange(len(dl)), dist.shape), dist), axis=1)
     rel = dl[ranked] == ql[:, None]
     expected = compute(rel, rel.sum(1))
@@ -78,23 +90,25 @@ def test_whole_matches_a_full_matrix_reference():
         assert got[name] == pytest.approx(value), name
 
 
-@pytest.mark.parametrize("ranking", ["hamming", "euclidean", "category_weighted",
-                                     "coarse_to_fine"])
+@pytest.mark.parametrize("ranking", ["hamming", "euclidean", "category_weighted", "coarse_to_fine"])
 def test_default_block_bounds_every_per_block_array(monkeypatch, ranking):
     """A query block's arrays (a distance matrix and its sorted copy, or a ranking; the
     top ranks; the Hamming histograms) hold at most BLOCK_ITEMS entries together, and
     the default blocks give the same metrics as one block."""
     q, ql, db, dl, exclude, _ = tied_codes(3)
-    whole = evaluate_arrays(q, ql, db, dl, ranking, exclude=exclude, block=len(ql),
-                            with_curves=True)
+    whole = evaluate_arrays(
+        q, ql, db, dl, ranking, exclude=exclude, block=len(ql), with_curves=True
+    )
     matrices, scores = [], []
-    real = {name: getattr(sc, name) for name in ("score_distances", "score_ranked",
-                                                 "score_hamming")}
+    real = {
+        name: getattr(sc, name) for name in ("score_distances", "score_ranked", "score_hamming")
+    }
 
     def spy_matrix(name, copies):
         def spy(matrix, *args, **kwargs):
             matrices.append(copies * matrix.size)  # a distance matrix and its sorted copy
             return real[name](matrix, *args, **kwargs)
+
         return spy
 
     def spy_score(*args, **kwargs):
@@ -130,9 +144,18 @@ def test_extraction_is_identical_across_batches_and_workers(tiles, kind):
     runs = {}
     for batch, workers in ((27, 0), (4, 0), (5, 2)):
         out = tiles / f"{kind}_{batch}_{workers}.h5"
-        extract(tiles / "manifest.parquet", "efficientnet_lite0", out, threads=1,
-                batch_size=batch, device="cpu", num_workers=workers, progress=False,
-                kind=kind, input_size=64)
+        extract(
+            tiles / "manifest.parquet",
+            "efficientnet_lite0",
+            out,
+            threads=1,
+            batch_size=batch,
+            device="cpu",
+            num_workers=workers,
+            progress=False,
+            kind=kind,
+            input_size=64,
+        )
         runs[batch, workers] = read_arrays(out)
     (one_batch, ids), *others = runs.values()
     assert list(ids) == list(scan_folder(tiles / "images").image_id)

@@ -6,7 +6,6 @@ A floor, not the goal: the full experiment is `snakemake results/tables/ucmd.csv
 import pandas as pd
 import pytest
 import yaml
-
 from test_pipeline import snakemake
 
 pytestmark = pytest.mark.slow
@@ -15,9 +14,16 @@ pytestmark = pytest.mark.slow
 def test_ucmd_floors(repo, tmp_path, ucmd_data_dir):
     cfg = yaml.safe_load((repo / "config.yaml").read_text())
     cfg["data_dir"] = str(ucmd_data_dir)
-    cfg["experiments"] = {"ucmd_regression": {
-        "datasets": ["ucmd"], "backbones": ["efficientnet_lite0"], "protocols": ["dmch_60_40"],
-        "methods": ["lsh", "itq", "milan"], "bits": [32], "seeds": [0]}}
+    cfg["experiments"] = {
+        "ucmd_regression": {
+            "datasets": ["ucmd"],
+            "backbones": ["efficientnet_lite0"],
+            "protocols": ["dmch_60_40"],
+            "methods": ["lsh", "itq", "milan"],
+            "bits": [32],
+            "seeds": [0],
+        }
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     snakemake(repo, tmp_path, "results/tables/ucmd_regression.csv")
     manifest = pd.read_parquet(tmp_path / "results/manifests/ucmd.parquet")

@@ -15,15 +15,24 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-
 from test_pipeline import planned, snakemake
 
 pytestmark = pytest.mark.slow
 
 NOTHING = "Nothing to be done"
 # Shell metacharacters: each would run `touch pwned` (or break the command) unquoted.
-NASTY = ["$(touch pwned)", "`touch pwned`", "; touch pwned", "& touch pwned &", "| touch pwned",
-         "' ; touch pwned ; '", '" ; touch pwned ; "', "a b  c", "{x}", "&touch"]
+NASTY = [
+    "$(touch pwned)",
+    "`touch pwned`",
+    "; touch pwned",
+    "& touch pwned &",
+    "| touch pwned",
+    "' ; touch pwned ; '",
+    '" ; touch pwned ; "',
+    "a b  c",
+    "{x}",
+    "&touch",
+]
 # All of them in one value, for the checks that run snakemake (each run costs seconds).
 ALL = "a $(touch pwned) `touch pwned`; touch pwned & b | touch pwned 'q' \"d\" {x} \\ end"
 
@@ -34,7 +43,8 @@ def _images(root: Path, counts: dict[str, int], seed: int = 0) -> Path:
         (root / cls).mkdir(parents=True, exist_ok=True)
         for i in range(n):
             Image.fromarray(rng.integers(0, 255, (24, 24, 3), np.uint8)).save(
-                root / cls / f"{cls}{i:02d}.png")
+                root / cls / f"{cls}{i:02d}.png"
+            )
     return root
 
 
@@ -45,9 +55,14 @@ def _config(repo, work: Path, datasets: dict, data_dir=None, **changes) -> dict:
     else:
         cfg["data_dir"] = str(data_dir)
     cfg["datasets"].update(datasets)
-    cfg["experiments"]["mine"] = {"datasets": ["mine"], "backbones": ["efficientnet_lite0"],
-                                  "protocols": ["dmch_60_40"], "seeds": [0],
-                                  "methods": ["lsh", "raw"], "bits": [16]}
+    cfg["experiments"]["mine"] = {
+        "datasets": ["mine"],
+        "backbones": ["efficientnet_lite0"],
+        "protocols": ["dmch_60_40"],
+        "seeds": [0],
+        "methods": ["lsh", "raw"],
+        "bits": [16],
+    }
     for key, value in changes.items():
         cfg[key] = value
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -119,8 +134,14 @@ def test_config_strings_arrive_intact_in_every_command(repo, tmp_path, nasty=ALL
     protocols["dmch_60_40"] = {**protocols["dmch_60_40"], "source": nasty}
     variants = dict(cfg["variants"])
     variants["milan"] = {"method": "milan", "params": {"sampling": nasty}}
-    _config(repo, tmp_path, {"mine": {"folder": folder}}, data_dir=data,
-            protocols=protocols, variants=variants)
+    _config(
+        repo,
+        tmp_path,
+        {"mine": {"folder": folder}},
+        data_dir=data,
+        protocols=protocols,
+        variants=variants,
+    )
     cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
     cfg["experiments"]["mine"]["methods"] = ["lsh", "milan"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -128,10 +149,11 @@ def test_config_strings_arrive_intact_in_every_command(repo, tmp_path, nasty=ALL
     commands = _commands(out.stdout)
     assert _arg(commands, "manifest", "--folder") == [str(data / folder)]
     assert _arg(commands, "manifest", "--data-dir") == [str(data)]
-    assert json.loads(_arg(commands, "manifest", "--protocols")[0])["dmch_60_40"][
-        "source"] == nasty
+    assert json.loads(_arg(commands, "manifest", "--protocols")[0])["dmch_60_40"]["source"] == nasty
     assert {json.loads(p).get("sampling") for p in _arg(commands, "train", "--params")} == {
-        None, nasty}
+        None,
+        nasty,
+    }
     assert all(json.loads(p)["source"] == nasty for p in _arg(commands, "split", "--protocol"))
 
     # and for real: the manifest job reads the folder and runs nothing else
@@ -141,8 +163,7 @@ def test_config_strings_arrive_intact_in_every_command(repo, tmp_path, nasty=ALL
     assert not list(tmp_path.rglob("pwned")) and not Path("pwned").exists()
 
 
-@pytest.mark.parametrize("key", ["url", "dataset", "experiment", "variant", "protocol",
-                                 "target"])
+@pytest.mark.parametrize("key", ["url", "dataset", "experiment", "variant", "protocol", "target"])
 @pytest.mark.parametrize("nasty", NASTY)
 def test_config_strings_that_cannot_be_quoted_away_are_refused(repo, key, nasty):
     """A URL with shell metacharacters, and names that become wildcards (and so file
@@ -153,15 +174,25 @@ def test_config_strings_that_cannot_be_quoted_away_are_refused(repo, key, nasty)
 
     cfg = yaml.safe_load((repo / "config.yaml").read_text())
     bad = f"x{nasty}"
-    where = {"url": "datasets.mine.url", "dataset": "datasets", "experiment": "experiments",
-             "variant": "variants", "protocol": "protocols", "target": "targets[0]"}[key]
+    where = {
+        "url": "datasets.mine.url",
+        "dataset": "datasets",
+        "experiment": "experiments",
+        "variant": "variants",
+        "protocol": "protocols",
+        "target": "targets[0]",
+    }[key]
     if key == "url":
         cfg["datasets"]["mine"] = {"folder": "Mine", "url": f"http://x/a.zip{nasty}"}
     elif key == "target":
         cfg["targets"] = [bad]
     else:
-        section = {"dataset": "datasets", "experiment": "experiments", "variant": "variants",
-                   "protocol": "protocols"}[key]
+        section = {
+            "dataset": "datasets",
+            "experiment": "experiments",
+            "variant": "variants",
+            "protocol": "protocols",
+        }[key]
         cfg[section][bad] = next(iter(cfg[section].values()))
     schema = repo / "workflow/schemas/config.schema.yaml"
     if key == "url" and nasty == "&touch":
@@ -174,8 +205,12 @@ def test_config_strings_that_cannot_be_quoted_away_are_refused(repo, key, nasty)
 
 def test_the_issue_injection_runs_nothing(repo, tmp_path):
     _images(tmp_path / "data" / "Mine", {"a": 3, "b": 3})
-    _config(repo, tmp_path, {"mine": {"folder": "Mine", "url": "http://x/a.zip$(touch pwned)"}},
-            data_dir=tmp_path / "data")
+    _config(
+        repo,
+        tmp_path,
+        {"mine": {"folder": "Mine", "url": "http://x/a.zip$(touch pwned)"}},
+        data_dir=tmp_path / "data",
+    )
     out = snakemake(repo, tmp_path, "results/manifests/mine.parquet", check=False)
     assert out.returncode != 0 and not (tmp_path / "pwned").exists()
     lines = [ln for ln in (out.stdout + out.stderr).splitlines() if "datasets.mine.url" in ln]
@@ -212,7 +247,8 @@ def test_the_ucmd_table_plans_the_download_without_a_data_directory(repo, tmp_pa
     fetch = [c for c in _commands(out.stdout) if c[1] == "fetch"]
     assert len(fetch) == 1 and "--create-data-dir" in fetch[0]
     assert fetch[0][fetch[0].index("--url") + 1] == (
-        "https://weegee.vision.ucmerced.edu/datasets/UCMerced_LandUse.zip")
+        "https://weegee.vision.ucmerced.edu/datasets/UCMerced_LandUse.zip"
+    )
     assert fetch[0][fetch[0].index("--checksums") + 1] == "ucmd.sha256"
     assert not (tmp_path / "data").exists()  # a dry run creates nothing
 
@@ -258,15 +294,18 @@ def archive_server():
     srv.server_close()
 
 
-def test_an_absent_dataset_is_fetched_into_the_default_data_dir_once(repo, tmp_path,
-                                                                     archive_server):
+def test_an_absent_dataset_is_fetched_into_the_default_data_dir_once(
+    repo, tmp_path, archive_server
+):
     port = archive_server.server_address[1]
     url = f"http://127.0.0.1:{port}/Mine.zip?a=1&b=2"  # `&`: arrives intact, quoted
     _config(repo, tmp_path, {"mine": {"folder": "Mine/tiles", "url": url}})
     snakemake(repo, tmp_path, "results/manifests/mine.parquet")
     assert archive_server.paths == ["/Mine.zip?a=1&b=2"]
     assert sorted(p.name for p in (tmp_path / "data" / "Mine" / "tiles").iterdir()) == [
-        "beach", "forest"]
+        "beach",
+        "forest",
+    ]
     out, _ = _dry(repo, tmp_path, "results/manifests/mine.parquet")
     assert NOTHING in out.stdout + out.stderr  # the listing recorded is the downloaded one
 

@@ -9,30 +9,47 @@ from snakemake.exceptions import WorkflowError
 
 from rshash import RshashError
 from rshash.backbones import BACKBONES
-from rshash.config import (experiment_cells, experiment_methods, experiment_rankings,
-                           extraction_settings, validate)
-from rshash.data.datasets import (data_dir, image_root, is_default_data_dir, missing_message,
-                                  spec_from_config)
+from rshash.config import (
+    experiment_cells,
+    experiment_methods,
+    experiment_rankings,
+    extraction_settings,
+    validate,
+)
+from rshash.data.datasets import (
+    data_dir,
+    image_root,
+    is_default_data_dir,
+    missing_message,
+    spec_from_config,
+)
 from rshash.data.manifest import folder_digest
 from rshash.methods import method_info
 
 try:
     validate(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
     DATA_DIR = data_dir(config)
-    DATASETS = {name: spec_from_config(name, entry) for name, entry in config["datasets"].items()}
+    DATASETS = {
+        name: spec_from_config(name, entry)
+        for name, entry in config["datasets"].items()
+    }
 except RshashError as err:
     raise WorkflowError(str(err)) from None
 # `targets` (default [demo]: when absent, those of it that are configured) drives rule all.
 TARGETS = config.get("targets", [e for e in ["demo"] if e in config["experiments"]])
 _unknown = [t for t in TARGETS if t not in config["experiments"]]
 if _unknown:
-    raise WorkflowError(f"config: targets: unknown experiment(s) {', '.join(_unknown)} "
-                        f"(known: {', '.join(config['experiments'])})")
+    raise WorkflowError(
+        f"config: targets: unknown experiment(s) {', '.join(_unknown)} "
+        f"(known: {', '.join(config['experiments'])})"
+    )
 
 # Jobs call the `rshash` command found on PATH (an activated venv, or the env
 # that --sdm conda activates), else the one beside the Python running snakemake.
-shell.prefix("set -euo pipefail; export PATH=\"$PATH\":"
-             f"{shlex.quote(os.path.dirname(sys.executable))}; ")
+shell.prefix(
+    'set -euo pipefail; export PATH="$PATH":'
+    f"{shlex.quote(os.path.dirname(sys.executable))}; "
+)
 
 CELL = "{dataset}/{backbone}/{protocol}/{method}/{bits}/split{seed}"
 DEVICE = extraction_settings(config)["device"]
@@ -57,7 +74,9 @@ def as_json(obj):
 
 def dataset_spec(wildcards):
     if wildcards.dataset not in DATASETS:
-        raise WorkflowError(f"dataset '{wildcards.dataset}' is not defined in config.yaml")
+        raise WorkflowError(
+            f"dataset '{wildcards.dataset}' is not defined in config.yaml"
+        )
     return DATASETS[wildcards.dataset]
 
 
@@ -83,9 +102,11 @@ def manifest_input(wildcards):
     if not spec.url or not (DATA_DIR.is_dir() or is_default_data_dir(DATA_DIR)):
         raise WorkflowError(missing_message(spec, DATA_DIR))
     if Path(fetch_record(spec.name)).exists():
-        raise WorkflowError(f"dataset '{spec.name}': image folder {image_root(spec, DATA_DIR)} "
-                            f"is gone since it was downloaded; delete "
-                            f"{fetch_record(spec.name)} to download it again")
+        raise WorkflowError(
+            f"dataset '{spec.name}': image folder {image_root(spec, DATA_DIR)} "
+            f"is gone since it was downloaded; delete "
+            f"{fetch_record(spec.name)} to download it again"
+        )
     checkpoints.fetch_dataset.get(dataset=wildcards.dataset)
     return []
 
@@ -158,40 +179,59 @@ def dataset_protocols_json(wildcards):
 
 def image_folder(wildcards):
     spec = dataset_spec(wildcards)
-    return f"results/datasets/{spec.name}" if spec.synthetic else str(DATA_DIR / spec.folder)
+    return (
+        f"results/datasets/{spec.name}"
+        if spec.synthetic
+        else str(DATA_DIR / spec.folder)
+    )
 
 
 def variant(wildcards):
     if wildcards.method not in config["variants"]:
-        raise WorkflowError(f"method '{wildcards.method}' is not a variant in config.yaml")
+        raise WorkflowError(
+            f"method '{wildcards.method}' is not a variant in config.yaml"
+        )
     return config["variants"][wildcards.method]
 
 
 def method_inputs(wildcards):
     """The further features kinds (maps, layers, rot) a variant's method reads."""
-    return [k for k in method_info(variant(wildcards)["method"]).inputs if k != "features"]
+    return [
+        k for k in method_info(variant(wildcards)["method"]).inputs if k != "features"
+    ]
 
 
 def extra_features(wildcards):
-    return [f"results/features/{wildcards.dataset}/{wildcards.backbone}_{k}.h5"
-            for k in method_inputs(wildcards)]
+    return [
+        f"results/features/{wildcards.dataset}/{wildcards.backbone}_{k}.h5"
+        for k in method_inputs(wildcards)
+    ]
 
 
 def cell_json(wildcards):
     """The cell's identity and settings (its config hash goes into provenance)."""
     v = variant(wildcards)
-    return as_json({
-        "dataset": wildcards.dataset, "backbone": wildcards.backbone,
-        "protocol": wildcards.protocol, "method": wildcards.method,
-        "base_method": v["method"], "params": v.get("params", {}),
-        "bits": int(wildcards.bits), "seed": int(wildcards.seed),
-    })
+    return as_json(
+        {
+            "dataset": wildcards.dataset,
+            "backbone": wildcards.backbone,
+            "protocol": wildcards.protocol,
+            "method": wildcards.method,
+            "base_method": v["method"],
+            "params": v.get("params", {}),
+            "bits": int(wildcards.bits),
+            "seed": int(wildcards.seed),
+        }
+    )
 
 
 def experiment_metrics(wildcards):
     cells = experiment_cells(config, wildcards.experiment)
-    return [f"results/metrics/{c.path}/{r}.json"
-            for c in cells for r in experiment_rankings(config, wildcards.experiment, c.method)]
+    return [
+        f"results/metrics/{c.path}/{r}.json"
+        for c in cells
+        for r in experiment_rankings(config, wildcards.experiment, c.method)
+    ]
 
 
 def _metrics_path(c, ranking):
@@ -218,8 +258,13 @@ def experiment_plots(wildcards):
     out = []
     groups = sorted({(c.dataset, c.backbone, c.protocol) for c in cells})
     for d, b, p in groups:
-        bits = sorted({c.bits for c in cells if (c.dataset, c.backbone, c.protocol) == (d, b, p)
-                       and c.bits > 0})
+        bits = sorted(
+            {
+                c.bits
+                for c in cells
+                if (c.dataset, c.backbone, c.protocol) == (d, b, p) and c.bits > 0
+            }
+        )
         for kind in kinds & {"pr_hamming", "p_at_k"}:
             out += [f"results/plots/{e}/{kind}/{d}/{b}/{p}/{k}.png" for k in bits]
         if "ap_per_class" in kinds:
@@ -238,18 +283,25 @@ def curve_metrics(wildcards):
     real-valued rows, bits 0, as a reference line on P@k curves)."""
     e, bits = wildcards.experiment, int(wildcards.bits)
     keep = {bits} if wildcards.kind == "pr_hamming" else {bits, 0}
-    return [_metrics_path(c, r) for c in experiment_cells(config, e)
-            if (c.dataset, c.backbone, c.protocol) == (wildcards.dataset, wildcards.backbone,
-                                                       wildcards.protocol)
-            and c.bits in keep for r in experiment_rankings(config, e, c.method)]
+    return [
+        _metrics_path(c, r)
+        for c in experiment_cells(config, e)
+        if (c.dataset, c.backbone, c.protocol)
+        == (wildcards.dataset, wildcards.backbone, wildcards.protocol)
+        and c.bits in keep
+        for r in experiment_rankings(config, e, c.method)
+    ]
 
 
 def group_metrics(wildcards):
     e = wildcards.experiment
-    return [_metrics_path(c, r) for c in experiment_cells(config, e)
-            if (c.dataset, c.backbone, c.protocol) == (wildcards.dataset, wildcards.backbone,
-                                                       wildcards.protocol)
-            for r in experiment_rankings(config, e, c.method)]
+    return [
+        _metrics_path(c, r)
+        for c in experiment_cells(config, e)
+        if (c.dataset, c.backbone, c.protocol)
+        == (wildcards.dataset, wildcards.backbone, wildcards.protocol)
+        for r in experiment_rankings(config, e, c.method)
+    ]
 
 
 def protocol_json(wildcards):
@@ -261,7 +313,9 @@ def ranking_params_json(wildcards):
 
 
 def experiment_protocols(wildcards):
-    names = dict.fromkeys(c.protocol for c in experiment_cells(config, wildcards.experiment))
+    names = dict.fromkeys(
+        c.protocol for c in experiment_cells(config, wildcards.experiment)
+    )
     return as_json({n: config["protocols"][n] for n in names})
 
 
@@ -271,7 +325,9 @@ def experiment_reference(wildcards):
     exp = config["experiments"][wildcards.experiment]
     first = experiment_methods(config, wildcards.experiment)[0]
     ref = dict(exp.get("reference") or {"method": first})
-    ref.setdefault("ranking", experiment_rankings(config, wildcards.experiment, ref["method"])[0])
+    ref.setdefault(
+        "ranking", experiment_rankings(config, wildcards.experiment, ref["method"])[0]
+    )
     return as_json(ref)
 
 
@@ -289,7 +345,12 @@ def experiment_benchmarks(wildcards):
         for kind in method_info(config["variants"][c.method]["method"]).inputs:
             if kind != "features":
                 extract[f"{c.dataset}/{c.backbone}_{kind}"] = None
-    return ([f"results/benchmarks/extract_features/{x}.tsv" for x in extract]
-            + [f"results/benchmarks/train_method/{c.path}.tsv" for c in cells]
-            + [f"results/benchmarks/evaluate_ranking/{c.path}/{r}.tsv"
-               for c in cells for r in experiment_rankings(config, e, c.method)])
+    return (
+        [f"results/benchmarks/extract_features/{x}.tsv" for x in extract]
+        + [f"results/benchmarks/train_method/{c.path}.tsv" for c in cells]
+        + [
+            f"results/benchmarks/evaluate_ranking/{c.path}/{r}.tsv"
+            for c in cells
+            for r in experiment_rankings(config, e, c.method)
+        ]
+    )

@@ -31,21 +31,29 @@ def cmd_generate(a):
 
 def cmd_manifest(a):
     from rshash.data.fetch import ensure_images
-    from rshash.data.manifest import (check_images, read_dataset, report_path, write_manifest,
-                                      write_report)
+    from rshash.data.manifest import (
+        check_images,
+        read_dataset,
+        report_path,
+        write_manifest,
+        write_report,
+    )
     from rshash.data.splits import check_class_sizes
 
     folder = ensure_images(a.dataset, Path(a.folder), a.url, a.archive_root, Path(a.data_dir))
-    found, ignored = read_dataset(folder, a.n_classes, a.n_images,
-                                  _json(a.expected) if a.expected else None)
+    found, ignored = read_dataset(
+        folder, a.n_classes, a.n_images, _json(a.expected) if a.expected else None
+    )
     df, skipped = check_images(found, a.skip_unreadable)
     for name, protocol in _json(a.protocols).items():
         check_class_sizes(df, protocol, name)
     write_report(a.report or report_path(a.out), len(found), df, skipped, ignored)
     write_manifest(df, a.out)
-    print(f"{a.dataset}: {len(df)} images in {df.label.nunique()} classes from {folder}"
-          + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else "")
-          + (f"; left out {len(ignored)} other file(s), listed in the report" if ignored else ""))
+    print(
+        f"{a.dataset}: {len(df)} images in {df.label.nunique()} classes from {folder}"
+        + (f"; skipped {len(skipped)} unreadable file(s)" if skipped else "")
+        + (f"; left out {len(ignored)} other file(s), listed in the report" if ignored else "")
+    )
 
 
 def cmd_fetch(a):
@@ -54,13 +62,26 @@ def cmd_fetch(a):
     from rshash.data.fetch import ensure_images
 
     sums = packaged_checksums(a.checksums) if a.checksums else None
-    folder = ensure_images(a.dataset, Path(a.folder), a.url, a.archive_root, Path(a.data_dir),
-                           checksums=sums, create_data_dir=a.create_data_dir)
-    record = {"dataset": a.dataset, "url": a.url, "folder": str(folder),
-              "checked_files": len(sums) if sums else None}
+    folder = ensure_images(
+        a.dataset,
+        Path(a.folder),
+        a.url,
+        a.archive_root,
+        Path(a.data_dir),
+        checksums=sums,
+        create_data_dir=a.create_data_dir,
+    )
+    record = {
+        "dataset": a.dataset,
+        "url": a.url,
+        "folder": str(folder),
+        "checked_files": len(sums) if sums else None,
+    }
     atomic_write(a.out, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1) + "\n"))
-    print(f"{a.dataset}: images in {folder}"
-          + (f" ({len(sums)} files checked against {a.checksums})" if sums else ""))
+    print(
+        f"{a.dataset}: images in {folder}"
+        + (f" ({len(sums)} files checked against {a.checksums})" if sums else "")
+    )
 
 
 def cmd_split(a):
@@ -75,8 +96,11 @@ def cmd_split(a):
 def cmd_extract(a):
     from rshash.features import extract
 
-    given = {k: getattr(a, k) for k in ("batch_size", "num_workers", "device")
-             if getattr(a, k) is not None}  # else extract's defaults, the one home of each
+    given = {
+        k: getattr(a, k)
+        for k in ("batch_size", "num_workers", "device")
+        if getattr(a, k) is not None
+    }  # else extract's defaults, the one home of each
     extract(a.manifest, a.backbone, a.out, threads=a.threads, kind=a.kind, **given)
 
 
@@ -89,33 +113,69 @@ def cmd_train(a):
         if not path:
             raise RshashError(f"--extra expects KIND=PATH, got {item!r}")
         extra[kind] = path
-    print(f"rshash train: fitting {a.method} ({a.bits} bits, seed {a.seed})", file=sys.stderr,
-          flush=True)
-    info = train_cell(a.features, a.split, a.method, a.bits, a.seed, _json(a.params),
-                      a.model, a.codes, threads=a.threads, extra=extra)
-    print(f"trained {a.method} ({a.bits} bits, seed {a.seed}) on {info['n_train']} images "
-          f"in {info['seconds']:.1f} s")
+    print(
+        f"rshash train: fitting {a.method} ({a.bits} bits, seed {a.seed})",
+        file=sys.stderr,
+        flush=True,
+    )
+    info = train_cell(
+        a.features,
+        a.split,
+        a.method,
+        a.bits,
+        a.seed,
+        _json(a.params),
+        a.model,
+        a.codes,
+        threads=a.threads,
+        extra=extra,
+    )
+    print(
+        f"trained {a.method} ({a.bits} bits, seed {a.seed}) on {info['n_train']} images "
+        f"in {info['seconds']:.1f} s"
+    )
 
 
 def cmd_evaluate(a):
     from rshash.evaluate import evaluate_cell
 
-    result = evaluate_cell(a.codes, a.split, a.out, ranking=a.ranking,
-                           protocol=_json(a.protocol), ranking_params=_json(a.ranking_params),
-                           cell=_json(a.cell), threads=a.threads,
-                           config={"cell": _json(a.cell), "protocol": _json(a.protocol),
-                                   "ranking_params": _json(a.ranking_params)})
+    result = evaluate_cell(
+        a.codes,
+        a.split,
+        a.out,
+        ranking=a.ranking,
+        protocol=_json(a.protocol),
+        ranking_params=_json(a.ranking_params),
+        cell=_json(a.cell),
+        threads=a.threads,
+        config={
+            "cell": _json(a.cell),
+            "protocol": _json(a.protocol),
+            "ranking_params": _json(a.ranking_params),
+        },
+    )
     print(json.dumps(result["metrics"], indent=1))
 
 
 def cmd_table(a):
     from rshash.report.tables import build_table
 
-    build_table(a.experiment, a.metrics, a.csv, a.md, a.meta, protocols=_json(a.protocols),
-                config={"protocols": _json(a.protocols), "reference": _json(a.reference),
-                        "comparisons": _json(a.comparisons)},
-                reference=_json(a.reference), out_paired=a.paired,
-                comparisons=_json(a.comparisons) or None)
+    build_table(
+        a.experiment,
+        a.metrics,
+        a.csv,
+        a.md,
+        a.meta,
+        protocols=_json(a.protocols),
+        config={
+            "protocols": _json(a.protocols),
+            "reference": _json(a.reference),
+            "comparisons": _json(a.comparisons),
+        },
+        reference=_json(a.reference),
+        out_paired=a.paired,
+        comparisons=_json(a.comparisons) or None,
+    )
 
 
 def cmd_cost(a):
@@ -146,8 +206,7 @@ def cmd_plot_ap(a):
 def cmd_plot_retrieval(a):
     from rshash.report.figures import plot_retrieval
 
-    plot_retrieval(a.codes, a.split, a.manifest, a.out, a.title, a.ranking,
-                   _json(a.ranking_params))
+    plot_retrieval(a.codes, a.split, a.manifest, a.out, a.title, a.ranking, _json(a.ranking_params))
 
 
 def cmd_select(a):
@@ -155,11 +214,28 @@ def cmd_select(a):
 
     grid = _json(a.grid)
     print("\t".join(["map_all", "map_at_20", "seconds", *grid]))
-    for params, result, seconds in grid_search(a.features, a.split, a.method, a.bits,
-                                               _json(a.params), grid, a.val_fraction, a.seed,
-                                               a.threads):
-        print("\t".join([f"{result['map_all']:.4f}", f"{result['map_at_20']:.4f}",
-                         f"{seconds:.1f}", *(str(params[k]) for k in grid)]), flush=True)
+    for params, result, seconds in grid_search(
+        a.features,
+        a.split,
+        a.method,
+        a.bits,
+        _json(a.params),
+        grid,
+        a.val_fraction,
+        a.seed,
+        a.threads,
+    ):
+        print(
+            "\t".join(
+                [
+                    f"{result['map_all']:.4f}",
+                    f"{result['map_at_20']:.4f}",
+                    f"{seconds:.1f}",
+                    *(str(params[k]) for k in grid),
+                ]
+            ),
+            flush=True,
+        )
 
 
 def cmd_index(a):
@@ -174,8 +250,10 @@ def cmd_index(a):
     else:
         index = build_index(a.model, a.images, a.out, backbone=a.backbone, threads=a.threads)
     h = index.header
-    print(f"indexed {len(index)} images ({h['method']}, {h['bits']} bits, {h['backbone']}) "
-          f"into {a.out}")
+    print(
+        f"indexed {len(index)} images ({h['method']}, {h['bits']} bits, {h['backbone']}) "
+        f"into {a.out}"
+    )
 
 
 def cmd_search(a):
@@ -205,14 +283,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--archive-root")
     s.add_argument("--n-classes", type=int)
     s.add_argument("--n-images", type=int)
-    s.add_argument("--skip-unreadable", action="store_true",
-                   help="leave unreadable images out (listed in the log and the report)")
-    s.add_argument("--protocols", default="{}",
-                   help="JSON {name: protocol}: check every class is large enough for them")
+    s.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="leave unreadable images out (listed in the log and the report)",
+    )
+    s.add_argument(
+        "--protocols",
+        default="{}",
+        help="JSON {name: protocol}: check every class is large enough for them",
+    )
     s.add_argument("--expected", help="JSON: class folder -> image count, all checked")
     s.add_argument("--out", required=True)
-    s.add_argument("--report", help="JSON report of skipped files (default: "
-                                     "{out without .parquet}.report.json)")
+    s.add_argument(
+        "--report",
+        help="JSON report of skipped files (default: {out without .parquet}.report.json)",
+    )
     s.set_defaults(func=cmd_manifest)
 
     s = sub.add_parser("fetch", help="download and unpack a dataset whose images are missing")
@@ -221,10 +307,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", required=True)
     s.add_argument("--url", required=True)
     s.add_argument("--archive-root", help="folder the archive unpacks to, under --data-dir")
-    s.add_argument("--checksums", help="checksum list in rshash/data/checksums checked "
-                                       "against every unpacked file")
-    s.add_argument("--create-data-dir", action="store_true",
-                   help="create an absent --data-dir first")
+    s.add_argument(
+        "--checksums",
+        help="checksum list in rshash/data/checksums checked against every unpacked file",
+    )
+    s.add_argument(
+        "--create-data-dir", action="store_true", help="create an absent --data-dir first"
+    )
     s.add_argument("--out", required=True, help="JSON record of the download")
     s.set_defaults(func=cmd_fetch)
 
@@ -254,8 +343,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--bits", type=int, required=True)
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--params", default="{}", help="JSON method parameters")
-    s.add_argument("--extra", action="append", default=[],
-                   help="KIND=PATH: a further features file the method reads (maps, layers, rot)")
+    s.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        help="KIND=PATH: a further features file the method reads (maps, layers, rot)",
+    )
     s.add_argument("--model", required=True)
     s.add_argument("--codes", required=True)
     s.add_argument("--threads", type=int, default=1)
@@ -284,8 +377,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("metrics", nargs="+")
     s.set_defaults(func=cmd_table)
 
-    s = sub.add_parser("cost", help="seconds and peak memory per method x bits from the "
-                                    "rules' benchmark files")
+    s = sub.add_parser(
+        "cost", help="seconds and peak memory per method x bits from the rules' benchmark files"
+    )
     s.add_argument("--experiment", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("benchmarks", nargs="+")
@@ -296,8 +390,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--title", default="")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_tsne)
-    s = sub.add_parser("plot-curves", help="precision-recall over Hamming radius or P@k / "
-                                           "R@k curves, one line per method")
+    s = sub.add_parser(
+        "plot-curves",
+        help="precision-recall over Hamming radius or P@k / R@k curves, one line per method",
+    )
     s.add_argument("--kind", required=True, choices=["pr_hamming", "p_at_k", "r_at_k"])
     s.add_argument("--title", default="")
     s.add_argument("--out", required=True)
@@ -321,8 +417,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_plot_retrieval)
 
-    s = sub.add_parser("select", help="score settings on a validation part of the train "
-                                      "split (never the queries)")
+    s = sub.add_parser(
+        "select", help="score settings on a validation part of the train split (never the queries)"
+    )
     s.add_argument("--features", required=True)
     s.add_argument("--split", required=True)
     s.add_argument("--method", required=True)
@@ -334,8 +431,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_select)
 
-    s = sub.add_parser("index", help="encode a folder of images (class sub-folders or flat) "
-                                     "or a codes file into a search index")
+    s = sub.add_parser(
+        "index",
+        help="encode a folder of images (class sub-folders or flat) "
+        "or a codes file into a search index",
+    )
     s.add_argument("--model", help="a trained model (.npz)")
     s.add_argument("--images", help="a folder of images: flat, or one sub-folder per class")
     s.add_argument("--codes", help="a codes file (.parquet) instead of images")

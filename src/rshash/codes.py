@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from rshash import RshashError
 from rshash.digest import digest_of, read_parquet, write_parquet
-
 
 # The rotated copies of the queries (for rotation_top3): their angles, as extracted
 # (rshash.features, kind ``rot``) and encoded (role ``rotated``), and their image ids.
@@ -87,7 +84,8 @@ def write_codes(
         if packed.shape != (n, bits // 8):
             raise ValueError(f"packed codes have shape {packed.shape}, expected {(n, bits // 8)}")
         columns["code"] = pa.FixedSizeBinaryArray.from_buffers(
-            pa.binary(bits // 8), n, [None, pa.py_buffer(packed.tobytes())])
+            pa.binary(bits // 8), n, [None, pa.py_buffer(packed.tobytes())]
+        )
     columns["value"] = _list_column(value)
     if class_prob is not None:
         columns["class_prob"] = _list_column(np.asarray(class_prob, dtype=np.float32))

@@ -29,7 +29,9 @@ def _where(path) -> str:
 _Validator = jsonschema.validators.extend(
     jsonschema.Draft202012Validator,
     type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
-        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)))
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+    ),
+)
 
 
 @functools.lru_cache(maxsize=4)
@@ -65,14 +67,20 @@ def extraction_settings(config: dict, backbone: str | None = None) -> dict:
 
     from rshash.features import extract
 
-    defaults = {k: p.default for k, p in inspect.signature(extract).parameters.items()
-                if k in EXTRACTION_KEYS}
+    defaults = {
+        k: p.default
+        for k, p in inspect.signature(extract).parameters.items()
+        if k in EXTRACTION_KEYS
+    }
     device = {"device": config.get("device", defaults["device"])}
     if backbone is None:
         return device
     entry = config["backbones"][backbone]
-    return {"batch_size": entry.get("batch_size", defaults["batch_size"]),
-            "num_workers": entry.get("num_workers", defaults["num_workers"]), **device}
+    return {
+        "batch_size": entry.get("batch_size", defaults["batch_size"]),
+        "num_workers": entry.get("num_workers", defaults["num_workers"]),
+        **device,
+    }
 
 
 PART_KEYS = ("protocols", "methods", "bits", "method_bits", "seeds", "rankings")
@@ -91,15 +99,18 @@ def experiment_parts(config: dict, experiment: str) -> list[tuple[str, dict]]:
         merged = {**base, **part}
         missing = [k for k in ("protocols", "methods", "bits") if k not in merged]
         if missing:
-            raise RshashError(f"config: {where}: no {', '.join(missing)} (give them in the "
-                              "part or in the experiment)")
+            raise RshashError(
+                f"config: {where}: no {', '.join(missing)} (give them in the "
+                "part or in the experiment)"
+            )
         parts.append((where, merged))
     return parts
 
 
 def experiment_methods(config: dict, experiment: str) -> list[str]:
-    return list(dict.fromkeys(m for _, p in experiment_parts(config, experiment)
-                              for m in p["methods"]))
+    return list(
+        dict.fromkeys(m for _, p in experiment_parts(config, experiment) for m in p["methods"])
+    )
 
 
 def check_references(config: dict) -> None:
@@ -112,13 +123,21 @@ def check_references(config: dict) -> None:
     resolved = {}
     for name, variant in config["variants"].items():
         if variant["method"] not in REGISTRY:
-            raise RshashError(f"config: variants.{name}.method: '{variant['method']}' is not a "
-                              f"hashing method (known: {', '.join(sorted(REGISTRY))})")
+            raise RshashError(
+                f"config: variants.{name}.method: '{variant['method']}' is not a "
+                f"hashing method (known: {', '.join(sorted(REGISTRY))})"
+            )
         method = get_method(variant["method"])
-        resolved[name] = (method, method.Params.resolve(variant.get("params"),
-                                                        f"config: variants.{name}.params"))
-    sections = {"datasets": "datasets", "backbones": "backbones", "protocols": "protocols",
-                "methods": "variants"}
+        resolved[name] = (
+            method,
+            method.Params.resolve(variant.get("params"), f"config: variants.{name}.params"),
+        )
+    sections = {
+        "datasets": "datasets",
+        "backbones": "backbones",
+        "protocols": "protocols",
+        "methods": "variants",
+    }
     for name, exp in config["experiments"].items():
         for where, part in experiment_parts(config, name):
             where = where if "parts" in exp else f"experiments.{name}"
@@ -128,50 +147,68 @@ def check_references(config: dict) -> None:
                     if value not in config[section]:
                         raise RshashError(
                             f"config: {prefix}.{key}[{i}]: '{value}' is not defined under "
-                            f"'{section}' (defined: {', '.join(sorted(config[section]))})")
+                            f"'{section}' (defined: {', '.join(sorted(config[section]))})"
+                        )
             for protocol in part["protocols"]:
                 extra = set(part.get("seeds", [])) - set(config["protocols"][protocol]["seeds"])
                 if extra:
                     raise RshashError(
                         f"config: {where}.seeds: {sorted(extra)} not among the seeds of "
-                        f"protocol '{protocol}' {config['protocols'][protocol]['seeds']}")
+                        f"protocol '{protocol}' {config['protocols'][protocol]['seeds']}"
+                    )
             rankings = part.get("rankings")
             for key in ("rankings", "method_bits"):
                 if isinstance(part.get(key), dict):
                     for method in part[key]:
                         if method not in part["methods"]:
-                            raise RshashError(f"config: {where}.{key}.{method}: '{method}' is "
-                                              "not among the experiment's methods")
+                            raise RshashError(
+                                f"config: {where}.{key}.{method}: '{method}' is "
+                                "not among the experiment's methods"
+                            )
             for method in part["methods"]:
                 info, params = resolved[method]
                 supported = info.rankings(params)
-                at = (f"{where}.rankings.{method}" if isinstance(rankings, dict)
-                      else f"{where}.rankings")
+                at = (
+                    f"{where}.rankings.{method}"
+                    if isinstance(rankings, dict)
+                    else f"{where}.rankings"
+                )
                 for ranking in _part_rankings(config, part, method):
                     has_head, removed_by = info.head(params)
                     if ranking == "category_weighted" and not has_head and removed_by:
-                        raise RshashError(f"config: {where}: {method} ({removed_by}) has no class "
-                                          f"head; {ranking} needs one")
+                        raise RshashError(
+                            f"config: {where}: {method} ({removed_by}) has no class "
+                            f"head; {ranking} needs one"
+                        )
                     if ranking not in supported:
                         raise RshashError(
                             f"config: {at}: method '{method}' does not support ranking "
-                            f"'{ranking}' (it supports: {', '.join(supported)})")
+                            f"'{ranking}' (it supports: {', '.join(supported)})"
+                        )
         methods = experiment_methods(config, name)
         reference = exp.get("reference")
         if reference is not None and reference["method"] not in methods:
-            raise RshashError(f"config: experiments.{name}.reference.method: "
-                              f"'{reference['method']}' is not among the experiment's methods")
+            raise RshashError(
+                f"config: experiments.{name}.reference.method: "
+                f"'{reference['method']}' is not among the experiment's methods"
+            )
         for i, comp in enumerate(exp.get("comparisons", [])):
             for key in ("method", "reference"):
                 if comp[key] not in methods:
-                    raise RshashError(f"config: experiments.{name}.comparisons[{i}].{key}: "
-                                      f"'{comp[key]}' is not among the experiment's methods")
-            for key, method in (("ranking", comp["method"]),
-                                ("reference_ranking", comp["reference"])):
+                    raise RshashError(
+                        f"config: experiments.{name}.comparisons[{i}].{key}: "
+                        f"'{comp[key]}' is not among the experiment's methods"
+                    )
+            for key, method in (
+                ("ranking", comp["method"]),
+                ("reference_ranking", comp["reference"]),
+            ):
                 if key in comp and comp[key] not in experiment_rankings(config, name, method):
-                    raise RshashError(f"config: experiments.{name}.comparisons[{i}].{key}: "
-                                      f"'{method}' is not ranked '{comp[key]}' in this "
-                                      "experiment")
+                    raise RshashError(
+                        f"config: experiments.{name}.comparisons[{i}].{key}: "
+                        f"'{method}' is not ranked '{comp[key]}' in this "
+                        "experiment"
+                    )
 
 
 @dataclass(frozen=True)
@@ -187,8 +224,10 @@ class Cell:
 
     @property
     def path(self) -> str:
-        return (f"{self.dataset}/{self.backbone}/{self.protocol}/{self.method}/{self.bits}/"
-                f"split{self.seed}")
+        return (
+            f"{self.dataset}/{self.backbone}/{self.protocol}/{self.method}/{self.bits}/"
+            f"split{self.seed}"
+        )
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -197,17 +236,26 @@ class Cell:
 def experiment_cells(config: dict, experiment: str) -> list[Cell]:
     """Every cell of an experiment (the union of its parts, each cell once)."""
     if experiment not in config["experiments"]:
-        raise RshashError(f"unknown experiment '{experiment}'; defined: "
-                          f"{', '.join(sorted(config['experiments']))}")
+        raise RshashError(
+            f"unknown experiment '{experiment}'; defined: "
+            f"{', '.join(sorted(config['experiments']))}"
+        )
     cells = []
     for _, part in experiment_parts(config, experiment):
         for dataset, backbone, protocol, method in itertools.product(
-                part["datasets"], part["backbones"], part["protocols"], part["methods"]):
+            part["datasets"], part["backbones"], part["protocols"], part["methods"]
+        ):
             seeds = part.get("seeds") or config["protocols"][protocol]["seeds"]
-            bit_lengths = ([0] if _info(config, method).real_valued
-                           else part.get("method_bits", {}).get(method, part["bits"]))
-            cells += [Cell(dataset, backbone, protocol, method, bits, s)
-                      for bits in bit_lengths for s in seeds]
+            bit_lengths = (
+                [0]
+                if _info(config, method).real_valued
+                else part.get("method_bits", {}).get(method, part["bits"])
+            )
+            cells += [
+                Cell(dataset, backbone, protocol, method, bits, s)
+                for bits in bit_lengths
+                for s in seeds
+            ]
     return list(dict.fromkeys(cells))
 
 

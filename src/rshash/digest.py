@@ -101,13 +101,16 @@ def verify(path: str | os.PathLike, what: str = "file") -> str:
         if slot is None:
             raise RshashError(
                 f"{path}: no rshash content digest (damaged, not written by rshash, or written "
-                "by a version before digests); delete it and rerun to rebuild it")
+                "by a version before digests); delete it and rerun to rebuild it"
+            )
         fh.seek(slot)
         stored = fh.read(_HEX).decode("ascii", errors="replace")
         actual = _hash(fh, size, slot)
     if stored != actual:
-        raise RshashError(f"{path}: content digest mismatch (the file was corrupted or changed "
-                          "after it was written); delete it and rerun to rebuild it")
+        raise RshashError(
+            f"{path}: content digest mismatch (the file was corrupted or changed "
+            "after it was written); delete it and rerun to rebuild it"
+        )
     return actual
 
 

@@ -30,13 +30,24 @@ import pandas as pd
 
 from rshash import RshashError
 from rshash.atomic import atomic_write
-from rshash.digest import digest_of
 from rshash.codes import ROTATED_ROLE, ROTATIONS, Codes, read_codes, rotated_id
 from rshash.data.splits import read_split
-from rshash.metrics import (CURVE_KS, KS, MAP_CUTOFFS, accuracy, average_precision_from_sum,
-                            cutoff_metrics, hamming_pr_from_counts, nmrr_cap, nmrr_from_ranks,
-                            per_class_mean, precision_recall_curves, retrieved_accuracy_at,
-                            rotation_top3)
+from rshash.digest import digest_of
+from rshash.metrics import (
+    CURVE_KS,
+    KS,
+    MAP_CUTOFFS,
+    accuracy,
+    average_precision_from_sum,
+    cutoff_metrics,
+    hamming_pr_from_counts,
+    nmrr_cap,
+    nmrr_from_ranks,
+    per_class_mean,
+    precision_recall_curves,
+    retrieved_accuracy_at,
+    rotation_top3,
+)
 from rshash.provenance import collect
 from rshash.rankings import RANKINGS, Database, get_ranking
 from rshash.scoring import score_hamming
@@ -70,11 +81,23 @@ def _rows_of(columns: dict, rows) -> dict:
     return {k: (None if v is None else v[rows]) for k, v in columns.items()}
 
 
-def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "hamming", *,
-                    ranking_params: dict | None = None, map_cutoffs=MAP_CUTOFFS, ks=KS,
-                    exclude: np.ndarray | None = None, block: int | None = None,
-                    bits: int | None = None, with_curves: bool = False,
-                    rotated: dict | None = None, threads: int | None = 1):
+def evaluate_arrays(
+    query,
+    query_labels,
+    database,
+    db_labels,
+    ranking: str = "hamming",
+    *,
+    ranking_params: dict | None = None,
+    map_cutoffs=MAP_CUTOFFS,
+    ks=KS,
+    exclude: np.ndarray | None = None,
+    block: int | None = None,
+    bits: int | None = None,
+    with_curves: bool = False,
+    rotated: dict | None = None,
+    threads: int | None = 1,
+):
     """Registry metrics for queries against a database (in tie order).
 
     ``query`` / ``database`` are dicts of codes columns (``packed``,
@@ -126,12 +149,15 @@ def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "ha
     if block is None:
         # entries a block holds per query: the first ranks, the Hamming histograms, and
         # a distance row and its sorted copy, or a ranking (none: scored by counting)
-        per_query_items = (width + (2 * (bits + 1) if packed else 0)
-                           + (0 if spec.score is not None else 2 * ndb
-                              if spec.distances is not None else ndb))
+        per_query_items = (
+            width
+            + (2 * (bits + 1) if packed else 0)
+            + (0 if spec.score is not None else 2 * ndb if spec.distances is not None else ndb)
+        )
         block = max(1, BLOCK_ITEMS // per_query_items)
-    predicted = (query.get("predicted_label") is not None
-                 and database.get("predicted_label") is not None)
+    predicted = (
+        query.get("predicted_label") is not None and database.get("predicted_label") is not None
+    )
     curve_ks = None
     values: dict[str, np.ndarray] = {}
     sums: dict[str, np.ndarray] = {}
@@ -152,31 +178,38 @@ def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "ha
         scores = spec.scores(q_block, database, *args, params=ranking_params, threads=threads)
         seconds += time.perf_counter() - tic
         put("map_all", rows, average_precision_from_sum(scores.ap_sum, n_relevant[rows]))
-        put("anmrr", rows, nmrr_from_ranks(scores.rank_sum, scores.n_within,
-                                           n_relevant[rows], gtm))
+        put("anmrr", rows, nmrr_from_ranks(scores.rank_sum, scores.n_within, n_relevant[rows], gtm))
         for group, ranked in _by_length(scores.top, exclude[rows], ndb):
             g = start + group
             rel = db_labels[ranked] == query_labels[g, None]
             for name, v in cutoff_metrics(rel, n_relevant[g], map_cutoffs, ks).items():
                 put(name, g, v)
             if with_curves:
-                curve_ks, p_curve, r_curve = precision_recall_curves(rel, n_relevant[g],
-                                                                     curve_cutoffs)
+                curve_ks, p_curve, r_curve = precision_recall_curves(
+                    rel, n_relevant[g], curve_cutoffs
+                )
                 add("p_at_k", p_curve)
                 add("r_at_k", r_curve)
             if predicted:
                 for k in ACC_KS:
-                    put(f"acc_retrieved_at_{k}", g, retrieved_accuracy_at(
-                        database["predicted_label"][ranked], db_labels[ranked], k))
+                    put(
+                        f"acc_retrieved_at_{k}",
+                        g,
+                        retrieved_accuracy_at(
+                            database["predicted_label"][ranked], db_labels[ranked], k
+                        ),
+                    )
         if rotated is not None and spec.rotation_top3 is not None:
             q_rot = {k: v[rows] for k, v in rotated.items() if v is not None}
             ranked = spec.rotation_top3(q_block, q_rot, database, threads=threads)
-            put("rotation_top3", np.arange(start, stop),
-                rotation_top3(ranked, np.broadcast_to(np.arange(ndb, ndb + 3), (stop - start, 3))))
+            put(
+                "rotation_top3",
+                np.arange(start, stop),
+                rotation_top3(ranked, np.broadcast_to(np.arange(ndb, ndb + 3), (stop - start, 3))),
+            )
         if packed:
             if scores.counts is None:  # the Hamming histograms of a non-Hamming ranking
-                scores = score_hamming(q_block["packed"], database.index, *args,
-                                       threads=threads)
+                scores = score_hamming(q_block["packed"], database.index, *args, threads=threads)
             precision, recall = hamming_pr_from_counts(scores.counts, scores.relevant)
             put("p_hamming_r2", rows, precision[:, min(2, bits)])
             if with_curves:
@@ -192,13 +225,16 @@ def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "ha
     curves = {
         "p_at_k": {"k": list(curve_ks), "precision": (sums["p_at_k"] / nq).tolist()},
         "r_at_k": {"k": list(curve_ks), "recall": (sums["r_at_k"] / nq).tolist()},
-        "ap_per_class": {str(k): v for k, v in
-                         per_class_mean(values["map_all"], query_labels).items()},
+        "ap_per_class": {
+            str(k): v for k, v in per_class_mean(values["map_all"], query_labels).items()
+        },
     }
     if packed:
-        curves["pr_hamming"] = {"radius": list(range(bits + 1)),
-                                "precision": (sums["pr_precision"] / nq).tolist(),
-                                "recall": (sums["pr_recall"] / nq).tolist()}
+        curves["pr_hamming"] = {
+            "radius": list(range(bits + 1)),
+            "precision": (sums["pr_precision"] / nq).tolist(),
+            "recall": (sums["pr_recall"] / nq).tolist(),
+        }
     not_applicable = {}
     if not packed:
         for name in ("p_hamming_r2", "pr_hamming"):
@@ -210,8 +246,7 @@ def evaluate_arrays(query, query_labels, database, db_labels, ranking: str = "ha
         not_applicable["rotation_top3"] = "no rotated copies of the queries were encoded"
     elif spec.rotation_top3 is None:
         names = [r.name for r in RANKINGS.values() if r.rotation_top3 is not None]
-        not_applicable["rotation_top3"] = (f"computed for the {' and '.join(names)} "
-                                           "rankings only")
+        not_applicable["rotation_top3"] = f"computed for the {' and '.join(names)} rankings only"
     return metrics, curves, not_applicable
 
 
@@ -222,14 +257,21 @@ def _by_length(top: np.ndarray, exclude: np.ndarray, ndb: int):
     for rows in (np.flatnonzero(~has), np.flatnonzero(has)):
         if len(rows):
             n = ndb - int(has[rows[0]])
-            yield rows, top[rows, :min(n, top.shape[1])]
+            yield rows, top[rows, : min(n, top.shape[1])]
 
 
-def evaluate_cell(codes_path: str | os.PathLike, split_path: str | os.PathLike,
-                  out_path: str | os.PathLike, ranking: str = "hamming",
-                  protocol: dict | None = None, ranking_params: dict | None = None,
-                  cell: dict | None = None, config: dict | None = None,
-                  block: int | None = None, threads: int | None = 1) -> dict:
+def evaluate_cell(
+    codes_path: str | os.PathLike,
+    split_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    ranking: str = "hamming",
+    protocol: dict | None = None,
+    ranking_params: dict | None = None,
+    cell: dict | None = None,
+    config: dict | None = None,
+    block: int | None = None,
+    threads: int | None = 1,
+) -> dict:
     """Evaluate a codes file under its split and write ``metrics/{cell}/{ranking}.json``.
 
     The database is put in the split's ``db_order`` (the tie rule); a query
@@ -242,26 +284,39 @@ def evaluate_cell(codes_path: str | os.PathLike, split_path: str | os.PathLike,
     codes = read_codes(codes_path)
     for column in spec.needs:
         if getattr(codes, column) is None:
-            raise RshashError(f"ranking {ranking!r} needs the '{column}' column, which "
-                              f"{codes_path} does not have")
+            raise RshashError(
+                f"ranking {ranking!r} needs the '{column}' column, which {codes_path} does not have"
+            )
     split = read_split(split_path)
     queries = split[split.role == "query"]
     database = split[split.role == "database"].sort_values("db_order", kind="stable")
     if len(queries) == 0 or len(database) == 0:
         raise RshashError(f"{split_path}: needs query and database rows")
     if not np.array_equal(database.db_order.to_numpy(), np.arange(len(database))):
-        raise RshashError(f"{split_path}: db_order of the database rows is not a permutation "
-                          f"of 0..{len(database) - 1}")
+        raise RshashError(
+            f"{split_path}: db_order of the database rows is not a permutation "
+            f"of 0..{len(database) - 1}"
+        )
     q_rows = _rows(codes, queries.image_id.to_numpy(), "query", split_path)
     db_rows = _rows(codes, database.image_id.to_numpy(), "database", split_path)
     exclude = pd.Index(codes.image_id[db_rows]).get_indexer(codes.image_id[q_rows])
     columns = {c: getattr(codes, c) for c in COLUMNS}
     rotated = _rotated_columns(codes, q_rows, columns)
     metrics, curves, not_applicable = evaluate_arrays(
-        _rows_of(columns, q_rows), codes.label[q_rows], _rows_of(columns, db_rows),
-        codes.label[db_rows], ranking, ranking_params=ranking_params,
-        map_cutoffs=map_cutoffs_of(protocol), exclude=exclude, block=block,
-        bits=codes.bits or None, with_curves=True, rotated=rotated, threads=threads)
+        _rows_of(columns, q_rows),
+        codes.label[q_rows],
+        _rows_of(columns, db_rows),
+        codes.label[db_rows],
+        ranking,
+        ranking_params=ranking_params,
+        map_cutoffs=map_cutoffs_of(protocol),
+        exclude=exclude,
+        block=block,
+        bits=codes.bits or None,
+        with_curves=True,
+        rotated=rotated,
+        threads=threads,
+    )
     result = {
         "cell": cell or {},
         "ranking": ranking,
@@ -273,11 +328,14 @@ def evaluate_cell(codes_path: str | os.PathLike, split_path: str | os.PathLike,
         "metrics": metrics,
         "not_applicable": not_applicable,
         "curves": curves,
-        "provenance": {**collect(config, time.perf_counter() - tic),
-                       "inputs": {"codes": {"path": str(codes_path), "sha256": codes.sha256},
-                                  "split": {"path": str(split_path),
-                                            "sha256": digest_of(split_path)},
-                                  "trained_from": codes.inputs}},
+        "provenance": {
+            **collect(config, time.perf_counter() - tic),
+            "inputs": {
+                "codes": {"path": str(codes_path), "sha256": codes.sha256},
+                "split": {"path": str(split_path), "sha256": digest_of(split_path)},
+                "trained_from": codes.inputs,
+            },
+        },
     }
     atomic_write(out_path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1) + "\n"))
     return result
@@ -291,8 +349,9 @@ def _rotated_columns(codes: Codes, q_rows: np.ndarray, columns: dict) -> dict | 
         return None
     index = {image_id: r for image_id, r in zip(codes.image_id[rot_rows], rot_rows)}
     try:
-        rows = np.array([[index[rotated_id(i, d)] for d in ROTATIONS]
-                         for i in codes.image_id[q_rows]])
+        rows = np.array(
+            [[index[rotated_id(i, d)] for d in ROTATIONS] for i in codes.image_id[q_rows]]
+        )
     except KeyError as err:
         raise RshashError(f"{codes.path}: rotated copies are missing for query {err}") from None
     return {k: None if v is None else v[rows] for k, v in columns.items()}
@@ -309,5 +368,6 @@ def _rows(codes: Codes, image_ids: np.ndarray, role: str, split_path) -> np.ndar
     if len(missing):
         raise RshashError(
             f"{codes.path} lacks {len(missing)} '{role}' image(s) of split {split_path}, "
-            f"e.g. {', '.join(map(str, missing[:3]))}")
+            f"e.g. {', '.join(map(str, missing[:3]))}"
+        )
     return rows[pos]

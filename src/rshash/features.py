@@ -21,10 +21,10 @@ import numpy as np
 
 from rshash import RshashError
 from rshash.backbones import get_backbone
-from rshash.digest import HDF5_USERBLOCK, prepare_hdf5, verify, write_sealed
 from rshash.codes import ROTATIONS
 from rshash.data.images import load_image
 from rshash.data.manifest import read_manifest
+from rshash.digest import HDF5_USERBLOCK, prepare_hdf5, verify, write_sealed
 from rshash.provenance import package_versions
 
 if TYPE_CHECKING:
@@ -115,8 +115,9 @@ def extract(
     paths = [str(p) for p in manifest["path"]]
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
-        raise RshashError(f"{len(missing)} image(s) of {manifest_path} not found, e.g. "
-                          + ", ".join(missing[:3]))
+        raise RshashError(
+            f"{len(missing)} image(s) of {manifest_path} not found, e.g. " + ", ".join(missing[:3])
+        )
 
     import torch
     from tqdm import tqdm
@@ -124,9 +125,13 @@ def extract(
     dev, normalize, outputs = _backbone_on(spec, device, threads, kind)
     size = input_size or spec.input_size
     loader = torch.utils.data.DataLoader(
-        ManifestImages(paths, size), batch_size=batch_size, shuffle=False,
-        num_workers=num_workers, pin_memory=dev.type == "cuda",
-        prefetch_factor=prefetch if num_workers > 0 else None)
+        ManifestImages(paths, size),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=dev.type == "cuda",
+        prefetch_factor=prefetch if num_workers > 0 else None,
+    )
     n = len(paths)
     attrs = {
         "backbone": spec.name,
@@ -142,12 +147,22 @@ def extract(
     }
 
     def write(tmp: str) -> None:
-        with h5py.File(tmp, "w", userblock_size=HDF5_USERBLOCK) as f, tqdm(total=n, unit="img", file=sys.stderr,
-                                            disable=not progress,
-                                            desc=f"features {spec.name}") as bar:
+        with (
+            h5py.File(tmp, "w", userblock_size=HDF5_USERBLOCK) as f,
+            tqdm(
+                total=n,
+                unit="img",
+                file=sys.stderr,
+                disable=not progress,
+                desc=f"features {spec.name}",
+            ) as bar,
+        ):
             f.attrs.update(attrs)
-            f.create_dataset("image_id", data=manifest["image_id"].astype(str).tolist(),
-                             dtype=h5py.string_dtype("utf-8"))
+            f.create_dataset(
+                "image_id",
+                data=manifest["image_id"].astype(str).tolist(),
+                dtype=h5py.string_dtype("utf-8"),
+            )
             f.create_dataset("label", data=manifest["label"].to_numpy(dtype=np.int64))
             datasets = {}
             start = 0
@@ -159,9 +174,12 @@ def extract(
                         if name not in datasets:  # chunks of about 1 MiB of whole rows
                             rows = max(1, (1 << 20) // max(1, batch[0].nbytes))
                             datasets[name] = f.create_dataset(
-                                name, shape=(n, *batch.shape[1:]), dtype=batch.dtype,
-                                chunks=(min(n, rows), *batch.shape[1:]))
-                        datasets[name][start:start + len(batch)] = batch
+                                name,
+                                shape=(n, *batch.shape[1:]),
+                                dtype=batch.dtype,
+                                chunks=(min(n, rows), *batch.shape[1:]),
+                            )
+                        datasets[name][start : start + len(batch)] = batch
                     start += len(images)
                     bar.update(len(images))
         prepare_hdf5(tmp)
@@ -197,20 +215,23 @@ class _Outputs:
 
     def __init__(self, model, spec, kind: str):
         self.model, self.spec, self.kind = model, spec, kind
-        self.captured: dict[int, "torch.Tensor"] = {}
+        self.captured: dict[int, torch.Tensor] = {}
         if kind != "features":
             modules = dict(model.named_modules())
             wanted = spec.stages[2:] if kind == "maps" else spec.stages
             for i, name in enumerate(wanted):
                 modules[name].register_forward_hook(
-                    lambda _m, _in, out, i=i: self.captured.__setitem__(i, out))
+                    lambda _m, _in, out, i=i: self.captured.__setitem__(i, out)
+                )
 
     def _pooled(self, x) -> tuple:
         self.captured.clear()
         pooled = self.model(x).float()
         if pooled.shape[1:] != (self.spec.feature_dim,):
-            raise RshashError(f"backbone {self.spec.name} returned features of shape "
-                              f"{tuple(pooled.shape)}, expected [N, {self.spec.feature_dim}]")
+            raise RshashError(
+                f"backbone {self.spec.name} returned features of shape "
+                f"{tuple(pooled.shape)}, expected [N, {self.spec.feature_dim}]"
+            )
         return pooled, dict(self.captured)
 
     def __call__(self, x) -> dict[str, np.ndarray]:
@@ -245,15 +266,22 @@ def read_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.ndar
     return arrays, image_id
 
 
-def write_arrays(path: str | os.PathLike, image_id, label, arrays: dict[str, np.ndarray],
-                 attrs: dict | None = None) -> None:
+def write_arrays(
+    path: str | os.PathLike,
+    image_id,
+    label,
+    arrays: dict[str, np.ndarray],
+    attrs: dict | None = None,
+) -> None:
     """Write a features file of any kind from arrays in memory (atomically, sealed):
     the small-data counterpart of :func:`extract`, same layout."""
+
     def write(tmp):
         with h5py.File(tmp, "w", userblock_size=HDF5_USERBLOCK) as f:
             f.attrs.update(attrs or {})
-            f.create_dataset("image_id", data=[str(i) for i in image_id],
-                             dtype=h5py.string_dtype("utf-8"))
+            f.create_dataset(
+                "image_id", data=[str(i) for i in image_id], dtype=h5py.string_dtype("utf-8")
+            )
             f.create_dataset("label", data=np.asarray(label, dtype=np.int64))
             for name, value in arrays.items():
                 f.create_dataset(name, data=value)
@@ -267,11 +295,13 @@ def check_finite(path, name: str, values: np.ndarray, image_id: np.ndarray) -> N
     bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
     if bad.any():
         row = int(np.argmax(bad))
-        raise RshashError(f"{path}: non-finite values in '{name}' ({int(bad.sum())} row(s), "
-                          f"the first row {row}, image {image_id[row]})")
+        raise RshashError(
+            f"{path}: non-finite values in '{name}' ({int(bad.sum())} row(s), "
+            f"the first row {row}, image {image_id[row]})"
+        )
 
 
-def _device(device: str) -> "torch.device":
+def _device(device: str) -> torch.device:
     import torch
 
     if device == "auto":
@@ -285,7 +315,7 @@ def _device(device: str) -> "torch.device":
     return dev
 
 
-def _device_name(dev: "torch.device") -> str:
+def _device_name(dev: torch.device) -> str:
     import torch
 
     if dev.type == "cuda":
@@ -309,15 +339,17 @@ def read_features(path: str | os.PathLike) -> Features:
     except (OSError, KeyError, ValueError) as exc:
         raise RshashError(f"{path}: not a readable rshash features file ({exc})") from None
     if features.ndim != 2 or len(features) != len(image_id) or len(label) != len(image_id):
-        raise RshashError(f"{path}: features {features.shape}, {len(image_id)} image ids and "
-                          f"{len(label)} labels do not match")
+        raise RshashError(
+            f"{path}: features {features.shape}, {len(image_id)} image ids and "
+            f"{len(label)} labels do not match"
+        )
     check_finite(path, "features", features, image_id)
-    return Features(features=features, image_id=image_id, label=label, attrs=attrs,
-                    sha256=digest)
+    return Features(features=features, image_id=image_id, label=label, attrs=attrs, sha256=digest)
 
 
-def embed(paths: list[str], backbone: str, threads: int = 1, batch_size: int = 32,
-          device: str = "cpu") -> np.ndarray:
+def embed(
+    paths: list[str], backbone: str, threads: int = 1, batch_size: int = 32, device: str = "cpu"
+) -> np.ndarray:
     """Pooled features float32 [N, D] of image files, preprocessed exactly as
     :func:`extract` does (for encoding images outside any manifest).
 
@@ -332,8 +364,9 @@ def embed(paths: list[str], backbone: str, threads: int = 1, batch_size: int = 3
     parts = []
     with torch.inference_mode():
         for start in range(0, len(paths), batch_size):
-            batch = np.stack([load_image(p, spec.input_size)
-                              for p in paths[start:start + batch_size]])
+            batch = np.stack(
+                [load_image(p, spec.input_size) for p in paths[start : start + batch_size]]
+            )
             parts.append(outputs(normalize(torch.from_numpy(batch)))["features"])
     if not parts:
         return np.zeros((0, spec.feature_dim), dtype=np.float32)

@@ -47,8 +47,7 @@ import numpy as np
 
 KS = (5, 10, 20, 50, 100)
 MAP_CUTOFFS = (20,)
-CURVE_KS = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 150, 200, 300, 400, 500,
-            750, 1000)
+CURVE_KS = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 150, 200, 300, 400, 500, 750, 1000)
 
 
 def _check_k(k: int, rel: np.ndarray) -> int:
@@ -74,15 +73,14 @@ def average_precision_all(rel: np.ndarray, n_relevant: np.ndarray) -> np.ndarray
     return average_precision_from_sum(_hit_precision(rel).sum(1), n_relevant)
 
 
-def average_precision_from_sum(hit_precision_sum: np.ndarray, n_relevant: np.ndarray
-                               ) -> np.ndarray:
+def average_precision_from_sum(hit_precision_sum: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
     """AP@all from each query's sum of hit precisions over its whole ranking."""
     return _safe_divide(np.asarray(hit_precision_sum, dtype=np.float64), n_relevant)
 
 
 def average_precision_at(rel: np.ndarray, k: int) -> np.ndarray:
     """AP of the top k, divided by the relevant items retrieved in the top k (MiLaN code)."""
-    rel = np.asarray(rel, dtype=bool)[:, :_check_k(k, rel)]
+    rel = np.asarray(rel, dtype=bool)[:, : _check_k(k, rel)]
     return _safe_divide(_hit_precision(rel).sum(1), rel.sum(1))
 
 
@@ -98,15 +96,19 @@ def recall_at(rel: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
     return _safe_divide(np.asarray(rel, dtype=bool)[:, :k].sum(1), n_relevant)
 
 
-def per_query(rel: np.ndarray, n_relevant: np.ndarray, map_cutoffs=MAP_CUTOFFS,
-              ks=KS) -> dict[str, np.ndarray]:
+def per_query(
+    rel: np.ndarray, n_relevant: np.ndarray, map_cutoffs=MAP_CUTOFFS, ks=KS
+) -> dict[str, np.ndarray]:
     """Every registry metric, one value per query."""
-    return {"map_all": average_precision_all(rel, n_relevant),
-            **cutoff_metrics(rel, n_relevant, map_cutoffs, ks)}
+    return {
+        "map_all": average_precision_all(rel, n_relevant),
+        **cutoff_metrics(rel, n_relevant, map_cutoffs, ks),
+    }
 
 
-def cutoff_metrics(rel: np.ndarray, n_relevant: np.ndarray, map_cutoffs=MAP_CUTOFFS,
-                   ks=KS) -> dict[str, np.ndarray]:
+def cutoff_metrics(
+    rel: np.ndarray, n_relevant: np.ndarray, map_cutoffs=MAP_CUTOFFS, ks=KS
+) -> dict[str, np.ndarray]:
     """``map_at_{k}``, ``p_at_{k}``, ``r_at_{k}`` per query. They read only the
     first max(k) columns of ``rel``, so a ranking truncated there (with every
     query's full ``n_relevant``) gives the same values as the whole one."""
@@ -120,15 +122,17 @@ def cutoff_metrics(rel: np.ndarray, n_relevant: np.ndarray, map_cutoffs=MAP_CUTO
     return out
 
 
-def compute(rel: np.ndarray, n_relevant: np.ndarray, map_cutoffs=MAP_CUTOFFS,
-            ks=KS) -> dict[str, float]:
+def compute(
+    rel: np.ndarray, n_relevant: np.ndarray, map_cutoffs=MAP_CUTOFFS, ks=KS
+) -> dict[str, float]:
     """Means over queries: ``map_all``, ``map_at_{k}``, ``p_at_{k}``, ``r_at_{k}``."""
     values = per_query(rel, n_relevant, map_cutoffs, ks)
     return {name: float(v.mean()) for name, v in values.items()}
 
 
-def precision_recall_curves(rel: np.ndarray, n_relevant: np.ndarray, ks=CURVE_KS
-                            ) -> tuple[list[int], np.ndarray, np.ndarray]:
+def precision_recall_curves(
+    rel: np.ndarray, n_relevant: np.ndarray, ks=CURVE_KS
+) -> tuple[list[int], np.ndarray, np.ndarray]:
     """P@k and R@k curves: ``(ks_used, precision, recall)``.
 
     Each k is clamped to ``ndb`` and duplicates are dropped (so every k above
@@ -141,10 +145,11 @@ def precision_recall_curves(rel: np.ndarray, n_relevant: np.ndarray, ks=CURVE_KS
     if not used:
         raise ValueError("no cut-off given")
     idx = np.asarray(used) - 1
-    hits = np.cumsum(rel[:, :used[-1]], axis=1, dtype=np.int64)[:, idx]
+    hits = np.cumsum(rel[:, : used[-1]], axis=1, dtype=np.int64)[:, idx]
     precision = hits / np.asarray(used, dtype=np.float64)
-    recall = _safe_divide(hits, np.broadcast_to(
-        np.asarray(n_relevant, dtype=np.float64)[:, None], hits.shape))
+    recall = _safe_divide(
+        hits, np.broadcast_to(np.asarray(n_relevant, dtype=np.float64)[:, None], hits.shape)
+    )
     return used, precision, recall
 
 
@@ -172,8 +177,9 @@ def nmrr(rel: np.ndarray, n_relevant: np.ndarray, gtm: int) -> np.ndarray:
     return nmrr_from_ranks((within * positions).sum(1), within.sum(1), ng, gtm)
 
 
-def nmrr_from_ranks(rank_sum: np.ndarray, n_within: np.ndarray, n_relevant: np.ndarray,
-                    gtm: int) -> np.ndarray:
+def nmrr_from_ranks(
+    rank_sum: np.ndarray, n_within: np.ndarray, n_relevant: np.ndarray, gtm: int
+) -> np.ndarray:
     """NMRR per query from the sum of the (1-based) ranks of its relevant items
     within rank K (see :func:`nmrr_cap`) and their number; the other relevant
     items count as rank 1.25 K."""
@@ -193,8 +199,9 @@ def nmrr_from_ranks(rank_sum: np.ndarray, n_within: np.ndarray, n_relevant: np.n
     return out
 
 
-def hamming_pr(distances: np.ndarray, same_label: np.ndarray, bits: int,
-               block_elements: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+def hamming_pr(
+    distances: np.ndarray, same_label: np.ndarray, bits: int, block_elements: int = 1 << 22
+) -> tuple[np.ndarray, np.ndarray]:
     """Precision and recall at each Hamming radius r = 0..bits, per query.
 
     ``distances`` (nq, ndb) integer Hamming distances in any order and
@@ -216,17 +223,19 @@ def hamming_pr(distances: np.ndarray, same_label: np.ndarray, bits: int,
     relevant = np.zeros((nq, nb), dtype=np.int64)
     step = max(1, block_elements // max(ndb, 1))
     for start in range(0, nq, step):
-        d = distances[start:start + step].astype(np.int64)
+        d = distances[start : start + step].astype(np.int64)
         m = len(d)
         flat = (np.arange(m)[:, None] * nb + d).ravel()
-        counts[start:start + m] = np.bincount(flat, minlength=m * nb).reshape(m, nb)
-        relevant[start:start + m] = np.bincount(
-            flat[same_label[start:start + m].ravel()], minlength=m * nb).reshape(m, nb)
+        counts[start : start + m] = np.bincount(flat, minlength=m * nb).reshape(m, nb)
+        relevant[start : start + m] = np.bincount(
+            flat[same_label[start : start + m].ravel()], minlength=m * nb
+        ).reshape(m, nb)
     return hamming_pr_from_counts(counts, relevant)
 
 
-def hamming_pr_from_counts(counts: np.ndarray, relevant: np.ndarray
-                           ) -> tuple[np.ndarray, np.ndarray]:
+def hamming_pr_from_counts(
+    counts: np.ndarray, relevant: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`hamming_pr` from per-query histograms: ``counts[i, d]`` database items
     at distance d from query i, ``relevant[i, d]`` the relevant ones among them."""
     retrieved = np.cumsum(counts, axis=1)
@@ -236,8 +245,9 @@ def hamming_pr_from_counts(counts: np.ndarray, relevant: np.ndarray
     return precision, recall
 
 
-def retrieved_accuracy_at(ranked_predicted: np.ndarray, ranked_true: np.ndarray,
-                          k: int) -> np.ndarray:
+def retrieved_accuracy_at(
+    ranked_predicted: np.ndarray, ranked_true: np.ndarray, k: int
+) -> np.ndarray:
     """Per query, share of the top k retrieved items whose predicted label is their true label.
 
     Both inputs are (nq, ndb) labels of the database items in ranked order.

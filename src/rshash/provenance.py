@@ -11,20 +11,36 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("rshash", "numpy", "pandas", "pyarrow", "h5py", "scikit-learn", "torch",
-            "torchvision", "snakemake", "efficientnet-lite-pytorch")
+PACKAGES = (
+    "rshash",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "h5py",
+    "scikit-learn",
+    "torch",
+    "torchvision",
+    "snakemake",
+    "efficientnet-lite-pytorch",
+)
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                             text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
         return None
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                           capture_output=True, text=True, timeout=10).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout.strip()
     return out.stdout.strip() + ("-dirty" if dirty else "")
 
 

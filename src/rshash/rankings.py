@@ -43,8 +43,10 @@ class Database:
     def __init__(self, columns: dict[str, np.ndarray | None]):
         from rshash.search import BinaryIndex
 
-        self.columns = {k: (np.asarray(v, dtype=np.float64) if k in REAL_COLUMNS
-                            and v is not None else v) for k, v in columns.items()}
+        self.columns = {
+            k: (np.asarray(v, dtype=np.float64) if k in REAL_COLUMNS and v is not None else v)
+            for k, v in columns.items()
+        }
         packed = self.columns.get("packed")
         self.index = None if packed is None else BinaryIndex(8 * np.shape(packed)[1]).add(packed)
 
@@ -82,8 +84,10 @@ class Ranking:
         params = dict(params or {})
         unknown = set(params) - set(self.params)
         if unknown:
-            raise RshashError(f"ranking {self.name!r}: unknown parameter(s) {sorted(unknown)}; "
-                              f"known: {list(self.params) or 'none'}")
+            raise RshashError(
+                f"ranking {self.name!r}: unknown parameter(s) {sorted(unknown)}; "
+                f"known: {list(self.params) or 'none'}"
+            )
         missing = [c for c in self.needs if query.get(c) is None or database.get(c) is None]
         if missing:
             raise RshashError(f"ranking {self.name!r} needs the codes column(s) {missing}")
@@ -106,8 +110,18 @@ class Ranking:
         database = _as_database(database)
         return self.distances(query, database, **self._args(query, database, params))
 
-    def scores(self, query: dict, database, q_labels, db_labels, k_cap, width: int,
-               exclude=None, params: dict | None = None, threads: int | None = 1) -> Scores:
+    def scores(
+        self,
+        query: dict,
+        database,
+        q_labels,
+        db_labels,
+        k_cap,
+        width: int,
+        exclude=None,
+        params: dict | None = None,
+        threads: int | None = 1,
+    ) -> Scores:
         """The per-query statistics every metric reads (rshash.scoring), by the
         ranking's own path: its ``score``, else from its distances, else its order."""
         from rshash.scoring import score_distances, score_ranked
@@ -118,8 +132,9 @@ class Ranking:
         if self.score is not None:
             return self.score(query, database, *args, threads=threads, **params)
         if self.distances is not None:
-            return score_distances(self.distances(query, database, **params), *args,
-                                   threads=threads)
+            return score_distances(
+                self.distances(query, database, **params), *args, threads=threads
+            )
         return score_ranked(self.order(query, database, **params), *args, threads=threads)
 
 
@@ -169,12 +184,13 @@ def _euclidean_rotation_top3(query, rotated, database, threads=1):
 
     q, rot, db = query["value"], rotated["value"], database["value"]
     to_db = euclidean_distances(q, db)
-    to_copies = np.stack([euclidean_distances(q[i:i + 1], rot[i])[0] for i in range(len(q))])
+    to_copies = np.stack([euclidean_distances(q[i : i + 1], rot[i])[0] for i in range(len(q))])
     return topk(np.concatenate([to_db, to_copies], axis=1), 3)
 
 
-def rank_coarse_to_fine(q_packed: np.ndarray, db_packed, q_value: np.ndarray,
-                        db_value: np.ndarray, top_m: int = 100) -> np.ndarray:
+def rank_coarse_to_fine(
+    q_packed: np.ndarray, db_packed, q_value: np.ndarray, db_value: np.ndarray, top_m: int = 100
+) -> np.ndarray:
     """DMCH+: the top ``top_m`` by Hamming distance re-ranked by the Euclidean
     distance of the pre-binarization values; the rest keep their Hamming order.
 
@@ -197,8 +213,9 @@ def rank_coarse_to_fine(q_packed: np.ndarray, db_packed, q_value: np.ndarray,
     return np.concatenate([head, coarse[:, m:]], axis=1)
 
 
-def category_weighted_distances(q_packed: np.ndarray, db_packed, q_prob: np.ndarray,
-                                db_prob: np.ndarray) -> np.ndarray:
+def category_weighted_distances(
+    q_packed: np.ndarray, db_packed, q_prob: np.ndarray, db_prob: np.ndarray
+) -> np.ndarray:
     """DAH: Hamming distance x exp(1 - p_i(c_q)), where c_q is the query's predicted
     class (argmax of its class probabilities) and p_i(c_q) the database item's
     probability of that class. ``db_packed``: packed codes or a BinaryIndex of them."""
@@ -211,18 +228,40 @@ def category_weighted_distances(q_packed: np.ndarray, db_packed, q_prob: np.ndar
     return db_packed.distances(q_packed) * np.exp(1.0 - p)
 
 
-RANKINGS: dict[str, Ranking] = {r.name: r for r in (
-    Ranking("hamming", ("packed",), distances=_hamming_distances, order=_hamming_order,
-            score=_hamming_score, rotation_top3=_hamming_rotation_top3),
-    Ranking("coarse_to_fine", ("packed", "value"), ("top_m",),
+RANKINGS: dict[str, Ranking] = {
+    r.name: r
+    for r in (
+        Ranking(
+            "hamming",
+            ("packed",),
+            distances=_hamming_distances,
+            order=_hamming_order,
+            score=_hamming_score,
+            rotation_top3=_hamming_rotation_top3,
+        ),
+        Ranking(
+            "coarse_to_fine",
+            ("packed", "value"),
+            ("top_m",),
             order=lambda q, db, top_m=100: rank_coarse_to_fine(
-                q["packed"], db.index, q["value"], db["value"], top_m)),
-    Ranking("euclidean", ("value",), distances=_euclidean_distances,
-            rotation_top3=_euclidean_rotation_top3),
-    Ranking("category_weighted", ("packed", "class_prob"),
+                q["packed"], db.index, q["value"], db["value"], top_m
+            ),
+        ),
+        Ranking(
+            "euclidean",
+            ("value",),
+            distances=_euclidean_distances,
+            rotation_top3=_euclidean_rotation_top3,
+        ),
+        Ranking(
+            "category_weighted",
+            ("packed", "class_prob"),
             distances=lambda q, db: category_weighted_distances(
-                q["packed"], db.index, q["class_prob"], db["class_prob"])),
-)}
+                q["packed"], db.index, q["class_prob"], db["class_prob"]
+            ),
+        ),
+    )
+}
 
 
 def supported(columns) -> tuple[str, ...]:

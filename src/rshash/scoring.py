@@ -64,8 +64,21 @@ def _add_relevant(rank, hit, cap, ap, total, within):
 
 
 @njit(parallel=True, cache=True)
-def _hamming_kernel(q, db_t, q_labels, db_labels, exclude, k_cap, nbits,
-                    ap_sum, top, rank_sum, n_within, counts, relevant):
+def _hamming_kernel(
+    q,
+    db_t,
+    q_labels,
+    db_labels,
+    exclude,
+    k_cap,
+    nbits,
+    ap_sum,
+    top,
+    rank_sum,
+    n_within,
+    counts,
+    relevant,
+):
     nq = q.shape[0]
     ndb = db_t.shape[1]
     width = top.shape[1]
@@ -146,8 +159,9 @@ def _ranked_kernel(ranked, q_labels, db_labels, exclude, k_cap, ap_sum, top, ran
 
 
 @njit(parallel=True, cache=True)
-def _distances_kernel(dist, ordered, q_labels, db_labels, exclude, k_cap, ap_sum, top,
-                      rank_sum, n_within):
+def _distances_kernel(
+    dist, ordered, q_labels, db_labels, exclude, k_cap, ap_sum, top, rank_sum, n_within
+):
     """``ordered[i]``: row i of ``dist`` sorted, its left-out item at +inf (last)."""
     nq, ndb = dist.shape
     width = top.shape[1]
@@ -177,8 +191,9 @@ def _distances_kernel(dist, ordered, q_labels, db_labels, exclude, k_cap, ap_sum
         for h in range(n_rel):
             d = row[rel[h]]
             nearer[h] = np.searchsorted(values, d)
-            if (np.searchsorted(values, d, side="right") - nearer[h] > 1
-                    and (n_shared == 0 or shared[n_shared - 1] != d)):
+            if np.searchsorted(values, d, side="right") - nearer[h] > 1 and (
+                n_shared == 0 or shared[n_shared - 1] != d
+            ):
                 shared[n_shared] = d
                 n_shared += 1
         # items at a shared distance before each relevant one there (ties go to
@@ -209,8 +224,9 @@ def _distances_kernel(dist, ordered, q_labels, db_labels, exclude, k_cap, ap_sum
         total = 0
         within = 0
         for h in range(n_rel):
-            ap, total, within = _add_relevant(nearer[h] + before[h] + 1, h + 1, cap,
-                                              ap, total, within)
+            ap, total, within = _add_relevant(
+                nearer[h] + before[h] + 1, h + 1, cap, ap, total, within
+            )
         ap_sum[qi] = ap
         rank_sum[qi] = total
         n_within[qi] = within
@@ -240,24 +256,40 @@ def _distances_kernel(dist, ordered, q_labels, db_labels, exclude, k_cap, ap_sum
 def _prepare(nq: int, q_labels, db_labels, exclude, k_cap, width: int):
     q_labels = np.ascontiguousarray(q_labels, dtype=np.int64)
     db_labels = np.ascontiguousarray(db_labels, dtype=np.int64)
-    exclude = (np.full(nq, -1, np.int64) if exclude is None
-               else np.ascontiguousarray(exclude, dtype=np.int64))
+    exclude = (
+        np.full(nq, -1, np.int64)
+        if exclude is None
+        else np.ascontiguousarray(exclude, dtype=np.int64)
+    )
     k_cap = np.ascontiguousarray(k_cap, dtype=np.int64)
     for name, a in (("q_labels", q_labels), ("exclude", exclude), ("k_cap", k_cap)):
         if a.shape != (nq,):
             raise ValueError(f"{name} has shape {a.shape}, expected ({nq},)")
     if exclude.size and exclude.max() >= len(db_labels):
-        raise ValueError(f"exclude holds index {exclude.max()} past the database "
-                         f"({len(db_labels)} items)")
+        raise ValueError(
+            f"exclude holds index {exclude.max()} past the database ({len(db_labels)} items)"
+        )
     if width < 0:
         raise ValueError(f"width must be >= 0, got {width}")
-    scores = Scores(np.zeros(nq), np.full((nq, width), -1, np.int64),
-                    np.zeros(nq, np.int64), np.zeros(nq, np.int64))
+    scores = Scores(
+        np.zeros(nq),
+        np.full((nq, width), -1, np.int64),
+        np.zeros(nq, np.int64),
+        np.zeros(nq, np.int64),
+    )
     return q_labels, db_labels, exclude, k_cap, scores
 
 
-def score_hamming(q_packed: np.ndarray, database, q_labels, db_labels,
-                  k_cap, width: int, exclude=None, threads: int | None = 1) -> Scores:
+def score_hamming(
+    q_packed: np.ndarray,
+    database,
+    q_labels,
+    db_labels,
+    k_cap,
+    width: int,
+    exclude=None,
+    threads: int | None = 1,
+) -> Scores:
     """The statistics of the Hamming ranking (ties by database index) of packed
     codes, with the per-distance histograms; the ranking itself is never stored.
     ``database``: a :class:`rshash.search.BinaryIndex` (or its packed codes)."""
@@ -266,37 +298,78 @@ def score_hamming(q_packed: np.ndarray, database, q_labels, db_labels,
     q = database.query_words(q_packed)
     db_t = database.words_t
     q_labels, db_labels, exclude, k_cap, scores = _prepare(
-        len(q), q_labels, db_labels, exclude, k_cap, width)
+        len(q), q_labels, db_labels, exclude, k_cap, width
+    )
     if len(db_labels) != db_t.shape[1]:
         raise ValueError(f"{len(db_labels)} database labels for {db_t.shape[1]} codes")
     nbits = 64 * q.shape[1]  # padding words are zero on both sides: distance unchanged
     bins = database.d + 1
     counts = np.zeros((len(q), nbits + 1), np.int64)
     relevant = np.zeros((len(q), nbits + 1), np.int64)
-    run_parallel(threads, _hamming_kernel, q, db_t, q_labels, db_labels, exclude, k_cap,
-                 nbits, scores.ap_sum, scores.top, scores.rank_sum, scores.n_within, counts,
-                 relevant)
+    run_parallel(
+        threads,
+        _hamming_kernel,
+        q,
+        db_t,
+        q_labels,
+        db_labels,
+        exclude,
+        k_cap,
+        nbits,
+        scores.ap_sum,
+        scores.top,
+        scores.rank_sum,
+        scores.n_within,
+        counts,
+        relevant,
+    )
     scores.counts, scores.relevant = counts[:, :bins], relevant[:, :bins]
     return scores
 
 
-def score_ranked(ranked: np.ndarray, q_labels, db_labels, k_cap, width: int,
-                 exclude=None, threads: int | None = 1) -> Scores:
+def score_ranked(
+    ranked: np.ndarray,
+    q_labels,
+    db_labels,
+    k_cap,
+    width: int,
+    exclude=None,
+    threads: int | None = 1,
+) -> Scores:
     """The statistics of a given ranking: ``ranked`` (nq, ndb) database indices per query."""
     ranked = np.ascontiguousarray(ranked, dtype=np.int64)
     if ranked.ndim != 2:
         raise ValueError(f"ranked must be (nq, ndb), got shape {ranked.shape}")
     q_labels, db_labels, exclude, k_cap, scores = _prepare(
-        len(ranked), q_labels, db_labels, exclude, k_cap, width)
+        len(ranked), q_labels, db_labels, exclude, k_cap, width
+    )
     if ranked.size and (ranked.min() < 0 or ranked.max() >= len(db_labels)):
         raise ValueError(f"ranked holds indices outside 0..{len(db_labels) - 1}")
-    run_parallel(threads, _ranked_kernel, ranked, q_labels, db_labels, exclude, k_cap,
-         scores.ap_sum, scores.top, scores.rank_sum, scores.n_within)
+    run_parallel(
+        threads,
+        _ranked_kernel,
+        ranked,
+        q_labels,
+        db_labels,
+        exclude,
+        k_cap,
+        scores.ap_sum,
+        scores.top,
+        scores.rank_sum,
+        scores.n_within,
+    )
     return scores
 
 
-def score_distances(distances: np.ndarray, q_labels, db_labels, k_cap, width: int,
-                    exclude=None, threads: int | None = 1) -> Scores:
+def score_distances(
+    distances: np.ndarray,
+    q_labels,
+    db_labels,
+    k_cap,
+    width: int,
+    exclude=None,
+    threads: int | None = 1,
+) -> Scores:
     """The statistics of ranking by a distance matrix, ascending, ties by database
     index (``rank`` of rshash.search), without sorting the items: sorting the
     distance values (numpy's SIMD sort, much faster than an index sort) gives how
@@ -308,13 +381,26 @@ def score_distances(distances: np.ndarray, q_labels, db_labels, k_cap, width: in
     if not np.isfinite(distances).all():
         raise ValueError("distances hold NaN or infinity: a ranking needs finite values")
     q_labels, db_labels, exclude, k_cap, scores = _prepare(
-        len(distances), q_labels, db_labels, exclude, k_cap, width)
+        len(distances), q_labels, db_labels, exclude, k_cap, width
+    )
     if len(db_labels) != distances.shape[1]:
         raise ValueError(f"{len(db_labels)} database labels for {distances.shape[1]} columns")
     left_out = np.flatnonzero(exclude >= 0)
     ordered = distances.copy()
     ordered[left_out, exclude[left_out]] = np.inf
     ordered.sort(axis=1)
-    run_parallel(threads, _distances_kernel, distances, ordered, q_labels, db_labels, exclude, k_cap,
-         scores.ap_sum, scores.top, scores.rank_sum, scores.n_within)
+    run_parallel(
+        threads,
+        _distances_kernel,
+        distances,
+        ordered,
+        q_labels,
+        db_labels,
+        exclude,
+        k_cap,
+        scores.ap_sum,
+        scores.top,
+        scores.rank_sum,
+        scores.n_within,
+    )
     return scores

@@ -35,9 +35,11 @@ SPAN = 256  # codes whose distances are computed (vectorised) before any is exam
 @intrinsic
 def _popcount(typingctx, x):
     """The LLVM ctpop intrinsic on a uint64 (one POPCNT instruction)."""
+
     def codegen(context, builder, signature, args):
         fn = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
         return builder.call(fn, args)
+
     return types.int64(types.uint64), codegen
 
 
@@ -297,11 +299,13 @@ class BinaryIndex:
     def _check(self, codes, what: str) -> np.ndarray:
         codes = np.asarray(codes)
         if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != self.code_size:
-            raise ValueError(f"{what} must be packed codes of shape (n, {self.code_size}) "
-                             f"uint8 for {self.d} bits, got {codes.shape} {codes.dtype}")
+            raise ValueError(
+                f"{what} must be packed codes of shape (n, {self.code_size}) "
+                f"uint8 for {self.d} bits, got {codes.shape} {codes.dtype}"
+            )
         return codes
 
-    def add(self, codes) -> "BinaryIndex":
+    def add(self, codes) -> BinaryIndex:
         """Append packed codes (converted to words once)."""
         codes = self._check(codes, "codes")
         self._parts.append(np.ascontiguousarray(as_words(codes).T))
@@ -312,15 +316,16 @@ class BinaryIndex:
         """The codes word-major, (words, ntotal) uint64 (read-only)."""
         if self._parts:
             self._words_t = np.ascontiguousarray(
-                np.concatenate([self._words_t, *self._parts], axis=1))
+                np.concatenate([self._words_t, *self._parts], axis=1)
+            )
             self._parts = []
             self._words_t.flags.writeable = False
         return self._words_t
 
     def reconstruct_n(self, i0: int = 0, n: int | None = None) -> np.ndarray:
         """Packed codes i0..i0+n-1, (n, d/8) uint8."""
-        block = self.words_t[:, i0: None if n is None else i0 + n]
-        return np.ascontiguousarray(block.T).view(np.uint8)[:, :self.code_size]
+        block = self.words_t[:, i0 : None if n is None else i0 + n]
+        return np.ascontiguousarray(block.T).view(np.uint8)[:, : self.code_size]
 
     def query_words(self, q) -> np.ndarray:
         """Packed queries as (nq, words) uint64, checked against the code length."""
@@ -374,8 +379,14 @@ class BinaryIndex:
         from rshash.digest import PLACEHOLDER, write_sealed
 
         words_t = self.words_t
-        meta = json.dumps({"d": self.d, "ntotal": int(words_t.shape[1]),
-                           "words": self.words, "byteorder": "little"}).encode()
+        meta = json.dumps(
+            {
+                "d": self.d,
+                "ntotal": int(words_t.shape[1]),
+                "words": self.words,
+                "byteorder": "little",
+            }
+        ).encode()
         header = INDEX_MAGIC + meta + b"\n" + PLACEHOLDER.encode()
         if len(header) > _INDEX_HEADER:
             raise AssertionError("binary index header too long")
@@ -399,7 +410,7 @@ def read_binary_index(path, mmap: bool = True) -> BinaryIndex:
     try:
         if not head.startswith(INDEX_MAGIC):
             raise ValueError("no rshash binary index magic")
-        meta = json.loads(head[len(INDEX_MAGIC):].split(b"\n", 1)[0])
+        meta = json.loads(head[len(INDEX_MAGIC) :].split(b"\n", 1)[0])
         index = BinaryIndex(meta["d"])
         shape = (index.words, int(meta["ntotal"]))
     except (ValueError, KeyError, TypeError) as exc:
@@ -419,14 +430,16 @@ def _database(db_packed) -> BinaryIndex:
     return BinaryIndex(8 * db_packed.shape[1]).add(db_packed)
 
 
-def hamming_distances(q_packed: np.ndarray, db_packed: np.ndarray,
-                      threads: int | None = 1) -> np.ndarray:
+def hamming_distances(
+    q_packed: np.ndarray, db_packed: np.ndarray, threads: int | None = 1
+) -> np.ndarray:
     """(nq, ndb) uint16 Hamming distances between packed codes."""
     return _database(db_packed).distances(q_packed, threads)
 
 
-def hamming_topk(q_packed: np.ndarray, db_packed: np.ndarray, k: int,
-                 threads: int | None = 1) -> tuple[np.ndarray, np.ndarray]:
+def hamming_topk(
+    q_packed: np.ndarray, db_packed: np.ndarray, k: int, threads: int | None = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest database codes per query: (indices int64, distances uint16),
     both (nq, min(k, ndb)), by distance then database index.
 
@@ -443,8 +456,9 @@ def hamming_topk(q_packed: np.ndarray, db_packed: np.ndarray, k: int,
     return idx, dist.astype(np.uint16)
 
 
-def hamming_rank(q_packed: np.ndarray, db_packed: np.ndarray,
-                 threads: int | None = 1) -> tuple[np.ndarray, np.ndarray]:
+def hamming_rank(
+    q_packed: np.ndarray, db_packed: np.ndarray, threads: int | None = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """Every database code ranked per query: (indices int64, distances uint16), both
     (nq, ndb), by distance then database index (a stable counting sort)."""
     dist, idx = _database(db_packed).rank(q_packed, threads)
@@ -456,8 +470,11 @@ def euclidean_distances(q: np.ndarray, db: np.ndarray) -> np.ndarray:
     q = np.asarray(q, dtype=np.float64)
     db = np.asarray(db, dtype=np.float64)
     # einsum: squared norms without an (n, dim) temporary
-    sq = (np.einsum("ij,ij->i", q, q)[:, None] + np.einsum("ij,ij->i", db, db)[None, :]
-          - 2.0 * (q @ db.T))
+    sq = (
+        np.einsum("ij,ij->i", q, q)[:, None]
+        + np.einsum("ij,ij->i", db, db)[None, :]
+        - 2.0 * (q @ db.T)
+    )
     np.maximum(sq, 0.0, out=sq)
     return np.sqrt(sq, out=sq)
 
@@ -487,5 +504,3 @@ def topk(distances: np.ndarray, k: int) -> np.ndarray:
     cols = np.nonzero(chosen)[1].reshape(nq, k)  # ascending index per row
     order = np.argsort(np.take_along_axis(distances, cols, axis=1), axis=1, kind="stable")
     return np.take_along_axis(cols, order, axis=1)
-
-

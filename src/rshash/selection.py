@@ -31,9 +31,18 @@ def train_validation(labels: np.ndarray, val_fraction: float, seed: int):
     return np.sort(fit), np.sort(val)
 
 
-def grid_search(features_path, split_path, method: str, bits: int, base: dict,
-                grid: dict[str, list], val_fraction: float = 0.2, seed: int = 0,
-                threads: int = 1, metric: str = "map_at_20"):
+def grid_search(
+    features_path,
+    split_path,
+    method: str,
+    bits: int,
+    base: dict,
+    grid: dict[str, list],
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    threads: int = 1,
+    metric: str = "map_at_20",
+):
     """Yield (params, metrics, seconds) for every combination of ``grid`` over ``base``."""
     feats = read_features(features_path)
     split = read_split(split_path)

@@ -37,8 +37,10 @@ def _inputs(info, feats, extra: dict, path_of: dict) -> tuple[object, dict]:
             raise RshashError(f"method needs the '{kind}' features file; none was given")
         got, image_id = read_arrays(extra[kind])
         if not np.array_equal(image_id, feats.image_id):
-            raise RshashError(f"{extra[kind]}: images differ from {path_of['features']} "
-                              "(extracted from another manifest?)")
+            raise RshashError(
+                f"{extra[kind]}: images differ from {path_of['features']} "
+                "(extracted from another manifest?)"
+            )
         prefix = "rot_" if kind == "rot" else ""
         arrays.update({prefix + k: v for k, v in got.items()})
     if info.inputs == ("maps",):
@@ -52,9 +54,18 @@ def _take(X, rows):
     return X[rows]
 
 
-def train_cell(features_path, split_path, method: str, bits: int, seed: int,
-               params: dict | None, model_out, codes_out, threads: int = 1,
-               extra: dict | None = None) -> dict:
+def train_cell(
+    features_path,
+    split_path,
+    method: str,
+    bits: int,
+    seed: int,
+    params: dict | None,
+    model_out,
+    codes_out,
+    threads: int = 1,
+    extra: dict | None = None,
+) -> dict:
     """Fit ``method`` (a registered base method) and write its model and codes.
 
     ``features_path`` is the pooled features file (ids, labels, backbone);
@@ -68,8 +79,9 @@ def train_cell(features_path, split_path, method: str, bits: int, seed: int,
     index = {image_id: i for i, image_id in enumerate(feats.image_id)}
     missing = [i for i in split.image_id.unique() if i not in index]
     if missing:
-        raise RshashError(f"{split_path}: {len(missing)} image(s) not in {features_path}, "
-                          f"e.g. {missing[0]}")
+        raise RshashError(
+            f"{split_path}: {len(missing)} image(s) not in {features_path}, e.g. {missing[0]}"
+        )
     X, rotated = _inputs(info, feats, extra, {"features": features_path})
     rows = split.image_id.map(index).to_numpy()
     train_rows = rows[(split.role == "train").to_numpy()]
@@ -79,8 +91,9 @@ def train_cell(features_path, split_path, method: str, bits: int, seed: int,
         model = build(method, bits, seed=seed, threads=threads, **(params or {}))
         model.fit(_take(X, train_rows), feats.label[train_rows] if model.supervised else None)
         unique_rows, inverse = np.unique(rows, return_inverse=True)
-        plain = ({k: v for k, v in X.items() if not k.startswith("rot_")}
-                 if isinstance(X, dict) else X)
+        plain = (
+            {k: v for k, v in X.items() if not k.startswith("rot_")} if isinstance(X, dict) else X
+        )
         enc = model.encode(_take(plain, unique_rows))
         image_id, role = split.image_id.to_numpy(), split.role.to_numpy()
         encodings = [(enc, inverse, image_id, role, feats.label[rows])]
@@ -88,16 +101,32 @@ def train_cell(features_path, split_path, method: str, bits: int, seed: int,
             query_rows = rows[(split.role == "query").to_numpy()]
             query_ids = split.image_id.to_numpy()[(split.role == "query").to_numpy()]
             for r, degrees in enumerate(ROTATIONS):
-                view = {k[len("rot_"):]: v[query_rows, r] for k, v in rotated.items()}
-                encodings.append((model.encode(view), np.arange(len(query_rows)),
-                                  np.array([rotated_id(i, degrees) for i in query_ids]),
-                                  np.full(len(query_rows), ROTATED_ROLE), feats.label[query_rows]))
+                view = {k[len("rot_") :]: v[query_rows, r] for k, v in rotated.items()}
+                encodings.append(
+                    (
+                        model.encode(view),
+                        np.arange(len(query_rows)),
+                        np.array([rotated_id(i, degrees) for i in query_ids]),
+                        np.full(len(query_rows), ROTATED_ROLE),
+                        feats.label[query_rows],
+                    )
+                )
     seconds = time.perf_counter() - start
     # The digests of what the model was trained from (paths vary; contents do not).
-    inputs = {"features": feats.sha256, "split": digest_of(split_path),
-              **{kind: digest_of(p) for kind, p in sorted(extra.items())}}
-    model.save(model_out, extra={"features": str(features_path), "split": str(split_path),
-                                 "backbone": feats.attrs.get("backbone"), "inputs": inputs})
+    inputs = {
+        "features": feats.sha256,
+        "split": digest_of(split_path),
+        **{kind: digest_of(p) for kind, p in sorted(extra.items())},
+    }
+    model.save(
+        model_out,
+        extra={
+            "features": str(features_path),
+            "split": str(split_path),
+            "backbone": feats.attrs.get("backbone"),
+            "inputs": inputs,
+        },
+    )
 
     def stack(get):
         parts = [get(e) for e in encodings]
@@ -112,10 +141,14 @@ def train_cell(features_path, split_path, method: str, bits: int, seed: int,
         value=stack(lambda e: e[0].value[e[1]]),
         bits=bits,
         class_prob=stack(lambda e: None if e[0].class_prob is None else e[0].class_prob[e[1]]),
-        predicted_label=stack(lambda e: None if e[0].predicted_label is None
-                              else e[0].predicted_label[e[1]]),
+        predicted_label=stack(
+            lambda e: None if e[0].predicted_label is None else e[0].predicted_label[e[1]]
+        ),
         # No timings or dates here: the same seed gives a byte-identical file.
-        metadata={"rshash.method": method, "rshash.backbone": str(feats.attrs.get("backbone")),
-                  "rshash.inputs": json.dumps(inputs, sort_keys=True)},
+        metadata={
+            "rshash.method": method,
+            "rshash.backbone": str(feats.attrs.get("backbone")),
+            "rshash.inputs": json.dumps(inputs, sort_keys=True),
+        },
     )
     return {"seconds": seconds, "n_train": int(len(train_rows))}

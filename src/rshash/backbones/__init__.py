@@ -9,10 +9,11 @@ does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from rshash import RshashError
 
@@ -38,7 +39,7 @@ class BackboneSpec:
     std: tuple[float, float, float]
     feature_dim: int
     locate: Callable[[], Path]
-    loader: Callable[[Path], "torch.nn.Module"]
+    loader: Callable[[Path], torch.nn.Module]
     # modules (dotted names in the loaded module) whose outputs are three stages
     # of increasing depth (strides 8, 16, 32, as ResNet's layer2-4); the last is
     # the last conv maps (DAH's input). PBFFN fuses the three stages, pooled.
@@ -54,7 +55,7 @@ class BackboneSpec:
         stat = path.stat()
         return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
-    def load(self, device: "str | torch.device" = "cpu") -> "torch.nn.Module":
+    def load(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """The backbone on ``device``, in eval mode, with gradients off."""
         module = self.loader(self.weights_path())
         module.eval()
@@ -62,7 +63,7 @@ class BackboneSpec:
         return module.to(device)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
     """file_sha256, cached per (path, size, mtime)."""
     from rshash.data.fetch import file_sha256  # here: fetch imports http.client (20 ms)

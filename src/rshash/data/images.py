@@ -49,22 +49,40 @@ def decode(path: str | Path) -> Image.Image:
 def _check_shape(path: Path, img: Image.Image) -> None:
     frames = getattr(img, "n_frames", 1)
     if frames > 1:
-        raise RshashError(f"cannot read image {path}: {frames} pages/frames; expected one "
-                          "image per file (split multi-page TIFFs into single images)")
+        raise RshashError(
+            f"cannot read image {path}: {frames} pages/frames; expected one "
+            "image per file (split multi-page TIFFs into single images)"
+        )
     if min(img.size) < MIN_SIDE:
-        raise RshashError(f"cannot read image {path}: {img.size[0]}x{img.size[1]} pixels, "
-                          f"smaller than {MIN_SIDE} px a side")
+        raise RshashError(
+            f"cannot read image {path}: {img.size[0]}x{img.size[1]} pixels, "
+            f"smaller than {MIN_SIDE} px a side"
+        )
 
 
 def _to_rgb(path: Path, img: Image.Image) -> Image.Image:
     if img.mode.startswith("I;16") or img.mode == "I":  # 16-bit grayscale: top 8 bits
         values = np.clip(np.asarray(img, dtype=np.int64), 0, 65535) >> 8
         return Image.fromarray(values.astype(np.uint8)).convert("RGB")
-    if img.mode in ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr",
-                    "La", "RGBa"):
+    if img.mode in (
+        "1",
+        "L",
+        "LA",
+        "P",
+        "PA",
+        "RGB",
+        "RGBA",
+        "RGBX",
+        "CMYK",
+        "YCbCr",
+        "La",
+        "RGBa",
+    ):
         return img.convert("RGB")
-    raise RshashError(f"cannot read image {path}: pixel mode {img.mode!r} has no RGB "
-                      "meaning (expected 8/16-bit grayscale, palette, RGB(A) or CMYK)")
+    raise RshashError(
+        f"cannot read image {path}: pixel mode {img.mode!r} has no RGB "
+        "meaning (expected 8/16-bit grayscale, palette, RGB(A) or CMYK)"
+    )
 
 
 def check_image(path: str | Path) -> None:

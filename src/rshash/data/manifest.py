@@ -24,17 +24,21 @@ import pyarrow as pa
 
 from rshash import RshashError
 from rshash.atomic import atomic_write
-from rshash.digest import read_parquet, write_parquet
 from rshash.data.datasets import IMAGE_EXTENSIONS
 from rshash.data.images import check_image
+from rshash.digest import read_parquet, write_parquet
 
 COLUMNS = ["image_id", "path", "label", "class_name"]
 
 
 # Files people and their tools leave in a dataset folder; left out of the manifest (and of
 # the folder listing that tracks it) and named in the manifest report with the reason.
-SYSTEM_FILES = {".ds_store": "macOS Finder file", "thumbs.db": "Windows thumbnail cache",
-                "ehthumbs.db": "Windows thumbnail cache", "desktop.ini": "Windows folder settings"}
+SYSTEM_FILES = {
+    ".ds_store": "macOS Finder file",
+    "thumbs.db": "Windows thumbnail cache",
+    "ehthumbs.db": "Windows thumbnail cache",
+    "desktop.ini": "Windows folder settings",
+}
 SYSTEM_FOLDERS = {"__macosx": "macOS archive metadata folder"}
 _IMAGE_EXTENSIONS = frozenset(IMAGE_EXTENSIONS)
 
@@ -107,8 +111,9 @@ def scan_one(path: str | Path) -> FolderScan:
         except OSError:  # a dangling link, or one we may not follow
             is_dir, st = False, None
         if st is None and not is_dir:
-            scan.ignored.append((name, "dangling symbolic link" if entry.is_symlink()
-                                 else "cannot be read"))
+            scan.ignored.append(
+                (name, "dangling symbolic link" if entry.is_symlink() else "cannot be read")
+            )
             continue
         reason = ignore_reason(name, is_dir)
         if reason:
@@ -142,16 +147,18 @@ class DatasetScan:
         bad = [shown(self.root / n) for n in self.top.bad_names]
         bad += [shown(self.root / c / n) for c, s in self.classes.items() for n in s.bad_names]
         if bad:
-            problems.append(f"{len(bad)} name(s) not valid UTF-8 (rename them): "
-                            + ", ".join(bad))
+            problems.append(f"{len(bad)} name(s) not valid UTF-8 (rename them): " + ", ".join(bad))
         if self.top.images:
-            problems.append(f"{len(self.top.images)} image(s) outside class folders (move each "
-                            "into the folder of its class): "
-                            + ", ".join(n for n, _, _ in self.top.images))
+            problems.append(
+                f"{len(self.top.images)} image(s) outside class folders (move each "
+                "into the folder of its class): " + ", ".join(n for n, _, _ in self.top.images)
+            )
         nested = [f"{c}/{d}" for c, s in self.classes.items() for d in s.folders]
         if nested:
-            problems.append(f"{len(nested)} folder(s) inside class folders (a class folder "
-                            "holds images only): " + ", ".join(nested))
+            problems.append(
+                f"{len(nested)} folder(s) inside class folders (a class folder "
+                "holds images only): " + ", ".join(nested)
+            )
         empty = [str(root / c) for c, s in self.classes.items() if not s.images]
         if empty:
             problems.append(f"{len(empty)} empty class folder(s): " + ", ".join(empty))
@@ -168,8 +175,9 @@ class DatasetScan:
             lines += [f"{cls}/{d}/\tfolder" for d in scan.folders]
         lines += [f"{n}\t{size}\t{mtime}" for n, size, mtime in self.top.images]
         lines += [f"{shown(n)}\tnot UTF-8" for n in self.top.bad_names]
-        lines += [f"{c}/{shown(n)}\tnot UTF-8" for c, s in self.classes.items()
-                  for n in s.bad_names]
+        lines += [
+            f"{c}/{shown(n)}\tnot UTF-8" for c, s in self.classes.items() for n in s.bad_names
+        ]
         return "\n".join(lines)
 
 
@@ -191,17 +199,23 @@ def folder_digest(root: str | Path) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def scan_folder(root: str | Path, expected_classes: int | None = None,
-                expected_images: int | None = None,
-                expected: dict[str, int] | None = None) -> pd.DataFrame:
+def scan_folder(
+    root: str | Path,
+    expected_classes: int | None = None,
+    expected_images: int | None = None,
+    expected: dict[str, int] | None = None,
+) -> pd.DataFrame:
     """The manifest rows of ``root/<class>/<image>`` (:func:`read_dataset` without
     the list of files left out)."""
     return read_dataset(root, expected_classes, expected_images, expected)[0]
 
 
-def read_dataset(root: str | Path, expected_classes: int | None = None,
-                 expected_images: int | None = None,
-                 expected: dict[str, int] | None = None) -> tuple[pd.DataFrame, list[dict]]:
+def read_dataset(
+    root: str | Path,
+    expected_classes: int | None = None,
+    expected_images: int | None = None,
+    expected: dict[str, int] | None = None,
+) -> tuple[pd.DataFrame, list[dict]]:
     """(manifest rows, [{path, reason}] of the files left out) of ``root/<class>/<image>``.
 
     System files (.DS_Store, Thumbs.db, desktop.ini, ._*), hidden files, files
@@ -217,8 +231,10 @@ def read_dataset(root: str | Path, expected_classes: int | None = None,
     if expected is not None:
         problems = count_problems({n: len(s.images) for n, s in found.classes.items()}, expected)
         if problems:
-            raise RshashError(f"{shown(root)}: the images do not match the dataset's "
-                              "definition: " + "; ".join(problems))
+            raise RshashError(
+                f"{shown(root)}: the images do not match the dataset's "
+                "definition: " + "; ".join(problems)
+            )
     problems = found.problems()
     if problems:
         raise RshashError(f"{shown(root)}: " + "; ".join(problems))
@@ -227,25 +243,30 @@ def read_dataset(root: str | Path, expected_classes: int | None = None,
     rows = []
     for label, cls in enumerate(classes):
         for name, _, _ in found.classes[cls].images:
-            rows.append((f"{cls}/{os.path.splitext(name)[0]}", str(root / cls / name), label,
-                         cls))
+            rows.append((f"{cls}/{os.path.splitext(name)[0]}", str(root / cls / name), label, cls))
     df = pd.DataFrame(rows, columns=COLUMNS)
     dup = df.image_id[df.image_id.duplicated()]
     if len(dup):
-        raise RshashError(f"{root}: duplicate image ids (same file name with different "
-                          f"extensions): {', '.join(dup)}")
+        raise RshashError(
+            f"{root}: duplicate image ids (same file name with different "
+            f"extensions): {', '.join(dup)}"
+        )
     if expected_classes is not None and len(classes) != expected_classes:
-        raise RshashError(f"{root}: expected {expected_classes} class folders, found "
-                          f"{len(classes)}")
+        raise RshashError(
+            f"{root}: expected {expected_classes} class folders, found {len(classes)}"
+        )
     if expected_images is not None and len(df) != expected_images:
         counts = df.class_name.value_counts().sort_index()
-        raise RshashError(f"{root}: expected {expected_images} images, found {len(df)} "
-                          f"(per class: {dict(counts)})")
+        raise RshashError(
+            f"{root}: expected {expected_images} images, found {len(df)} "
+            f"(per class: {dict(counts)})"
+        )
     return df, found.ignored
 
 
-def check_images(df: pd.DataFrame, skip_unreadable: bool = False
-                 ) -> tuple[pd.DataFrame, list[dict]]:
+def check_images(
+    df: pd.DataFrame, skip_unreadable: bool = False
+) -> tuple[pd.DataFrame, list[dict]]:
     """Decode every image; return (the readable rows, [{image_id, path, reason}]).
 
     Without ``skip_unreadable`` the first unreadable file is an RshashError
@@ -261,16 +282,20 @@ def check_images(df: pd.DataFrame, skip_unreadable: bool = False
             skipped.append({"image_id": image_id, "path": str(path), "reason": str(err)})
     if skipped and not skip_unreadable:
         more = f" (and {len(skipped) - 1} more unreadable file(s))" if len(skipped) > 1 else ""
-        raise RshashError(f"{skipped[0]['reason']}{more}; fix or remove the file(s), or set "
-                          "skip_unreadable: true in config.yaml to leave them out")
+        raise RshashError(
+            f"{skipped[0]['reason']}{more}; fix or remove the file(s), or set "
+            "skip_unreadable: true in config.yaml to leave them out"
+        )
     for item in skipped:
         print(f"skipped unreadable image: {item['reason']}", file=sys.stderr)
     kept = df[~df.image_id.isin({s["image_id"] for s in skipped})].reset_index(drop=True)
     emptied = sorted(set(df.class_name) - set(kept.class_name))
     if emptied:
-        raise RshashError(f"class folder(s) {', '.join(emptied)} of "
-                          f"{Path(df.path.iloc[0]).parent.parent}: no readable image left "
-                          "after skipping unreadable files")
+        raise RshashError(
+            f"class folder(s) {', '.join(emptied)} of "
+            f"{Path(df.path.iloc[0]).parent.parent}: no readable image left "
+            "after skipping unreadable files"
+        )
     return kept, skipped
 
 
@@ -280,12 +305,23 @@ def report_path(manifest_path: str | Path) -> Path:
     return manifest_path.with_name(manifest_path.name.removesuffix(".parquet") + ".report.json")
 
 
-def write_report(path: str | Path, n_found: int, kept: pd.DataFrame,
-                 skipped: list[dict], ignored: list[dict] = ()) -> None:
+def write_report(
+    path: str | Path,
+    n_found: int,
+    kept: pd.DataFrame,
+    skipped: list[dict],
+    ignored: list[dict] = (),
+) -> None:
     """Write the manifest report: image files found, images kept, every skipped
     (unreadable) image, and every file left out of the dataset ({path, reason})."""
-    report = {"n_files": n_found, "n_images": len(kept), "n_skipped": len(skipped),
-              "skipped": skipped, "n_ignored": len(ignored), "ignored": list(ignored)}
+    report = {
+        "n_files": n_found,
+        "n_images": len(kept),
+        "n_skipped": len(skipped),
+        "skipped": skipped,
+        "n_ignored": len(ignored),
+        "ignored": list(ignored),
+    }
 
     def write(tmp):
         Path(tmp).write_text(json.dumps(report, indent=1) + "\n")
@@ -300,23 +336,30 @@ def count_problems(found: dict[str, int], expected: dict[str, int]) -> list[str]
     problems = []
     absent = [name for name in expected if name not in found]
     if absent:
-        problems.append(f"{len(absent)} of {len(expected)} class folders are absent: "
-                        + ", ".join(f"{name} ({expected[name]} images)" for name in absent))
+        problems.append(
+            f"{len(absent)} of {len(expected)} class folders are absent: "
+            + ", ".join(f"{name} ({expected[name]} images)" for name in absent)
+        )
     short = [name for name in expected if name in found and found[name] < expected[name]]
     if short:
-        problems.append(f"{len(short)} class folders have fewer images than expected: "
-                        + ", ".join(f"{name} {found[name]} of {expected[name]} "
-                                    f"({expected[name] - found[name]} missing)"
-                                    for name in short))
+        problems.append(
+            f"{len(short)} class folders have fewer images than expected: "
+            + ", ".join(
+                f"{name} {found[name]} of {expected[name]} ({expected[name] - found[name]} missing)"
+                for name in short
+            )
+        )
     extra = [name for name in expected if name in found and found[name] > expected[name]]
     if extra:
-        problems.append(f"{len(extra)} class folders have more files than expected: "
-                        + ", ".join(f"{name} {found[name]} of {expected[name]}"
-                                    for name in extra))
+        problems.append(
+            f"{len(extra)} class folders have more files than expected: "
+            + ", ".join(f"{name} {found[name]} of {expected[name]}" for name in extra)
+        )
     unknown = sorted(set(found) - set(expected))
     if unknown:
-        problems.append(f"{len(unknown)} folders are not classes of this dataset: "
-                        + ", ".join(unknown))
+        problems.append(
+            f"{len(unknown)} folders are not classes of this dataset: " + ", ".join(unknown)
+        )
     return problems
 
 

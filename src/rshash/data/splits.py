@@ -20,8 +20,9 @@ from rshash.digest import read_parquet, write_parquet
 ROLES = ("train", "val", "query", "database")
 
 
-def make_split(manifest: pd.DataFrame, protocol: dict, seed: int,
-               name: str = "protocol") -> pd.DataFrame:
+def make_split(
+    manifest: pd.DataFrame, protocol: dict, seed: int, name: str = "protocol"
+) -> pd.DataFrame:
     """Split per class: ``train_fraction`` of each class trains, the rest queries.
 
     ``database`` is ``train`` (the train part) or ``query`` (the query part
@@ -33,19 +34,21 @@ def make_split(manifest: pd.DataFrame, protocol: dict, seed: int,
     check_class_sizes(manifest, protocol, name)
     rng = np.random.default_rng(seed)
     train, val, query = [], [], []
-    for class_name, group in manifest.groupby("label", sort=True):
+    for _, group in manifest.groupby("label", sort=True):
         ids = group.image_id.to_numpy()
         n_fit, n_val, _ = _class_counts(len(ids), protocol)
         perm = rng.permutation(ids)
         train.extend(perm[:n_fit])
-        val.extend(perm[n_fit: n_fit + n_val])
-        query.extend(perm[n_fit + n_val:])
+        val.extend(perm[n_fit : n_fit + n_val])
+        query.extend(perm[n_fit + n_val :])
     if database == "train":
         db = train + val
     elif database == "query":
         db = list(query)
     else:
-        raise RshashError(f"protocols.{name}.database: must be 'train' or 'query', got {database!r}")
+        raise RshashError(
+            f"protocols.{name}.database: must be 'train' or 'query', got {database!r}"
+        )
     db_order = rng.permutation(len(db))
     frames = [
         pd.DataFrame({"image_id": ids, "role": role, "db_order": -1})
@@ -71,12 +74,16 @@ def check_class_sizes(manifest: pd.DataFrame, protocol: dict, name: str = "proto
     for class_name, n in manifest.class_name.value_counts().sort_index().items():
         n_train, n_val, n_query = _class_counts(int(n), protocol)
         if n_train < 1 or n_query < 1:
-            val = (f" and val_fraction {protocol['val_fraction']}"
-                   if protocol.get("val_fraction") else "")
+            val = (
+                f" and val_fraction {protocol['val_fraction']}"
+                if protocol.get("val_fraction")
+                else ""
+            )
             raise RshashError(
                 f"protocols.{name}: class '{class_name}' has {n} images, too few for "
                 f"train_fraction {protocol['train_fraction']}{val} (gives {n_train} train, "
-                f"{n_val} val, {n_query} query; needs at least one train and one query)")
+                f"{n_val} val, {n_query} query; needs at least one train and one query)"
+            )
 
 
 def write_split(split: pd.DataFrame, path: str | Path) -> None:

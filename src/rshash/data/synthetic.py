@@ -21,11 +21,21 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 SHAPES = ("disc", "square", "triangle", "ring", "cross")
-TEXTURES = ("stripes", "checker", "dots", "speckle", "rings", "grid", "blobs",
-            "finespeckle", "waves", "gradient")
+TEXTURES = (
+    "stripes",
+    "checker",
+    "dots",
+    "speckle",
+    "rings",
+    "grid",
+    "blobs",
+    "finespeckle",
+    "waves",
+    "gradient",
+)
 MAX_CLASSES = len(TEXTURES)
-_ANGLE = 0.3      # texture orientation (radians), the same for every class
-_PERIOD = 10.0    # texture period (pixels at 96 px), scaled with the tile size
+_ANGLE = 0.3  # texture orientation (radians), the same for every class
+_PERIOD = 10.0  # texture period (pixels at 96 px), scaled with the tile size
 
 
 def class_names(n_classes: int) -> list[str]:
@@ -66,8 +76,15 @@ def _pattern(rng, texture: str, size: int) -> np.ndarray:
         coarse = Image.fromarray((rng.random((6, 6)) * 255).astype(np.uint8))
         t = np.asarray(coarse.resize((size, size), Image.BICUBIC), np.float32) > 127.5
     elif texture == "waves":
-        t = np.sin(2 * np.pi * (u + 0.4 * period * np.sin(2 * np.pi * v / (1.6 * period)))
-                   / (1.2 * period)) > 0
+        t = (
+            np.sin(
+                2
+                * np.pi
+                * (u + 0.4 * period * np.sin(2 * np.pi * v / (1.6 * period)))
+                / (1.2 * period)
+            )
+            > 0
+        )
     else:  # gradient
         return (u - u.min()) / (np.ptp(u) + 1e-6)
     return t.astype(np.float32)
@@ -86,14 +103,29 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx, cy, r, colour, angle)
             pts = [(0, -1.2), (1.1, 0.9), (-1.1, 0.9)]
         else:  # cross
             w = 0.35
-            pts = [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1),
-                   (-w, w), (-1, w), (-1, -w), (-w, -w)]
+            pts = [
+                (-w, -1),
+                (w, -1),
+                (w, -w),
+                (1, -w),
+                (1, w),
+                (w, w),
+                (w, 1),
+                (-w, 1),
+                (-w, w),
+                (-1, w),
+                (-1, -w),
+                (-w, -w),
+            ]
         c, s = np.cos(angle), np.sin(angle)
-        draw.polygon([(cx + r * (x * c - y * s), cy + r * (x * s + y * c)) for x, y in pts],
-                     fill=colour)
+        draw.polygon(
+            [(cx + r * (x * c - y * s), cy + r * (x * s + y * c)) for x, y in pts], fill=colour
+        )
 
 
-def render(label: int, rng: np.random.Generator, size: int = 96, noise: float = 15.0) -> Image.Image:
+def render(
+    label: int, rng: np.random.Generator, size: int = 96, noise: float = 15.0
+) -> Image.Image:
     """One tile of class ``label``."""
     t = _pattern(rng, TEXTURES[label], size)[..., None]
     base = np.array(_random_colour(rng), np.float32)
@@ -110,8 +142,14 @@ def render(label: int, rng: np.random.Generator, size: int = 96, noise: float = 
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def generate(out_dir: str | Path, n_classes: int = 10, per_class: int = 50, size: int = 96,
-             seed: int = 0, noise: float = 15.0) -> Path:
+def generate(
+    out_dir: str | Path,
+    n_classes: int = 10,
+    per_class: int = 50,
+    size: int = 96,
+    seed: int = 0,
+    noise: float = 15.0,
+) -> Path:
     """Write ``out_dir/<class>/<class>_NN.png``; the same seed gives the same files."""
     out_dir = Path(out_dir)
     names = class_names(n_classes)

@@ -18,8 +18,11 @@ from rshash import RshashError
 # Not methods: the base class, the shared torch helpers and the parameter machinery.
 _SUPPORT = {"base", "nets", "params"}
 # name -> module: every module of this package is one method, named by its file
-REGISTRY = {m.name: f"{__name__}.{m.name}" for m in sorted(
-    pkgutil.iter_modules(__path__), key=lambda m: m.name) if m.name not in _SUPPORT}
+REGISTRY = {
+    m.name: f"{__name__}.{m.name}"
+    for m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name)
+    if m.name not in _SUPPORT
+}
 
 
 def method_names() -> list[str]:

@@ -51,8 +51,11 @@ class HashMethod:
         ``packed`` codes unless real-valued, ``value``, and with a trained class head
         ``class_prob`` and ``predicted_label``."""
         head = cls.head(p if p is not None else cls.Params())[0]
-        return (*(() if cls.real_valued else ("packed",)), "value",
-                *(("class_prob", "predicted_label") if head else ()))
+        return (
+            *(() if cls.real_valued else ("packed",)),
+            "value",
+            *(("class_prob", "predicted_label") if head else ()),
+        )
 
     @classmethod
     def rankings(cls, p: Params | None = None) -> tuple[str, ...]:
@@ -85,7 +88,7 @@ class HashMethod:
     def configure(self) -> None:
         """Set what follows from the parameters ``self.p`` (derived values, normalisers)."""
 
-    def fit(self, X, y: np.ndarray | None = None) -> "HashMethod":
+    def fit(self, X, y: np.ndarray | None = None) -> HashMethod:
         """Fit on X: an [N, D] array, or what the method's registry ``inputs`` say
         (an [N, C, h, w] array for maps, a dict of named arrays for layers)."""
         if not isinstance(X, dict):
@@ -109,8 +112,13 @@ class HashMethod:
 
     def save(self, path: str | Path, extra: dict | None = None) -> None:
         """Save as .npz (arrays + a JSON header): loads without pickle or torch."""
-        header = {"method": self.name, "bits": self.bits, "seed": self.seed,
-                  "params": self.params, **(extra or {})}
+        header = {
+            "method": self.name,
+            "bits": self.bits,
+            "seed": self.seed,
+            "params": self.params,
+            **(extra or {}),
+        }
         arrays = {f"state/{k}": np.asarray(v) for k, v in self.state().items()}
         write_npz(path, header, arrays)
 
@@ -120,7 +128,7 @@ def load_model(path: str | Path) -> tuple[HashMethod, dict]:
     from rshash.methods import build
 
     header, arrays = read_npz(path, "model file")
-    state = {k[len("state/"):]: v for k, v in arrays.items() if k.startswith("state/")}
+    state = {k[len("state/") :]: v for k, v in arrays.items() if k.startswith("state/")}
     missing = [k for k in ("method", "bits", "seed", "params") if k not in header]
     if missing:
         raise RshashError(f"{path}: not an rshash model (header lacks {', '.join(missing)})")

@@ -36,8 +36,17 @@ import numpy as np
 from scipy.linalg import hadamard
 
 from rshash import RshashError
-from rshash.methods.nets import (AdamParams, EpochParams, MLPParams, Normalizer, TorchMethod, mlp,
-                                 run_epochs, seed_torch, step_decay)
+from rshash.methods.nets import (
+    AdamParams,
+    EpochParams,
+    MLPParams,
+    Normalizer,
+    TorchMethod,
+    mlp,
+    run_epochs,
+    seed_torch,
+    step_decay,
+)
 from rshash.methods.params import param
 
 
@@ -46,7 +55,7 @@ def hash_centers(n_classes: int, bits: int, rng: np.random.Generator) -> np.ndar
     if bits & (bits - 1) == 0 and n_classes <= 2 * bits:
         H = hadamard(bits).astype(np.float32)
         return np.concatenate([H, -H])[:n_classes]
-    if n_classes > 2 ** bits:
+    if n_classes > 2**bits:
         raise RshashError(f"csq: {n_classes} classes need more than {bits} bits")
     centers = np.empty((n_classes, bits), np.float32)
     for c in range(n_classes):
@@ -106,9 +115,16 @@ class CSQ(TorchMethod):
         Xt, Ct = torch.from_numpy(self.norm.fit(X)(X)), torch.from_numpy(self.centers[y])
         self.net = self._network(X.shape[1])
         opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, betas=self.betas)
-        run_epochs(self.net, opt, rng, len(X), self.batch_size, self.epochs,
-                   lambda rows: csq_loss(self.net(Xt[rows]), Ct[rows], self.lam),
-                   step_decay(opt, self.lr_step_epoch, self.lr_decay))
+        run_epochs(
+            self.net,
+            opt,
+            rng,
+            len(X),
+            self.batch_size,
+            self.epochs,
+            lambda rows: csq_loss(self.net(Xt[rows]), Ct[rows], self.lam),
+            step_decay(opt, self.lr_step_epoch, self.lr_decay),
+        )
 
 
 METHOD = CSQ

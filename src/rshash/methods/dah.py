@@ -101,8 +101,15 @@ from scipy.special import softmax
 from rshash import RshashError
 from rshash.methods.base import Encoded, sign_bits
 from rshash.methods.dpsh import check_finite
-from rshash.methods.nets import (EpochParams, Normalizer, SGDParams, TorchMethod, run_epochs,
-                                 seed_torch, sgd)
+from rshash.methods.nets import (
+    EpochParams,
+    Normalizer,
+    SGDParams,
+    TorchMethod,
+    run_epochs,
+    seed_torch,
+    sgd,
+)
 from rshash.methods.params import param
 
 MAP_NORMS = ("none", "standardize")
@@ -111,6 +118,7 @@ ENCODE_BATCH = 256  # maps per forward pass in encode (256 x 1280 x 49 float32 =
 
 
 # -- losses -----------------------------------------------------------------------------------
+
 
 def balanced_pair_loss(h, y, reduction: str = "sum"):
     """Pair-balanced weighted cross-entropy L_w-cross (eq. 9) over the pairs i < j of the
@@ -168,8 +176,18 @@ def dah_loss(h, logits, y, alpha: float = 1.0, beta: float = 1.0, pair_reduction
 
 # -- network ----------------------------------------------------------------------------------
 
-def _network(channels: int, height: int, width: int, bits: int, n_classes: int,
-             attention: bool, reduction: int, spatial_kernel: int, gate_bias: float):
+
+def _network(
+    channels: int,
+    height: int,
+    width: int,
+    bits: int,
+    n_classes: int,
+    attention: bool,
+    reduction: int,
+    spatial_kernel: int,
+    gate_bias: float,
+):
     import torch
     import torch.nn as nn
 
@@ -182,8 +200,9 @@ def _network(channels: int, height: int, width: int, bits: int, n_classes: int,
             if attention:
                 hidden = max(1, channels // reduction)
                 # W_1, W_2 of eq. 1 (the ReLU between them is CBAM's)
-                self.channel_mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(),
-                                                 nn.Linear(hidden, channels))
+                self.channel_mlp = nn.Sequential(
+                    nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels)
+                )
                 self.spatial_conv = nn.Conv2d(2, 1, spatial_kernel, padding=spatial_kernel // 2)
                 # the layers that output the attention logits start at zero weights, so both
                 # maps start uniform at sigmoid(gate_bias) (see DAH.configure)
@@ -227,24 +246,25 @@ class MapNormalizer(Normalizer):
 
     def __init__(self, mode: str = "none"):
         if mode not in MAP_NORMS:
-            raise RshashError(f"dah: input_norm must be one of {', '.join(MAP_NORMS)}, "
-                              f"got {mode!r}")
+            raise RshashError(
+                f"dah: input_norm must be one of {', '.join(MAP_NORMS)}, got {mode!r}"
+            )
         self.mode = mode
 
-    def fit(self, X: np.ndarray) -> "MapNormalizer":
+    def fit(self, X: np.ndarray) -> MapNormalizer:
         c = X.shape[1]
         self.mu, self.sd = np.zeros(c, np.float32), np.ones(c, np.float32)
         if self.mode == "standardize":
             # chunked float64 moments: the float16 maps are not copied to float32 at once
             s1, s2, n = np.zeros(c), np.zeros(c), 0
             for i in range(0, len(X), 128):
-                part = X[i:i + 128].astype(np.float64)
+                part = X[i : i + 128].astype(np.float64)
                 s1 += part.sum((0, 2, 3))
                 s2 += np.square(part).sum((0, 2, 3))
                 n += part.shape[0] * part.shape[2] * part.shape[3]
             mu = s1 / n
             self.mu = mu.astype(np.float32)
-            self.sd = (np.sqrt(np.maximum(s2 / n - mu ** 2, 0)) + 1e-6).astype(np.float32)
+            self.sd = (np.sqrt(np.maximum(s2 / n - mu**2, 0)) + 1e-6).astype(np.float32)
         return self
 
     def __call__(self, X: np.ndarray):
@@ -261,8 +281,9 @@ def _check_maps(X: np.ndarray, shape=None) -> None:
     if X.ndim != 4:
         raise RshashError(f"dah reads conv maps [N, C, h, w]; got an array of shape {X.shape}")
     if shape is not None and tuple(X.shape[1:]) != tuple(shape):
-        raise RshashError(f"dah was trained on maps of shape {tuple(shape)} "
-                          f"([C, h, w]); got {tuple(X.shape[1:])}")
+        raise RshashError(
+            f"dah was trained on maps of shape {tuple(shape)} ([C, h, w]); got {tuple(X.shape[1:])}"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -310,8 +331,17 @@ class DAH(TorchMethod):
 
     def _network(self, d_in: int):
         _, height, width = self.map_shape
-        return _network(d_in, height, width, self.bits, self.n_classes, self.attention,
-                        self.reduction, self.spatial_kernel, self.gate_bias)
+        return _network(
+            d_in,
+            height,
+            width,
+            self.bits,
+            self.n_classes,
+            self.attention,
+            self.reduction,
+            self.spatial_kernel,
+            self.gate_bias,
+        )
 
     def _extra_state(self):
         return {"n_classes": np.array(self.n_classes), "map_shape": np.array(self.map_shape)}
@@ -337,6 +367,7 @@ class DAH(TorchMethod):
         self.norm.fit(X)
         yt = torch.from_numpy(y)
         self.net = self._network(X.shape[1])
+
         def batch_loss(rows):
             rows = np.sort(rows)  # faster gather; the pair set does not depend on order
             h, logits = self.net(self.norm(X[rows]))
@@ -344,8 +375,15 @@ class DAH(TorchMethod):
             check_finite(loss, self.name, self.lr)
             return loss
 
-        run_epochs(self.net, sgd(self.net, self.lr, self.momentum, self.weight_decay), rng,
-                   len(X), self.batch_size, self.epochs, batch_loss)
+        run_epochs(
+            self.net,
+            sgd(self.net, self.lr, self.momentum, self.weight_decay),
+            rng,
+            len(X),
+            self.batch_size,
+            self.epochs,
+            batch_loss,
+        )
 
     def _outputs(self, X):
         """(h, logits) as numpy for maps X, in batches of ENCODE_BATCH."""
@@ -358,7 +396,7 @@ class DAH(TorchMethod):
         hs, ls = [], []
         with torch.inference_mode():
             for i in range(0, len(X), ENCODE_BATCH):
-                h, logits = self.net(self.norm(X[i:i + ENCODE_BATCH]))
+                h, logits = self.net(self.norm(X[i : i + ENCODE_BATCH]))
                 hs.append(h.numpy())
                 ls.append(logits.numpy())
         return np.concatenate(hs), np.concatenate(ls)
@@ -366,9 +404,12 @@ class DAH(TorchMethod):
     def encode(self, X):
         h, logits = self._outputs(X)
         prob = softmax(logits.astype(np.float64), axis=1)
-        return Encoded(bits=sign_bits(h, 0.0), value=h.astype(np.float32),
-                       class_prob=prob.astype(np.float32),
-                       predicted_label=prob.argmax(1).astype(np.int64))
+        return Encoded(
+            bits=sign_bits(h, 0.0),
+            value=h.astype(np.float32),
+            class_prob=prob.astype(np.float32),
+            predicted_label=prob.argmax(1).astype(np.int64),
+        )
 
 
 METHOD = DAH

@@ -70,8 +70,18 @@ from scipy.special import softmax
 from rshash import RshashError
 from rshash.methods.base import Encoded, sign_bits
 from rshash.methods.dpsh import check_finite, dpsh_loss
-from rshash.methods.nets import (EpochParams, MLPParams, Normalizer, SGDParams, TorchMethod, mlp,
-                                 run_epochs, seed_torch, sgd, step_decay)
+from rshash.methods.nets import (
+    EpochParams,
+    MLPParams,
+    Normalizer,
+    SGDParams,
+    TorchMethod,
+    mlp,
+    run_epochs,
+    seed_torch,
+    sgd,
+    step_decay,
+)
 from rshash.methods.params import param
 
 
@@ -160,15 +170,26 @@ class DHCNN(TorchMethod):
             check_finite(loss, self.name, self.lr)
             return loss
 
-        run_epochs(self.net, opt, rng, len(X), self.batch_size, self.epochs, batch_loss,
-                   step_decay(opt, self.lr_step_epoch))
+        run_epochs(
+            self.net,
+            opt,
+            rng,
+            len(X),
+            self.batch_size,
+            self.epochs,
+            batch_loss,
+            step_decay(opt, self.lr_step_epoch),
+        )
 
     def encode(self, X):
         u, logits = self._forward(X)
         prob = softmax(logits.astype(np.float64), axis=1)
-        return Encoded(bits=sign_bits(u, 0.0), value=u.astype(np.float32),
-                       class_prob=prob.astype(np.float32),
-                       predicted_label=prob.argmax(1).astype(np.int64))
+        return Encoded(
+            bits=sign_bits(u, 0.0),
+            value=u.astype(np.float32),
+            class_prob=prob.astype(np.float32),
+            predicted_label=prob.argmax(1).astype(np.int64),
+        )
 
 
 METHOD = DHCNN

@@ -83,8 +83,15 @@ import numpy as np
 from scipy.special import softmax
 
 from rshash.methods.base import Encoded, sign_bits
-from rshash.methods.nets import (AdamParams, ClassGroups, MLPParams, Normalizer, TorchMethod,
-                                 mlp, seed_torch)
+from rshash.methods.nets import (
+    AdamParams,
+    ClassGroups,
+    MLPParams,
+    Normalizer,
+    TorchMethod,
+    mlp,
+    seed_torch,
+)
 from rshash.methods.params import param
 
 MININGS = ("batch_all", "random")
@@ -112,6 +119,7 @@ class DMCHParams(MLPParams, AdamParams):
 
 
 # -- miners: labels in, index triplets out ---------------------------------------------------
+
 
 def batch_all_triplets(labels):
     """Every valid triplet of a batch: (a, p, n) index tensors with a != p,
@@ -144,6 +152,7 @@ def random_triplets(labels, rng: np.random.Generator):
 
 
 # -- loss terms -------------------------------------------------------------------------------
+
 
 def triplet_losses(embeddings, a, p, n, margin: float):
     """Per-triplet ``max(0, ||e_a - e_p||^2 - ||e_a - e_n||^2 + margin)`` (paper eq. 2)."""
@@ -186,9 +195,20 @@ def balance_loss(f):
     return (f.mean(1) - 0.5).pow(2).mean()
 
 
-def dmch_loss(f, logits, labels, triplets, margin: float = 0.2, cat_weight: float = 1.0,
-              push: float = 0.001, balance: float = 1.0, use_triplet: bool = True,
-              use_cat: bool = True, only_positive: bool = True, normalize: bool = True):
+def dmch_loss(
+    f,
+    logits,
+    labels,
+    triplets,
+    margin: float = 0.2,
+    cat_weight: float = 1.0,
+    push: float = 0.001,
+    balance: float = 1.0,
+    use_triplet: bool = True,
+    use_cat: bool = True,
+    only_positive: bool = True,
+    normalize: bool = True,
+):
     """The DMCH objective (paper eq. 6) for one batch; returns (total, terms).
 
     ``f`` the sigmoid hash-layer outputs, ``logits`` the output layer, ``triplets``
@@ -286,10 +306,20 @@ class DMCH(TorchMethod):
             labels = yt[rows]
             f, logits = self.net(Xt[rows])
             triplets = self._triplets(rng, labels) if self.use_triplet else None
-            loss, terms = dmch_loss(f, logits, labels, triplets, self.margin, self.cat_weight,
-                                    self.push, self.balance, self.use_triplet, self.use_cat,
-                                    only_positive=self.mining == "batch_all",
-                                    normalize=self.normalize)
+            loss, terms = dmch_loss(
+                f,
+                logits,
+                labels,
+                triplets,
+                self.margin,
+                self.cat_weight,
+                self.push,
+                self.balance,
+                self.use_triplet,
+                self.use_cat,
+                only_positive=self.mining == "batch_all",
+                normalize=self.normalize,
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -303,9 +333,12 @@ class DMCH(TorchMethod):
         if not self.use_cat:  # nCat: the output layer was never trained
             return Encoded(bits=sign_bits(value, 0.5), value=value)
         prob = softmax(logits.astype(np.float64), axis=1)
-        return Encoded(bits=sign_bits(value, 0.5), value=value,
-                       class_prob=prob.astype(np.float32),
-                       predicted_label=prob.argmax(1).astype(np.int64))
+        return Encoded(
+            bits=sign_bits(value, 0.5),
+            value=value,
+            class_prob=prob.astype(np.float32),
+            predicted_label=prob.argmax(1).astype(np.int64),
+        )
 
 
 METHOD = DMCH

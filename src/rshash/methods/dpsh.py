@@ -46,8 +46,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rshash import RshashError
-from rshash.methods.nets import (EpochParams, MLPParams, Normalizer, SGDParams, TorchMethod, mlp,
-                                 run_epochs, seed_torch, sgd, step_decay)
+from rshash.methods.nets import (
+    EpochParams,
+    MLPParams,
+    Normalizer,
+    SGDParams,
+    TorchMethod,
+    mlp,
+    run_epochs,
+    seed_torch,
+    sgd,
+    step_decay,
+)
 from rshash.methods.params import param
 
 
@@ -80,7 +90,8 @@ def pair_similarity(labels_or_S, n: int):
 
 
 def pairwise_likelihood_loss(u, labels_or_S):
-    """Negative log-likelihood of the pairwise labels (DPSH's first term, DHCNN eq. 7), averaged over the pairs i < j of the batch (torch tensors).
+    """Negative log-likelihood of the pairwise labels (DPSH's first term, DHCNN eq. 7),
+    averaged over the pairs i < j of the batch (torch tensors).
 
     ``u`` the (n, K) relaxed codes; ``labels_or_S`` (n,) class labels (s_ij = 1 for
     the same label) or an (n, n) symmetric 0/1 similarity matrix. Per pair, with
@@ -110,8 +121,10 @@ def check_finite(loss, method: str, lr: float) -> None:
     import torch
 
     if not torch.isfinite(loss):
-        raise RshashError(f"{method}: training diverged (non-finite loss); "
-                          f"try a lower learning rate than lr={lr:g}")
+        raise RshashError(
+            f"{method}: training diverged (non-finite loss); "
+            f"try a lower learning rate than lr={lr:g}"
+        )
 
 
 def dpsh_loss(u, labels_or_S, eta: float, n_train: int):
@@ -148,8 +161,16 @@ class DPSH(TorchMethod):
             check_finite(loss, self.name, self.lr)
             return loss
 
-        run_epochs(self.net, opt, rng, len(X), self.batch_size, self.epochs, batch_loss,
-                   step_decay(opt, self.lr_step_epoch))
+        run_epochs(
+            self.net,
+            opt,
+            rng,
+            len(X),
+            self.batch_size,
+            self.epochs,
+            batch_loss,
+            step_decay(opt, self.lr_step_epoch),
+        )
 
 
 METHOD = DPSH

@@ -35,8 +35,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rshash.methods.nets import (EpochParams, MLPParams, Normalizer, SGDParams, TorchMethod, mlp,
-                                 run_epochs, seed_torch, sgd)
+from rshash.methods.nets import (
+    EpochParams,
+    MLPParams,
+    Normalizer,
+    SGDParams,
+    TorchMethod,
+    mlp,
+    run_epochs,
+    seed_torch,
+    sgd,
+)
 from rshash.methods.params import param
 
 
@@ -85,9 +94,15 @@ class DSH(TorchMethod):
         rng = seed_torch(self.seed, self.threads)
         Xt, yt = torch.from_numpy(self.norm.fit(X)(X)), torch.from_numpy(y)
         self.net = self._network(X.shape[1])
-        run_epochs(self.net, sgd(self.net, self.lr, self.momentum, self.weight_decay), rng,
-                   len(X), self.batch_size, self.epochs,
-                   lambda rows: dsh_loss(self.net(Xt[rows]), yt[rows], self.margin, self.alpha))
+        run_epochs(
+            self.net,
+            sgd(self.net, self.lr, self.momentum, self.weight_decay),
+            rng,
+            len(X),
+            self.batch_size,
+            self.epochs,
+            lambda rows: dsh_loss(self.net(Xt[rows]), yt[rows], self.margin, self.alpha),
+        )
 
 
 METHOD = DSH

@@ -29,8 +29,18 @@ import numpy as np
 from scipy.special import softmax
 
 from rshash.methods.base import Encoded, sign_bits
-from rshash.methods.nets import (EpochParams, MLPParams, Normalizer, SGDParams, TorchMethod, mlp,
-                                 run_epochs, seed_torch, sgd, step_decay)
+from rshash.methods.nets import (
+    EpochParams,
+    MLPParams,
+    Normalizer,
+    SGDParams,
+    TorchMethod,
+    mlp,
+    run_epochs,
+    seed_torch,
+    sgd,
+    step_decay,
+)
 from rshash.methods.params import param
 
 
@@ -108,16 +118,26 @@ class GreedyHash(TorchMethod):
         Xt, yt = torch.from_numpy(self.norm.fit(X)(X)), torch.from_numpy(y)
         self.net = self._network(X.shape[1])
         opt = sgd(self.net, self.lr, self.momentum, self.weight_decay)
-        run_epochs(self.net, opt, rng, len(X), self.batch_size, self.epochs,
-                   lambda rows: greedyhash_loss(*self.net(Xt[rows]), yt[rows], self.alpha),
-                   step_decay(opt, self.lr_step_epoch))
+        run_epochs(
+            self.net,
+            opt,
+            rng,
+            len(X),
+            self.batch_size,
+            self.epochs,
+            lambda rows: greedyhash_loss(*self.net(Xt[rows]), yt[rows], self.alpha),
+            step_decay(opt, self.lr_step_epoch),
+        )
 
     def encode(self, X):
         h, logits = self._forward(X)
         prob = softmax(logits.astype(np.float64), axis=1)
-        return Encoded(bits=sign_bits(h, 0.0), value=h.astype(np.float32),
-                       class_prob=prob.astype(np.float32),
-                       predicted_label=prob.argmax(1).astype(np.int64))
+        return Encoded(
+            bits=sign_bits(h, 0.0),
+            value=h.astype(np.float32),
+            class_prob=prob.astype(np.float32),
+            predicted_label=prob.argmax(1).astype(np.int64),
+        )
 
 
 METHOD = GreedyHash

@@ -46,9 +46,8 @@ Codes are ``z > 0`` (sgn(h)); ``value`` is h = tanh(beta z) at the final beta.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -76,8 +75,13 @@ class HashNetParams(MLPParams, SGDParams):
     init_scale: float = param(1.0, min=0)
 
 
-def continuation_scale(iteration: int, step_size: int = 200, gamma: float = 0.005,
-                       power: float = 0.5, init_scale: float = 1.0) -> float:
+def continuation_scale(
+    iteration: int,
+    step_size: int = 200,
+    gamma: float = 0.005,
+    power: float = 0.5,
+    init_scale: float = 1.0,
+) -> float:
     """beta after ``iteration`` training iterations (1-based, as the released code
     counts them): updated every ``step_size`` iterations."""
     t = step_size * (int(iteration) // step_size)
@@ -125,8 +129,9 @@ class HashNet(TorchMethod):
         self.scale = float(state["scale"])
 
     def _scale(self, iteration: int) -> float:
-        return continuation_scale(iteration, self.step_size, self.gamma, self.power,
-                                  self.init_scale)
+        return continuation_scale(
+            iteration, self.step_size, self.gamma, self.power, self.init_scale
+        )
 
     def _fit(self, X, y):
         import torch
@@ -134,17 +139,17 @@ class HashNet(TorchMethod):
         rng = seed_torch(self.seed, self.threads)
         Xt, yt = torch.from_numpy(self.norm.fit(X)(X)), torch.from_numpy(y)
         self.net = self._network(X.shape[1])
-        opt = sgd(self.net, self.lr, self.momentum, self.weight_decay,
-                  nesterov=self.momentum > 0)
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, self.lr_step),
-                                                gamma=self.lr_gamma)
+        opt = sgd(self.net, self.lr, self.momentum, self.weight_decay, nesterov=self.momentum > 0)
+        sched = torch.optim.lr_scheduler.StepLR(
+            opt, step_size=max(1, self.lr_step), gamma=self.lr_gamma
+        )
         n, batch = len(X), min(self.batch_size, len(X))
         perm, pos = rng.permutation(n), 0
         self.net.train()
         for it in range(1, self.iterations + 1):
             if pos + batch > n:  # a new shuffled epoch; the remainder is dropped
                 perm, pos = rng.permutation(n), 0
-            rows = perm[pos:pos + batch]
+            rows = perm[pos : pos + batch]
             pos += batch
             self.scale = self._scale(it)
             h = torch.tanh(self.scale * self.net(Xt[rows]))

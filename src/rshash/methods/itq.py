@@ -30,8 +30,9 @@ class ITQ(HashMethod):
         from sklearn.decomposition import PCA  # here: the declaration is read at parse time
 
         if self.bits > min(X.shape):
-            raise RshashError(f"itq: {self.bits} bits exceed the PCA rank "
-                              f"min(n, d) = {min(X.shape)}")
+            raise RshashError(
+                f"itq: {self.bits} bits exceed the PCA rank min(n, d) = {min(X.shape)}"
+            )
         rng = np.random.default_rng(self.seed)
         pca = PCA(n_components=self.bits, svd_solver="full").fit(X)
         self.mean = pca.mean_.astype(np.float32)

@@ -50,7 +50,7 @@ def smoothed_cost(a: np.ndarray, K: np.ndarray, R: np.ndarray) -> tuple[float, n
     and its gradient -K^T ((R phi) * (1 - phi^2)) (R symmetric)."""
     phi = np.tanh(0.5 * (K @ a))
     Rphi = R @ phi
-    return float(-phi @ Rphi), -K.T @ (Rphi * (1.0 - phi ** 2))
+    return float(-phi @ Rphi), -K.T @ (Rphi * (1.0 - phi**2))
 
 
 def code_loss(B: np.ndarray, S0: np.ndarray) -> float:
@@ -71,8 +71,7 @@ class KSH(HashMethod):
 
     def _sqdist(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
-        d2 = ((X ** 2).sum(1)[:, None] + (self.anchors ** 2).sum(1)[None]
-              - 2.0 * X @ self.anchors.T)
+        d2 = (X**2).sum(1)[:, None] + (self.anchors**2).sum(1)[None] - 2.0 * X @ self.anchors.T
         return np.maximum(d2, 0.0)
 
     def _fit(self, X, y):
@@ -107,16 +106,27 @@ class KSH(HashMethod):
             init_score = y0 @ R @ y0
             A[:, t], yt, refined_cost, keep = a0, y0, init_cost, False
             if self.max_iter > 0:
-                res = scipy.optimize.minimize(smoothed_cost, a0, args=(K, R), jac=True,
-                                              method="L-BFGS-B",
-                                              options={"maxiter": self.max_iter})
+                res = scipy.optimize.minimize(
+                    smoothed_cost,
+                    a0,
+                    args=(K, R),
+                    jac=True,
+                    method="L-BFGS-B",
+                    options={"maxiter": self.max_iter},
+                )
                 y1 = _signs(K @ res.x)
                 refined_cost = float(res.fun)
                 if y1 @ R @ y1 > init_score:  # ksh.m: keep the refined projection if better
                     A[:, t], yt, keep = res.x, y1, True
-            self.history_.append({"init_cost": init_cost, "refined_cost": refined_cost,
-                                  "init_score": float(init_score), "score": float(yt @ R @ yt),
-                                  "refined": keep})
+            self.history_.append(
+                {
+                    "init_cost": init_cost,
+                    "refined_cost": refined_cost,
+                    "init_score": float(init_score),
+                    "score": float(yt @ R @ yt),
+                    "refined": keep,
+                }
+            )
             R = R - np.outer(yt, yt)
         self.A = A
         self.code_loss_ = code_loss(_signs(K @ A), S0)
@@ -127,8 +137,12 @@ class KSH(HashMethod):
         return Encoded(bits=sign_bits(value), value=value)
 
     def state(self):
-        return {"anchors": self.anchors, "sigma": np.asarray(self.sigma),
-                "kmean": self.kmean, "A": self.A}
+        return {
+            "anchors": self.anchors,
+            "sigma": np.asarray(self.sigma),
+            "kmean": self.kmean,
+            "A": self.A,
+        }
 
     def load_state(self, state):
         self.anchors, self.kmean, self.A = state["anchors"], state["kmean"], state["A"]

@@ -23,8 +23,15 @@ from typing import Literal
 import numpy as np
 
 from rshash.methods.base import Encoded, sign_bits
-from rshash.methods.nets import (AdamParams, ClassGroups, MLPParams, Normalizer, TorchMethod,
-                                 mlp, seed_torch)
+from rshash.methods.nets import (
+    AdamParams,
+    ClassGroups,
+    MLPParams,
+    Normalizer,
+    TorchMethod,
+    mlp,
+    seed_torch,
+)
 from rshash.methods.params import param
 
 
@@ -46,8 +53,9 @@ class MiLaNParams(MLPParams, AdamParams):
     sampling: Literal["class_pair", "random"] = "class_pair"
 
 
-def milan_loss(f_a, f_p, f_n, f_all, margin: float, push: float, balance: float,
-               normalize: bool = True):
+def milan_loss(
+    f_a, f_p, f_n, f_all, margin: float, push: float, balance: float, normalize: bool = True
+):
     """The MiLaN objective for one mini-batch of sigmoid outputs (torch tensors)."""
     import torch
     import torch.nn.functional as F

@@ -25,6 +25,7 @@ INPUT_NORMS = ("none", "standardize", "l2")
 # A method's Params subclasses these and restates only the defaults that are its own
 # (``epochs: int = 30``); the ranges declared here still apply.
 
+
 @dataclass(frozen=True, kw_only=True)
 class NetParams(Params):
     """Every torch method: its input normalisation and learning rate."""
@@ -77,7 +78,7 @@ class Normalizer:
             raise RshashError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {mode!r}")
         self.mode = mode
 
-    def fit(self, X: np.ndarray) -> "Normalizer":
+    def fit(self, X: np.ndarray) -> Normalizer:
         d = X.shape[1]
         standardize = self.mode == "standardize"
         self.mu = X.mean(0).astype(np.float32) if standardize else np.zeros(d, np.float32)
@@ -125,15 +126,16 @@ def epoch_batches(rng: np.random.Generator, n: int, batch_size: int):
     seeded by ``seed_torch`` alone fixes the order."""
     perm = rng.permutation(n)
     steps = max(1, n // batch_size)
-    return [perm[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
+    return [perm[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
 
 
 def sgd(net, lr: float, momentum: float, weight_decay: float, **kw):
     """torch SGD over the network's parameters (the optimiser of the DPSH family)."""
     import torch
 
-    return torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum,
-                           weight_decay=weight_decay, **kw)
+    return torch.optim.SGD(
+        net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, **kw
+    )
 
 
 def step_decay(opt, step_epochs: int, gamma: float = 0.1):
@@ -146,8 +148,9 @@ def step_decay(opt, step_epochs: int, gamma: float = 0.1):
     return torch.optim.lr_scheduler.StepLR(opt, step_size=step_epochs, gamma=gamma)
 
 
-def run_epochs(net, opt, rng: np.random.Generator, n: int, batch_size: int, epochs: int,
-               batch_loss, sched=None) -> None:
+def run_epochs(
+    net, opt, rng: np.random.Generator, n: int, batch_size: int, epochs: int, batch_loss, sched=None
+) -> None:
     """The epoch loop of the mini-batch methods: each epoch, shuffled batches of row
     indices (``epoch_batches``), one optimiser step on ``batch_loss(rows)`` per batch,
     then one scheduler step. Leaves the network in eval mode."""
@@ -169,19 +172,25 @@ class ClassGroups:
     def __init__(self, y: np.ndarray, min_per_class: int = 1):
         self.classes, self.counts = np.unique(y, return_counts=True)
         if len(self.classes) < 2 or self.counts.min() < min_per_class:
-            raise RshashError(f"needs at least two classes with {min_per_class} or more "
-                              "train images each")
+            raise RshashError(
+                f"needs at least two classes with {min_per_class} or more train images each"
+            )
         self.order = np.argsort(y, kind="stable")
         self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
 
     def sample(self, rng: np.random.Generator, n_classes: int, per_class: int) -> np.ndarray:
         """Row indices of ``per_class`` images of each of ``n_classes`` random classes (P x K);
         with replacement only where a class has fewer than ``per_class`` images."""
-        picked = rng.choice(len(self.classes), size=min(n_classes, len(self.classes)),
-                            replace=False)
-        rows = [self.order[self.starts[c] + rng.choice(self.counts[c], size=per_class,
-                                                         replace=self.counts[c] < per_class)]
-                for c in picked]
+        picked = rng.choice(
+            len(self.classes), size=min(n_classes, len(self.classes)), replace=False
+        )
+        rows = [
+            self.order[
+                self.starts[c]
+                + rng.choice(self.counts[c], size=per_class, replace=self.counts[c] < per_class)
+            ]
+            for c in picked
+        ]
         return np.concatenate(rows)
 
 
@@ -211,8 +220,10 @@ class TorchMethod(HashMethod):
         torch.set_num_threads(self.threads)
         self.net.eval()
         with torch.inference_mode():
-            outs = [self.net(torch.from_numpy(self.norm(X[i:i + 4096])))
-                    for i in range(0, len(X), 4096)]
+            outs = [
+                self.net(torch.from_numpy(self.norm(X[i : i + 4096])))
+                for i in range(0, len(X), 4096)
+            ]
         if isinstance(outs[0], tuple):
             return tuple(torch.cat(parts).numpy() for parts in zip(*outs))
         return torch.cat(outs).numpy()
@@ -234,6 +245,7 @@ class TorchMethod(HashMethod):
         self.norm.load_state(state)
         self._load_extra_state(state)
         self.net = self._network(self.norm.mu.shape[0])
-        self.net.load_state_dict({k[4:]: torch.from_numpy(np.array(v))
-                                  for k, v in state.items() if k.startswith("net.")})
+        self.net.load_state_dict(
+            {k[4:]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("net.")}
+        )
         self.net.eval()

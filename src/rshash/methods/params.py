@@ -40,8 +40,13 @@ def _describe(tp) -> str:
         if len(args) == 2 and args[1] is Ellipsis:
             return f"a list of {_describe(args[0])}"
         return f"a list of {len(args)} ({', '.join(_describe(a) for a in args)})"
-    return {type(None): "null", bool: "true or false", int: "an integer", float: "a number",
-            str: "a string"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {
+        type(None): "null",
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+    }.get(tp, getattr(tp, "__name__", str(tp)))
 
 
 class _Bad(Exception):
@@ -135,12 +140,13 @@ class Params:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def resolve(cls, given: Mapping | None, where: str) -> "Params":
+    def resolve(cls, given: Mapping | None, where: str) -> Params:
         """The parameters for the ``given`` values (the others at their defaults).
         ``where`` prefixes the key in messages, e.g. ``config: variants.x.params``."""
         if given is not None and not isinstance(given, Mapping):
-            raise RshashError(f"{where}: expected a mapping of parameter names to values, "
-                              f"got {given!r}")
+            raise RshashError(
+                f"{where}: expected a mapping of parameter names to values, got {given!r}"
+            )
         given = dict(given or {})
         known = cls.names()
         for key in given:
@@ -154,8 +160,9 @@ class Params:
             try:
                 values[key] = _coerce(value, hints[key], meta)
             except _Bad:
-                raise RshashError(f"{where}.{key}: expected {_describe(hints[key])}"
-                                  f"{_range(meta)}, got {value!r}") from None
+                raise RshashError(
+                    f"{where}.{key}: expected {_describe(hints[key])}{_range(meta)}, got {value!r}"
+                ) from None
         params = cls(**values)
         problem = params.check()
         if problem is not None:

@@ -96,8 +96,14 @@ import numpy as np
 
 from rshash import RshashError
 from rshash.methods.base import Encoded, sign_bits
-from rshash.methods.nets import (AdamParams, EpochParams, Normalizer, TorchMethod, epoch_batches,
-                                 seed_torch)
+from rshash.methods.nets import (
+    AdamParams,
+    EpochParams,
+    Normalizer,
+    TorchMethod,
+    epoch_batches,
+    seed_torch,
+)
 from rshash.methods.params import param
 
 N_LAYERS = 3
@@ -105,6 +111,7 @@ THRESHOLDS = ("median", "zero")
 
 
 # -- losses -----------------------------------------------------------------------------------
+
 
 def proxy_logits(f, proxies, alpha: float):
     """``-alpha ||f_i - p_c||^2`` for every row and proxy: (n, C) (paper eq. 5's exponent)."""
@@ -135,8 +142,18 @@ def rotation_contrastive_loss(f, f_rot, tau: float):
     return (negatives - s.diagonal()).mean()
 
 
-def pbffn_loss(f, logits, proxies, labels, f_rot=None, alpha: float = 10.0, tau: float = 0.7,
-               ped_weight: float = 0.5, ce_weight: float = 1.0, rotation_weight: float = 1.0):
+def pbffn_loss(
+    f,
+    logits,
+    proxies,
+    labels,
+    f_rot=None,
+    alpha: float = 10.0,
+    tau: float = 0.7,
+    ped_weight: float = 0.5,
+    ce_weight: float = 1.0,
+    rotation_weight: float = 1.0,
+):
     """``lambda (L_PED + delta L_C) + xi L_CE`` (paper eq. 9-10); returns (total, terms).
 
     L_C is computed only when ``rotation_weight`` (delta) is non-zero; it then
@@ -158,14 +175,16 @@ def pbffn_loss(f, logits, proxies, labels, f_rot=None, alpha: float = 10.0, tau:
 
 # -- network ----------------------------------------------------------------------------------
 
+
 def _network(widths, width: int, bits: int, n_classes: int, se_reduction: int):
     import torch
     import torch.nn as nn
 
     def se(d_in, d_out):
         hidden = max(1, d_in // se_reduction)
-        return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, d_out),
-                             nn.Sigmoid())
+        return nn.Sequential(
+            nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, d_out), nn.Sigmoid()
+        )
 
     class PBFFNNet(nn.Module):
         def __init__(self):
@@ -173,7 +192,8 @@ def _network(widths, width: int, bits: int, n_classes: int, se_reduction: int):
             self.project = nn.ModuleList(nn.Linear(c, width) for c in widths)
             self.gate = nn.ModuleList(
                 nn.Sequential(nn.Linear(2 * width, width), nn.BatchNorm1d(width), nn.Sigmoid())
-                for _ in widths)
+                for _ in widths
+            )
             self.low = nn.ModuleList(nn.Linear(width, width) for _ in widths)
             self.se = nn.ModuleList(se(2 * width, width) for _ in widths)
             # the shallower layers' update with the next deeper layer's N_l / N_h
@@ -241,8 +261,10 @@ class PBFFN(TorchMethod):
 
     def _layers(self, X, prefix: str = "") -> list[np.ndarray]:
         if not isinstance(X, dict):
-            raise RshashError("pbffn reads a dict of layer0..2 (and rot_layer0..2 to fit), "
-                              f"got {type(X).__name__}")
+            raise RshashError(
+                "pbffn reads a dict of layer0..2 (and rot_layer0..2 to fit), "
+                f"got {type(X).__name__}"
+            )
         missing = [f"{prefix}layer{i}" for i in range(N_LAYERS) if f"{prefix}layer{i}" not in X]
         if missing:
             raise RshashError(f"pbffn: input lacks {', '.join(missing)}")
@@ -257,8 +279,11 @@ class PBFFN(TorchMethod):
         return {**norms, **self._extra_state(), **net}
 
     def _extra_state(self):
-        return {"widths": np.array(self.widths, dtype=np.int64),
-                "n_classes": np.array(self.n_classes), "thresholds": self.thresholds}
+        return {
+            "widths": np.array(self.widths, dtype=np.int64),
+            "n_classes": np.array(self.n_classes),
+            "thresholds": self.thresholds,
+        }
 
     def load_state(self, state):
         import torch
@@ -272,8 +297,9 @@ class PBFFN(TorchMethod):
             norm.load_state({k: state[f"norm{i}.{k}"] for k in ("mu", "sd")})
             self.norms.append(norm)
         self.net = self._network()
-        self.net.load_state_dict({k[4:]: torch.from_numpy(np.array(v))
-                                  for k, v in state.items() if k.startswith("net.")})
+        self.net.load_state_dict(
+            {k[4:]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("net.")}
+        )
         self.net.eval()
 
     # -- training ------------------------------------------------------------------------------
@@ -297,8 +323,14 @@ class PBFFN(TorchMethod):
         self.norms = [Normalizer(self.input_norm).fit(a) for a in layers]
         Xt = [torch.from_numpy(nm(a)) for nm, a in zip(self.norms, layers)]
         # rotated views normalised with the unrotated layers' statistics: [N, 3, C]
-        Rt = ([torch.from_numpy(nm(r.reshape(-1, r.shape[2])).reshape(r.shape))
-               for nm, r in zip(self.norms, rot)] if use_rot else None)
+        Rt = (
+            [
+                torch.from_numpy(nm(r.reshape(-1, r.shape[2])).reshape(r.shape))
+                for nm, r in zip(self.norms, rot)
+            ]
+            if use_rot
+            else None
+        )
         yt = torch.from_numpy(y)
         self.net = self._network()
         self.net.train()
@@ -322,9 +354,17 @@ class PBFFN(TorchMethod):
                     xs = [torch.cat([x, rt[rows_t, r]]) for x, rt in zip(xs, Rt)]
                 f, logits = self.net(xs)
                 loss, terms = pbffn_loss(
-                    f[:b], logits[:b], self.net.proxies, yt[rows],
-                    f[b:] if use_rot else None, self.alpha, self.tau, self.ped_weight,
-                    self.ce_weight, self.rotation_weight)
+                    f[:b],
+                    logits[:b],
+                    self.net.proxies,
+                    yt[rows],
+                    f[b:] if use_rot else None,
+                    self.alpha,
+                    self.tau,
+                    self.ped_weight,
+                    self.ce_weight,
+                    self.rotation_weight,
+                )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -333,8 +373,11 @@ class PBFFN(TorchMethod):
             self.history.append((epoch, total / len(batches), terms))
         self.net.eval()
         emb, _ = self._embed(X)
-        self.thresholds = (np.median(emb, 0).astype(np.float32) if self.threshold == "median"
-                           else np.zeros(self.bits, np.float32))
+        self.thresholds = (
+            np.median(emb, 0).astype(np.float32)
+            if self.threshold == "median"
+            else np.zeros(self.bits, np.float32)
+        )
 
     # -- encoding ------------------------------------------------------------------------------
 
@@ -348,7 +391,7 @@ class PBFFN(TorchMethod):
         fs, ps = [], []
         with torch.inference_mode():
             for i in range(0, len(layers[0]), 4096):
-                xs = [torch.from_numpy(nm(a[i:i + 4096])) for nm, a in zip(self.norms, layers)]
+                xs = [torch.from_numpy(nm(a[i : i + 4096])) for nm, a in zip(self.norms, layers)]
                 f, _ = self.net(xs)
                 fs.append(f)
                 ps.append(proxy_logits(f, self.net.proxies, self.alpha))
@@ -360,8 +403,12 @@ class PBFFN(TorchMethod):
         emb, logits = self._embed(X)
         value = (emb - self.thresholds).astype(np.float32)
         prob = softmax(logits, axis=1)
-        return Encoded(bits=sign_bits(value), value=value, class_prob=prob.astype(np.float32),
-                       predicted_label=prob.argmax(1).astype(np.int64))
+        return Encoded(
+            bits=sign_bits(value),
+            value=value,
+            class_prob=prob.astype(np.float32),
+            predicted_label=prob.argmax(1).astype(np.int64),
+        )
 
 
 METHOD = PBFFN

@@ -22,8 +22,9 @@ class PCAH(HashMethod):
         from sklearn.decomposition import PCA  # here: the declaration is read at parse time
 
         if self.bits > min(X.shape):
-            raise RshashError(f"pcah: {self.bits} bits exceed the PCA rank "
-                              f"min(n, d) = {min(X.shape)}")
+            raise RshashError(
+                f"pcah: {self.bits} bits exceed the PCA rank min(n, d) = {min(X.shape)}"
+            )
         with threadpool_limits(self.threads):  # BLAS threads = self.threads
             pca = PCA(n_components=self.bits, svd_solver="full").fit(X)
         self.mean = pca.mean_.astype(np.float32)

@@ -23,8 +23,10 @@ class Raw(HashMethod):
     def encode(self, X):
         X = np.asarray(X, dtype=np.float32)
         if X.shape[1] != int(self.dim):
-            raise RshashError(f"raw: features have {X.shape[1]} dimensions, the model "
-                              f"was fitted on {int(self.dim)}")
+            raise RshashError(
+                f"raw: features have {X.shape[1]} dimensions, the model "
+                f"was fitted on {int(self.dim)}"
+            )
         return Encoded(bits=np.zeros((len(X), 0), np.uint8), value=X)
 
     def state(self):

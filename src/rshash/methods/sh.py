@@ -35,11 +35,11 @@ def sh_modes(R: np.ndarray, bits: int) -> np.ndarray:
     modes = np.zeros((n_modes, npca), dtype=np.int64)  # row 0: the constant mode
     m = 1
     for i in range(npca):
-        modes[m:m + max_mode[i] - 1, i] = np.arange(1, max_mode[i])
+        modes[m : m + max_mode[i] - 1, i] = np.arange(1, max_mode[i])
         m += max_mode[i] - 1
     eig = ((modes * (np.pi / R)) ** 2).sum(axis=1)
     order = np.argsort(eig, kind="stable")
-    return modes[order[1:bits + 1]]
+    return modes[order[1 : bits + 1]]
 
 
 class SH(HashMethod):
@@ -68,12 +68,16 @@ class SH(HashMethod):
         return Encoded(bits=sign_bits(value), value=value)
 
     def state(self):
-        return {"mean": self.mean, "pc": self.pc, "mn": self.mn, "mx": self.mx,
-                "modes": self.modes}
+        return {"mean": self.mean, "pc": self.pc, "mn": self.mn, "mx": self.mx, "modes": self.modes}
 
     def load_state(self, state):
         self.mean, self.pc, self.mn, self.mx, self.modes = (
-            state["mean"], state["pc"], state["mn"], state["mx"], state["modes"])
+            state["mean"],
+            state["pc"],
+            state["mn"],
+            state["mx"],
+            state["modes"],
+        )
 
 
 METHOD = SH

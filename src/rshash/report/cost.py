@@ -29,15 +29,35 @@ import pandas as pd
 from rshash import RshashError
 from rshash.atomic import atomic_write
 
-BENCHMARK_COLUMNS = ["s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "io_in",
-                     "io_out", "mean_load", "cpu_time"]
+BENCHMARK_COLUMNS = [
+    "s",
+    "h:m:s",
+    "max_rss",
+    "max_vms",
+    "max_uss",
+    "max_pss",
+    "io_in",
+    "io_out",
+    "mean_load",
+    "cpu_time",
+]
 
 KEYS = ["stage", "dataset", "backbone", "protocol", "method", "bits", "detail"]
-COLUMNS = ["experiment", *KEYS, "n_runs", "seconds_mean", "seconds_max", "n_rss",
-           "max_rss_mb_mean", "max_rss_mb_max"]
+COLUMNS = [
+    "experiment",
+    *KEYS,
+    "n_runs",
+    "seconds_mean",
+    "seconds_max",
+    "n_rss",
+    "max_rss_mb_mean",
+    "max_rss_mb_max",
+]
 
-_CELL = r"(?P<dataset>[^/]+)/(?P<backbone>[^/]+)/(?P<protocol>[^/]+)/(?P<method>[^/]+)/" \
-        r"(?P<bits>\d+)/split(?P<seed>\d+)"
+_CELL = (
+    r"(?P<dataset>[^/]+)/(?P<backbone>[^/]+)/(?P<protocol>[^/]+)/(?P<method>[^/]+)/"
+    r"(?P<bits>\d+)/split(?P<seed>\d+)"
+)
 _PATTERNS = {
     "extract": re.compile(r"extract_features/(?P<dataset>[^/]+)/(?P<file>[^/]+)\.tsv$"),
     "train": re.compile(rf"train_method/{_CELL}\.tsv$"),
@@ -53,13 +73,15 @@ def identify(path, backbones) -> dict:
     backbone name may itself contain underscores.
     """
     text = Path(path).as_posix()
-    for stage, pattern in _PATTERNS.items():
+    for stage, pattern in _PATTERNS.items():  # noqa: B007 (stage is read after the loop)
         m = pattern.search(text)
         if m:
             break
     else:
-        raise RshashError(f"benchmark file {path}: not under benchmarks/extract_features, "
-                          "train_method or evaluate_ranking in the results layout")
+        raise RshashError(
+            f"benchmark file {path}: not under benchmarks/extract_features, "
+            "train_method or evaluate_ranking in the results layout"
+        )
     ident = {k: "" for k in KEYS} | {"stage": stage, "bits": pd.NA}
     ident.update({k: v for k, v in m.groupdict().items() if k not in ("file", "seed")})
     if stage == "extract":
@@ -75,7 +97,7 @@ def _backbone_and_kind(path, stem: str, backbones) -> dict:
         if stem == name:
             return {"backbone": name, "detail": "features"}
         if stem.startswith(name + "_"):
-            return {"backbone": name, "detail": stem[len(name) + 1:]}
+            return {"backbone": name, "detail": stem[len(name) + 1 :]}
     raise RshashError(f"benchmark file {path}: {stem!r} names no known backbone")
 
 
@@ -89,15 +111,18 @@ def read_benchmark(path) -> pd.DataFrame:
         raise RshashError(f"benchmark file {path}: not a benchmark TSV ({err})") from None
     missing = [c for c in ("s", "max_rss") if c not in df.columns]
     if missing:
-        raise RshashError(f"benchmark file {path}: no column {', '.join(missing)} "
-                          f"(expected Snakemake's {', '.join(BENCHMARK_COLUMNS)})")
+        raise RshashError(
+            f"benchmark file {path}: no column {', '.join(missing)} "
+            f"(expected Snakemake's {', '.join(BENCHMARK_COLUMNS)})"
+        )
     if df.empty:
         raise RshashError(f"benchmark file {path}: no benchmark rows")
     out = pd.DataFrame({c: pd.to_numeric(df[c], errors="coerce") for c in ("s", "max_rss")})
     bad = out["s"].isna() | (df["max_rss"].notna() & out["max_rss"].isna())
     if bad.any():
-        raise RshashError(f"benchmark file {path}: row {int(np.argmax(bad)) + 1} has a "
-                          "non-numeric s or max_rss")
+        raise RshashError(
+            f"benchmark file {path}: row {int(np.argmax(bad)) + 1} has a non-numeric s or max_rss"
+        )
     return out
 
 
@@ -109,17 +134,23 @@ def collect_cost(experiment: str, paths, backbones) -> pd.DataFrame:
     runs = pd.concat(frames, ignore_index=True)
     runs["bits"] = runs["bits"].astype("Int64")  # empty for extraction rows
     grouped = runs.groupby(KEYS, sort=True, dropna=False)
-    table = pd.DataFrame({
-        "n_runs": grouped["s"].size(),
-        "seconds_mean": grouped["s"].mean(),
-        "seconds_max": grouped["s"].max(),
-        "n_rss": grouped["max_rss"].count(),
-        "max_rss_mb_mean": grouped["max_rss"].mean(),
-        "max_rss_mb_max": grouped["max_rss"].max(),
-    }).reset_index()
+    table = pd.DataFrame(
+        {
+            "n_runs": grouped["s"].size(),
+            "seconds_mean": grouped["s"].mean(),
+            "seconds_max": grouped["s"].max(),
+            "n_rss": grouped["max_rss"].count(),
+            "max_rss_mb_mean": grouped["max_rss"].mean(),
+            "max_rss_mb_max": grouped["max_rss"].max(),
+        }
+    ).reset_index()
     order = {"extract": 0, "train": 1, "evaluate": 2}
-    table = table.sort_values(KEYS, key=lambda c: c.map(order) if c.name == "stage" else c,
-                              kind="stable", ignore_index=True)
+    table = table.sort_values(
+        KEYS,
+        key=lambda c: c.map(order) if c.name == "stage" else c,
+        kind="stable",
+        ignore_index=True,
+    )
     table.insert(0, "experiment", experiment)
     return table[COLUMNS]
 

@@ -28,8 +28,9 @@ def plot_curves(paths, kind: str, out_png, title: str) -> None:
     if kind == "pr_hamming":
         plots.plot_pr_hamming(curves, out_png, title)
     else:
-        plots.plot_p_at_k(curves, out_png, title,
-                          ylabel="precision@k" if kind == "p_at_k" else "recall@k")
+        plots.plot_p_at_k(
+            curves, out_png, title, ylabel="precision@k" if kind == "p_at_k" else "recall@k"
+        )
 
 
 def plot_ap_per_class(paths, manifest_path, out_png, title: str) -> None:
@@ -41,9 +42,16 @@ def plot_ap_per_class(paths, manifest_path, out_png, title: str) -> None:
     plots.plot_ap_heatmap(matrix, labels, list(names), out_png, title)
 
 
-def retrieval_examples(codes_path, split_path, manifest_path, ranking: str = "hamming",
-                       ranking_params: dict | None = None, n_queries: int = 5, k: int = 20,
-                       seed: int = 0) -> list[dict]:
+def retrieval_examples(
+    codes_path,
+    split_path,
+    manifest_path,
+    ranking: str = "hamming",
+    ranking_params: dict | None = None,
+    n_queries: int = 5,
+    k: int = 20,
+    seed: int = 0,
+) -> list[dict]:
     """A few queries (from distinct classes, drawn with ``seed``) and their top ``k``."""
     codes = read_codes(codes_path)
     split = read_split(split_path)
@@ -77,10 +85,22 @@ def retrieval_examples(codes_path, split_path, manifest_path, ranking: str = "ha
             row = db_rows[j]
             rid = codes.image_id[row]
             distance = _distance(codes, q_rows[i], row, ranking)
-            results.append({"path": manifest.loc[rid, "path"], "label": names[rid],
-                            "predicted": predicted(row), "distance": distance})
-        out.append({"path": manifest.loc[image_id, "path"], "label": names[image_id],
-                    "predicted": predicted(q_rows[i]), "results": results})
+            results.append(
+                {
+                    "path": manifest.loc[rid, "path"],
+                    "label": names[rid],
+                    "predicted": predicted(row),
+                    "distance": distance,
+                }
+            )
+        out.append(
+            {
+                "path": manifest.loc[image_id, "path"],
+                "label": names[image_id],
+                "predicted": predicted(q_rows[i]),
+                "results": results,
+            }
+        )
     return out
 
 
@@ -91,8 +111,14 @@ def _distance(codes, a: int, b: int, ranking: str) -> float:
     return float(np.linalg.norm(codes.value[a] - codes.value[b]))
 
 
-def plot_retrieval(codes_path, split_path, manifest_path, out_png, title: str,
-                   ranking: str = "hamming", ranking_params: dict | None = None) -> None:
-    examples = retrieval_examples(codes_path, split_path, manifest_path, ranking,
-                                  ranking_params)
+def plot_retrieval(
+    codes_path,
+    split_path,
+    manifest_path,
+    out_png,
+    title: str,
+    ranking: str = "hamming",
+    ranking_params: dict | None = None,
+) -> None:
+    examples = retrieval_examples(codes_path, split_path, manifest_path, ranking, ranking_params)
     plots.plot_retrieval_grid(examples, out_png, title)

@@ -116,7 +116,8 @@ def read_metrics(metric_paths, what: str) -> list[dict]:
         if key in seen:
             raise RshashError(
                 f"metrics files {seen[key]} and {path} are for the same cell "
-                f"{'/'.join(map(str, key[:5]))}/split{key[5]} and ranking {key[6]}")
+                f"{'/'.join(map(str, key[:5]))}/split{key[5]} and ranking {key[6]}"
+            )
         seen[key] = str(path)
         records.append(rec)
     return records

@@ -29,8 +29,11 @@ def _literal_legend(legend) -> None:
 
 def class_colors(n_classes: int) -> list:
     """Qualitative colours: tab20, then tab20b, then tab20c, then repeated."""
-    palette = (list(colormaps["tab20"].colors) + list(colormaps["tab20b"].colors)
-               + list(colormaps["tab20c"].colors))
+    palette = (
+        list(colormaps["tab20"].colors)
+        + list(colormaps["tab20b"].colors)
+        + list(colormaps["tab20c"].colors)
+    )
     return [palette[i % len(palette)] for i in range(n_classes)]
 
 
@@ -49,13 +52,20 @@ def tsne_embedding(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, float]:
     perplexity = min(30.0, (n - 1) / 3)
     # PCA initialisation needs some variance; collapsed codes fall back to random init.
     init = "pca" if np.ptp(x, axis=0).any() else "random"
-    tsne = TSNE(n_components=2, init=init, perplexity=perplexity, random_state=seed,
-                learning_rate="auto")
+    tsne = TSNE(
+        n_components=2, init=init, perplexity=perplexity, random_state=seed, learning_rate="auto"
+    )
     return tsne.fit_transform(x.astype(np.float32)), perplexity
 
 
-def plot_tsne(codes_path, out_png, title: str, max_points: int = 2000, seed: int = 0,
-              class_names: Mapping[int, str] | None = None) -> None:
+def plot_tsne(
+    codes_path,
+    out_png,
+    title: str,
+    max_points: int = 2000,
+    seed: int = 0,
+    class_names: Mapping[int, str] | None = None,
+) -> None:
     """t-SNE of the query rows' binary codes, coloured by class, written as a PNG.
 
     The codes are unpacked to 0/1 floats, so t-SNE's squared Euclidean
@@ -67,8 +77,9 @@ def plot_tsne(codes_path, out_png, title: str, max_points: int = 2000, seed: int
     codes = read_codes(codes_path)
     rows = codes.select("query")
     if len(rows) < _MIN_POINTS:
-        raise RshashError(f"{codes_path}: t-SNE needs at least {_MIN_POINTS} query rows, "
-                          f"found {len(rows)}")
+        raise RshashError(
+            f"{codes_path}: t-SNE needs at least {_MIN_POINTS} query rows, found {len(rows)}"
+        )
     if max_points < _MIN_POINTS:
         raise RshashError(f"max_points must be at least {_MIN_POINTS}, got {max_points}")
     n_query = len(rows)
@@ -84,9 +95,11 @@ def plot_tsne(codes_path, out_png, title: str, max_points: int = 2000, seed: int
     fig = Figure(figsize=(6, 6), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    sub = (f"t-SNE of {len(rows)} query codes"
-           + (f" (of {n_query})" if len(rows) < n_query else "")
-           + f", {codes.bits} bits, {len(classes)} classes, perplexity {perplexity:.0f}")
+    sub = (
+        f"t-SNE of {len(rows)} query codes"
+        + (f" (of {n_query})" if len(rows) < n_query else "")
+        + f", {codes.bits} bits, {len(classes)} classes, perplexity {perplexity:.0f}"
+    )
     n_distinct = len(np.unique(codes.packed[rows], axis=0))
     if n_distinct == 1:
         sub += "; all codes identical"
@@ -102,16 +115,32 @@ def plot_tsne(codes_path, out_png, title: str, max_points: int = 2000, seed: int
     if len(classes) <= 20:
         for i, label in enumerate(classes):
             sel = index == i
-            ax.scatter(emb[sel, 0], emb[sel, 1], s=9, color=colors[i], label=name(label),
-                       linewidths=0, alpha=0.85)
-        _literal_legend(ax.legend(title="class", loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                                  fontsize=7, title_fontsize=8, markerscale=1.6,
-                                  frameon=False))
+            ax.scatter(
+                emb[sel, 0],
+                emb[sel, 1],
+                s=9,
+                color=colors[i],
+                label=name(label),
+                linewidths=0,
+                alpha=0.85,
+            )
+        _literal_legend(
+            ax.legend(
+                title="class",
+                loc="upper left",
+                bbox_to_anchor=(1.01, 1.0),
+                fontsize=7,
+                title_fontsize=8,
+                markerscale=1.6,
+                frameon=False,
+            )
+        )
     else:
         cmap = ListedColormap(colors)
         norm = BoundaryNorm(np.arange(len(classes) + 1) - 0.5, len(classes))
-        sc = ax.scatter(emb[:, 0], emb[:, 1], s=9, c=index, cmap=cmap, norm=norm,
-                        linewidths=0, alpha=0.85)
+        sc = ax.scatter(
+            emb[:, 0], emb[:, 1], s=9, c=index, cmap=cmap, norm=norm, linewidths=0, alpha=0.85
+        )
         cbar = fig.colorbar(sc, ax=ax, fraction=0.046, pad=0.02)
         step = int(np.ceil(len(classes) / 30))
         ticks = np.arange(0, len(classes), step)
@@ -136,8 +165,11 @@ _LINESTYLES = ("-", "--", ":", "-.")
 
 def _method_palette() -> list:
     """tab10 first (the usual method colours), then the darker tab20b/tab20c shades."""
-    extra = [c for i, c in enumerate(list(colormaps["tab20b"].colors)
-                                      + list(colormaps["tab20c"].colors)) if i % 4 in (0, 1)]
+    extra = [
+        c
+        for i, c in enumerate(list(colormaps["tab20b"].colors) + list(colormaps["tab20c"].colors))
+        if i % 4 in (0, 1)
+    ]
     return list(colormaps["tab10"].colors) + extra
 
 
@@ -190,20 +222,31 @@ def _check_curves(curves, what: str) -> dict:
         a = np.asarray(a, dtype=np.float64).ravel()
         b = np.asarray(b, dtype=np.float64).ravel()
         if len(a) == 0 or len(a) != len(b):
-            raise RshashError(f"{what}: curve {label!r} needs two non-empty arrays of equal "
-                              f"length, got {len(a)} and {len(b)}")
+            raise RshashError(
+                f"{what}: curve {label!r} needs two non-empty arrays of equal "
+                f"length, got {len(a)} and {len(b)}"
+            )
         checked[str(label)] = (a, b)
     return checked
 
 
 def _legend_outside(ax, title=None) -> None:
-    _literal_legend(ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8,
-                              frameon=False, title=title, title_fontsize=8,
-                              borderaxespad=0.0))
+    _literal_legend(
+        ax.legend(
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            fontsize=8,
+            frameon=False,
+            title=title,
+            title_fontsize=8,
+            borderaxespad=0.0,
+        )
+    )
 
 
-def plot_pr_hamming(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_png, title: str,
-                    colors=None) -> None:
+def plot_pr_hamming(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], out_png, title: str, colors=None
+) -> None:
     """Precision (y) against recall (x) over Hamming radius 0..bits, one line per method.
 
     ``curves``: method label -> (precision, recall), each indexed by radius.
@@ -217,26 +260,59 @@ def plot_pr_hamming(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_png, t
     for label in sorted(checked):
         precision, recall = checked[label]
         color = col[label]
-        ax.plot(recall, precision, _linestyle(label, checked), color=color, marker="o",
-                markersize=3, linewidth=1.5, label=label)
+        ax.plot(
+            recall,
+            precision,
+            _linestyle(label, checked),
+            color=color,
+            marker="o",
+            markersize=3,
+            linewidth=1.5,
+            label=label,
+        )
         if len(precision) > 2 and np.isfinite(precision[2]) and np.isfinite(recall[2]):
-            ax.plot([recall[2]], [precision[2]], "o", color=color, markersize=9,
-                    markeredgecolor="black", markeredgewidth=0.8, zorder=5)
-    ax.plot([], [], "o", color="grey", markersize=9, markeredgecolor="black",
-            markeredgewidth=0.8, linestyle="none", label="Hamming radius 2")
+            ax.plot(
+                [recall[2]],
+                [precision[2]],
+                "o",
+                color=color,
+                markersize=9,
+                markeredgecolor="black",
+                markeredgewidth=0.8,
+                zorder=5,
+            )
+    ax.plot(
+        [],
+        [],
+        "o",
+        color="grey",
+        markersize=9,
+        markeredgecolor="black",
+        markeredgewidth=0.8,
+        linestyle="none",
+        label="Hamming radius 2",
+    )
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(0.0, 1.02)
     ax.set_xlabel("recall (fraction of relevant images retrieved)")
     ax.set_ylabel("precision (fraction of retrieved images relevant)")
-    ax.set_title(f"{title}\nprecision-recall over Hamming radius 0..bits "
-                 "(● = radius 2)", fontsize=10, **_LITERAL)
+    ax.set_title(
+        f"{title}\nprecision-recall over Hamming radius 0..bits (● = radius 2)",
+        fontsize=10,
+        **_LITERAL,
+    )
     ax.grid(True, alpha=0.35)
     _legend_outside(ax, title="method")
     _save(fig, out_png)
 
 
-def plot_p_at_k(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_png, title: str,
-                ylabel: str = "precision@k", colors=None) -> None:
+def plot_p_at_k(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    out_png,
+    title: str,
+    ylabel: str = "precision@k",
+    colors=None,
+) -> None:
     """A metric against the number of retrieved images k, one line per method.
 
     ``curves``: method label -> (ks, values). Used for P@k and R@k curves.
@@ -251,17 +327,26 @@ def plot_p_at_k(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_png, title
         ks, values = checked[label]
         order = np.argsort(ks, kind="stable")
         ks, values = ks[order], values[order]
-        ax.plot(ks, values, _linestyle(label, checked), color=col[label],
-                marker="o" if len(ks) <= 30 else None, markersize=3.5, linewidth=1.5,
-                label=label)
+        ax.plot(
+            ks,
+            values,
+            _linestyle(label, checked),
+            color=col[label],
+            marker="o" if len(ks) <= 30 else None,
+            markersize=3.5,
+            linewidth=1.5,
+            label=label,
+        )
         finite_k = ks[np.isfinite(ks)]
         if len(finite_k):
             kmax = max(kmax, float(finite_k.max()))
         finite_v = values[np.isfinite(values)]
         if len(finite_v):
             vmax = max(vmax, float(finite_v.max()))
-    kmin = min((float(ks[np.isfinite(ks)].min()) for ks, _ in checked.values()
-                if np.isfinite(ks).any()), default=0.0)
+    kmin = min(
+        (float(ks[np.isfinite(ks)].min()) for ks, _ in checked.values() if np.isfinite(ks).any()),
+        default=0.0,
+    )
     xlabel = "number of retrieved images k"
     if kmin > 0 and kmax / kmin > 50:
         # k spans orders of magnitude (e.g. 1..1000): a log axis keeps small k readable
@@ -279,8 +364,9 @@ def plot_p_at_k(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_png, title
     _save(fig, out_png)
 
 
-def plot_ap_heatmap(matrix: np.ndarray, row_labels: list[str], class_names: list[str], out_png,
-                    title: str) -> None:
+def plot_ap_heatmap(
+    matrix: np.ndarray, row_labels: list[str], class_names: list[str], out_png, title: str
+) -> None:
     """Per-class AP (rows: methods / method+bits, columns: classes) as a viridis heatmap.
 
     Cells carry their value (2 decimals) when there are at most 30 classes;
@@ -291,8 +377,10 @@ def plot_ap_heatmap(matrix: np.ndarray, row_labels: list[str], class_names: list
         raise RshashError(f"AP heatmap: need a non-empty 2-d matrix, got shape {m.shape}")
     n_rows, n_cols = m.shape
     if len(row_labels) != n_rows or len(class_names) != n_cols:
-        raise RshashError(f"AP heatmap: matrix is {n_rows} x {n_cols} but got "
-                          f"{len(row_labels)} row labels and {len(class_names)} class names")
+        raise RshashError(
+            f"AP heatmap: matrix is {n_rows} x {n_cols} but got "
+            f"{len(row_labels)} row labels and {len(class_names)} class names"
+        )
     annotate = n_cols <= 30
     cell_w = 0.55 if annotate else 0.32
     cell_h = 0.42 if annotate else 0.34
@@ -303,11 +391,23 @@ def plot_ap_heatmap(matrix: np.ndarray, row_labels: list[str], class_names: list
     fig = _new_figure((width, height))
     ax = fig.add_subplot(1, 1, 1)
     cmap = colormaps["viridis"].with_extremes(bad="lightgrey")
-    im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto",
-                   interpolation="nearest")
+    im = ax.imshow(
+        np.ma.masked_invalid(m),
+        cmap=cmap,
+        vmin=0.0,
+        vmax=1.0,
+        aspect="auto",
+        interpolation="nearest",
+    )
     ax.set_xticks(np.arange(n_cols))
-    ax.set_xticklabels([str(c) for c in class_names], rotation=60, ha="right",
-                       rotation_mode="anchor", fontsize=8, **_LITERAL)
+    ax.set_xticklabels(
+        [str(c) for c in class_names],
+        rotation=60,
+        ha="right",
+        rotation_mode="anchor",
+        fontsize=8,
+        **_LITERAL,
+    )
     ax.set_yticks(np.arange(n_rows))
     ax.set_yticklabels([str(r) for r in row_labels], fontsize=8, **_LITERAL)
     ax.set_xlabel("class")
@@ -365,7 +465,7 @@ def _field(entry: dict, key: str, where: str):
 
 def _fit(text: str, max_chars: int) -> str:
     """Shorten one caption line with an ellipsis so it stays under its thumbnail."""
-    return text if len(text) <= max_chars else text[:max_chars - 1] + "…"
+    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
 
 
 def plot_retrieval_grid(queries: list[dict], out_png, title: str, thumb: int = 96) -> None:
@@ -388,16 +488,22 @@ def plot_retrieval_grid(queries: list[dict], out_png, title: str, thumb: int = 9
         results = []
         for ri, r in enumerate(_field(q, "results", where) or []):
             rwhere = f"result {ri + 1} of query {qi}"
-            results.append((r, _load_thumb(_field(r, "path", rwhere), thumb),
-                            str(_field(r, "label", rwhere)),
-                            float(_field(r, "distance", rwhere))))
+            results.append(
+                (
+                    r,
+                    _load_thumb(_field(r, "path", rwhere), thumb),
+                    str(_field(r, "label", rwhere)),
+                    float(_field(r, "distance", rwhere)),
+                )
+            )
         rows.append((q, q_img, str(_field(q, "label", where)), results))
 
     n_cols = 1 + max(len(r[3]) for r in rows)
     n_rows = len(rows)
-    has_pred = any(q.get("predicted") is not None
-                   or any(r.get("predicted") is not None for r, *_ in res)
-                   for q, _, _, res in rows)
+    has_pred = any(
+        q.get("predicted") is not None or any(r.get("predicted") is not None for r, *_ in res)
+        for q, _, _, res in rows
+    )
     cell = 1.15  # inches per column; the thumbnail itself is 1 inch
     caption = 0.55 if has_pred else 0.42
     gap_after_query = 0.3
@@ -422,8 +528,14 @@ def plot_retrieval_grid(queries: list[dict], out_png, title: str, thumb: int = 9
         text = "query:\n" + _fit(q_label, q_chars)
         if q.get("predicted") is not None:
             text += "\n" + _fit(f"pred: {q['predicted']}", q_chars)
-        ax.set_xlabel(text, fontsize=fontsize, color=_QUERY_FRAME[0], fontweight="bold",
-                      labelpad=3, **_LITERAL)
+        ax.set_xlabel(
+            text,
+            fontsize=fontsize,
+            color=_QUERY_FRAME[0],
+            fontweight="bold",
+            labelpad=3,
+            **_LITERAL,
+        )
         for j, (r, r_img, r_label, dist) in enumerate(results):
             x = left0 + ((j + 1) * cell + gap_after_query) / width
             ax = fig.add_axes([x, y, w, h])
@@ -435,10 +547,20 @@ def plot_retrieval_grid(queries: list[dict], out_png, title: str, thumb: int = 9
             text = f"#{j + 1}  d={dist:.4g}\n" + _fit(r_label, max_chars)
             if r.get("predicted") is not None:
                 text += "\n" + _fit(f"pred: {r['predicted']}", max_chars)
-            ax.set_xlabel(text, fontsize=fontsize, labelpad=3,
-                          color=(0.75, 0.0, 0.0) if wrong else "black", **_LITERAL)
-    fig.suptitle(f"{title}\n{n_rows} queries, top {n_cols - 1} results by rank "
-                 f"(d = distance); red frame = different class "
-                 f"({n_wrong}/{n_total} results), green = same class",
-                 fontsize=10, y=1.0 - 0.05 / height, va="top", **_LITERAL)
+            ax.set_xlabel(
+                text,
+                fontsize=fontsize,
+                labelpad=3,
+                color=(0.75, 0.0, 0.0) if wrong else "black",
+                **_LITERAL,
+            )
+    fig.suptitle(
+        f"{title}\n{n_rows} queries, top {n_cols - 1} results by rank "
+        f"(d = distance); red frame = different class "
+        f"({n_wrong}/{n_total} results), green = same class",
+        fontsize=10,
+        y=1.0 - 0.05 / height,
+        va="top",
+        **_LITERAL,
+    )
     _save(fig, out_png)

@@ -16,15 +16,40 @@ import pandas as pd
 from rshash import RshashError
 from rshash.report.metrics_files import curve
 
-COLUMNS = ["experiment", "dataset", "backbone", "protocol", "method", "bits", "ranking",
-           "metric", "mean", "std", "n_splits"]
+COLUMNS = [
+    "experiment",
+    "dataset",
+    "backbone",
+    "protocol",
+    "method",
+    "bits",
+    "ranking",
+    "metric",
+    "mean",
+    "std",
+    "n_splits",
+]
 
 # A table row: one (dataset, backbone, protocol, method, bits, ranking); seeds are averaged.
 ROW_KEYS = ["dataset", "backbone", "protocol", "method", "bits", "ranking"]
 
-PAIRED_COLUMNS = ["experiment", "dataset", "backbone", "protocol", "method", "bits", "ranking",
-                  "reference_method", "reference_bits", "reference_ranking", "metric",
-                  "mean_diff", "ci_low", "ci_high", "n_pairs"]
+PAIRED_COLUMNS = [
+    "experiment",
+    "dataset",
+    "backbone",
+    "protocol",
+    "method",
+    "bits",
+    "ranking",
+    "reference_method",
+    "reference_bits",
+    "reference_ranking",
+    "metric",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "n_pairs",
+]
 
 
 # numpy's reductions, not pandas' own groupby mean/std: those skip NaN (a metric that
@@ -45,14 +70,26 @@ def summarize(experiment: str, records: list[dict]) -> pd.DataFrame:
     Datasets, backbones, protocols, methods, rankings and metrics keep the order
     in which they first appear in ``records``; bits are sorted numerically.
     """
-    long = pd.DataFrame([{**{k: rec[k] for k in ROW_KEYS}, "metric": name, "value": value}
-                         for rec in records for name, value in rec["metrics"].items()],
-                        columns=[*ROW_KEYS, "metric", "value"])
-    df = (long.groupby([*ROW_KEYS, "metric"], sort=False)["value"]
-          .agg([("mean", _mean), ("std", _std), ("n_splits", "size")]).reset_index())
+    long = pd.DataFrame(
+        [
+            {**{k: rec[k] for k in ROW_KEYS}, "metric": name, "value": value}
+            for rec in records
+            for name, value in rec["metrics"].items()
+        ],
+        columns=[*ROW_KEYS, "metric", "value"],
+    )
+    df = (
+        long.groupby([*ROW_KEYS, "metric"], sort=False)["value"]
+        .agg([("mean", _mean), ("std", _std), ("n_splits", "size")])
+        .reset_index()
+    )
     df.insert(0, "experiment", experiment)
-    keys = pd.DataFrame({k: df[k] if k == "bits" else df[k].map(_first_seen(long[k]))
-                         for k in [*ROW_KEYS, "metric"]})
+    keys = pd.DataFrame(
+        {
+            k: df[k] if k == "bits" else df[k].map(_first_seen(long[k]))
+            for k in [*ROW_KEYS, "metric"]
+        }
+    )
     df = df.loc[keys.sort_values(list(keys.columns), kind="stable").index].reset_index(drop=True)
     df["bits"] = df["bits"].astype("int64")
     df["n_splits"] = df["n_splits"].astype("int64")
@@ -63,8 +100,12 @@ def _first_seen(column: pd.Series) -> dict:
     return {v: i for i, v in enumerate(dict.fromkeys(column))}
 
 
-def paired_comparison(experiment: str, records: list[dict], reference: dict | None = None,
-                      comparisons: list[dict] | None = None) -> pd.DataFrame:
+def paired_comparison(
+    experiment: str,
+    records: list[dict],
+    reference: dict | None = None,
+    comparisons: list[dict] | None = None,
+) -> pd.DataFrame:
     """Rows against reference rows: the per-seed paired difference.
 
     ``reference``: ``{"method": ..., "ranking": ...}``, compared with every other
@@ -88,23 +129,29 @@ def paired_comparison(experiment: str, records: list[dict], reference: dict | No
     if comparisons is None:
         ref = reference["method"]
         ref_ranking = reference.get("ranking") or first_ranking.get(ref)
-        comparisons = [{"method": m, "ranking": r, "reference": ref,
-                        "reference_ranking": ref_ranking}
-                       for m, r in dict.fromkeys((k[3], k[5]) for k in by_key)
-                       if (m, r) != (ref, ref_ranking)]
+        comparisons = [
+            {"method": m, "ranking": r, "reference": ref, "reference_ranking": ref_ranking}
+            for m, r in dict.fromkeys((k[3], k[5]) for k in by_key)
+            if (m, r) != (ref, ref_ranking)
+        ]
     rows = []
     for comp in comparisons:
         ref_method = comp["reference"]
         ref_ranking = comp.get("reference_ranking") or first_ranking.get(ref_method)
         refs = {k: v for k, v in by_key.items() if k[3] == ref_method and k[5] == ref_ranking}
         if not refs:
-            raise RshashError(f"experiment {experiment!r}: reference {ref_method} ranked "
-                              f"{ref_ranking} has no metrics files")
-        chosen = [k for k in by_key if k[3] == comp["method"]
-                  and comp.get("ranking") in (None, k[5])]
+            raise RshashError(
+                f"experiment {experiment!r}: reference {ref_method} ranked "
+                f"{ref_ranking} has no metrics files"
+            )
+        chosen = [
+            k for k in by_key if k[3] == comp["method"] and comp.get("ranking") in (None, k[5])
+        ]
         if not chosen:
-            raise RshashError(f"experiment {experiment!r}: comparison row {comp['method']} "
-                              f"ranked {comp.get('ranking') or 'any'} has no metrics files")
+            raise RshashError(
+                f"experiment {experiment!r}: comparison row {comp['method']} "
+                f"ranked {comp.get('ranking') or 'any'} has no metrics files"
+            )
         for key in chosen:
             rows += _paired_rows(experiment, key, by_key[key], refs, ref_method, ref_ranking)
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
@@ -147,12 +194,25 @@ def _paired_rows(experiment, key, seeds, refs, ref_method, ref_ranking) -> list[
         for metric in metrics:
             d = np.array([seeds[s][metric] - ref[s][metric] for s in common], dtype=np.float64)
             low, high = t_interval(d)
-            rows.append({"experiment": experiment, "dataset": dataset, "backbone": backbone,
-                         "protocol": protocol, "method": method, "bits": bits,
-                         "ranking": ranking, "reference_method": ref_method,
-                         "reference_bits": rb, "reference_ranking": ref_ranking,
-                         "metric": metric, "mean_diff": float(d.mean()) if len(d) else math.nan,
-                         "ci_low": low, "ci_high": high, "n_pairs": len(d)})
+            rows.append(
+                {
+                    "experiment": experiment,
+                    "dataset": dataset,
+                    "backbone": backbone,
+                    "protocol": protocol,
+                    "method": method,
+                    "bits": bits,
+                    "ranking": ranking,
+                    "reference_method": ref_method,
+                    "reference_bits": rb,
+                    "reference_ranking": ref_ranking,
+                    "metric": metric,
+                    "mean_diff": float(d.mean()) if len(d) else math.nan,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n_pairs": len(d),
+                }
+            )
     return rows
 
 
@@ -207,10 +267,13 @@ def ap_per_class(records: list[dict], labels) -> tuple[np.ndarray, list[str]]:
     rows: dict[str, list] = defaultdict(list)
     for rec in records:
         bits = rec["bits"]
-        label = (f"{rec['method']} · {bits} bits" if bits
-                 else f"{rec['method']} · real-valued") + f" · {rec['ranking']}"
+        label = (
+            f"{rec['method']} · {bits} bits" if bits else f"{rec['method']} · real-valued"
+        ) + f" · {rec['ranking']}"
         ap = curve(rec, "ap_per_class", required=True)
         rows[label].append([ap.get(str(c), np.nan) for c in labels])
     names = sorted(rows)
-    return (np.array([np.nanmean(np.asarray(rows[k], dtype=np.float64), axis=0)
-                      for k in names]), names)
+    return (
+        np.array([np.nanmean(np.asarray(rows[k], dtype=np.float64), axis=0) for k in names]),
+        names,
+    )

@@ -20,8 +20,13 @@ import pandas as pd
 
 from rshash.atomic import atomic_write
 from rshash.provenance import collect
-from rshash.report.markdown import (METRIC_NOTES, TIE_RULE, headline_metrics,
-                                    render_markdown, render_paired_markdown)
+from rshash.report.markdown import (
+    METRIC_NOTES,
+    TIE_RULE,
+    headline_metrics,
+    render_markdown,
+    render_paired_markdown,
+)
 from rshash.report.metrics_files import read_metrics
 from rshash.report.stats import COLUMNS, PAIRED_COLUMNS, paired_comparison, summarize
 
@@ -43,10 +48,18 @@ def _json_default(obj):
     return str(obj)
 
 
-def build_table(experiment: str, metric_paths: list[str], out_csv, out_md, out_meta,
-                protocols: dict | None = None, config: dict | None = None,
-                reference: dict | None = None, out_paired=None,
-                comparisons: list[dict] | None = None) -> pd.DataFrame:
+def build_table(
+    experiment: str,
+    metric_paths: list[str],
+    out_csv,
+    out_md,
+    out_meta,
+    protocols: dict | None = None,
+    config: dict | None = None,
+    reference: dict | None = None,
+    out_paired=None,
+    comparisons: list[dict] | None = None,
+) -> pd.DataFrame:
     """Tabulate one experiment's metrics files; write CSV, markdown and meta JSON atomically.
 
     ``protocols`` maps protocol name -> its config fields (the meta JSON keeps
@@ -65,8 +78,7 @@ def build_table(experiment: str, metric_paths: list[str], out_csv, out_md, out_m
     paired = None
     if reference or comparisons:
         paired = paired_comparison(experiment, records, reference, comparisons)
-        markdown += "\n" + render_paired_markdown(
-            paired, headline_metrics(df["metric"], extra))
+        markdown += "\n" + render_paired_markdown(paired, headline_metrics(df["metric"], extra))
 
     used = list(dict.fromkeys(df["protocol"]))
     missing = [p for p in used if p not in protocols]
@@ -95,14 +107,20 @@ def build_table(experiment: str, metric_paths: list[str], out_csv, out_md, out_m
     if reference or comparisons:
         meta["reference"] = reference
         meta["comparisons"] = comparisons
-        meta["paired"] = ("mean over split seeds of (row - reference) on the same split, "
-                          "95% t-interval of the paired differences")
+        meta["paired"] = (
+            "mean over split seeds of (row - reference) on the same split, "
+            "95% t-interval of the paired differences"
+        )
     if out_paired is not None:
         if paired is None:
             paired = pd.DataFrame(columns=PAIRED_COLUMNS)
         atomic_write(out_paired, lambda tmp: paired.to_csv(tmp, index=False))
     atomic_write(out_csv, lambda tmp: df.to_csv(tmp, index=False))
     atomic_write(out_md, lambda tmp: Path(tmp).write_text(markdown, encoding="utf-8"))
-    atomic_write(out_meta, lambda tmp: Path(tmp).write_text(
-        json.dumps(meta, indent=2, default=_json_default) + "\n", encoding="utf-8"))
+    atomic_write(
+        out_meta,
+        lambda tmp: Path(tmp).write_text(
+            json.dumps(meta, indent=2, default=_json_default) + "\n", encoding="utf-8"
+        ),
+    )
     return df
