@@ -53,6 +53,10 @@ class Scores:
     counts: np.ndarray | None = None  # (nq, bits + 1) int64, Hamming only
     relevant: np.ndarray | None = None
 
+    def outputs(self) -> tuple[np.ndarray, ...]:
+        """The arrays every scoring kernel fills, in its argument order."""
+        return self.ap_sum, self.top, self.rank_sum, self.n_within
+
 
 @njit(cache=True, inline="always")
 def _add_relevant(rank, hit, cap, ap, total, within):
@@ -254,6 +258,8 @@ def _distances_kernel(
 
 
 def _prepare(nq: int, q_labels, db_labels, exclude, k_cap, width: int):
+    """The kernels' label arguments (q_labels, db_labels, exclude, k_cap) as int64
+    arrays, checked, and the empty Scores they fill."""
     q_labels = np.ascontiguousarray(q_labels, dtype=np.int64)
     db_labels = np.ascontiguousarray(db_labels, dtype=np.int64)
     exclude = (
@@ -277,7 +283,7 @@ def _prepare(nq: int, q_labels, db_labels, exclude, k_cap, width: int):
         np.zeros(nq, np.int64),
         np.zeros(nq, np.int64),
     )
-    return q_labels, db_labels, exclude, k_cap, scores
+    return (q_labels, db_labels, exclude, k_cap), scores
 
 
 def score_hamming(
@@ -297,9 +303,8 @@ def score_hamming(
         database = BinaryIndex(8 * np.shape(database)[1]).add(database)
     q = database.query_words(q_packed)
     db_t = database.words_t
-    q_labels, db_labels, exclude, k_cap, scores = _prepare(
-        len(q), q_labels, db_labels, exclude, k_cap, width
-    )
+    labels, scores = _prepare(len(q), q_labels, db_labels, exclude, k_cap, width)
+    db_labels = labels[1]
     if len(db_labels) != db_t.shape[1]:
         raise ValueError(f"{len(db_labels)} database labels for {db_t.shape[1]} codes")
     nbits = 64 * q.shape[1]  # padding words are zero on both sides: distance unchanged
@@ -307,21 +312,7 @@ def score_hamming(
     counts = np.zeros((len(q), nbits + 1), np.int64)
     relevant = np.zeros((len(q), nbits + 1), np.int64)
     run_parallel(
-        threads,
-        _hamming_kernel,
-        q,
-        db_t,
-        q_labels,
-        db_labels,
-        exclude,
-        k_cap,
-        nbits,
-        scores.ap_sum,
-        scores.top,
-        scores.rank_sum,
-        scores.n_within,
-        counts,
-        relevant,
+        threads, _hamming_kernel, q, db_t, *labels, nbits, *scores.outputs(), counts, relevant
     )
     scores.counts, scores.relevant = counts[:, :bins], relevant[:, :bins]
     return scores
@@ -340,24 +331,11 @@ def score_ranked(
     ranked = np.ascontiguousarray(ranked, dtype=np.int64)
     if ranked.ndim != 2:
         raise ValueError(f"ranked must be (nq, ndb), got shape {ranked.shape}")
-    q_labels, db_labels, exclude, k_cap, scores = _prepare(
-        len(ranked), q_labels, db_labels, exclude, k_cap, width
-    )
+    labels, scores = _prepare(len(ranked), q_labels, db_labels, exclude, k_cap, width)
+    db_labels = labels[1]
     if ranked.size and (ranked.min() < 0 or ranked.max() >= len(db_labels)):
         raise ValueError(f"ranked holds indices outside 0..{len(db_labels) - 1}")
-    run_parallel(
-        threads,
-        _ranked_kernel,
-        ranked,
-        q_labels,
-        db_labels,
-        exclude,
-        k_cap,
-        scores.ap_sum,
-        scores.top,
-        scores.rank_sum,
-        scores.n_within,
-    )
+    run_parallel(threads, _ranked_kernel, ranked, *labels, *scores.outputs())
     return scores
 
 
@@ -380,27 +358,13 @@ def score_distances(
         raise ValueError(f"distances must be (nq, ndb), got shape {distances.shape}")
     if not np.isfinite(distances).all():
         raise ValueError("distances hold NaN or infinity: a ranking needs finite values")
-    q_labels, db_labels, exclude, k_cap, scores = _prepare(
-        len(distances), q_labels, db_labels, exclude, k_cap, width
-    )
+    labels, scores = _prepare(len(distances), q_labels, db_labels, exclude, k_cap, width)
+    db_labels, exclude = labels[1], labels[2]
     if len(db_labels) != distances.shape[1]:
         raise ValueError(f"{len(db_labels)} database labels for {distances.shape[1]} columns")
     left_out = np.flatnonzero(exclude >= 0)
     ordered = distances.copy()
     ordered[left_out, exclude[left_out]] = np.inf
     ordered.sort(axis=1)
-    run_parallel(
-        threads,
-        _distances_kernel,
-        distances,
-        ordered,
-        q_labels,
-        db_labels,
-        exclude,
-        k_cap,
-        scores.ap_sum,
-        scores.top,
-        scores.rank_sum,
-        scores.n_within,
-    )
+    run_parallel(threads, _distances_kernel, distances, ordered, *labels, *scores.outputs())
     return scores
