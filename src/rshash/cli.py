@@ -387,23 +387,20 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("tsne", help="t-SNE plot of a codes file's query codes")
     s.add_argument("--codes", required=True)
-    s.add_argument("--title", default="")
-    s.add_argument("--out", required=True)
+    _figure_args(s)
     s.set_defaults(func=cmd_tsne)
     s = sub.add_parser(
         "plot-curves",
         help="precision-recall over Hamming radius or P@k / R@k curves, one line per method",
     )
     s.add_argument("--kind", required=True, choices=["pr_hamming", "p_at_k", "r_at_k"])
-    s.add_argument("--title", default="")
-    s.add_argument("--out", required=True)
+    _figure_args(s)
     s.add_argument("metrics", nargs="+")
     s.set_defaults(func=cmd_plot_curves)
 
     s = sub.add_parser("plot-ap", help="heat map of AP per class")
     s.add_argument("--manifest", required=True)
-    s.add_argument("--title", default="")
-    s.add_argument("--out", required=True)
+    _figure_args(s)
     s.add_argument("metrics", nargs="+")
     s.set_defaults(func=cmd_plot_ap)
 
@@ -413,8 +410,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", required=True)
     s.add_argument("--ranking", default="hamming")
     s.add_argument("--ranking-params", default="{}")
-    s.add_argument("--title", default="")
-    s.add_argument("--out", required=True)
+    _figure_args(s)
     s.set_defaults(func=cmd_plot_retrieval)
 
     s = sub.add_parser(
@@ -454,6 +450,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_search)
     return p
+
+
+def _figure_args(s) -> None:
+    """A figure command's title and output file."""
+    s.add_argument("--title", default="")
+    s.add_argument("--out", required=True)
 
 
 def _exit_on_sigterm(signum, _frame):

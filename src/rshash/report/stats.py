@@ -16,40 +16,15 @@ import pandas as pd
 from rshash import RshashError
 from rshash.report.metrics_files import curve
 
-COLUMNS = [
-    "experiment",
-    "dataset",
-    "backbone",
-    "protocol",
-    "method",
-    "bits",
-    "ranking",
-    "metric",
-    "mean",
-    "std",
-    "n_splits",
-]
-
 # A table row: one (dataset, backbone, protocol, method, bits, ranking); seeds are averaged.
 ROW_KEYS = ["dataset", "backbone", "protocol", "method", "bits", "ranking"]
 
+COLUMNS = ["experiment", *ROW_KEYS, "metric", "mean", "std", "n_splits"]
+
 PAIRED_COLUMNS = [
-    "experiment",
-    "dataset",
-    "backbone",
-    "protocol",
-    "method",
-    "bits",
-    "ranking",
-    "reference_method",
-    "reference_bits",
-    "reference_ranking",
-    "metric",
-    "mean_diff",
-    "ci_low",
-    "ci_high",
-    "n_pairs",
-]
+    "experiment", *ROW_KEYS, "reference_method", "reference_bits", "reference_ranking",
+    "metric", "mean_diff", "ci_low", "ci_high", "n_pairs",
+]  # fmt: skip
 
 
 # numpy's reductions, not pandas' own groupby mean/std: those skip NaN (a metric that
