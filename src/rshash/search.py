@@ -103,10 +103,8 @@ def _topk_kernel(q, db_t, k, nbits, out_idx, out_dist):
     """
     nq = q.shape[0]
     ndb = db_t.shape[1]
-    nblocks = (nq + QUERY_BLOCK - 1) // QUERY_BLOCK
-    for b in prange(nblocks):
-        q0 = b * QUERY_BLOCK
-        m = min(QUERY_BLOCK, nq - q0)
+    for b in prange((nq + QUERY_BLOCK - 1) // QUERY_BLOCK):
+        q0, m = b * QUERY_BLOCK, min(QUERY_BLOCK, nq - b * QUERY_BLOCK)
         counters = np.zeros((m, nbits + 1), np.int64)
         ids = np.empty((m, (nbits + 1) * k), np.int64)
         thres = np.full(m, nbits, np.int64)
@@ -176,10 +174,8 @@ def _distance_kernel(q, db_t, out):
     """All distances, query blocks against database chunks."""
     nq = q.shape[0]
     ndb = db_t.shape[1]
-    nblocks = (nq + QUERY_BLOCK - 1) // QUERY_BLOCK
-    for b in prange(nblocks):
-        q0 = b * QUERY_BLOCK
-        m = min(QUERY_BLOCK, nq - q0)
+    for b in prange((nq + QUERY_BLOCK - 1) // QUERY_BLOCK):
+        q0, m = b * QUERY_BLOCK, min(QUERY_BLOCK, nq - b * QUERY_BLOCK)
         dist = np.empty(CHUNK, np.int64)
         for start in range(0, ndb, CHUNK):
             stop = min(start + CHUNK, ndb)

