@@ -51,6 +51,9 @@ def validate(config: dict, schema_path: str | Path) -> None:
             message = f"invalid name: {message}"
         elif error.validator == "additionalProperties":
             message = f"unknown key: {message}"
+        elif error.validator == "pattern" and "description" in error.schema:
+            # the description says in words what the pattern (a regex) allows
+            message = f"{error.instance!r} is not {error.schema['description'].split('. ')[0]}"
         raise RshashError(f"config: {_where(error.absolute_path)}: {message}")
     check_references(config)
 
