@@ -26,6 +26,10 @@ def test_csv_columns_means_stds_and_order(tmp_path, metric_files, report_data):
     )
     df = pd.read_csv(csv)
     assert list(df.columns) == COLUMNS
+    # the columns the design fixes (the end-to-end tests check the library's COLUMNS)
+    assert COLUMNS == (
+        "experiment dataset backbone protocol method bits ranking metric mean std n_splits".split()
+    )
     # 2 methods x 2 bits x 1 ranking x 5 scalar metrics; the curve is not a row
     assert len(df) == 2 * 2 * 5
     assert set(df["metric"]) == {"map_all", "map_at_20", "p_at_5", "p_at_10", "query_ms"}
