@@ -165,6 +165,15 @@ class ReportData:
         d = (root or self.root) / "tables"
         return d / f"{name}.csv", d / f"{name}.md", d / f"{name}.meta.json"
 
+    def table(self, files, name="exp", **options):
+        """``build_table`` of ``files`` into :meth:`outputs` (``options``: its keywords, such
+        as protocols and config); returns the CSV, markdown and meta JSON paths."""
+        from rshash.report.tables import build_table
+
+        csv, md, meta = self.outputs(name)
+        build_table(name, files, csv, md, meta, **options)
+        return csv, md, meta
+
     @staticmethod
     def codes(path, n_query=60, n_classes=3, bits=16, seed=0) -> None:
         """A codes file: query codes clustered by class, plus 5 database rows."""
@@ -337,10 +346,12 @@ def small_experiment():
     return _experiment
 
 
-def _synthetic_features(root: Path, outputs=("features.h5",), threads=2, batch_size=32, **synth):
+def _synthetic_features(
+    root: Path, outputs=("features.h5",), threads=2, batch_size=32, kind="features", **synth
+):
     """Synthetic tiles ``generate(root / "images", **synth)``, their manifest
-    ``root/manifest.parquet`` and EfficientNet-Lite0 features of it on the CPU, once per
-    name in ``outputs`` (under ``root``); returns the manifest."""
+    ``root/manifest.parquet`` and EfficientNet-Lite0 outputs of ``kind`` on the CPU, once
+    per name in ``outputs`` (under ``root``); returns the manifest."""
     from rshash.data.manifest import scan_folder, write_manifest
     from rshash.data.synthetic import generate
     from rshash.features import extract
@@ -357,6 +368,7 @@ def _synthetic_features(root: Path, outputs=("features.h5",), threads=2, batch_s
             batch_size=batch_size,
             device="cpu",
             progress=False,
+            kind=kind,
         )
     return manifest
 
@@ -364,6 +376,6 @@ def _synthetic_features(root: Path, outputs=("features.h5",), threads=2, batch_s
 @pytest.fixture(scope="session")
 def synthetic_features():
     """``synthetic_features(root, outputs=("features.h5",), threads=2, batch_size=32,
-    **generate_args) -> manifest``: synthetic images, manifest and CPU features under
-    ``root``."""
+    kind="features", **generate_args) -> manifest``: synthetic images, their manifest and
+    CPU backbone outputs under ``root``."""
     return _synthetic_features

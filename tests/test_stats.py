@@ -14,15 +14,8 @@ from rshash.report.tables import COLUMNS, build_table
 
 
 def test_csv_columns_means_stds_and_order(tmp_path, metric_files, report_data):
-    csv, md, meta = report_data.outputs()
-    build_table(
-        "exp",
-        metric_files,
-        csv,
-        md,
-        meta,
-        protocols={"dmch_60_40": report_data.protocol},
-        config={"a": 1},
+    csv, _, _ = report_data.table(
+        metric_files, protocols={"dmch_60_40": report_data.protocol}, config={"a": 1}
     )
     df = pd.read_csv(csv)
     assert list(df.columns) == COLUMNS
@@ -53,8 +46,7 @@ def test_single_split_has_nan_std(tmp_path, report_data):
         report_data.write("milan", 32, 1, ranking="coarse_to_fine", metrics={"map_all": 0.7}),
         report_data.write("milan", 32, 2, ranking="coarse_to_fine", metrics={"map_all": 0.8}),
     ]
-    csv, md, meta = report_data.outputs()
-    build_table("exp", paths, csv, md, meta)
+    csv, md, _ = report_data.table(paths)
     df = pd.read_csv(csv)
     one = df[df["ranking"] == "hamming"].iloc[0]
     assert one["n_splits"] == 1 and math.isnan(one["std"]) and one["mean"] == 0.5
