@@ -22,31 +22,18 @@ def ucmd_data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_features(tmp_path_factory):
+def demo_features(tmp_path_factory, synthetic_features):
     """A harder, smaller demo (10 classes x 30 synthetic tiles, noise 25 instead of the
     shipped 50 per class at noise 15) through EfficientNet-Lite0, split by dmch_60_40
     seed 0: a dict with X/y of the train, query and database parts. Small and noisy so
     that method tests stay quick and supervised methods clear lsh by a wide margin.
 
     Extracted once per test session (about 10-20 s on 2 cores)."""
-    from rshash.data.manifest import scan_folder, write_manifest
     from rshash.data.splits import make_split
-    from rshash.data.synthetic import generate
-    from rshash.features import extract, read_features
+    from rshash.features import read_features
 
     root = tmp_path_factory.mktemp("demo_features")
-    generate(root / "images", n_classes=10, per_class=30, size=96, seed=0, noise=25.0)
-    manifest = scan_folder(root / "images")
-    write_manifest(manifest, root / "manifest.parquet")
-    extract(
-        root / "manifest.parquet",
-        "efficientnet_lite0",
-        root / "features.h5",
-        threads=2,
-        batch_size=32,
-        device="cpu",
-        progress=False,
-    )
+    manifest = synthetic_features(root, n_classes=10, per_class=30, size=96, seed=0, noise=25.0)
     feats = read_features(root / "features.h5")
     split = make_split(manifest, {"train_fraction": 0.6, "database": "train"}, seed=0)
     index = {k: i for i, k in enumerate(feats.image_id)}
@@ -178,6 +165,15 @@ class ReportData:
         d = (root or self.root) / "tables"
         return d / f"{name}.csv", d / f"{name}.md", d / f"{name}.meta.json"
 
+    def table(self, files, name="exp", **options):
+        """``build_table`` of ``files`` into :meth:`outputs` (``options``: its keywords, such
+        as protocols and config); returns the CSV, markdown and meta JSON paths."""
+        from rshash.report.tables import build_table
+
+        csv, md, meta = self.outputs(name)
+        build_table(name, files, csv, md, meta, **options)
+        return csv, md, meta
+
     @staticmethod
     def codes(path, n_query=60, n_classes=3, bits=16, seed=0) -> None:
         """A codes file: query codes clustered by class, plus 5 database rows."""
@@ -277,3 +273,109 @@ def demo_encoded(demo_features):
         return fitted[name]
 
     return get
+
+
+def _snakemake(repo, workdir, *args, check=True, configfile=None, cores=2, env=None):
+    """Run the workflow (``repo``'s Snakefile) in ``workdir`` on ``workdir/config.yaml``
+    (or ``configfile``) with ``--cores cores`` (none when None) and ``env`` added to the
+    environment; the CompletedProcess (text). ``check``: a failure fails the test with the
+    end of its output."""
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--configfile",  # first: it takes every value up to the next option
+        str(configfile or workdir / "config.yaml"),
+        "--snakefile",
+        str(repo / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *(["--cores", str(cores)] if cores else []),
+        *args,
+    ]
+    out = subprocess.run(
+        command, capture_output=True, text=True, timeout=900, env=os.environ | (env or {})
+    )
+    if check and out.returncode != 0:
+        pytest.fail(
+            f"snakemake {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}"
+        )
+    return out
+
+
+@pytest.fixture(scope="session")
+def snakemake():
+    """``snakemake(repo, workdir, *args, check=True, configfile=None, cores=2, env=None)``:
+    run the workflow in ``workdir``, as the end-to-end tests do."""
+    return _snakemake
+
+
+def _planned(output: str) -> dict[str, int]:
+    import re
+
+    stats = output.split("Job stats:")[-1] if "Job stats:" in output else ""
+    return {
+        m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M) if m[1] != "total"
+    }
+
+
+@pytest.fixture(scope="session")
+def planned():
+    """``planned(output) -> {rule: count}``: the 'Job stats' table of a dry run."""
+    return _planned
+
+
+def _experiment(dataset: str, methods: list[str]) -> dict:
+    return {
+        "datasets": [dataset],
+        "backbones": ["efficientnet_lite0"],
+        "protocols": ["dmch_60_40"],
+        "seeds": [0],
+        "methods": methods,
+        "bits": [16],
+    }
+
+
+@pytest.fixture(scope="session")
+def small_experiment():
+    """``small_experiment(dataset, methods)``: a config experiment entry of one dataset,
+    EfficientNet-Lite0, dmch_60_40 split seed 0 and 16 bits (the end-to-end tests)."""
+    return _experiment
+
+
+def _synthetic_features(
+    root: Path, outputs=("features.h5",), threads=2, batch_size=32, kind="features", **synth
+):
+    """Synthetic tiles ``generate(root / "images", **synth)``, their manifest
+    ``root/manifest.parquet`` and EfficientNet-Lite0 outputs of ``kind`` on the CPU, once
+    per name in ``outputs`` (under ``root``); returns the manifest."""
+    from rshash.data.manifest import scan_folder, write_manifest
+    from rshash.data.synthetic import generate
+    from rshash.features import extract
+
+    generate(root / "images", **synth)
+    manifest = scan_folder(root / "images")
+    write_manifest(manifest, root / "manifest.parquet")
+    for name in outputs:
+        extract(
+            root / "manifest.parquet",
+            "efficientnet_lite0",
+            root / name,
+            threads=threads,
+            batch_size=batch_size,
+            device="cpu",
+            progress=False,
+            kind=kind,
+        )
+    return manifest
+
+
+@pytest.fixture(scope="session")
+def synthetic_features():
+    """``synthetic_features(root, outputs=("features.h5",), threads=2, batch_size=32,
+    kind="features", **generate_args) -> manifest``: synthetic images, their manifest and
+    CPU backbone outputs under ``root``."""
+    return _synthetic_features

@@ -1,8 +1,6 @@
 """config.yaml is validated before any job runs, with the offending key named."""
 
 import copy
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -188,96 +186,47 @@ def test_bad_config_is_rejected_naming_the_key(config, schema, mutate, pattern):
         validate(bad, schema)
 
 
-def test_snakemake_stops_on_bad_config_before_any_job(repo, tmp_path):
-    """The workflow reports the message once and plans nothing."""
-    cfg = yaml.safe_load((repo / "config.yaml").read_text())
-    cfg["experiments"]["demo"]["bits"] = [12]
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(cfg))
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-n",
-            "--configfile",
-            str(bad),
-            "--directory",
-            str(tmp_path),
-            "--snakefile",
-            str(repo / "Snakefile"),
-            "results/tables/demo.csv",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    text = out.stdout + out.stderr
-    assert out.returncode != 0
-    assert "experiments.demo.bits[0]: 12 is not a multiple of 8" in text
-    assert "Job stats" not in text
-
-
 @pytest.mark.parametrize(
-    "params,message",
+    "mutate,message",
     [
         (
-            {"n_iter": "fifty"},
+            lambda c: c["experiments"]["demo"].update(bits=[12]),
+            "experiments.demo.bits[0]: 12 is not a multiple of 8",
+        ),
+        # a variant's parameters are checked at parse time: nothing is extracted first
+        (
+            lambda c: c["variants"]["itq"].update(params={"n_iter": "fifty"}),
             "config: variants.itq.params.n_iter: expected an integer >= 0, got 'fifty'",
         ),
-        ({"n_iterr": 5}, "config: variants.itq.params.n_iterr: unknown parameter (known: n_iter)"),
+        (
+            lambda c: c["variants"]["itq"].update(params={"n_iterr": 5}),
+            "config: variants.itq.params.n_iterr: unknown parameter (known: n_iter)",
+        ),
     ],
 )
-def test_snakemake_stops_on_bad_variant_params_before_any_job(repo, tmp_path, params, message):
-    """A variant's parameters are checked at parse time: nothing is extracted first."""
-    cfg = yaml.safe_load((repo / "config.yaml").read_text())
-    cfg["variants"]["itq"]["params"] = params
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(cfg))
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-n",
-            "--configfile",
-            str(bad),
-            "--directory",
-            str(tmp_path),
-            "--snakefile",
-            str(repo / "Snakefile"),
-            "results/tables/demo.csv",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_snakemake_stops_on_bad_config_before_any_job(
+    config, tmp_path, snakemake, repo, mutate, message
+):
+    """The workflow reports the message once and plans nothing."""
+    mutate(config)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    out = snakemake(repo, tmp_path, "-n", "results/tables/demo.csv", check=False, cores=None)
     text = out.stdout + out.stderr
     assert out.returncode != 0
     assert message in text
     assert "Job stats" not in text and "Traceback" not in text
 
 
-def test_missing_data_directory_is_one_clear_message(repo, tmp_path):
-    env = {**__import__("os").environ, "RSHASH_DATA_DIR": str(tmp_path / "nowhere")}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "results/tables/ucmd.csv",
-            "-n",
-            "--directory",
-            str(tmp_path),
-            "--snakefile",
-            str(repo / "Snakefile"),
-            "--configfile",
-            str(repo / "config.yaml"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
+def test_missing_data_directory_is_one_clear_message(repo, tmp_path, snakemake):
+    out = snakemake(
+        repo,
+        tmp_path,
+        "results/tables/ucmd.csv",
+        "-n",
+        check=False,
+        configfile=repo / "config.yaml",
+        cores=None,
+        env={"RSHASH_DATA_DIR": str(tmp_path / "nowhere")},
     )
     text = out.stdout + out.stderr
     assert out.returncode != 0

@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
-from test_pipeline import planned, snakemake
 
 from rshash import RshashError
 from rshash.data.datasets import KNOWN, missing_message, spec_from_config
@@ -105,7 +104,7 @@ def _config(repo, tmp_path, data_dir, **changes) -> None:
 
 
 @pytest.mark.slow
-def test_dry_run_plans_the_benchmark_tables_without_images(repo, tmp_path):
+def test_dry_run_plans_the_benchmark_tables_without_images(repo, tmp_path, snakemake, planned):
     data = tmp_path / "data"
     for name in ("aid", "nwpu", "patternnet"):
         for cls in KNOWN[name].expected:
@@ -122,7 +121,9 @@ def test_dry_run_plans_the_benchmark_tables_without_images(repo, tmp_path):
 
 
 @pytest.mark.slow
-def test_any_class_folder_dataset_gets_a_table(repo, tmp_path):
+def test_any_class_folder_dataset_gets_a_table(
+    repo, tmp_path, snakemake, planned, small_experiment
+):
     data = tmp_path / "data"
     generate(data / "Mine" / "tiles", n_classes=3, per_class=10, size=64, seed=1)
     _config(
@@ -130,16 +131,7 @@ def test_any_class_folder_dataset_gets_a_table(repo, tmp_path):
         tmp_path,
         data,
         datasets={"mine": {"folder": "Mine/tiles"}},  # the two lines a user adds
-        experiments={
-            "mine": {
-                "datasets": ["mine"],
-                "backbones": ["efficientnet_lite0"],
-                "protocols": ["dmch_60_40"],
-                "seeds": [0],
-                "methods": ["lsh", "raw"],
-                "bits": [16],
-            }
-        },
+        experiments={"mine": small_experiment("mine", ["lsh", "raw"])},
     )
     snakemake(repo, tmp_path, "results/tables/mine.csv")
     manifest = pd.read_parquet(tmp_path / "results/manifests/mine.parquet")

@@ -10,12 +10,11 @@ import shutil
 
 import pandas as pd
 import pytest
-from test_pipeline import snakemake
 
 pytestmark = pytest.mark.slow
 
 
-def test_make_demo_target_meets_its_difficulty(repo, tmp_path):
+def test_make_demo_target_meets_its_difficulty(repo, tmp_path, snakemake):
     shutil.copy(repo / "config.yaml", tmp_path / "config.yaml")
     snakemake(repo, tmp_path, "results/tables/demo.csv")
     manifest = pd.read_parquet(tmp_path / "results/manifests/demo.parquet")

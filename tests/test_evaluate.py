@@ -17,10 +17,14 @@ from rshash.metrics import compute
 BITS = 16
 
 
-def write_files(tmp_path, labels, bits01, query, database, db_order, value=None):
-    """Codes (train + query + database rows) and split for images ``img{i}``."""
+def write_files(
+    tmp_path, labels, bits01, query, database, db_order, value=None, train=True, bits=BITS, **extra
+):
+    """Codes (train rows unless not ``train``, query and database rows) and split for images
+    ``img{i}``. ``bits`` 0: real-valued codes, no packed column; ``extra``: optional columns
+    (class_prob, predicted_label) given per image."""
     ids = np.array([f"img{i}" for i in range(len(labels))])
-    train = [i for i in range(len(labels)) if i not in query]
+    train = [i for i in range(len(labels)) if i not in query] if train else []
     rows = (
         [(i, "train") for i in train]
         + [(i, "query") for i in query]
@@ -34,9 +38,10 @@ def write_files(tmp_path, labels, bits01, query, database, db_order, value=None)
         ids[idx],
         np.asarray(labels)[idx],
         [r for _, r in rows],
-        pack_bits(bits01[idx]),
+        pack_bits(bits01[idx]) if bits else None,
         value[idx],
-        BITS,
+        bits,
+        **{name: column[idx] for name, column in extra.items()},
     )
     order_of = dict(zip(database, db_order))
     write_split(
@@ -209,33 +214,18 @@ def test_evaluate_does_not_import_torch():
 def test_protocol_cutoffs_and_class_head_metrics(tmp_path):
     labels, bits01, query, database, db_order = random_cell(6)
     rng = np.random.default_rng(6)
-    ids = np.array([f"img{i}" for i in range(len(labels))])
-    rows = [(i, "query") for i in query] + [(i, "database") for i in database]
-    idx = np.array([i for i, _ in rows])
     prob = rng.dirichlet(np.ones(3), len(labels)).astype(np.float32)
     predicted = np.where(rng.random(len(labels)) < 0.7, labels, (labels + 1) % 3)
-    codes_path, split_path = tmp_path / "c.parquet", tmp_path / "s.parquet"
-    write_codes(
-        codes_path,
-        ids[idx],
-        np.asarray(labels)[idx],
-        [r for _, r in rows],
-        pack_bits(bits01[idx]),
-        (bits01 - 0.5)[idx],
-        BITS,
-        class_prob=prob[idx],
-        predicted_label=predicted[idx],
-    )
-    order_of = dict(zip(database, db_order))
-    write_split(
-        pd.DataFrame(
-            {
-                "image_id": ids[idx],
-                "role": [r for _, r in rows],
-                "db_order": [order_of[i] if r == "database" else -1 for i, r in rows],
-            }
-        ),
-        split_path,
+    codes_path, split_path = write_files(
+        tmp_path,
+        labels,
+        bits01,
+        query,
+        database,
+        db_order,
+        train=False,
+        class_prob=prob,
+        predicted_label=predicted,
     )
     result = evaluate_cell(
         codes_path,
@@ -260,24 +250,9 @@ def test_protocol_cutoffs_and_class_head_metrics(tmp_path):
 
 def test_real_valued_codes_have_no_hamming_metrics(tmp_path):
     labels, bits01, query, database, db_order = random_cell(8)
-    ids = np.array([f"img{i}" for i in range(len(labels))])
-    rows = [(i, "query") for i in query] + [(i, "database") for i in database]
-    idx = np.array([i for i, _ in rows])
     value = np.random.default_rng(8).normal(size=(len(labels), 5)) + np.asarray(labels)[:, None]
-    codes_path, split_path = tmp_path / "c.parquet", tmp_path / "s.parquet"
-    write_codes(
-        codes_path, ids[idx], np.asarray(labels)[idx], [r for _, r in rows], None, value[idx], 0
-    )
-    order_of = dict(zip(database, db_order))
-    write_split(
-        pd.DataFrame(
-            {
-                "image_id": ids[idx],
-                "role": [r for _, r in rows],
-                "db_order": [order_of[i] if r == "database" else -1 for i, r in rows],
-            }
-        ),
-        split_path,
+    codes_path, split_path = write_files(
+        tmp_path, labels, bits01, query, database, db_order, value, train=False, bits=0
     )
     result = evaluate_cell(codes_path, split_path, tmp_path / "m.json", ranking="euclidean")
     assert "p_hamming_r2" not in result["metrics"] and "pr_hamming" not in result["curves"]

@@ -13,10 +13,8 @@ import numpy as np
 import pytest
 
 from rshash.codes import read_codes
-from rshash.data.manifest import scan_folder, write_manifest
 from rshash.data.splits import make_split, write_split
-from rshash.data.synthetic import generate
-from rshash.features import extract, read_features
+from rshash.features import read_features
 from rshash.train import train_cell
 
 # dpsh, small enough to train in about a second
@@ -24,23 +22,14 @@ PARAMS = '{"epochs": 400, "hidden": [64], "batch_size": 8, "lr": 0.005}'
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, synthetic_features):
     """4 classes x 8 synthetic 64 px images, their manifest and split, and the
     outputs of uninterrupted runs (through the library)."""
     root = tmp_path_factory.mktemp("interrupt")
-    generate(root / "images", n_classes=4, per_class=8, size=64, seed=0)
-    write_manifest(scan_folder(root / "images"), root / "manifest.parquet")
-    split = make_split(scan_folder(root / "images"), {"train_fraction": 0.5}, seed=0)
-    write_split(split, root / "split.parquet")
-    extract(
-        root / "manifest.parquet",
-        "efficientnet_lite0",
-        root / "ref.h5",
-        threads=1,
-        batch_size=1,
-        device="cpu",
-        progress=False,
+    manifest = synthetic_features(
+        root, ["ref.h5"], threads=1, batch_size=1, n_classes=4, per_class=8, size=64, seed=0
     )
+    write_split(make_split(manifest, {"train_fraction": 0.5}, seed=0), root / "split.parquet")
     train_cell(
         root / "ref.h5",
         root / "split.parquet",

@@ -21,77 +21,23 @@ def test_duplicate_cell_is_an_error(tmp_path, metric_files, report_data):
     assert not csv.exists() and not md.exists() and not meta.exists()
 
 
+def _broken(change) -> str:
+    """A metrics document, valid until ``change(doc)`` edits it, as JSON text."""
+    cell = {"dataset": "ucmd", "backbone": "b", "protocol": "p", "method": "milan", "bits": 16}
+    doc = {"cell": {**cell, "seed": 0}, "ranking": "hamming", "metrics": {"map_all": 1.0}}
+    change(doc)
+    return json.dumps(doc)
+
+
 @pytest.mark.parametrize(
     "content, why",
     [
         ("{not json", "not valid JSON"),
-        (json.dumps({"ranking": "hamming", "metrics": {"map_all": 1.0}}), "no 'cell'"),
-        (
-            json.dumps(
-                {
-                    "cell": {
-                        "dataset": "ucmd",
-                        "backbone": "b",
-                        "protocol": "p",
-                        "method": "milan",
-                        "bits": 16,
-                    },
-                    "ranking": "hamming",
-                    "metrics": {"map_all": 1.0},
-                }
-            ),
-            "no 'seed'",
-        ),
-        (
-            json.dumps(
-                {
-                    "cell": {
-                        "dataset": "ucmd",
-                        "backbone": "b",
-                        "protocol": "p",
-                        "method": "milan",
-                        "bits": "many",
-                        "seed": 0,
-                    },
-                    "ranking": "hamming",
-                    "metrics": {"map_all": 1.0},
-                }
-            ),
-            "bits",
-        ),
-        (
-            json.dumps(
-                {
-                    "cell": {
-                        "dataset": "ucmd",
-                        "backbone": "b",
-                        "protocol": "p",
-                        "method": "milan",
-                        "bits": 16,
-                        "seed": 0,
-                    },
-                    "ranking": "hamming",
-                    "metrics": {"map_all": "high"},
-                }
-            ),
-            "map_all",
-        ),
-        (
-            json.dumps(
-                {
-                    "cell": {
-                        "dataset": "ucmd",
-                        "backbone": "b",
-                        "protocol": "p",
-                        "method": "milan",
-                        "bits": 16,
-                        "seed": 0,
-                    },
-                    "metrics": {"map_all": 1.0},
-                }
-            ),
-            "ranking",
-        ),
+        (_broken(lambda d: d.pop("cell")), "no 'cell'"),
+        (_broken(lambda d: d["cell"].pop("seed")), "no 'seed'"),
+        (_broken(lambda d: d["cell"].update(bits="many")), "bits"),
+        (_broken(lambda d: d["metrics"].update(map_all="high")), "map_all"),
+        (_broken(lambda d: d.pop("ranking")), "ranking"),
     ],
 )
 def test_malformed_file_is_named(tmp_path, metric_files, content, why, report_data):

@@ -1,53 +1,16 @@
 """End-to-end: snakemake runs a small demo in a temporary directory."""
 
-import re
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 import yaml
 
+from rshash.report.tables import COLUMNS
+
 pytestmark = pytest.mark.slow
 
 
-def snakemake(repo, workdir, *args, check=True):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(repo / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(workdir / "config.yaml"),
-            "--cores",
-            "2",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if check and out.returncode != 0:
-        pytest.fail(
-            f"snakemake {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}"
-        )
-    return out
-
-
-def planned(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a dry run: rule -> count."""
-    stats = output.split("Job stats:")[-1] if "Job stats:" in output else ""
-    return {
-        m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M) if m[1] != "total"
-    }
-
-
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
+def demo_run(tmp_path_factory, snakemake):
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
@@ -63,19 +26,7 @@ def demo_run(tmp_path_factory):
 def test_demo_table_has_every_method_and_bit_length(demo_run):
     _, work, _ = demo_run
     table = pd.read_csv(work / "results/tables/demo.csv")
-    assert list(table.columns) == [
-        "experiment",
-        "dataset",
-        "backbone",
-        "protocol",
-        "method",
-        "bits",
-        "ranking",
-        "metric",
-        "mean",
-        "std",
-        "n_splits",
-    ]
+    assert list(table.columns) == COLUMNS
     maps = table[table.metric == "map_all"].set_index(["method", "bits"])
     assert sorted(maps.index) == [(m, b) for m in ("itq", "lsh", "milan") for b in (16, 32)] + [
         ("raw", 0)
@@ -98,7 +49,9 @@ def test_demo_table_has_every_method_and_bit_length(demo_run):
     assert len(list((plots / "ap_per_class").rglob("*.png"))) == 1
 
 
-def test_rerun_plans_nothing_and_one_changed_variant_reruns_only_its_cells(demo_run):
+def test_rerun_plans_nothing_and_one_changed_variant_reruns_only_its_cells(
+    demo_run, snakemake, planned
+):
     repo, work, cfg = demo_run
     out = snakemake(repo, work, "-n", "results/tables/demo.csv")
     assert planned(out.stdout + out.stderr) == {}
@@ -125,7 +78,7 @@ def test_rerun_plans_nothing_and_one_changed_variant_reruns_only_its_cells(demo_
             assert "method=milan" in block
 
 
-def test_report_html_has_every_table_and_plot(demo_run):
+def test_report_html_has_every_table_and_plot(demo_run, snakemake):
     repo, work, _ = demo_run
     snakemake(repo, work, "--report", "report.html", "results/tables/demo.csv")
     html = (work / "report.html").read_text(errors="replace")

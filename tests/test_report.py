@@ -6,12 +6,9 @@ import sys
 
 import numpy as np
 
-from rshash.report.tables import build_table
-
 
 def test_markdown_has_formatted_cells_and_notes(tmp_path, metric_files, report_data):
-    csv, md, meta = report_data.outputs()
-    build_table("exp", metric_files, csv, md, meta)
+    _, md, _ = report_data.table(metric_files)
     text = md.read_text()
     for method in report_data.methods:
         for bits in report_data.bits:
@@ -31,13 +28,8 @@ def test_markdown_has_formatted_cells_and_notes(tmp_path, metric_files, report_d
 
 
 def test_meta_json_fields(tmp_path, metric_files, report_data):
-    csv, md, meta = report_data.outputs()
-    build_table(
-        "exp",
+    csv, md, meta = report_data.table(
         metric_files,
-        csv,
-        md,
-        meta,
         protocols={"dmch_60_40": report_data.protocol, "unused": {"train": 0.5}},
         config={"experiment": "exp"},
     )

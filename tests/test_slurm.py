@@ -10,7 +10,6 @@ write the cost table.
 import json
 import os
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +17,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from test_pipeline import snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -40,27 +38,20 @@ def fake_slurm_bin(where: Path) -> Path:
     return where
 
 
-def tiny_config(repo: Path) -> dict:
+def tiny_config(repo: Path, small_experiment) -> dict:
     cfg = yaml.safe_load((repo / "config.yaml").read_text())
     cfg["datasets"]["demo"]["synthetic"].update(per_class=12, size=64)
     cfg["variants"]["milan"].setdefault("params", {})["iterations"] = 100
-    cfg["experiments"]["tiny"] = {
-        "datasets": ["demo"],
-        "backbones": ["efficientnet_lite0"],
-        "protocols": ["dmch_60_40"],
-        "seeds": [0],
-        "methods": ["itq", "milan"],
-        "bits": [16],
-    }
+    cfg["experiments"]["tiny"] = small_experiment("demo", ["itq", "milan"])
     return cfg
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, snakemake, small_experiment):
     repo = Path(__file__).resolve().parents[1]
     local, cluster = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("slurm")
     for work in (local, cluster):
-        (work / "config.yaml").write_text(yaml.safe_dump(tiny_config(repo)))
+        (work / "config.yaml").write_text(yaml.safe_dump(tiny_config(repo, small_experiment)))
     snakemake(repo, local, *TARGETS)
 
     state = tmp_path_factory.mktemp("fake_slurm")
@@ -69,34 +60,19 @@ def runs(tmp_path_factory):
         "FAKE_SLURM_DIR": str(state),
     }
     # no --cores: a cluster job gets the threads its rule declares, not this machine's
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(repo / "Snakefile"),
-            "--directory",
-            str(cluster),
-            "--configfile",
-            str(cluster / "config.yaml"),
-            "--profile",
-            str(repo / "workflow/profiles/slurm"),
-            "--slurm-init-seconds-before-status-checks",
-            "1",
-            "--latency-wait",
-            "5",
-            *TARGETS,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=os.environ | env,
+    snakemake(
+        repo,
+        cluster,
+        "--profile",
+        str(repo / "workflow/profiles/slurm"),
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--latency-wait",
+        "5",
+        *TARGETS,
+        cores=None,
+        env=env,
     )
-    if out.returncode != 0:
-        pytest.fail(
-            f"snakemake --profile slurm failed:\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}"
-        )
     calls = [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
     return local, cluster, calls
 

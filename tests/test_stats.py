@@ -14,18 +14,15 @@ from rshash.report.tables import COLUMNS, build_table
 
 
 def test_csv_columns_means_stds_and_order(tmp_path, metric_files, report_data):
-    csv, md, meta = report_data.outputs()
-    build_table(
-        "exp",
-        metric_files,
-        csv,
-        md,
-        meta,
-        protocols={"dmch_60_40": report_data.protocol},
-        config={"a": 1},
+    csv, _, _ = report_data.table(
+        metric_files, protocols={"dmch_60_40": report_data.protocol}, config={"a": 1}
     )
     df = pd.read_csv(csv)
     assert list(df.columns) == COLUMNS
+    # the columns the design fixes (the end-to-end tests check the library's COLUMNS)
+    assert COLUMNS == (
+        "experiment dataset backbone protocol method bits ranking metric mean std n_splits".split()
+    )
     # 2 methods x 2 bits x 1 ranking x 5 scalar metrics; the curve is not a row
     assert len(df) == 2 * 2 * 5
     assert set(df["metric"]) == {"map_all", "map_at_20", "p_at_5", "p_at_10", "query_ms"}
@@ -49,8 +46,7 @@ def test_single_split_has_nan_std(tmp_path, report_data):
         report_data.write("milan", 32, 1, ranking="coarse_to_fine", metrics={"map_all": 0.7}),
         report_data.write("milan", 32, 2, ranking="coarse_to_fine", metrics={"map_all": 0.8}),
     ]
-    csv, md, meta = report_data.outputs()
-    build_table("exp", paths, csv, md, meta)
+    csv, md, _ = report_data.table(paths)
     df = pd.read_csv(csv)
     one = df[df["ranking"] == "hamming"].iloc[0]
     assert one["n_splits"] == 1 and math.isnan(one["std"]) and one["mean"] == 0.5

@@ -6,12 +6,11 @@ A floor, not the goal: the full experiment is `snakemake results/tables/ucmd.csv
 import pandas as pd
 import pytest
 import yaml
-from test_pipeline import snakemake
 
 pytestmark = pytest.mark.slow
 
 
-def test_ucmd_floors(repo, tmp_path, ucmd_data_dir):
+def test_ucmd_floors(repo, tmp_path, ucmd_data_dir, snakemake):
     cfg = yaml.safe_load((repo / "config.yaml").read_text())
     cfg["data_dir"] = str(ucmd_data_dir)
     cfg["experiments"] = {

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from test_pipeline import planned, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -48,40 +47,49 @@ def _images(root: Path, counts: dict[str, int], seed: int = 0) -> Path:
     return root
 
 
-def _config(repo, work: Path, datasets: dict, data_dir=None, **changes) -> dict:
-    cfg = yaml.safe_load((repo / "config.yaml").read_text())
-    if data_dir is None:
-        cfg.pop("data_dir")  # the default, data/ in the working directory
-    else:
-        cfg["data_dir"] = str(data_dir)
-    cfg["datasets"].update(datasets)
-    cfg["experiments"]["mine"] = {
-        "datasets": ["mine"],
-        "backbones": ["efficientnet_lite0"],
-        "protocols": ["dmch_60_40"],
-        "seeds": [0],
-        "methods": ["lsh", "raw"],
-        "bits": [16],
-    }
-    for key, value in changes.items():
-        cfg[key] = value
-    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-    return cfg
+@pytest.fixture
+def write_config(small_experiment):
+    """``write_config(repo, work, datasets, data_dir=None, **changes) -> cfg``: the shipped
+    config with ``datasets`` added, experiment ``mine`` (lsh and raw on dataset ``mine``)
+    and top-level ``changes``, written to ``work/config.yaml``."""
+
+    def write(repo, work: Path, datasets: dict, data_dir=None, **changes) -> dict:
+        cfg = yaml.safe_load((repo / "config.yaml").read_text())
+        if data_dir is None:
+            cfg.pop("data_dir")  # the default, data/ in the working directory
+        else:
+            cfg["data_dir"] = str(data_dir)
+        cfg["datasets"].update(datasets)
+        cfg["experiments"]["mine"] = small_experiment("mine", ["lsh", "raw"])
+        for key, value in changes.items():
+            cfg[key] = value
+        (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+        return cfg
+
+    return write
 
 
-def _dry(repo, work, *targets, check=True):
-    out = snakemake(repo, work, "-n", *targets, check=check)
-    return out, planned(out.stdout + out.stderr)
+@pytest.fixture
+def dry(snakemake, planned):
+    """``dry(repo, work, *targets, check=True) -> (CompletedProcess, {rule: count})``."""
+
+    def run(repo, work, *targets, check=True):
+        out = snakemake(repo, work, "-n", *targets, check=check)
+        return out, planned(out.stdout + out.stderr)
+
+    return run
 
 
 SPLIT = "results/splits/mine/dmch_60_40/split0.parquet"
 
 
-def test_the_manifest_follows_the_images_and_nothing_else(repo, tmp_path):
+def test_the_manifest_follows_the_images_and_nothing_else(
+    repo, tmp_path, snakemake, write_config, dry
+):
     images = _images(tmp_path / "data" / "Mine", {"beach": 5, "forest": 5})
-    _config(repo, tmp_path, {"mine": {"folder": "Mine"}}, data_dir=tmp_path / "data")
+    write_config(repo, tmp_path, {"mine": {"folder": "Mine"}}, data_dir=tmp_path / "data")
     snakemake(repo, tmp_path, SPLIT)
-    out, jobs = _dry(repo, tmp_path, SPLIT)
+    out, jobs = dry(repo, tmp_path, SPLIT)
     assert NOTHING in out.stdout + out.stderr, jobs  # touching nothing plans nothing
 
     # what a file browser, an editor or a user's notes leave: still nothing to do
@@ -90,12 +98,12 @@ def test_the_manifest_follows_the_images_and_nothing_else(repo, tmp_path):
     (images / "beach" / "Thumbs.db").write_bytes(b"\0")
     (images / "forest" / "._forest00.png").write_bytes(b"\0")
     (images / "forest" / "gone.png").symlink_to(images / "nowhere.png")
-    out, jobs = _dry(repo, tmp_path, SPLIT)
+    out, jobs = dry(repo, tmp_path, SPLIT)
     assert NOTHING in out.stdout + out.stderr, jobs
 
     def changed(change):
         change()
-        out, jobs = _dry(repo, tmp_path, SPLIT)
+        out, jobs = dry(repo, tmp_path, SPLIT)
         assert jobs == {"build_manifest": 1, "make_split": 1}, out.stdout[-2000:]
         assert "Params have changed" in out.stdout + out.stderr
         snakemake(repo, tmp_path, SPLIT)
@@ -105,7 +113,7 @@ def test_the_manifest_follows_the_images_and_nothing_else(repo, tmp_path):
     changed(lambda: (images / "beach" / "beach00.png").unlink())  # a removed one
     changed(lambda: Image.new("RGB", (24, 24), (1, 2, 3)).save(new))  # a replaced one
     changed(lambda: _images(images, {"river": 4}, seed=1))  # a new class folder
-    out, jobs = _dry(repo, tmp_path, SPLIT)
+    out, jobs = dry(repo, tmp_path, SPLIT)
     assert NOTHING in out.stdout + out.stderr, jobs
 
 
@@ -123,9 +131,13 @@ def _arg(commands, verb, flag) -> list[str]:
     return [c[c.index(flag) + 1] for c in commands if c[1] == verb and flag in c]
 
 
-def test_config_strings_arrive_intact_in_every_command(repo, tmp_path, nasty=ALL):
+def test_config_strings_arrive_intact_in_every_command(
+    repo, tmp_path, snakemake, write_config, dry, nasty=ALL
+):
     """Every config string that ends up in a command: the folder, data_dir, a protocol's
-    source and a variant's parameters reach the command as one intact argument."""
+    source and a variant's parameters reach the command as one intact argument. (A
+    parameter is checked against its method's declaration, and none takes free text: the
+    parameters' JSON, quotes and braces, is what must arrive intact.)"""
     data = tmp_path / f"da ta {nasty}"
     folder = f"My {nasty} tiles"
     _images(data / folder, {"beach": 5, "forest": 5})
@@ -133,8 +145,8 @@ def test_config_strings_arrive_intact_in_every_command(repo, tmp_path, nasty=ALL
     protocols = dict(cfg["protocols"])
     protocols["dmch_60_40"] = {**protocols["dmch_60_40"], "source": nasty}
     variants = dict(cfg["variants"])
-    variants["milan"] = {"method": "milan", "params": {"sampling": nasty}}
-    _config(
+    variants["milan"] = {"method": "milan", "params": {"sampling": "random"}}
+    write_config(
         repo,
         tmp_path,
         {"mine": {"folder": folder}},
@@ -145,14 +157,14 @@ def test_config_strings_arrive_intact_in_every_command(repo, tmp_path, nasty=ALL
     cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
     cfg["experiments"]["mine"]["methods"] = ["lsh", "milan"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    out, _ = _dry(repo, tmp_path, "--printshellcmds", "results/tables/mine.csv")
+    out, _ = dry(repo, tmp_path, "--printshellcmds", "results/tables/mine.csv")
     commands = _commands(out.stdout)
     assert _arg(commands, "manifest", "--folder") == [str(data / folder)]
     assert _arg(commands, "manifest", "--data-dir") == [str(data)]
     assert json.loads(_arg(commands, "manifest", "--protocols")[0])["dmch_60_40"]["source"] == nasty
     assert {json.loads(p).get("sampling") for p in _arg(commands, "train", "--params")} == {
         None,
-        nasty,
+        "random",
     }
     assert all(json.loads(p)["source"] == nasty for p in _arg(commands, "split", "--protocol"))
 
@@ -203,9 +215,9 @@ def test_config_strings_that_cannot_be_quoted_away_are_refused(repo, key, nasty)
     assert str(err.value).startswith(f"config: {where}") and "\n" not in str(err.value)
 
 
-def test_the_issue_injection_runs_nothing(repo, tmp_path):
+def test_the_issue_injection_runs_nothing(repo, tmp_path, snakemake, write_config):
     _images(tmp_path / "data" / "Mine", {"a": 3, "b": 3})
-    _config(
+    write_config(
         repo,
         tmp_path,
         {"mine": {"folder": "Mine", "url": "http://x/a.zip$(touch pwned)"}},
@@ -217,18 +229,18 @@ def test_the_issue_injection_runs_nothing(repo, tmp_path):
     assert len(lines) == 1 and "config: datasets.mine.url: " in lines[0]
 
 
-def test_the_default_target_builds_the_demo_and_prints_no_exception(repo, tmp_path):
+def test_the_default_target_builds_the_demo_and_prints_no_exception(repo, tmp_path, snakemake, dry):
     cfg = yaml.safe_load((repo / "config.yaml").read_text())
     assert cfg["targets"] == ["demo"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    out, jobs = _dry(repo, tmp_path)
+    out, jobs = dry(repo, tmp_path)
     text = out.stdout + out.stderr
     assert "Exception" not in text
     assert jobs["build_table"] == 1 and jobs["build_cost"] == 1 and jobs["generate_demo"] == 1
     assert "results/tables/demo.csv" in text and "results/tables/demo_cost.csv" in text
     assert "results/tables/aid.csv" not in text
 
-    out, jobs = _dry(repo, tmp_path, "results/tables/demo_cost.csv")
+    out, jobs = dry(repo, tmp_path, "results/tables/demo_cost.csv")
     assert "Exception" not in out.stdout + out.stderr and "build_table" not in jobs
 
     cfg["targets"] = ["demo", "nope"]
@@ -238,11 +250,13 @@ def test_the_default_target_builds_the_demo_and_prints_no_exception(repo, tmp_pa
     assert "targets: unknown experiment(s) nope" in out.stdout + out.stderr
 
 
-def test_the_ucmd_table_plans_the_download_without_a_data_directory(repo, tmp_path, monkeypatch):
+def test_the_ucmd_table_plans_the_download_without_a_data_directory(
+    repo, tmp_path, monkeypatch, snakemake, dry
+):
     monkeypatch.delenv("RSHASH_DATA_DIR", raising=False)
     cfg = yaml.safe_load((repo / "config.yaml").read_text())
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    out, jobs = _dry(repo, tmp_path, "--printshellcmds", "results/tables/ucmd.csv")
+    out, jobs = dry(repo, tmp_path, "--printshellcmds", "results/tables/ucmd.csv")
     assert jobs["fetch_dataset"] == 1 and jobs["build_manifest"] == 1
     fetch = [c for c in _commands(out.stdout) if c[1] == "fetch"]
     assert len(fetch) == 1 and "--create-data-dir" in fetch[0]
@@ -295,29 +309,29 @@ def archive_server():
 
 
 def test_an_absent_dataset_is_fetched_into_the_default_data_dir_once(
-    repo, tmp_path, archive_server
+    repo, tmp_path, archive_server, snakemake, write_config, dry
 ):
     port = archive_server.server_address[1]
     url = f"http://127.0.0.1:{port}/Mine.zip?a=1&b=2"  # `&`: arrives intact, quoted
-    _config(repo, tmp_path, {"mine": {"folder": "Mine/tiles", "url": url}})
+    write_config(repo, tmp_path, {"mine": {"folder": "Mine/tiles", "url": url}})
     snakemake(repo, tmp_path, "results/manifests/mine.parquet")
     assert archive_server.paths == ["/Mine.zip?a=1&b=2"]
     assert sorted(p.name for p in (tmp_path / "data" / "Mine" / "tiles").iterdir()) == [
         "beach",
         "forest",
     ]
-    out, _ = _dry(repo, tmp_path, "results/manifests/mine.parquet")
+    out, _ = dry(repo, tmp_path, "results/manifests/mine.parquet")
     assert NOTHING in out.stdout + out.stderr  # the listing recorded is the downloaded one
 
 
-def test_offline_fetch_names_the_url_and_the_folder(repo, tmp_path):
+def test_offline_fetch_names_the_url_and_the_folder(repo, tmp_path, snakemake, write_config):
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/Mine.zip"
-    _config(repo, tmp_path, {"mine": {"folder": "Mine/tiles", "url": url}})
+    write_config(repo, tmp_path, {"mine": {"folder": "Mine/tiles", "url": url}})
     out = snakemake(repo, tmp_path, "results/manifests/mine.parquet", check=False)
     assert out.returncode != 0
     log = (tmp_path / "results/logs/fetch_dataset/mine.log").read_text()
