@@ -110,25 +110,14 @@ class Ranking:
         database = _as_database(database)
         return self.distances(query, database, **self._args(query, database, params))
 
-    def scores(
-        self,
-        query: dict,
-        database,
-        q_labels,
-        db_labels,
-        k_cap,
-        width: int,
-        exclude=None,
-        params: dict | None = None,
-        threads: int | None = 1,
-    ) -> Scores:
+    def scores(self, query: dict, database, *args, params=None, threads=1) -> Scores:
         """The per-query statistics every metric reads (rshash.scoring), by the
-        ranking's own path: its ``score``, else from its distances, else its order."""
+        ranking's own path: its ``score``, else from its distances, else its order.
+        ``args``: the scoring arguments, (q_labels, db_labels, k_cap, width[, exclude])."""
         from rshash.scoring import score_distances, score_ranked
 
         database = _as_database(database)
         params = self._args(query, database, params)
-        args = (q_labels, db_labels, k_cap, width, exclude)
         if self.score is not None:
             return self.score(query, database, *args, threads=threads, **params)
         if self.distances is not None:

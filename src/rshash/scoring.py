@@ -287,14 +287,7 @@ def _prepare(nq: int, q_labels, db_labels, exclude, k_cap, width: int):
 
 
 def score_hamming(
-    q_packed: np.ndarray,
-    database,
-    q_labels,
-    db_labels,
-    k_cap,
-    width: int,
-    exclude=None,
-    threads: int | None = 1,
+    q_packed, database, q_labels, db_labels, k_cap, width: int, exclude=None, threads=1
 ) -> Scores:
     """The statistics of the Hamming ranking (ties by database index) of packed
     codes, with the per-distance histograms; the ranking itself is never stored.
@@ -318,15 +311,7 @@ def score_hamming(
     return scores
 
 
-def score_ranked(
-    ranked: np.ndarray,
-    q_labels,
-    db_labels,
-    k_cap,
-    width: int,
-    exclude=None,
-    threads: int | None = 1,
-) -> Scores:
+def score_ranked(ranked, q_labels, db_labels, k_cap, width: int, exclude=None, threads=1) -> Scores:
     """The statistics of a given ranking: ``ranked`` (nq, ndb) database indices per query."""
     ranked = np.ascontiguousarray(ranked, dtype=np.int64)
     if ranked.ndim != 2:
@@ -340,13 +325,7 @@ def score_ranked(
 
 
 def score_distances(
-    distances: np.ndarray,
-    q_labels,
-    db_labels,
-    k_cap,
-    width: int,
-    exclude=None,
-    threads: int | None = 1,
+    distances, q_labels, db_labels, k_cap, width: int, exclude=None, threads=1
 ) -> Scores:
     """The statistics of ranking by a distance matrix, ascending, ties by database
     index (``rank`` of rshash.search), without sorting the items: sorting the
