@@ -139,9 +139,7 @@ def _ranked_kernel(ranked, q_labels, db_labels, exclude, k_cap, ap_sum, top, ran
     nq, n = ranked.shape
     width = top.shape[1]
     for qi in prange(nq):
-        label = q_labels[qi]
-        ex = exclude[qi]
-        cap = k_cap[qi]
+        label, ex, cap = q_labels[qi], exclude[qi], k_cap[qi]
         rank = 0
         hit = 0
         ap = 0.0
@@ -171,9 +169,7 @@ def _distances_kernel(
     width = top.shape[1]
     for qi in prange(nq):
         row = dist[qi]
-        label = q_labels[qi]
-        ex = exclude[qi]
-        cap = k_cap[qi]
+        label, ex, cap = q_labels[qi], exclude[qi], k_cap[qi]
         n = ndb - 1 if ex >= 0 else ndb
         values = ordered[qi, :n]
         n_rel = 0
