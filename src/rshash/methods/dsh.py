@@ -35,17 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rshash.methods.nets import (
-    EpochParams,
-    MLPParams,
-    Normalizer,
-    SGDParams,
-    TorchMethod,
-    mlp,
-    run_epochs,
-    seed_torch,
-    sgd,
-)
+from rshash.methods.nets import EpochMethod, EpochParams, MLPParams, SGDParams, mlp
 from rshash.methods.params import param
 
 
@@ -75,34 +65,21 @@ def dsh_loss(b, y, margin: float, alpha: float):
     return contrastive.mean() + alpha * reg.mean()
 
 
-class DSH(TorchMethod):
+class DSH(EpochMethod):
     name = "dsh"
     supervised = True
 
     Params = DSHParams
 
     def configure(self):
-        self.norm = Normalizer(self.input_norm)
+        super().configure()
         self.margin = 2.0 * self.bits if self.p.margin is None else self.p.margin
 
     def _network(self, d_in: int):
         return mlp(d_in, self.hidden, self.bits, self.leaky_slope)
 
-    def _fit(self, X, y):
-        import torch
-
-        rng = seed_torch(self.seed, self.threads)
-        Xt, yt = torch.from_numpy(self.norm.fit(X)(X)), torch.from_numpy(y)
-        self.net = self._network(X.shape[1])
-        run_epochs(
-            self.net,
-            sgd(self.net, self.lr, self.momentum, self.weight_decay),
-            rng,
-            len(X),
-            self.batch_size,
-            self.epochs,
-            lambda rows: dsh_loss(self.net(Xt[rows]), yt[rows], self.margin, self.alpha),
-        )
+    def _loss(self, b, y, n_train):
+        return dsh_loss(b, y, self.margin, self.alpha)
 
 
 METHOD = DSH

@@ -22,15 +22,16 @@ from typing import Literal
 
 import numpy as np
 
-from rshash.methods.base import Encoded, sign_bits
 from rshash.methods.nets import (
     AdamParams,
     ClassGroups,
     MLPParams,
-    Normalizer,
     TorchMethod,
+    adam,
+    encoded,
     mlp,
     seed_torch,
+    train_step,
 )
 from rshash.methods.params import param
 
@@ -80,7 +81,7 @@ class MiLaN(TorchMethod):
     Params = MiLaNParams
 
     def configure(self):
-        self.norm = Normalizer(self.input_norm)
+        super().configure()
         self.m = self.triplets_per_batch
 
     def _network(self, d_in: int):
@@ -115,21 +116,18 @@ class MiLaN(TorchMethod):
         groups = ClassGroups(y, min_per_class=2)
         Xt = torch.from_numpy(self.norm.fit(X)(X))
         self.net = self._network(X.shape[1])
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, betas=self.betas)
+        opt = adam(self.net, self.lr, self.betas)
         self.net.train()
         for _ in range(self.iterations):
             a, p, n = self._sample(rng, groups)
             out = self.net(Xt[np.concatenate([a, p, n])])
             f_a, f_p, f_n = out.split(self.m)
             loss = milan_loss(f_a, f_p, f_n, out, self.margin, self.push, self.balance)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(opt, loss)
         self.net.eval()
 
     def encode(self, X):
-        value = self._forward(X).astype(np.float32)
-        return Encoded(bits=sign_bits(value, 0.5), value=value)
+        return encoded(self._forward(X), 0.5)
 
 
 METHOD = MiLaN
