@@ -68,9 +68,8 @@ from rshash import RshashError
 from rshash.methods.dpsh import dpsh_loss
 from rshash.methods.nets import (
     EpochMethod,
-    EpochParams,
-    MLPParams,
-    SGDParams,
+    EpochSGDParams,
+    class_head_net,
     encoded,
     mlp,
     step_decay,
@@ -79,7 +78,7 @@ from rshash.methods.params import param
 
 
 @dataclass(frozen=True, kw_only=True)
-class DHCNNParams(MLPParams, EpochParams, SGDParams):
+class DHCNNParams(EpochSGDParams):
     """eta 0.2 and beta 25 (paper sec. IV-A, IV-E); the optimiser after DPSH's code at a
     constant rate of 0.02 chosen on a validation part (module docstring); no hidden
     layer: the paper's single linear hash layer on the features."""
@@ -114,22 +113,6 @@ def dhcnn_loss(u, logits, y, eta: float, beta: float, n_train: int):
     return loss
 
 
-def _network(d_in: int, hidden, bits: int, n_classes: int, slope: float):
-    import torch.nn as nn
-
-    class DHCNNNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.hash_layer = mlp(d_in, hidden, bits, slope)  # u = W_h f + v_h when no hidden
-            self.classifier = nn.Linear(bits, n_classes)  # t = softmax(W_s u + v_s)
-
-        def forward(self, x):
-            u = self.hash_layer(x)
-            return u, self.classifier(u)
-
-    return DHCNNNet()
-
-
 class DHCNN(EpochMethod):
     name = "dhcnn"
     supervised = True
@@ -144,7 +127,9 @@ class DHCNN(EpochMethod):
         return p.eta < 1, "eta: 1"
 
     def _network(self, d_in: int):
-        return _network(d_in, self.hidden, self.bits, self.n_classes, self.leaky_slope)
+        # u = W_h f + v_h (no hidden layer) and t = softmax(W_s u + v_s)
+        hash_layer = mlp(d_in, self.hidden, self.bits, self.leaky_slope)
+        return class_head_net(hash_layer, self.bits, self.n_classes, name="hash_layer")
 
     def _scheduler(self, opt):
         return step_decay(opt, self.lr_step_epoch)

@@ -87,6 +87,7 @@ from rshash.methods.nets import (
     MLPParams,
     TorchMethod,
     adam,
+    class_head_net,
     encoded,
     mlp,
     seed_torch,
@@ -243,22 +244,6 @@ def dmch_loss(
     return total, terms
 
 
-def _network(d_in: int, hidden, bits: int, n_classes: int, slope: float):
-    import torch.nn as nn
-
-    class DMCHNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.encoder = nn.Sequential(mlp(d_in, hidden, bits, slope), nn.Sigmoid())
-            self.classifier = nn.Linear(bits, n_classes)
-
-        def forward(self, x):
-            f = self.encoder(x)
-            return f, self.classifier(f)
-
-    return DMCHNet()
-
-
 class DMCH(TorchMethod):
     name = "dmch"
     supervised = True
@@ -276,7 +261,11 @@ class DMCH(TorchMethod):
         self.P, self.K = self.classes_per_batch, self.images_per_class
 
     def _network(self, d_in: int):
-        return _network(d_in, self.hidden, self.bits, self.n_classes, self.leaky_slope)
+        import torch.nn as nn
+
+        # the hash layer H of K sigmoid units, and the output layer of C units on H
+        encoder = nn.Sequential(mlp(d_in, self.hidden, self.bits, self.leaky_slope), nn.Sigmoid())
+        return class_head_net(encoder, self.bits, self.n_classes)
 
     def _triplets(self, rng, labels):
         if self.mining == "random":

@@ -46,12 +46,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rshash import RshashError
-from rshash.methods.nets import EpochMethod, EpochParams, MLPParams, SGDParams, mlp, step_decay
+from rshash.methods.nets import EpochMethod, EpochSGDParams, mlp, step_decay
 from rshash.methods.params import param
 
 
 @dataclass(frozen=True, kw_only=True)
-class DPSHParams(MLPParams, EpochParams, SGDParams):
+class DPSHParams(EpochSGDParams):
     """The released code's settings with momentum 0.9 and the step at epoch 100
     (module docstring)."""
 

@@ -35,12 +35,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rshash.methods.nets import EpochMethod, EpochParams, MLPParams, SGDParams, mlp
+from rshash.methods.nets import EpochMethod, EpochSGDParams, mlp
 from rshash.methods.params import param
 
 
 @dataclass(frozen=True, kw_only=True)
-class DSHParams(MLPParams, EpochParams, SGDParams):
+class DSHParams(EpochSGDParams):
     """The paper's and its released solver's settings; 200 epochs chosen on a validation
     part (module docstring). ``margin`` null: 2K."""
 

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 
 from rshash.methods.nets import (
     EpochMethod,
-    EpochParams,
-    MLPParams,
-    SGDParams,
+    EpochSGDParams,
+    class_head_net,
     encoded,
     mlp,
     step_decay,
@@ -38,7 +37,7 @@ from rshash.methods.params import param
 
 
 @dataclass(frozen=True, kw_only=True)
-class GreedyHashParams(MLPParams, EpochParams, SGDParams):
+class GreedyHashParams(EpochSGDParams):
     """The released supervised code's settings (module docstring)."""
 
     epochs: int = 50
@@ -74,22 +73,6 @@ def greedyhash_loss(h, logits, y, alpha: float):
     return F.cross_entropy(logits, y) + alpha * (h.abs() - 1).abs().pow(3).mean()
 
 
-def _network(d_in: int, hidden, bits: int, n_classes: int, slope: float):
-    import torch.nn as nn
-
-    class GreedyNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.encoder = mlp(d_in, hidden, bits, slope)
-            self.classifier = nn.Linear(bits, n_classes, bias=False)
-
-        def forward(self, x):
-            h = self.encoder(x)
-            return h, self.classifier(greedy_sign(h))
-
-    return GreedyNet()
-
-
 class GreedyHash(EpochMethod):
     name = "greedyhash"
     supervised = True
@@ -98,7 +81,9 @@ class GreedyHash(EpochMethod):
     class_head = True
 
     def _network(self, d_in: int):
-        return _network(d_in, self.hidden, self.bits, self.n_classes, self.leaky_slope)
+        encoder = mlp(d_in, self.hidden, self.bits, self.leaky_slope)
+        # a linear classifier without bias on the codes b = sign(h)
+        return class_head_net(encoder, self.bits, self.n_classes, False, greedy_sign)
 
     def _scheduler(self, opt):
         return step_decay(opt, self.lr_step_epoch)

@@ -80,10 +80,6 @@ class MiLaN(TorchMethod):
 
     Params = MiLaNParams
 
-    def configure(self):
-        super().configure()
-        self.m = self.triplets_per_batch
-
     def _network(self, d_in: int):
         import torch.nn as nn
 
@@ -92,7 +88,7 @@ class MiLaN(TorchMethod):
     def _sample(self, rng, groups: ClassGroups):
         """Indices of ``m`` anchors, positives and negatives (see module docstring)."""
         order, starts, counts = groups.order, groups.starts, groups.counts
-        m = self.m
+        m = self.triplets_per_batch
         if self.sampling == "class_pair":
             c_pos, c_neg = rng.choice(len(counts), size=2, replace=False)
             take = rng.choice(counts[c_pos], size=2 * m, replace=counts[c_pos] < 2 * m)
@@ -121,7 +117,7 @@ class MiLaN(TorchMethod):
         for _ in range(self.iterations):
             a, p, n = self._sample(rng, groups)
             out = self.net(Xt[np.concatenate([a, p, n])])
-            f_a, f_p, f_n = out.split(self.m)
+            f_a, f_p, f_n = out.split(self.triplets_per_batch)
             loss = milan_loss(f_a, f_p, f_n, out, self.margin, self.push, self.balance)
             train_step(opt, loss)
         self.net.eval()

@@ -73,6 +73,12 @@ class AdamParams(NetParams):
     betas: tuple[float, float] = param((0.9, 0.999), min=0, max=1)
 
 
+@dataclass(frozen=True, kw_only=True)
+class EpochSGDParams(MLPParams, EpochParams, SGDParams):
+    """milan's MLP trained by SGD in shuffled epochs (the pairwise and class-head baselines
+    on it: dpsh, dsh, dhcnn, greedyhash)."""
+
+
 class Normalizer:
     """Input normalisation fitted on the train part only: ``none``,
     ``standardize`` (per-dimension mean and std) or ``l2`` (unit rows)."""
@@ -121,6 +127,28 @@ def mlp(d_in: int, hidden: tuple[int, ...], d_out: int, slope: float = 0.2):
         width = h
     layers.append(nn.Linear(width, d_out))
     return nn.Sequential(*layers)
+
+
+def class_head_net(
+    encoder, bits: int, n_classes: int, bias: bool = True, head_input=None, name: str = "encoder"
+):
+    """``encoder`` (inputs -> the ``bits`` relaxed code units) and a linear classifier
+    ``classifier`` on those units, or on ``head_input(units)`` (e.g. a sign with a
+    straight-through gradient): forward returns (units, logits). The encoder is the
+    attribute ``name`` (its key in the saved state); the classifier is built after it."""
+    import torch.nn as nn
+
+    class ClassHeadNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.add_module(name, encoder)
+            self.classifier = nn.Linear(bits, n_classes, bias=bias)
+
+        def forward(self, x):
+            units = getattr(self, name)(x)
+            return units, self.classifier(units if head_input is None else head_input(units))
+
+    return ClassHeadNet()
 
 
 def epoch_batches(rng: np.random.Generator, n: int, batch_size: int):
