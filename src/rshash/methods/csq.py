@@ -42,7 +42,6 @@ from rshash.methods.nets import (
     EpochParams,
     MLPParams,
     adam,
-    mlp,
     step_decay,
 )
 from rshash.methods.params import param
@@ -90,11 +89,7 @@ class CSQ(EpochMethod):
     supervised = True
 
     Params = CSQParams
-
-    def _network(self, d_in: int):
-        import torch.nn as nn
-
-        return nn.Sequential(mlp(d_in, self.hidden, self.bits, self.leaky_slope), nn.Tanh())
+    activation = "Tanh"
 
     def _extra_state(self):
         return {"centers": self.centers}

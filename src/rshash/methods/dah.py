@@ -98,7 +98,7 @@ from typing import Literal
 import numpy as np
 
 from rshash import RshashError
-from rshash.methods.nets import EpochMethod, EpochParams, Normalizer, SGDParams, encoded
+from rshash.methods.nets import EpochMethod, EpochParams, Normalizer, SGDParams
 from rshash.methods.params import param
 
 MAP_NORMS = ("none", "standardize")
@@ -365,7 +365,7 @@ class DAH(EpochMethod):
         h, logits = out
         return dah_loss(h, logits, y, self.alpha, self.beta, self.pair_reduction)
 
-    def _outputs(self, X):
+    def _forward(self, X):
         """(h, logits) as numpy for maps X, in batches of ENCODE_BATCH."""
         import torch
 
@@ -380,10 +380,6 @@ class DAH(EpochMethod):
                 hs.append(h.numpy())
                 ls.append(logits.numpy())
         return np.concatenate(hs), np.concatenate(ls)
-
-    def encode(self, X):
-        h, logits = self._outputs(X)
-        return encoded(h, logits=logits)
 
 
 METHOD = DAH

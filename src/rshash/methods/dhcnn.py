@@ -70,8 +70,6 @@ from rshash.methods.nets import (
     EpochMethod,
     EpochSGDParams,
     class_head_net,
-    encoded,
-    mlp,
     step_decay,
 )
 from rshash.methods.params import param
@@ -128,7 +126,7 @@ class DHCNN(EpochMethod):
 
     def _network(self, d_in: int):
         # u = W_h f + v_h (no hidden layer) and t = softmax(W_s u + v_s)
-        hash_layer = mlp(d_in, self.hidden, self.bits, self.leaky_slope)
+        hash_layer = super()._network(d_in)
         return class_head_net(hash_layer, self.bits, self.n_classes, name="hash_layer")
 
     def _scheduler(self, opt):
@@ -137,10 +135,6 @@ class DHCNN(EpochMethod):
     def _loss(self, out, y, n_train):
         u, logits = out
         return dhcnn_loss(u, logits, y, self.eta, self.beta, n_train)
-
-    def encode(self, X):
-        u, logits = self._forward(X)
-        return encoded(u, logits=logits)
 
 
 METHOD = DHCNN

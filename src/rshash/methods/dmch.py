@@ -89,7 +89,6 @@ from rshash.methods.nets import (
     adam,
     class_head_net,
     encoded,
-    mlp,
     seed_torch,
     train_step,
 )
@@ -250,6 +249,8 @@ class DMCH(TorchMethod):
 
     Params = DMCHParams
     class_head = True
+    activation = "Sigmoid"
+    threshold = 0.5
 
     @classmethod
     def head(cls, p):
@@ -261,11 +262,8 @@ class DMCH(TorchMethod):
         self.P, self.K = self.classes_per_batch, self.images_per_class
 
     def _network(self, d_in: int):
-        import torch.nn as nn
-
         # the hash layer H of K sigmoid units, and the output layer of C units on H
-        encoder = nn.Sequential(mlp(d_in, self.hidden, self.bits, self.leaky_slope), nn.Sigmoid())
-        return class_head_net(encoder, self.bits, self.n_classes)
+        return class_head_net(super()._network(d_in), self.bits, self.n_classes)
 
     def _triplets(self, rng, labels):
         if self.mining == "random":
@@ -317,7 +315,7 @@ class DMCH(TorchMethod):
     def encode(self, X):
         f, logits = self._forward(X)
         # nCat: the output layer was never trained, its outputs are not reported
-        return encoded(f, 0.5, logits=logits if self.use_cat else None)
+        return encoded(f, self.threshold, logits=logits if self.use_cat else None)
 
 
 METHOD = DMCH

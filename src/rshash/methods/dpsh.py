@@ -46,7 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rshash import RshashError
-from rshash.methods.nets import EpochMethod, EpochSGDParams, mlp, step_decay
+from rshash.methods.nets import EpochMethod, EpochSGDParams, step_decay
 from rshash.methods.params import param
 
 
@@ -119,9 +119,6 @@ class DPSH(EpochMethod):
 
     Params = DPSHParams
     check_divergence = True
-
-    def _network(self, d_in: int):
-        return mlp(d_in, self.hidden, self.bits, self.leaky_slope)
 
     def _scheduler(self, opt):
         return step_decay(opt, self.lr_step_epoch)

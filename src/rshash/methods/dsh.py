@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rshash.methods.nets import EpochMethod, EpochSGDParams, mlp
+from rshash.methods.nets import EpochMethod, EpochSGDParams
 from rshash.methods.params import param
 
 
@@ -74,9 +74,6 @@ class DSH(EpochMethod):
     def configure(self):
         super().configure()
         self.margin = 2.0 * self.bits if self.p.margin is None else self.p.margin
-
-    def _network(self, d_in: int):
-        return mlp(d_in, self.hidden, self.bits, self.leaky_slope)
 
     def _loss(self, b, y, n_train):
         return dsh_loss(b, y, self.margin, self.alpha)

@@ -29,8 +29,6 @@ from rshash.methods.nets import (
     EpochMethod,
     EpochSGDParams,
     class_head_net,
-    encoded,
-    mlp,
     step_decay,
 )
 from rshash.methods.params import param
@@ -81,19 +79,14 @@ class GreedyHash(EpochMethod):
     class_head = True
 
     def _network(self, d_in: int):
-        encoder = mlp(d_in, self.hidden, self.bits, self.leaky_slope)
         # a linear classifier without bias on the codes b = sign(h)
-        return class_head_net(encoder, self.bits, self.n_classes, False, greedy_sign)
+        return class_head_net(super()._network(d_in), self.bits, self.n_classes, False, greedy_sign)
 
     def _scheduler(self, opt):
         return step_decay(opt, self.lr_step_epoch)
 
     def _loss(self, out, y, n_train):
         return greedyhash_loss(*out, y, self.alpha)
-
-    def encode(self, X):
-        h, logits = self._forward(X)
-        return encoded(h, logits=logits)
 
 
 METHOD = GreedyHash

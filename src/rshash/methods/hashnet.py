@@ -53,7 +53,7 @@ import numpy as np
 
 from rshash.methods.base import Encoded, sign_bits
 from rshash.methods.dpsh import pair_similarity
-from rshash.methods.nets import MLPParams, SGDParams, TorchMethod, mlp, seed_torch, sgd, train_step
+from rshash.methods.nets import MLPParams, SGDParams, TorchMethod, seed_torch, sgd, train_step
 from rshash.methods.params import param
 
 
@@ -118,9 +118,6 @@ class HashNet(TorchMethod):
         super().configure()
         self.alpha = 10.0 / self.bits if self.p.alpha is None else self.p.alpha
         self.scale = self.init_scale
-
-    def _network(self, d_in: int):
-        return mlp(d_in, self.hidden, self.bits, self.leaky_slope)
 
     def _extra_state(self):
         return {"scale": np.array(self.scale, np.float64)}

@@ -28,8 +28,6 @@ from rshash.methods.nets import (
     MLPParams,
     TorchMethod,
     adam,
-    encoded,
-    mlp,
     seed_torch,
     train_step,
 )
@@ -79,11 +77,8 @@ class MiLaN(TorchMethod):
     supervised = True
 
     Params = MiLaNParams
-
-    def _network(self, d_in: int):
-        import torch.nn as nn
-
-        return nn.Sequential(mlp(d_in, self.hidden, self.bits, self.leaky_slope), nn.Sigmoid())
+    activation = "Sigmoid"
+    threshold = 0.5
 
     def _sample(self, rng, groups: ClassGroups):
         """Indices of ``m`` anchors, positives and negatives (see module docstring)."""
@@ -121,9 +116,6 @@ class MiLaN(TorchMethod):
             loss = milan_loss(f_a, f_p, f_n, out, self.margin, self.push, self.balance)
             train_step(opt, loss)
         self.net.eval()
-
-    def encode(self, X):
-        return encoded(self._forward(X), 0.5)
 
 
 METHOD = MiLaN

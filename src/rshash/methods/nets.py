@@ -270,16 +270,26 @@ class ClassGroups:
 class TorchMethod(HashMethod):
     """A hash method whose encoder is a torch module ``self.net``, saved as numpy arrays.
 
-    Subclasses implement ``_network(d_in)``, ``_fit`` and ``encode``; a
-    ``n_classes`` attribute set in ``_fit`` is saved and restored, other values
-    the network's shape depends on go in ``_extra_state`` / ``_load_extra_state``.
+    Subclasses implement ``_fit``, and ``_network(d_in)`` and ``encode`` unless the
+    defaults serve: milan's MLP (MLPParams) to the K code units, then the torch.nn
+    ``activation`` named; codes ``value > threshold``. A ``n_classes`` attribute set in
+    ``_fit`` is saved and restored, other values the network's shape depends on go in
+    ``_extra_state`` / ``_load_extra_state``.
     """
+
+    activation: str | None = None  # after the MLP: "Sigmoid", "Tanh" (torch.nn), or none
+    threshold = 0.0  # bits are value > threshold
 
     def configure(self):
         self.norm = Normalizer(self.input_norm)
 
     def _network(self, d_in: int):
-        raise NotImplementedError
+        import torch.nn as nn
+
+        net = mlp(d_in, self.hidden, self.bits, self.leaky_slope)
+        if self.activation is None:
+            return net
+        return nn.Sequential(net, getattr(nn, self.activation)())
 
     def _extra_state(self) -> dict:
         """Sizes the network depends on; the class count of class-head methods by default."""
@@ -305,9 +315,13 @@ class TorchMethod(HashMethod):
         return torch.cat(outs).numpy()
 
     def encode(self, X):
-        """Default for a network with one K-unit output: value is that output, bits its sign.
-        Methods with another threshold or a class head override it."""
-        return encoded(self._forward(X))
+        """Value is the network's K-unit output and bits are value > ``threshold``; a network
+        that returns (units, logits) has a class head, whose softmax is reported too."""
+        out = self._forward(X)
+        if isinstance(out, tuple):
+            value, logits = out
+            return encoded(value, self.threshold, logits=logits)
+        return encoded(out, self.threshold)
 
     def state(self):
         net = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
@@ -331,12 +345,12 @@ class EpochMethod(TorchMethod):
     seed, fit the normaliser, build the network, then one optimiser step per shuffled
     mini-batch on ``_loss(network output, targets of the batch's rows, n_train)``.
 
-    A subclass gives ``_network`` and ``_loss``; the optimiser is SGD with the
-    parameters' momentum and weight decay (``_optimizer``), with no scheduler
-    (``_scheduler``), the targets are the labels (``_targets``) and a batch is the
-    normalised feature rows (``_batches``) unless it overrides these. With a class head
-    (``class_head``) ``n_classes`` is set from the labels before the network is built;
-    ``check_divergence`` stops training with an error on a non-finite loss."""
+    A subclass gives ``_loss`` (and ``_network`` unless the MLP default serves); the
+    optimiser is SGD with the parameters' momentum and weight decay (``_optimizer``),
+    with no scheduler (``_scheduler``), the targets are the labels (``_targets``) and a
+    batch is the normalised feature rows (``_batches``) unless it overrides these. With
+    a class head (``class_head``) ``n_classes`` is set from the labels before the network
+    is built; ``check_divergence`` stops training with an error on a non-finite loss."""
 
     check_divergence = False
 
