@@ -215,6 +215,15 @@ def test_declared_parameters_are_checked_when_built(name):
         build(name, 16, nope=1)
 
 
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_parameters_are_not_shadowed_by_class_attributes(name):
+    """A method reads its parameters as attributes (self.lr is self.p.lr) only where its
+    class defines no attribute of that name."""
+    method = get_method(name)
+    shadowed = [k for k in method.Params.names() if hasattr(method, k)]
+    assert not shadowed, f"{name}: class attributes hide parameters {shadowed}"
+
+
 def test_declarations_read_without_torch():
     """The workflow reads every method's declaration at parse time: no torch import."""
     import subprocess

@@ -250,7 +250,7 @@ class DMCH(TorchMethod):
     Params = DMCHParams
     class_head = True
     activation = "Sigmoid"
-    threshold = 0.5
+    bit_threshold = 0.5
 
     @classmethod
     def head(cls, p):
@@ -315,7 +315,7 @@ class DMCH(TorchMethod):
     def encode(self, X):
         f, logits = self._forward(X)
         # nCat: the output layer was never trained, its outputs are not reported
-        return encoded(f, self.threshold, logits=logits if self.use_cat else None)
+        return encoded(f, self.bit_threshold, logits=logits if self.use_cat else None)
 
 
 METHOD = DMCH

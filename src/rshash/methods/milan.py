@@ -78,7 +78,7 @@ class MiLaN(TorchMethod):
 
     Params = MiLaNParams
     activation = "Sigmoid"
-    threshold = 0.5
+    bit_threshold = 0.5
 
     def _sample(self, rng, groups: ClassGroups):
         """Indices of ``m`` anchors, positives and negatives (see module docstring)."""

@@ -272,13 +272,13 @@ class TorchMethod(HashMethod):
 
     Subclasses implement ``_fit``, and ``_network(d_in)`` and ``encode`` unless the
     defaults serve: milan's MLP (MLPParams) to the K code units, then the torch.nn
-    ``activation`` named; codes ``value > threshold``. A ``n_classes`` attribute set in
+    ``activation`` named; codes ``value > bit_threshold``. A ``n_classes`` attribute set in
     ``_fit`` is saved and restored, other values the network's shape depends on go in
     ``_extra_state`` / ``_load_extra_state``.
     """
 
     activation: str | None = None  # after the MLP: "Sigmoid", "Tanh" (torch.nn), or none
-    threshold = 0.0  # bits are value > threshold
+    bit_threshold = 0.0  # bits are value > bit_threshold
 
     def configure(self):
         self.norm = Normalizer(self.input_norm)
@@ -315,13 +315,13 @@ class TorchMethod(HashMethod):
         return torch.cat(outs).numpy()
 
     def encode(self, X):
-        """Value is the network's K-unit output and bits are value > ``threshold``; a network
+        """Value is the network's K-unit output and bits are value > ``bit_threshold``; a network
         that returns (units, logits) has a class head, whose softmax is reported too."""
         out = self._forward(X)
         if isinstance(out, tuple):
             value, logits = out
-            return encoded(value, self.threshold, logits=logits)
-        return encoded(out, self.threshold)
+            return encoded(value, self.bit_threshold, logits=logits)
+        return encoded(out, self.bit_threshold)
 
     def state(self):
         net = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
