@@ -22,28 +22,63 @@ def ucmd_data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_features(tmp_path_factory, synthetic_features):
+def demo_extract(tmp_path_factory):
+    """``demo_extract(kind) -> (arrays, labels, parts)``: the method tests' demo dataset (10
+    classes x 30 synthetic tiles at noise 25, generated once) through EfficientNet-Lite0 as
+    features of ``kind`` (rshash.features.extract; each kind extracted once per session):
+    its arrays by name and the labels, in manifest order, and the rows of each part of the
+    dmch_60_40 seed 0 split (``parts["train"]``, ``"query"``, ``"database"`` in db_order)."""
+    from rshash.data.manifest import scan_folder, write_manifest
+    from rshash.data.splits import make_split
+    from rshash.data.synthetic import generate
+    from rshash.features import extract, read_arrays
+
+    root = tmp_path_factory.mktemp("demo")
+    generate(root / "images", n_classes=10, per_class=30, size=96, seed=0, noise=25.0)
+    manifest = scan_folder(root / "images")
+    write_manifest(manifest, root / "manifest.parquet")
+    labels = manifest.label.to_numpy().astype(np.int64)
+    split = make_split(manifest, {"train_fraction": 0.6, "database": "train"}, seed=0)
+    index = {k: i for i, k in enumerate(manifest.image_id)}
+    parts = {}
+    for role in ("train", "query", "database"):
+        part = split[split.role == role]
+        if role == "database":
+            part = part.sort_values("db_order")
+        parts[role] = part.image_id.map(index).to_numpy()
+    extracted = {}
+
+    def get(kind):
+        if kind not in extracted:
+            path = extract(
+                root / "manifest.parquet",
+                "efficientnet_lite0",
+                root / f"{kind}.h5",
+                kind=kind,
+                threads=2,
+                device="cpu",
+                progress=False,
+            )
+            arrays, image_id = read_arrays(path)
+            assert list(image_id) == list(manifest.image_id)
+            extracted[kind] = arrays
+        return extracted[kind], labels, parts
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def demo_features(demo_extract):
     """A harder, smaller demo (10 classes x 30 synthetic tiles, noise 25 instead of the
     shipped 50 per class at noise 15) through EfficientNet-Lite0, split by dmch_60_40
     seed 0: a dict with X/y of the train, query and database parts. Small and noisy so
     that method tests stay quick and supervised methods clear lsh by a wide margin.
 
     Extracted once per test session (about 10-20 s on 2 cores)."""
-    from rshash.data.splits import make_split
-    from rshash.features import read_features
-
-    root = tmp_path_factory.mktemp("demo_features")
-    manifest = synthetic_features(root, n_classes=10, per_class=30, size=96, seed=0, noise=25.0)
-    feats = read_features(root / "features.h5")
-    split = make_split(manifest, {"train_fraction": 0.6, "database": "train"}, seed=0)
-    index = {k: i for i, k in enumerate(feats.image_id)}
+    arrays, labels, parts = demo_extract("features")
     out = {}
-    for role in ("train", "query", "database"):
-        part = split[split.role == role]
-        if role == "database":
-            part = part.sort_values("db_order")
-        rows = part.image_id.map(index).to_numpy()
-        out[f"X_{role}"], out[f"y_{role}"] = feats.features[rows], feats.label[rows]
+    for role, rows in parts.items():
+        out[f"X_{role}"], out[f"y_{role}"] = arrays["features"][rows], labels[rows]
     return out
 
 
@@ -212,17 +247,18 @@ def metric_files(report_data) -> list[str]:
     return report_data.files()
 
 
-def _blobs(n_classes=4, per_class=20, dim=32, seed=0):
+def _blobs(n_classes=4, per_class=20, dim=32, seed=0, noise=0.5):
     rng = np.random.default_rng(seed)
     y = np.repeat(np.arange(n_classes), per_class)
-    X = rng.normal(0, 1, (n_classes, dim))[y] + 0.5 * rng.normal(0, 1, (len(y), dim))
+    X = rng.normal(0, 1, (n_classes, dim))[y] + noise * rng.normal(0, 1, (len(y), dim))
     return X.astype(np.float32), y
 
 
 @pytest.fixture(scope="session")
 def blobs():
-    """``blobs(n_classes=4, per_class=20, dim=32, seed=0) -> (X, y)``: Gaussian classes,
-    well-separated centres plus noise of standard deviation 0.5 (the method tests)."""
+    """``blobs(n_classes=4, per_class=20, dim=32, seed=0, noise=0.5) -> (X, y)``: Gaussian
+    classes, well-separated centres (standard normal) plus noise of standard deviation
+    ``noise`` (the method tests)."""
     return _blobs
 
 
@@ -236,6 +272,49 @@ def map_all():
         return evaluate_arrays(np.packbits(q.bits, 1), yq, np.packbits(d.bits, 1), yd)["map_all"]
 
     return score
+
+
+@pytest.fixture(scope="session")
+def demo_map_all(demo_features, map_all):
+    """``demo_map_all(model) -> float``: mAP@all of a fitted model's codes of the
+    demo_features queries against its codes of the database."""
+    d = demo_features
+
+    def score(model):
+        q, db = model.encode(d["X_query"]), model.encode(d["X_database"])
+        return map_all(q, d["y_query"], db, d["y_database"])
+
+    return score
+
+
+@pytest.fixture(scope="session")
+def class_head_accuracy():
+    """``class_head_accuracy(enc, y) -> float``: checks that encoded rows ``enc`` carry a
+    class head (class_prob float32 over classes 0..max(y), rows summing to 1, and
+    predicted_label its argmax) and returns the share of rows predicted as ``y``."""
+
+    def check(enc, y):
+        n_classes = int(np.max(y)) + 1
+        assert enc.class_prob.shape == (len(enc.bits), n_classes)
+        assert enc.class_prob.dtype == np.float32
+        np.testing.assert_allclose(enc.class_prob.sum(1), 1.0, atol=1e-5)
+        np.testing.assert_array_equal(enc.predicted_label, enc.class_prob.argmax(1))
+        return float((enc.predicted_label == y).mean())
+
+    return check
+
+
+@pytest.fixture(scope="session")
+def hamming_by_class():
+    """``hamming_by_class(q, yq, d, yd) -> (same, other)``: the mean Hamming distance of
+    encoded queries ``q`` to the database codes ``d`` of their own class and of the others."""
+
+    def means(q, yq, d, yd):
+        ham = (q.bits[:, None, :] != d.bits[None, :, :]).sum(2)
+        same = np.asarray(yq)[:, None] == np.asarray(yd)[None, :]
+        return float(ham[same].mean()), float(ham[~same].mean())
+
+    return means
 
 
 # What the quality tests train each method with on demo_features (180 train rows, 32 bits,

@@ -152,16 +152,14 @@ def test_attention_false_is_average_pooling_into_the_hash_layer():
     assert not np.allclose(ma.encode(X).value, m.encode(X).value)
 
 
-def test_class_head_and_codes():
+def test_class_head_and_codes(class_head_accuracy):
     X, y = toy_maps()
     m = build("dah", 16, seed=0, epochs=5, batch_size=12).fit(X, y)
     e = m.encode(X)
     assert e.bits.dtype == np.uint8 and e.bits.shape == (len(X), 16)
     np.testing.assert_array_equal(e.bits, (e.value > 0).astype(np.uint8))
     assert np.all(np.abs(e.value) <= 1)
-    assert e.class_prob.shape == (len(X), 3) and e.class_prob.dtype == np.float32
-    np.testing.assert_allclose(e.class_prob.sum(1), 1, atol=1e-5)
-    np.testing.assert_array_equal(e.predicted_label, e.class_prob.argmax(1))
+    class_head_accuracy(e, y)
     # class_prob is the softmax of the classifier on the binary codes sign(h)
     theta = m.net.classifier.weight.detach().numpy()
     codes = np.where(e.value > 0, 1.0, -1.0)
@@ -183,39 +181,13 @@ def test_input_checks():
 
 
 @pytest.fixture(scope="session")
-def demo_maps(tmp_path_factory):
+def demo_maps(demo_extract):
     """The demo dataset of tests/conftest.py (10 classes x 30 synthetic tiles at noise 25) through
     EfficientNet-Lite0 as last conv maps [N, 1280, 7, 7], split by dmch_60_40 seed 0."""
-    from rshash.data.manifest import scan_folder, write_manifest
-    from rshash.data.splits import make_split
-    from rshash.data.synthetic import generate
-    from rshash.features import extract, read_arrays
-
-    root = tmp_path_factory.mktemp("demo_maps")
-    generate(root / "images", n_classes=10, per_class=30, size=96, seed=0, noise=25.0)
-    manifest = scan_folder(root / "images")
-    write_manifest(manifest, root / "manifest.parquet")
-    extract(
-        root / "manifest.parquet",
-        "efficientnet_lite0",
-        root / "maps.h5",
-        kind="maps",
-        threads=2,
-        device="cpu",
-        progress=False,
-    )
-    arrays, image_id = read_arrays(root / "maps.h5")
-    label = dict(zip(manifest.image_id, manifest.label))
-    split = make_split(manifest, {"train_fraction": 0.6, "database": "train"}, seed=0)
-    index = {k: i for i, k in enumerate(image_id)}
+    arrays, labels, parts = demo_extract("maps")
     out = {}
-    for role in ("train", "query", "database"):
-        part = split[split.role == role]
-        if role == "database":
-            part = part.sort_values("db_order")
-        rows = part.image_id.map(index).to_numpy()
-        out[f"X_{role}"] = arrays["maps"][rows]
-        out[f"y_{role}"] = np.array([label[k] for k in image_id[rows]], dtype=np.int64)
+    for role, rows in parts.items():
+        out[f"X_{role}"], out[f"y_{role}"] = arrays["maps"][rows], labels[rows]
     return out
 
 

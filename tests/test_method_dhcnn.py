@@ -105,10 +105,9 @@ def test_divergence_is_an_error(blobs):
         build("dhcnn", 16, seed=0, epochs=50, batch_size=20, lr=50.0, eta=1.0).fit(X, y)
 
 
-def test_class_head_is_consistent_on_demo_features(demo_features, demo_encoded):
+def test_class_head_is_consistent_on_demo_features(
+    demo_features, demo_encoded, class_head_accuracy
+):
     """(Its quality floor on demo_features: tests/test_methods.py.)"""
-    d = demo_features
     dh, q, db = demo_encoded("dhcnn")
-    assert q.class_prob.shape == (len(q.bits), 10) and q.class_prob.dtype == np.float32
-    np.testing.assert_allclose(q.class_prob.sum(1), 1.0, atol=1e-5)
-    assert (q.predicted_label == d["y_query"]).mean() > 0.25  # chance 0.1; measured 0.38
+    assert class_head_accuracy(q, demo_features["y_query"]) > 0.25  # chance 0.1; measured 0.38

@@ -257,14 +257,12 @@ def test_random_mining_is_seeded(blobs):
     assert not np.array_equal(r1, batch_all)
 
 
-def test_class_head_is_consistent_on_demo_features(demo_features, demo_encoded):
+def test_class_head_is_consistent_on_demo_features(
+    demo_features, demo_encoded, class_head_accuracy
+):
     """(Its quality floor on demo_features: tests/test_methods.py.)"""
-    d = demo_features
     dmch, q, db = demo_encoded("dmch")
-    assert q.class_prob.shape == (len(q.bits), 10) and q.class_prob.dtype == np.float32
-    np.testing.assert_allclose(q.class_prob.sum(1), 1.0, atol=1e-5)
-    np.testing.assert_array_equal(q.predicted_label, q.class_prob.argmax(1))
-    assert (q.predicted_label == d["y_query"]).mean() > 0.25  # chance 0.1
+    assert class_head_accuracy(q, demo_features["y_query"]) > 0.25  # chance 0.1
     # the push term drives the sigmoid outputs away from 0.5; balance keeps bits half on
     assert np.abs(db.value - 0.5).mean() > 0.3
     assert 0.35 < db.bits.mean() < 0.65

@@ -38,14 +38,12 @@ def test_gradient_passes_the_sign_layer_unchanged():
     assert torch.isfinite(h.grad).all() and h.grad.abs().sum() > 0
 
 
-def test_class_head_is_consistent_on_demo_features(demo_features, demo_encoded):
+def test_class_head_is_consistent_on_demo_features(
+    demo_features, demo_encoded, class_head_accuracy
+):
     """(Its quality floor on demo_features: tests/test_methods.py.)"""
-    d = demo_features
     gh, q, db = demo_encoded("greedyhash")
     # the class head: probabilities over the 10 classes, prediction = argmax, and it classifies
-    assert q.class_prob.shape == (len(q.bits), 10) and q.class_prob.dtype == np.float32
-    np.testing.assert_allclose(q.class_prob.sum(1), 1.0, atol=1e-5)
-    np.testing.assert_array_equal(q.predicted_label, q.class_prob.argmax(1))
-    assert (q.predicted_label == d["y_query"]).mean() > 0.25  # chance 0.1; measured 0.39
+    assert class_head_accuracy(q, demo_features["y_query"]) > 0.25  # chance 0.1; measured 0.39
     # the cubic penalty pulls the relaxed codes towards +-1 (measured 0.56; 0.83 after 50 epochs)
     assert np.abs(np.abs(db.value) - 1).mean() < 0.7

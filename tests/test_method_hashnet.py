@@ -108,12 +108,9 @@ def test_scale_follows_the_schedule_and_round_trip(tmp_path, blobs):
     np.testing.assert_array_equal(loaded.encode(X).value, ea.value)
 
 
-def test_same_class_codes_are_closer_on_demo_features(demo_features, demo_encoded):
-    """(Its quality floor on demo_features: tests/test_methods.py.)"""
-    d = demo_features
+def test_continuation_ends_near_binary_codes_on_demo_features(demo_encoded):
+    """(Its quality floor, and same-class codes closer than others, on demo_features:
+    tests/test_methods.py.)"""
     hn, q, db = demo_encoded("hashnet")
-    ham = (q.bits[:, None, :] != db.bits[None, :, :]).sum(2)
-    same = d["y_query"][:, None] == d["y_database"][None, :]
-    assert ham[same].mean() < 0.75 * ham[~same].mean()  # measured 10.7 vs 16.5
     # continuation: the relaxed codes end close to +-1 (measured mean | |h| - 1 | 0.03)
     assert np.abs(np.abs(db.value) - 1).mean() < 0.2

@@ -12,13 +12,6 @@ from rshash.methods import build
 from rshash.methods.ksh import code_loss, smoothed_cost
 
 
-def blobs(n_classes=4, per_class=30, dim=40, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.repeat(np.arange(n_classes), per_class)
-    X = rng.normal(0, 1, (n_classes, dim))[y] + 1.0 * rng.normal(0, 1, (len(y), dim))
-    return X.astype(np.float32), y
-
-
 def test_smoothed_cost_hand_computed():
     K = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     a = np.array([math.log(3), -math.log(3)])
@@ -54,8 +47,8 @@ def test_gradient_is_finite_and_matches_finite_differences():
     assert err < 1e-5 * max(1.0, np.linalg.norm(grad))
 
 
-def test_greedy_bits_improve_on_their_spectral_initialisation():
-    X, y = blobs()
+def test_greedy_bits_improve_on_their_spectral_initialisation(blobs):
+    X, y = blobs(per_class=30, dim=40, noise=1.0)
     m = build("ksh", 16, n_anchors=40, n_labeled=100).fit(X, y)
     assert len(m.history_) == 16
     for h in m.history_:
@@ -69,8 +62,8 @@ def test_greedy_bits_improve_on_their_spectral_initialisation():
     assert m.code_loss_ < spectral.code_loss_
 
 
-def test_kernel_width_is_the_mean_squared_distance_to_the_anchors():
-    X, y = blobs()
+def test_kernel_width_is_the_mean_squared_distance_to_the_anchors(blobs):
+    X, y = blobs(per_class=30, dim=40, noise=1.0)
     m = build("ksh", 8, n_anchors=30, n_labeled=60).fit(X, y)
     assert m.anchors.shape == (30, X.shape[1])
     d2 = ((X[:, None, :].astype(np.float64) - m.anchors[None]) ** 2).sum(-1)

@@ -17,42 +17,16 @@ FAST = {"epochs": 8, "width": 32}  # short fits: the tests check behaviour, not 
 
 
 @pytest.fixture(scope="session")
-def demo_layers(tmp_path_factory):
+def demo_layers(demo_extract):
     """The demo dataset (10 classes x 30 synthetic tiles at noise 25) through EfficientNet-Lite0 as
     PBFFN reads it: pooled layer0..2 and rot_layer0..2 [N, 3, C_i] of each part of the
     dmch_60_40 seed 0 split (X_train with rot_*, X_query / X_database without)."""
-    from rshash.data.manifest import scan_folder, write_manifest
-    from rshash.data.splits import make_split
-    from rshash.data.synthetic import generate
-    from rshash.features import extract, read_arrays
-
-    root = tmp_path_factory.mktemp("demo_layers")
-    generate(root / "images", n_classes=10, per_class=30, size=96, seed=0, noise=25.0)
-    manifest = scan_folder(root / "images")
-    write_manifest(manifest, root / "manifest.parquet")
     arrays = {}
     for kind, prefix in (("layers", ""), ("rot", "rot_")):
-        out = extract(
-            root / "manifest.parquet",
-            "efficientnet_lite0",
-            root / f"{kind}.h5",
-            kind=kind,
-            threads=2,
-            device="cpu",
-            progress=False,
-        )
-        got, image_id = read_arrays(out)
-        assert list(image_id) == list(manifest.image_id)
+        got, labels, parts = demo_extract(kind)
         arrays.update({prefix + k: v for k, v in got.items() if k.startswith("layer")})
-    labels = manifest.label.to_numpy()
-    split = make_split(manifest, {"train_fraction": 0.6, "database": "train"}, seed=0)
-    index = {k: i for i, k in enumerate(manifest.image_id)}
     data = {}
-    for role in ("train", "query", "database"):
-        part = split[split.role == role]
-        if role == "database":
-            part = part.sort_values("db_order")
-        rows = part.image_id.map(index).to_numpy()
+    for role, rows in parts.items():
         keep = (
             arrays
             if role == "train"
@@ -185,16 +159,14 @@ def test_loss_gradients_finite_and_nonzero():
 # -- the method -----------------------------------------------------------------------------
 
 
-def test_encoded_outputs_and_class_head():
+def test_encoded_outputs_and_class_head(class_head_accuracy):
     X, y = _toy()
     m = build("pbffn", 8, seed=0, **FAST).fit(X, y)
     enc = m.encode(_plain(X))
     assert enc.bits.dtype == np.uint8 and enc.bits.shape == (60, 8)
     assert enc.value.dtype == np.float32 and enc.value.shape == (60, 8)
     np.testing.assert_array_equal(enc.bits, (enc.value > 0).astype(np.uint8))
-    assert enc.class_prob.shape == (60, 3)
-    np.testing.assert_allclose(enc.class_prob.sum(1), 1, atol=1e-5)
-    np.testing.assert_array_equal(enc.predicted_label, enc.class_prob.argmax(1))
+    class_head_accuracy(enc, y)
     # class_prob is the proxy softmax of eq. 5: the nearest proxy is the predicted class
     emb = enc.value + m.thresholds
     proxies = m.net.proxies.detach().numpy()

@@ -29,7 +29,8 @@ class HashMethod:
     "features", pooled [N, D]; "maps", the last conv maps; "layers", pooled features of
     three stages; "rot", the rotated copies) and whether it has a class head
     (``class_head``, or :meth:`head` when that depends on the parameters), and implements
-    ``_fit``, ``encode`` and the ``state``/``load_state`` pair (numpy arrays).
+    ``_fit``, ``encode`` and the ``state``/``load_state`` pair (numpy arrays; a method whose
+    state is a few fitted arrays names those attributes in ``state_names`` instead).
     The declaration is read at parse time: a method module imports torch inside functions."""
 
     name = "base"
@@ -38,6 +39,7 @@ class HashMethod:
     Params = Params
     inputs: tuple[str, ...] = ("features",)
     class_head = False  # writes class_prob and predicted_label
+    state_names: tuple[str, ...] = ()  # the attributes the default state/load_state keep
 
     @classmethod
     def head(cls, p: Params) -> tuple[bool, str]:
@@ -105,10 +107,11 @@ class HashMethod:
         raise NotImplementedError
 
     def state(self) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        return {k: getattr(self, k) for k in self.state_names}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
-        raise NotImplementedError
+        for k in self.state_names:
+            setattr(self, k, state[k])
 
     def save(self, path: str | Path, extra: dict | None = None) -> None:
         """Save as .npz (arrays + a JSON header): loads without pickle or torch."""

@@ -38,13 +38,10 @@ from scipy.linalg import hadamard
 from rshash import RshashError
 from rshash.methods.nets import (
     AdamParams,
+    EpochMethod,
     EpochParams,
     MLPParams,
-    Normalizer,
-    TorchMethod,
-    mlp,
-    run_epochs,
-    seed_torch,
+    adam,
     step_decay,
 )
 from rshash.methods.params import param
@@ -87,19 +84,12 @@ class CSQParams(MLPParams, EpochParams, AdamParams):
     lam: float = param(1e-4, min=0)
 
 
-class CSQ(TorchMethod):
+class CSQ(EpochMethod):
     name = "csq"
     supervised = True
 
     Params = CSQParams
-
-    def configure(self):
-        self.norm = Normalizer(self.input_norm)
-
-    def _network(self, d_in: int):
-        import torch.nn as nn
-
-        return nn.Sequential(mlp(d_in, self.hidden, self.bits, self.leaky_slope), nn.Tanh())
+    activation = "Tanh"
 
     def _extra_state(self):
         return {"centers": self.centers}
@@ -107,24 +97,19 @@ class CSQ(TorchMethod):
     def _load_extra_state(self, state):
         self.centers = np.asarray(state["centers"], np.float32)
 
-    def _fit(self, X, y):
-        import torch
-
-        rng = seed_torch(self.seed, self.threads)
+    def _targets(self, y, rng):
+        """Each row's class centre (drawn first from the seeded generator)."""
         self.centers = hash_centers(int(y.max()) + 1, self.bits, rng)
-        Xt, Ct = torch.from_numpy(self.norm.fit(X)(X)), torch.from_numpy(self.centers[y])
-        self.net = self._network(X.shape[1])
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, betas=self.betas)
-        run_epochs(
-            self.net,
-            opt,
-            rng,
-            len(X),
-            self.batch_size,
-            self.epochs,
-            lambda rows: csq_loss(self.net(Xt[rows]), Ct[rows], self.lam),
-            step_decay(opt, self.lr_step_epoch, self.lr_decay),
-        )
+        return self.centers[y]
+
+    def _optimizer(self):
+        return adam(self.net, self.lr, self.betas)
+
+    def _scheduler(self, opt):
+        return step_decay(opt, self.lr_step_epoch, self.lr_decay)
+
+    def _loss(self, u, centers, n_train):
+        return csq_loss(u, centers, self.lam)
 
 
 METHOD = CSQ

@@ -96,20 +96,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.special import softmax
 
 from rshash import RshashError
-from rshash.methods.base import Encoded, sign_bits
-from rshash.methods.dpsh import check_finite
-from rshash.methods.nets import (
-    EpochParams,
-    Normalizer,
-    SGDParams,
-    TorchMethod,
-    run_epochs,
-    seed_torch,
-    sgd,
-)
+from rshash.methods.nets import EpochMethod, EpochParams, Normalizer, SGDParams
 from rshash.methods.params import param
 
 MAP_NORMS = ("none", "standardize")
@@ -313,13 +302,14 @@ class DAHParams(EpochParams, SGDParams):
         return None
 
 
-class DAH(TorchMethod):
+class DAH(EpochMethod):
     name = "dah"
     supervised = True
 
     Params = DAHParams
     inputs = ("maps",)
     class_head = True
+    check_divergence = True
 
     @classmethod
     def head(cls, p):
@@ -358,34 +348,24 @@ class DAH(TorchMethod):
         self.norm.load_state(state)
 
     def _fit(self, X, y):
-        import torch
-
         _check_maps(X)
-        rng = seed_torch(self.seed, self.threads)
-        self.n_classes = int(y.max()) + 1
         self.map_shape = tuple(int(v) for v in X.shape[1:])
+        super()._fit(X, y)
+
+    def _batches(self, X):
         self.norm.fit(X)
-        yt = torch.from_numpy(y)
-        self.net = self._network(X.shape[1])
 
-        def batch_loss(rows):
+        def batch(rows):
             rows = np.sort(rows)  # faster gather; the pair set does not depend on order
-            h, logits = self.net(self.norm(X[rows]))
-            loss = dah_loss(h, logits, yt[rows], self.alpha, self.beta, self.pair_reduction)
-            check_finite(loss, self.name, self.lr)
-            return loss
+            return self.norm(X[rows]), rows
 
-        run_epochs(
-            self.net,
-            sgd(self.net, self.lr, self.momentum, self.weight_decay),
-            rng,
-            len(X),
-            self.batch_size,
-            self.epochs,
-            batch_loss,
-        )
+        return batch
 
-    def _outputs(self, X):
+    def _loss(self, out, y, n_train):
+        h, logits = out
+        return dah_loss(h, logits, y, self.alpha, self.beta, self.pair_reduction)
+
+    def _forward(self, X):
         """(h, logits) as numpy for maps X, in batches of ENCODE_BATCH."""
         import torch
 
@@ -400,16 +380,6 @@ class DAH(TorchMethod):
                 hs.append(h.numpy())
                 ls.append(logits.numpy())
         return np.concatenate(hs), np.concatenate(ls)
-
-    def encode(self, X):
-        h, logits = self._outputs(X)
-        prob = softmax(logits.astype(np.float64), axis=1)
-        return Encoded(
-            bits=sign_bits(h, 0.0),
-            value=h.astype(np.float32),
-            class_prob=prob.astype(np.float32),
-            predicted_label=prob.argmax(1).astype(np.int64),
-        )
 
 
 METHOD = DAH

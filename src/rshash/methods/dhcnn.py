@@ -64,29 +64,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-from scipy.special import softmax
-
 from rshash import RshashError
-from rshash.methods.base import Encoded, sign_bits
-from rshash.methods.dpsh import check_finite, dpsh_loss
+from rshash.methods.dpsh import dpsh_loss
 from rshash.methods.nets import (
-    EpochParams,
-    MLPParams,
-    Normalizer,
-    SGDParams,
-    TorchMethod,
-    mlp,
-    run_epochs,
-    seed_torch,
-    sgd,
+    EpochMethod,
+    EpochSGDParams,
+    class_head_net,
     step_decay,
 )
 from rshash.methods.params import param
 
 
 @dataclass(frozen=True, kw_only=True)
-class DHCNNParams(MLPParams, EpochParams, SGDParams):
+class DHCNNParams(EpochSGDParams):
     """eta 0.2 and beta 25 (paper sec. IV-A, IV-E); the optimiser after DPSH's code at a
     constant rate of 0.02 chosen on a validation part (module docstring); no hidden
     layer: the paper's single linear hash layer on the features."""
@@ -121,75 +111,30 @@ def dhcnn_loss(u, logits, y, eta: float, beta: float, n_train: int):
     return loss
 
 
-def _network(d_in: int, hidden, bits: int, n_classes: int, slope: float):
-    import torch.nn as nn
-
-    class DHCNNNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.hash_layer = mlp(d_in, hidden, bits, slope)  # u = W_h f + v_h when no hidden
-            self.classifier = nn.Linear(bits, n_classes)  # t = softmax(W_s u + v_s)
-
-        def forward(self, x):
-            u = self.hash_layer(x)
-            return u, self.classifier(u)
-
-    return DHCNNNet()
-
-
-class DHCNN(TorchMethod):
+class DHCNN(EpochMethod):
     name = "dhcnn"
     supervised = True
 
     Params = DHCNNParams
     class_head = True
+    check_divergence = True
 
     @classmethod
     def head(cls, p):
         # eta = 1: the classifier gets no gradient, its predictions are meaningless
         return p.eta < 1, "eta: 1"
 
-    def configure(self):
-        self.norm = Normalizer(self.input_norm)
-
     def _network(self, d_in: int):
-        return _network(d_in, self.hidden, self.bits, self.n_classes, self.leaky_slope)
+        # u = W_h f + v_h (no hidden layer) and t = softmax(W_s u + v_s)
+        hash_layer = super()._network(d_in)
+        return class_head_net(hash_layer, self.bits, self.n_classes, name="hash_layer")
 
-    def _fit(self, X, y):
-        import torch
+    def _scheduler(self, opt):
+        return step_decay(opt, self.lr_step_epoch)
 
-        rng = seed_torch(self.seed, self.threads)
-        self.n_classes = int(y.max()) + 1
-        Xt, yt = torch.from_numpy(self.norm.fit(X)(X)), torch.from_numpy(y)
-        self.net = self._network(X.shape[1])
-        opt = sgd(self.net, self.lr, self.momentum, self.weight_decay)
-
-        def batch_loss(rows):
-            u, logits = self.net(Xt[rows])
-            loss = dhcnn_loss(u, logits, yt[rows], self.eta, self.beta, len(X))
-            check_finite(loss, self.name, self.lr)
-            return loss
-
-        run_epochs(
-            self.net,
-            opt,
-            rng,
-            len(X),
-            self.batch_size,
-            self.epochs,
-            batch_loss,
-            step_decay(opt, self.lr_step_epoch),
-        )
-
-    def encode(self, X):
-        u, logits = self._forward(X)
-        prob = softmax(logits.astype(np.float64), axis=1)
-        return Encoded(
-            bits=sign_bits(u, 0.0),
-            value=u.astype(np.float32),
-            class_prob=prob.astype(np.float32),
-            predicted_label=prob.argmax(1).astype(np.int64),
-        )
+    def _loss(self, out, y, n_train):
+        u, logits = out
+        return dhcnn_loss(u, logits, y, self.eta, self.beta, n_train)
 
 
 METHOD = DHCNN

@@ -80,17 +80,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.special import softmax
 
-from rshash.methods.base import Encoded, sign_bits
 from rshash.methods.nets import (
     AdamParams,
     ClassGroups,
     MLPParams,
-    Normalizer,
     TorchMethod,
-    mlp,
+    adam,
+    class_head_net,
+    encoded,
     seed_torch,
+    train_step,
 )
 from rshash.methods.params import param
 
@@ -243,28 +243,14 @@ def dmch_loss(
     return total, terms
 
 
-def _network(d_in: int, hidden, bits: int, n_classes: int, slope: float):
-    import torch.nn as nn
-
-    class DMCHNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.encoder = nn.Sequential(mlp(d_in, hidden, bits, slope), nn.Sigmoid())
-            self.classifier = nn.Linear(bits, n_classes)
-
-        def forward(self, x):
-            f = self.encoder(x)
-            return f, self.classifier(f)
-
-    return DMCHNet()
-
-
 class DMCH(TorchMethod):
     name = "dmch"
     supervised = True
 
     Params = DMCHParams
     class_head = True
+    activation = "Sigmoid"
+    bit_threshold = 0.5
 
     @classmethod
     def head(cls, p):
@@ -272,11 +258,12 @@ class DMCH(TorchMethod):
         return p.use_cat, "use_cat: false"
 
     def configure(self):
-        self.norm = Normalizer(self.input_norm)
+        super().configure()
         self.P, self.K = self.classes_per_batch, self.images_per_class
 
     def _network(self, d_in: int):
-        return _network(d_in, self.hidden, self.bits, self.n_classes, self.leaky_slope)
+        # the hash layer H of K sigmoid units, and the output layer of C units on H
+        return class_head_net(super()._network(d_in), self.bits, self.n_classes)
 
     def _triplets(self, rng, labels):
         if self.mining == "random":
@@ -297,7 +284,7 @@ class DMCH(TorchMethod):
         Xt, yt = torch.from_numpy(self.norm.fit(X)(X)), torch.from_numpy(y)
         self.net = self._network(X.shape[1])
         # foreach: the same update, about 3 ms a step faster on one CPU thread
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, betas=self.betas, foreach=True)
+        opt = adam(self.net, self.lr, self.betas, foreach=True)
         self._mined = {}
         self.history = []  # (step, total, terms) every 100 steps and at the end
         self.net.train()
@@ -320,25 +307,15 @@ class DMCH(TorchMethod):
                 only_positive=self.mining == "batch_all",
                 normalize=self.normalize,
             )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(opt, loss)
             if step % 100 == 0 or step == self.iterations - 1:
                 self.history.append((step, float(loss.detach()), terms))
         self.net.eval()
 
     def encode(self, X):
         f, logits = self._forward(X)
-        value = f.astype(np.float32)
-        if not self.use_cat:  # nCat: the output layer was never trained
-            return Encoded(bits=sign_bits(value, 0.5), value=value)
-        prob = softmax(logits.astype(np.float64), axis=1)
-        return Encoded(
-            bits=sign_bits(value, 0.5),
-            value=value,
-            class_prob=prob.astype(np.float32),
-            predicted_label=prob.argmax(1).astype(np.int64),
-        )
+        # nCat: the output layer was never trained, its outputs are not reported
+        return encoded(f, self.bit_threshold, logits=logits if self.use_cat else None)
 
 
 METHOD = DMCH

@@ -46,23 +46,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rshash import RshashError
-from rshash.methods.nets import (
-    EpochParams,
-    MLPParams,
-    Normalizer,
-    SGDParams,
-    TorchMethod,
-    mlp,
-    run_epochs,
-    seed_torch,
-    sgd,
-    step_decay,
-)
+from rshash.methods.nets import EpochMethod, EpochSGDParams, step_decay
 from rshash.methods.params import param
 
 
 @dataclass(frozen=True, kw_only=True)
-class DPSHParams(MLPParams, EpochParams, SGDParams):
+class DPSHParams(EpochSGDParams):
     """The released code's settings with momentum 0.9 and the step at epoch 100
     (module docstring)."""
 
@@ -115,18 +104,6 @@ def quantization_loss(u):
     return (u - b).pow(2).sum(1).mean()
 
 
-def check_finite(loss, method: str, lr: float) -> None:
-    """Stop with an error when training has diverged (u grows without bound and the
-    loss overflows) rather than write codes from a broken network."""
-    import torch
-
-    if not torch.isfinite(loss):
-        raise RshashError(
-            f"{method}: training diverged (non-finite loss); "
-            f"try a lower learning rate than lr={lr:g}"
-        )
-
-
 def dpsh_loss(u, labels_or_S, eta: float, n_train: int):
     """The DPSH objective of one mini-batch: the pairwise likelihood plus ``eta / n_train``
     times the quantization term (the module docstring gives the reduction)."""
@@ -136,41 +113,18 @@ def dpsh_loss(u, labels_or_S, eta: float, n_train: int):
     return loss
 
 
-class DPSH(TorchMethod):
+class DPSH(EpochMethod):
     name = "dpsh"
     supervised = True
 
     Params = DPSHParams
+    check_divergence = True
 
-    def configure(self):
-        self.norm = Normalizer(self.input_norm)
+    def _scheduler(self, opt):
+        return step_decay(opt, self.lr_step_epoch)
 
-    def _network(self, d_in: int):
-        return mlp(d_in, self.hidden, self.bits, self.leaky_slope)
-
-    def _fit(self, X, y):
-        import torch
-
-        rng = seed_torch(self.seed, self.threads)
-        Xt, yt = torch.from_numpy(self.norm.fit(X)(X)), torch.from_numpy(y)
-        self.net = self._network(X.shape[1])
-        opt = sgd(self.net, self.lr, self.momentum, self.weight_decay)
-
-        def batch_loss(rows):
-            loss = dpsh_loss(self.net(Xt[rows]), yt[rows], self.eta, len(X))
-            check_finite(loss, self.name, self.lr)
-            return loss
-
-        run_epochs(
-            self.net,
-            opt,
-            rng,
-            len(X),
-            self.batch_size,
-            self.epochs,
-            batch_loss,
-            step_decay(opt, self.lr_step_epoch),
-        )
+    def _loss(self, u, y, n_train):
+        return dpsh_loss(u, y, self.eta, n_train)
 
 
 METHOD = DPSH

@@ -35,22 +35,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rshash.methods.nets import (
-    EpochParams,
-    MLPParams,
-    Normalizer,
-    SGDParams,
-    TorchMethod,
-    mlp,
-    run_epochs,
-    seed_torch,
-    sgd,
-)
+from rshash.methods.nets import EpochMethod, EpochSGDParams
 from rshash.methods.params import param
 
 
 @dataclass(frozen=True, kw_only=True)
-class DSHParams(MLPParams, EpochParams, SGDParams):
+class DSHParams(EpochSGDParams):
     """The paper's and its released solver's settings; 200 epochs chosen on a validation
     part (module docstring). ``margin`` null: 2K."""
 
@@ -75,34 +65,18 @@ def dsh_loss(b, y, margin: float, alpha: float):
     return contrastive.mean() + alpha * reg.mean()
 
 
-class DSH(TorchMethod):
+class DSH(EpochMethod):
     name = "dsh"
     supervised = True
 
     Params = DSHParams
 
     def configure(self):
-        self.norm = Normalizer(self.input_norm)
+        super().configure()
         self.margin = 2.0 * self.bits if self.p.margin is None else self.p.margin
 
-    def _network(self, d_in: int):
-        return mlp(d_in, self.hidden, self.bits, self.leaky_slope)
-
-    def _fit(self, X, y):
-        import torch
-
-        rng = seed_torch(self.seed, self.threads)
-        Xt, yt = torch.from_numpy(self.norm.fit(X)(X)), torch.from_numpy(y)
-        self.net = self._network(X.shape[1])
-        run_epochs(
-            self.net,
-            sgd(self.net, self.lr, self.momentum, self.weight_decay),
-            rng,
-            len(X),
-            self.batch_size,
-            self.epochs,
-            lambda rows: dsh_loss(self.net(Xt[rows]), yt[rows], self.margin, self.alpha),
-        )
+    def _loss(self, b, y, n_train):
+        return dsh_loss(b, y, self.margin, self.alpha)
 
 
 METHOD = DSH

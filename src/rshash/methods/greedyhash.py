@@ -25,27 +25,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-from scipy.special import softmax
-
-from rshash.methods.base import Encoded, sign_bits
 from rshash.methods.nets import (
-    EpochParams,
-    MLPParams,
-    Normalizer,
-    SGDParams,
-    TorchMethod,
-    mlp,
-    run_epochs,
-    seed_torch,
-    sgd,
+    EpochMethod,
+    EpochSGDParams,
+    class_head_net,
     step_decay,
 )
 from rshash.methods.params import param
 
 
 @dataclass(frozen=True, kw_only=True)
-class GreedyHashParams(MLPParams, EpochParams, SGDParams):
+class GreedyHashParams(EpochSGDParams):
     """The released supervised code's settings (module docstring)."""
 
     epochs: int = 50
@@ -81,63 +71,22 @@ def greedyhash_loss(h, logits, y, alpha: float):
     return F.cross_entropy(logits, y) + alpha * (h.abs() - 1).abs().pow(3).mean()
 
 
-def _network(d_in: int, hidden, bits: int, n_classes: int, slope: float):
-    import torch.nn as nn
-
-    class GreedyNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.encoder = mlp(d_in, hidden, bits, slope)
-            self.classifier = nn.Linear(bits, n_classes, bias=False)
-
-        def forward(self, x):
-            h = self.encoder(x)
-            return h, self.classifier(greedy_sign(h))
-
-    return GreedyNet()
-
-
-class GreedyHash(TorchMethod):
+class GreedyHash(EpochMethod):
     name = "greedyhash"
     supervised = True
 
     Params = GreedyHashParams
     class_head = True
 
-    def configure(self):
-        self.norm = Normalizer(self.input_norm)
-
     def _network(self, d_in: int):
-        return _network(d_in, self.hidden, self.bits, self.n_classes, self.leaky_slope)
+        # a linear classifier without bias on the codes b = sign(h)
+        return class_head_net(super()._network(d_in), self.bits, self.n_classes, False, greedy_sign)
 
-    def _fit(self, X, y):
-        import torch
+    def _scheduler(self, opt):
+        return step_decay(opt, self.lr_step_epoch)
 
-        rng = seed_torch(self.seed, self.threads)
-        self.n_classes = int(y.max()) + 1
-        Xt, yt = torch.from_numpy(self.norm.fit(X)(X)), torch.from_numpy(y)
-        self.net = self._network(X.shape[1])
-        opt = sgd(self.net, self.lr, self.momentum, self.weight_decay)
-        run_epochs(
-            self.net,
-            opt,
-            rng,
-            len(X),
-            self.batch_size,
-            self.epochs,
-            lambda rows: greedyhash_loss(*self.net(Xt[rows]), yt[rows], self.alpha),
-            step_decay(opt, self.lr_step_epoch),
-        )
-
-    def encode(self, X):
-        h, logits = self._forward(X)
-        prob = softmax(logits.astype(np.float64), axis=1)
-        return Encoded(
-            bits=sign_bits(h, 0.0),
-            value=h.astype(np.float32),
-            class_prob=prob.astype(np.float32),
-            predicted_label=prob.argmax(1).astype(np.int64),
-        )
+    def _loss(self, out, y, n_train):
+        return greedyhash_loss(*out, y, self.alpha)
 
 
 METHOD = GreedyHash

@@ -53,7 +53,7 @@ import numpy as np
 
 from rshash.methods.base import Encoded, sign_bits
 from rshash.methods.dpsh import pair_similarity
-from rshash.methods.nets import MLPParams, Normalizer, SGDParams, TorchMethod, mlp, seed_torch, sgd
+from rshash.methods.nets import MLPParams, SGDParams, TorchMethod, seed_torch, sgd, train_step
 from rshash.methods.params import param
 
 
@@ -115,12 +115,9 @@ class HashNet(TorchMethod):
     Params = HashNetParams
 
     def configure(self):
-        self.norm = Normalizer(self.input_norm)
+        super().configure()
         self.alpha = 10.0 / self.bits if self.p.alpha is None else self.p.alpha
         self.scale = self.init_scale
-
-    def _network(self, d_in: int):
-        return mlp(d_in, self.hidden, self.bits, self.leaky_slope)
 
     def _extra_state(self):
         return {"scale": np.array(self.scale, np.float64)}
@@ -154,9 +151,7 @@ class HashNet(TorchMethod):
             self.scale = self._scale(it)
             h = torch.tanh(self.scale * self.net(Xt[rows]))
             loss = hashnet_loss(h, yt[rows], self.alpha)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(opt, loss)
             sched.step()
         self.net.eval()
 

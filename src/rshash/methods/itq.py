@@ -25,6 +25,7 @@ class ITQParams(Params):
 class ITQ(HashMethod):
     name = "itq"
     Params = ITQParams
+    state_names = ("mean", "P", "R")
 
     def _fit(self, X, y):
         from sklearn.decomposition import PCA  # here: the declaration is read at parse time
@@ -48,12 +49,6 @@ class ITQ(HashMethod):
     def encode(self, X):
         value = ((np.asarray(X, dtype=np.float32) - self.mean) @ self.P @ self.R).astype(np.float32)
         return Encoded(bits=sign_bits(value), value=value)
-
-    def state(self):
-        return {"mean": self.mean, "P": self.P, "R": self.R}
-
-    def load_state(self, state):
-        self.mean, self.P, self.R = state["mean"], state["P"], state["R"]
 
 
 METHOD = ITQ

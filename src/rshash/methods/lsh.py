@@ -13,6 +13,7 @@ from rshash.methods.base import Encoded, HashMethod, sign_bits
 
 class LSH(HashMethod):
     name = "lsh"
+    state_names = ("mean", "W")
 
     def _fit(self, X, y):
         rng = np.random.default_rng(self.seed)
@@ -22,12 +23,6 @@ class LSH(HashMethod):
     def encode(self, X):
         value = ((np.asarray(X, dtype=np.float32) - self.mean) @ self.W).astype(np.float32)
         return Encoded(bits=sign_bits(value), value=value)
-
-    def state(self):
-        return {"mean": self.mean, "W": self.W}
-
-    def load_state(self, state):
-        self.mean, self.W = state["mean"], state["W"]
 
 
 METHOD = LSH

@@ -22,15 +22,14 @@ from typing import Literal
 
 import numpy as np
 
-from rshash.methods.base import Encoded, sign_bits
 from rshash.methods.nets import (
     AdamParams,
     ClassGroups,
     MLPParams,
-    Normalizer,
     TorchMethod,
-    mlp,
+    adam,
     seed_torch,
+    train_step,
 )
 from rshash.methods.params import param
 
@@ -78,20 +77,13 @@ class MiLaN(TorchMethod):
     supervised = True
 
     Params = MiLaNParams
-
-    def configure(self):
-        self.norm = Normalizer(self.input_norm)
-        self.m = self.triplets_per_batch
-
-    def _network(self, d_in: int):
-        import torch.nn as nn
-
-        return nn.Sequential(mlp(d_in, self.hidden, self.bits, self.leaky_slope), nn.Sigmoid())
+    activation = "Sigmoid"
+    bit_threshold = 0.5
 
     def _sample(self, rng, groups: ClassGroups):
         """Indices of ``m`` anchors, positives and negatives (see module docstring)."""
         order, starts, counts = groups.order, groups.starts, groups.counts
-        m = self.m
+        m = self.triplets_per_batch
         if self.sampling == "class_pair":
             c_pos, c_neg = rng.choice(len(counts), size=2, replace=False)
             take = rng.choice(counts[c_pos], size=2 * m, replace=counts[c_pos] < 2 * m)
@@ -115,21 +107,15 @@ class MiLaN(TorchMethod):
         groups = ClassGroups(y, min_per_class=2)
         Xt = torch.from_numpy(self.norm.fit(X)(X))
         self.net = self._network(X.shape[1])
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, betas=self.betas)
+        opt = adam(self.net, self.lr, self.betas)
         self.net.train()
         for _ in range(self.iterations):
             a, p, n = self._sample(rng, groups)
             out = self.net(Xt[np.concatenate([a, p, n])])
-            f_a, f_p, f_n = out.split(self.m)
+            f_a, f_p, f_n = out.split(self.triplets_per_batch)
             loss = milan_loss(f_a, f_p, f_n, out, self.margin, self.push, self.balance)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(opt, loss)
         self.net.eval()
-
-    def encode(self, X):
-        value = self._forward(X).astype(np.float32)
-        return Encoded(bits=sign_bits(value, 0.5), value=value)
 
 
 METHOD = MiLaN

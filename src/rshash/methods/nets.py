@@ -1,10 +1,14 @@
 """Building blocks shared by the deep methods: input normalisation, MLPs,
-seeding, class-balanced batches, and persistence of a torch network.
+seeding, class-balanced batches, the training loop, the codes of a class head,
+and persistence of a torch network.
 
 torch is imported inside functions, so importing this module stays cheap.
 A deep method subclasses :class:`TorchMethod`, builds its network in
 ``_network(d_in)`` (reading any sizes it needs from attributes that
-``_fit`` sets and ``_extra_state`` saves) and trains it in ``_fit``.
+``_fit`` sets and ``_extra_state`` saves) and trains it in ``_fit``; one
+trained in shuffled epochs of mini-batches subclasses :class:`EpochMethod`
+and gives only its loss (and, where it differs, its optimiser, scheduler,
+targets or batches).
 """
 
 from __future__ import annotations
@@ -69,6 +73,12 @@ class AdamParams(NetParams):
     betas: tuple[float, float] = param((0.9, 0.999), min=0, max=1)
 
 
+@dataclass(frozen=True, kw_only=True)
+class EpochSGDParams(MLPParams, EpochParams, SGDParams):
+    """milan's MLP trained by SGD in shuffled epochs (the pairwise and class-head baselines
+    on it: dpsh, dsh, dhcnn, greedyhash)."""
+
+
 class Normalizer:
     """Input normalisation fitted on the train part only: ``none``,
     ``standardize`` (per-dimension mean and std) or ``l2`` (unit rows)."""
@@ -119,6 +129,28 @@ def mlp(d_in: int, hidden: tuple[int, ...], d_out: int, slope: float = 0.2):
     return nn.Sequential(*layers)
 
 
+def class_head_net(
+    encoder, bits: int, n_classes: int, bias: bool = True, head_input=None, name: str = "encoder"
+):
+    """``encoder`` (inputs -> the ``bits`` relaxed code units) and a linear classifier
+    ``classifier`` on those units, or on ``head_input(units)`` (e.g. a sign with a
+    straight-through gradient): forward returns (units, logits). The encoder is the
+    attribute ``name`` (its key in the saved state); the classifier is built after it."""
+    import torch.nn as nn
+
+    class ClassHeadNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.add_module(name, encoder)
+            self.classifier = nn.Linear(bits, n_classes, bias=bias)
+
+        def forward(self, x):
+            units = getattr(self, name)(x)
+            return units, self.classifier(units if head_input is None else head_input(units))
+
+    return ClassHeadNet()
+
+
 def epoch_batches(rng: np.random.Generator, n: int, batch_size: int):
     """Row indices of one shuffled epoch in full batches (all rows if n < batch_size).
 
@@ -129,6 +161,36 @@ def epoch_batches(rng: np.random.Generator, n: int, batch_size: int):
     return [perm[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
 
 
+def check_finite(loss, method: str, lr: float) -> None:
+    """Stop with an error when training has diverged (u grows without bound and the
+    loss overflows) rather than write codes from a broken network."""
+    import torch
+
+    if not torch.isfinite(loss):
+        raise RshashError(
+            f"{method}: training diverged (non-finite loss); "
+            f"try a lower learning rate than lr={lr:g}"
+        )
+
+
+def encoded(value: np.ndarray, threshold: float = 0.0, *, logits: np.ndarray | None = None):
+    """Encoded of relaxed codes ``value`` (bits: value > threshold) and, when a class
+    head gives ``logits``, its softmax (in float64) as ``class_prob`` and the argmax as
+    ``predicted_label``."""
+    value = np.asarray(value, np.float32)
+    if logits is None:
+        return Encoded(bits=sign_bits(value, threshold), value=value)
+    from scipy.special import softmax
+
+    prob = softmax(np.asarray(logits, np.float64), axis=1)
+    return Encoded(
+        bits=sign_bits(value, threshold),
+        value=value,
+        class_prob=prob.astype(np.float32),
+        predicted_label=prob.argmax(1).astype(np.int64),
+    )
+
+
 def sgd(net, lr: float, momentum: float, weight_decay: float, **kw):
     """torch SGD over the network's parameters (the optimiser of the DPSH family)."""
     import torch
@@ -136,6 +198,13 @@ def sgd(net, lr: float, momentum: float, weight_decay: float, **kw):
     return torch.optim.SGD(
         net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, **kw
     )
+
+
+def adam(net, lr: float, betas: tuple[float, float], **kw):
+    """torch Adam over the network's parameters."""
+    import torch
+
+    return torch.optim.Adam(net.parameters(), lr=lr, betas=betas, **kw)
 
 
 def step_decay(opt, step_epochs: int, gamma: float = 0.1):
@@ -157,13 +226,17 @@ def run_epochs(
     net.train()
     for _ in range(epochs):
         for rows in epoch_batches(rng, n, batch_size):
-            loss = batch_loss(rows)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(opt, batch_loss(rows))
         if sched is not None:
             sched.step()
     net.eval()
+
+
+def train_step(opt, loss) -> None:
+    """One optimiser step on ``loss``: clear the gradients, back-propagate, update."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
 
 
 class ClassGroups:
@@ -197,13 +270,26 @@ class ClassGroups:
 class TorchMethod(HashMethod):
     """A hash method whose encoder is a torch module ``self.net``, saved as numpy arrays.
 
-    Subclasses implement ``_network(d_in)``, ``_fit`` and ``encode``; a
-    ``n_classes`` attribute set in ``_fit`` is saved and restored, other values
-    the network's shape depends on go in ``_extra_state`` / ``_load_extra_state``.
+    Subclasses implement ``_fit``, and ``_network(d_in)`` and ``encode`` unless the
+    defaults serve: milan's MLP (MLPParams) to the K code units, then the torch.nn
+    ``activation`` named; codes ``value > bit_threshold``. A ``n_classes`` attribute set in
+    ``_fit`` is saved and restored, other values the network's shape depends on go in
+    ``_extra_state`` / ``_load_extra_state``.
     """
 
+    activation: str | None = None  # after the MLP: "Sigmoid", "Tanh" (torch.nn), or none
+    bit_threshold = 0.0  # bits are value > bit_threshold
+
+    def configure(self):
+        self.norm = Normalizer(self.input_norm)
+
     def _network(self, d_in: int):
-        raise NotImplementedError
+        import torch.nn as nn
+
+        net = mlp(d_in, self.hidden, self.bits, self.leaky_slope)
+        if self.activation is None:
+            return net
+        return nn.Sequential(net, getattr(nn, self.activation)())
 
     def _extra_state(self) -> dict:
         """Sizes the network depends on; the class count of class-head methods by default."""
@@ -229,10 +315,13 @@ class TorchMethod(HashMethod):
         return torch.cat(outs).numpy()
 
     def encode(self, X):
-        """Default for a network with one K-unit output: value is that output, bits its sign.
-        Methods with another threshold or a class head override it."""
-        value = self._forward(X).astype(np.float32)
-        return Encoded(bits=sign_bits(value, 0.0), value=value)
+        """Value is the network's K-unit output and bits are value > ``bit_threshold``; a network
+        that returns (units, logits) has a class head, whose softmax is reported too."""
+        out = self._forward(X)
+        if isinstance(out, tuple):
+            value, logits = out
+            return encoded(value, self.bit_threshold, logits=logits)
+        return encoded(out, self.bit_threshold)
 
     def state(self):
         net = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
@@ -249,3 +338,60 @@ class TorchMethod(HashMethod):
             {k[4:]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("net.")}
         )
         self.net.eval()
+
+
+class EpochMethod(TorchMethod):
+    """A torch method trained by :func:`run_epochs` (its Params subclass EpochParams):
+    seed, fit the normaliser, build the network, then one optimiser step per shuffled
+    mini-batch on ``_loss(network output, targets of the batch's rows, n_train)``.
+
+    A subclass gives ``_loss`` (and ``_network`` unless the MLP default serves); the
+    optimiser is SGD with the parameters' momentum and weight decay (``_optimizer``),
+    with no scheduler (``_scheduler``), the targets are the labels (``_targets``) and a
+    batch is the normalised feature rows (``_batches``) unless it overrides these. With
+    a class head (``class_head``) ``n_classes`` is set from the labels before the network
+    is built; ``check_divergence`` stops training with an error on a non-finite loss."""
+
+    check_divergence = False
+
+    def _optimizer(self):
+        return sgd(self.net, self.lr, self.momentum, self.weight_decay)
+
+    def _scheduler(self, opt):
+        return None
+
+    def _targets(self, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """What the loss compares each train row's output with: its label."""
+        return y
+
+    def _batches(self, X):
+        """Fit the normaliser on X; returns ``batch(rows) -> (network input, rows)``, the
+        rows (reordered, if it needs) whose targets go with that input."""
+        import torch
+
+        Xt = torch.from_numpy(self.norm.fit(X)(X))
+        return lambda rows: (Xt[rows], rows)
+
+    def _loss(self, out, target, n_train: int):
+        raise NotImplementedError
+
+    def _fit(self, X, y):
+        import torch
+
+        rng = seed_torch(self.seed, self.threads)
+        if self.class_head:
+            self.n_classes = int(y.max()) + 1
+        target = torch.from_numpy(self._targets(y, rng))
+        batch = self._batches(X)
+        self.net = self._network(X.shape[1])
+        opt = self._optimizer()
+
+        def batch_loss(rows):
+            x, rows = batch(rows)
+            loss = self._loss(self.net(x), target[rows], len(X))
+            if self.check_divergence:
+                check_finite(loss, self.name, self.lr)
+            return loss
+
+        sched = self._scheduler(opt)
+        run_epochs(self.net, opt, rng, len(X), self.batch_size, self.epochs, batch_loss, sched)

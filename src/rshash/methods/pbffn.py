@@ -95,14 +95,16 @@ from typing import Literal
 import numpy as np
 
 from rshash import RshashError
-from rshash.methods.base import Encoded, sign_bits
 from rshash.methods.nets import (
     AdamParams,
     EpochParams,
     Normalizer,
     TorchMethod,
+    adam,
+    encoded,
     epoch_batches,
     seed_torch,
+    train_step,
 )
 from rshash.methods.params import param
 
@@ -339,7 +341,7 @@ class PBFFN(TorchMethod):
             centroids = torch.zeros(self.n_classes, self.bits).index_add_(0, yt, f0)
             counts = torch.bincount(yt, minlength=self.n_classes).clamp(min=1)
             self.net.proxies.copy_(centroids / counts[:, None])
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, betas=self.betas, foreach=True)
+        opt = adam(self.net, self.lr, self.betas, foreach=True)
         sched = torch.optim.lr_scheduler.StepLR(opt, self.lr_step_epochs, self.lr_gamma)
         self.history = []  # (epoch, mean total loss, last batch's terms)
         for epoch in range(self.epochs):
@@ -365,9 +367,7 @@ class PBFFN(TorchMethod):
                     self.ce_weight,
                     self.rotation_weight,
                 )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                train_step(opt, loss)
                 total += float(loss.detach())
             sched.step()
             self.history.append((epoch, total / len(batches), terms))
@@ -398,17 +398,8 @@ class PBFFN(TorchMethod):
         return torch.cat(fs).numpy(), torch.cat(ps).double().numpy()
 
     def encode(self, X):
-        from scipy.special import softmax
-
         emb, logits = self._embed(X)
-        value = (emb - self.thresholds).astype(np.float32)
-        prob = softmax(logits, axis=1)
-        return Encoded(
-            bits=sign_bits(value),
-            value=value,
-            class_prob=prob.astype(np.float32),
-            predicted_label=prob.argmax(1).astype(np.int64),
-        )
+        return encoded(emb - self.thresholds, logits=logits)
 
 
 METHOD = PBFFN

@@ -17,6 +17,7 @@ from rshash.methods.base import Encoded, HashMethod, sign_bits
 
 class PCAH(HashMethod):
     name = "pcah"
+    state_names = ("mean", "P")
 
     def _fit(self, X, y):
         from sklearn.decomposition import PCA  # here: the declaration is read at parse time
@@ -33,12 +34,6 @@ class PCAH(HashMethod):
     def encode(self, X):
         value = ((np.asarray(X, dtype=np.float32) - self.mean) @ self.P).astype(np.float32)
         return Encoded(bits=sign_bits(value), value=value)
-
-    def state(self):
-        return {"mean": self.mean, "P": self.P}
-
-    def load_state(self, state):
-        self.mean, self.P = state["mean"], state["P"]
 
 
 METHOD = PCAH

@@ -16,6 +16,7 @@ from rshash.methods.base import Encoded, HashMethod
 class Raw(HashMethod):
     name = "raw"
     real_valued = True
+    state_names = ("dim",)
 
     def _fit(self, X, y):
         self.dim = np.array(X.shape[1])
@@ -28,12 +29,6 @@ class Raw(HashMethod):
                 f"was fitted on {int(self.dim)}"
             )
         return Encoded(bits=np.zeros((len(X), 0), np.uint8), value=X)
-
-    def state(self):
-        return {"dim": self.dim}
-
-    def load_state(self, state):
-        self.dim = state["dim"]
 
 
 METHOD = Raw

@@ -44,6 +44,7 @@ def sh_modes(R: np.ndarray, bits: int) -> np.ndarray:
 
 class SH(HashMethod):
     name = "sh"
+    state_names = ("mean", "pc", "mn", "mx", "modes")
 
     def _fit(self, X, y):
         from sklearn.decomposition import PCA  # here: the declaration is read at parse time
@@ -66,18 +67,6 @@ class SH(HashMethod):
         for i in range(self.bits):  # bit by bit as compressSH.m: no (n, bits, npca) array
             value[:, i] = np.prod(np.sin(V * omegas[i] + np.pi / 2), axis=1)
         return Encoded(bits=sign_bits(value), value=value)
-
-    def state(self):
-        return {"mean": self.mean, "pc": self.pc, "mn": self.mn, "mx": self.mx, "modes": self.modes}
-
-    def load_state(self, state):
-        self.mean, self.pc, self.mn, self.mx, self.modes = (
-            state["mean"],
-            state["pc"],
-            state["mn"],
-            state["mx"],
-            state["modes"],
-        )
 
 
 METHOD = SH
