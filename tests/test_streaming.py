@@ -9,7 +9,7 @@ import rshash.scoring as sc
 from rshash.codes import pack_bits
 from rshash.data.manifest import scan_folder, write_manifest
 from rshash.data.synthetic import generate
-from rshash.evaluate import evaluate_arrays
+from rshash.evaluate import Evaluation, evaluate_arrays
 from rshash.features import extract, read_arrays, read_features
 from rshash.metrics import compute
 
@@ -47,7 +47,9 @@ def tied_codes(seed: int, nq: int = 23, ndb: int = 61):
 
 def _same(a, b):
     """Equal nested metrics/curves (floats to rounding), query_ms aside."""
-    if isinstance(a, dict):
+    if isinstance(a, Evaluation):
+        _same((a.metrics, a.curves, a.not_applicable), (b.metrics, b.curves, b.not_applicable))
+    elif isinstance(a, dict):
         assert a.keys() == b.keys()
         for k in a.keys() - {"query_ms"}:
             _same(a[k], b[k])

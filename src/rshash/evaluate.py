@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,20 @@ def _rows_of(columns: dict, rows) -> dict:
     return {k: (None if v is None else v[rows]) for k, v in columns.items()}
 
 
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_arrays` returns: the scalar registry metrics (``ev["map_all"]``
+    reads one), the curves (with ``with_curves``), and every registry metric that does
+    not apply, with the reason."""
+
+    metrics: dict[str, float]
+    curves: dict = field(default_factory=dict)
+    not_applicable: dict[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> float:
+        return self.metrics[name]
+
+
 def evaluate_arrays(
     query,
     query_labels,
@@ -114,8 +129,7 @@ def evaluate_arrays(
     shaped (nq, 3, ...): ``rotation_top3`` is computed from them (for the
     ``hamming`` and ``euclidean`` rankings).
 
-    Returns the scalar metrics; with ``with_curves`` returns
-    ``(metrics, curves, not_applicable)``.
+    Returns an :class:`Evaluation`; its curves are computed with ``with_curves``.
     """
     query, database = _columns(query, ranking), _columns(database, ranking)
     query_labels, db_labels = np.asarray(query_labels), np.asarray(db_labels)
@@ -220,16 +234,18 @@ def evaluate_arrays(
     if predicted:
         metrics["acc_query"] = accuracy(query["predicted_label"], query_labels)
     metrics["query_ms"] = 1000.0 * seconds / nq
-    if not with_curves:
-        return metrics
-    curves = {
-        "p_at_k": {"k": list(curve_ks), "precision": (sums["p_at_k"] / nq).tolist()},
-        "r_at_k": {"k": list(curve_ks), "recall": (sums["r_at_k"] / nq).tolist()},
-        "ap_per_class": {
-            str(k): v for k, v in per_class_mean(values["map_all"], query_labels).items()
-        },
-    }
-    if packed:
+    curves = (
+        {}
+        if not with_curves
+        else {
+            "p_at_k": {"k": list(curve_ks), "precision": (sums["p_at_k"] / nq).tolist()},
+            "r_at_k": {"k": list(curve_ks), "recall": (sums["r_at_k"] / nq).tolist()},
+            "ap_per_class": {
+                str(k): v for k, v in per_class_mean(values["map_all"], query_labels).items()
+            },
+        }
+    )
+    if packed and with_curves:
         curves["pr_hamming"] = {
             "radius": list(range(bits + 1)),
             "precision": (sums["pr_precision"] / nq).tolist(),
@@ -247,7 +263,7 @@ def evaluate_arrays(
     elif spec.rotation_top3 is None:
         names = [r.name for r in RANKINGS.values() if r.rotation_top3 is not None]
         not_applicable["rotation_top3"] = f"computed for the {' and '.join(names)} rankings only"
-    return metrics, curves, not_applicable
+    return Evaluation(metrics, curves, not_applicable)
 
 
 def _by_length(top: np.ndarray, exclude: np.ndarray, ndb: int):
@@ -302,7 +318,7 @@ def evaluate_cell(
     exclude = pd.Index(codes.image_id[db_rows]).get_indexer(codes.image_id[q_rows])
     columns = {c: getattr(codes, c) for c in COLUMNS}
     rotated = _rotated_columns(codes, q_rows, columns)
-    metrics, curves, not_applicable = evaluate_arrays(
+    ev = evaluate_arrays(
         _rows_of(columns, q_rows),
         codes.label[q_rows],
         _rows_of(columns, db_rows),
@@ -325,9 +341,9 @@ def evaluate_cell(
         "n_queries": int(len(q_rows)),
         "n_database": int(len(db_rows)),
         "leave_one_out": bool((exclude >= 0).any()),
-        "metrics": metrics,
-        "not_applicable": not_applicable,
-        "curves": curves,
+        "metrics": ev.metrics,
+        "not_applicable": ev.not_applicable,
+        "curves": ev.curves,
         "provenance": {
             **collect(config, time.perf_counter() - tic),
             "inputs": {
