@@ -50,7 +50,7 @@ from rshash.metrics import (
     rotation_top3,
 )
 from rshash.provenance import collect
-from rshash.rankings import RANKINGS, Database, get_ranking
+from rshash.rankings import RANKINGS, Database, get_ranking, rotated_copy_ids
 from rshash.scoring import score_hamming
 
 ACC_KS = (20,)
@@ -219,7 +219,7 @@ def evaluate_arrays(
             put(
                 "rotation_top3",
                 np.arange(start, stop),
-                rotation_top3(ranked, np.broadcast_to(np.arange(ndb, ndb + 3), (stop - start, 3))),
+                rotation_top3(ranked, rotated_copy_ids(ndb, stop - start)),
             )
         if packed:
             if scores.counts is None:  # the Hamming histograms of a non-Hamming ranking

@@ -144,8 +144,9 @@ def _hamming_score(query, database, *args, threads=1):
     return score_hamming(query["packed"], database.index, *args, threads=threads)
 
 
-def _copies_index(n_db: int, nq: int) -> np.ndarray:
-    """The ids the three rotated copies get, appended after the database."""
+def rotated_copy_ids(n_db: int, nq: int) -> np.ndarray:
+    """(nq, 3): the ids a query's three rotated copies get in a ``rotation_top3`` path's
+    ranking, appended after the database."""
     return np.broadcast_to(np.arange(n_db, n_db + 3), (nq, 3))
 
 
@@ -156,7 +157,7 @@ def _hamming_rotation_top3(query, rotated, database, threads=1):
     near_dist, nearest = database.index.search(q, 3, threads)
     keep = min(3, database.index.ntotal)
     to_copies = np.unpackbits(q[:, None, :] ^ rot, axis=-1).sum(-1)
-    copies = _copies_index(database.index.ntotal, len(q))
+    copies = rotated_copy_ids(database.index.ntotal, len(q))
     ids = np.concatenate([nearest[:, :keep], copies], axis=1)
     dist = np.concatenate([near_dist[:, :keep], to_copies], axis=1)
     return np.take_along_axis(ids, np.argsort(dist, axis=1, kind="stable")[:, :3], axis=1)
