@@ -13,6 +13,7 @@ pytestmark = pytest.mark.slow
 def test_ucmd_floors(repo, tmp_path, ucmd_data_dir, snakemake):
     cfg = yaml.safe_load((repo / "config.yaml").read_text())
     cfg["data_dir"] = str(ucmd_data_dir)
+    cfg["targets"] = ["ucmd_regression"]  # the default target names the demo, left out here
     cfg["experiments"] = {
         "ucmd_regression": {
             "datasets": ["ucmd"],
