@@ -41,14 +41,14 @@ class Database:
     ``predicted_label``; None where the method has none) in tie order."""
 
     def __init__(self, columns: dict[str, np.ndarray | None]):
-        from rshash.search import BinaryIndex
+        from rshash.search import as_index
 
         self.columns = {
             k: (np.asarray(v, dtype=np.float64) if k in REAL_COLUMNS and v is not None else v)
             for k, v in columns.items()
         }
         packed = self.columns.get("packed")
-        self.index = None if packed is None else BinaryIndex(8 * np.shape(packed)[1]).add(packed)
+        self.index = None if packed is None else as_index(packed)
 
     def get(self, column: str):
         return self.columns.get(column)
@@ -187,12 +187,11 @@ def rank_coarse_to_fine(
     Ties in the Euclidean stage keep the Hamming order (itself tied by index).
     ``db_packed``: packed codes or a BinaryIndex of them.
     """
-    from rshash.search import BinaryIndex
+    from rshash.search import as_index
 
     if top_m < 1:
         raise RshashError(f"coarse_to_fine: top_m must be positive, got {top_m}")
-    if not isinstance(db_packed, BinaryIndex):
-        db_packed = BinaryIndex(8 * np.shape(db_packed)[1]).add(db_packed)
+    db_packed = as_index(db_packed)
     coarse = db_packed.rank(q_packed)[1]
     m = min(int(top_m), coarse.shape[1])
     head = coarse[:, :m]
@@ -209,10 +208,9 @@ def category_weighted_distances(
     """DAH: Hamming distance x exp(1 - p_i(c_q)), where c_q is the query's predicted
     class (argmax of its class probabilities) and p_i(c_q) the database item's
     probability of that class. ``db_packed``: packed codes or a BinaryIndex of them."""
-    from rshash.search import BinaryIndex
+    from rshash.search import as_index
 
-    if not isinstance(db_packed, BinaryIndex):
-        db_packed = BinaryIndex(8 * np.shape(db_packed)[1]).add(db_packed)
+    db_packed = as_index(db_packed)
     predicted = np.argmax(np.asarray(q_prob), axis=1)
     p = np.asarray(db_prob, dtype=np.float64)[:, predicted].T  # (nq, ndb)
     return db_packed.distances(q_packed) * np.exp(1.0 - p)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from rshash.search import BinaryIndex, all_distances, run_parallel
+from rshash.search import all_distances, as_index, run_parallel
 
 QUERIES_PER_TASK = 8  # queries a thread takes at a time (one set of scratch arrays)
 
@@ -288,8 +288,7 @@ def score_hamming(
     """The statistics of the Hamming ranking (ties by database index) of packed
     codes, with the per-distance histograms; the ranking itself is never stored.
     ``database``: a :class:`rshash.search.BinaryIndex` (or its packed codes)."""
-    if not isinstance(database, BinaryIndex):
-        database = BinaryIndex(8 * np.shape(database)[1]).add(database)
+    database = as_index(database)
     q = database.query_words(q_packed)
     db_t = database.words_t
     labels, scores = _prepare(len(q), q_labels, db_labels, exclude, k_cap, width)

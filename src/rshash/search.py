@@ -421,16 +421,19 @@ def read_binary_index(path, mmap: bool = True) -> BinaryIndex:
     return index
 
 
-def _database(db_packed) -> BinaryIndex:
-    db_packed = np.asarray(db_packed, dtype=np.uint8)
-    return BinaryIndex(8 * db_packed.shape[1]).add(db_packed)
+def as_index(codes) -> BinaryIndex:
+    """``codes`` if it is a BinaryIndex, else a BinaryIndex of these packed codes."""
+    if isinstance(codes, BinaryIndex):
+        return codes
+    codes = np.asarray(codes, dtype=np.uint8)
+    return BinaryIndex(8 * codes.shape[1]).add(codes)
 
 
 def hamming_distances(
     q_packed: np.ndarray, db_packed: np.ndarray, threads: int | None = 1
 ) -> np.ndarray:
     """(nq, ndb) uint16 Hamming distances between packed codes."""
-    return _database(db_packed).distances(q_packed, threads)
+    return as_index(db_packed).distances(q_packed, threads)
 
 
 def hamming_topk(
@@ -444,7 +447,7 @@ def hamming_topk(
     """
     if k < 1:
         raise ValueError(f"k must be positive, got {k}")
-    db = _database(db_packed)
+    db = as_index(db_packed)
     k = min(int(k), db.ntotal)
     if not k:
         return np.zeros((len(q_packed), 0), np.int64), np.zeros((len(q_packed), 0), np.uint16)
@@ -457,7 +460,7 @@ def hamming_rank(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every database code ranked per query: (indices int64, distances uint16), both
     (nq, ndb), by distance then database index (a stable counting sort)."""
-    dist, idx = _database(db_packed).rank(q_packed, threads)
+    dist, idx = as_index(db_packed).rank(q_packed, threads)
     return idx, dist
 
 
