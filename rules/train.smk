@@ -19,6 +19,7 @@ rule train_method:
     params:
         base=lambda w: variant(w)["method"],
         options=lambda w: as_json(variant(w).get("params", {})),
+        val_metric=val_metric,
         extra=lambda w, input: " ".join(
             f"--extra {k}={p}" for k, p in zip(method_inputs(w), input.extra)
         ),
@@ -26,4 +27,5 @@ rule train_method:
         "rshash train --features {input.features} --split {input.split} "
         "--method {params.base} --bits {wildcards.bits} --seed {wildcards.seed} "
         "--params {params.options:q} {params.extra} --threads {threads} "
+        "--val-metric {params.val_metric:q} "
         "--model {output.model} --codes {output.codes} > {log} 2>&1"

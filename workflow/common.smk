@@ -25,6 +25,7 @@ from rshash.data.datasets import (
 )
 from rshash.data.manifest import folder_digest
 from rshash.methods import method_info
+from rshash.methods.convergence import val_metric_name
 
 try:
     validate(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
@@ -304,6 +305,11 @@ def group_metrics(wildcards):
     ]
 
 
+def val_metric(wildcards):
+    """The validation score trained methods stop on: the protocol's first mAP cut-off."""
+    return val_metric_name(config["protocols"][wildcards.protocol]["map_cutoffs"][0])
+
+
 def protocol_json(wildcards):
     return as_json(config["protocols"][wildcards.protocol])
 
@@ -336,7 +342,8 @@ def experiment_comparisons(wildcards):
 
 
 def experiment_benchmarks(wildcards):
-    """The benchmark files of an experiment's extraction, training and evaluation jobs."""
+    """The benchmark files of an experiment's extraction, training and evaluation jobs,
+    and its model files (the epochs the trained methods ran)."""
     e = wildcards.experiment
     cells = experiment_cells(config, e)
     extract = {}
@@ -353,4 +360,5 @@ def experiment_benchmarks(wildcards):
             for c in cells
             for r in experiment_rankings(config, e, c.method)
         ]
+        + [f"results/models/{c.path}.npz" for c in cells]
     )

@@ -129,10 +129,15 @@ def cmd_train(a):
         a.codes,
         threads=a.threads,
         extra=extra,
+        val_metric=a.val_metric,
+        log=lambda line: print(line, flush=True),
+    )
+    epochs = (
+        f", {info['epochs_run']} epochs (best {info['best_epoch']})" if "epochs_run" in info else ""
     )
     print(
         f"trained {a.method} ({a.bits} bits, seed {a.seed}) on {info['n_train']} images "
-        f"in {info['seconds']:.1f} s"
+        f"in {info['seconds']:.1f} s{epochs}"
     )
 
 
@@ -195,6 +200,12 @@ def cmd_plot_curves(a):
     from rshash.report.figures import plot_curves
 
     plot_curves(a.metrics, a.kind, a.out, a.title)
+
+
+def cmd_plot_val(a):
+    from rshash.report.figures import plot_val_curves
+
+    plot_val_curves(a.models, a.out, a.title)
 
 
 def cmd_plot_ap(a):
@@ -352,6 +363,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True)
     s.add_argument("--codes", required=True)
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument(
+        "--val-metric",
+        default="map_all",
+        help="the validation score a trained method stops on: map_all or map_at_K "
+        "(the pipeline passes the protocol's first mAP cut-off)",
+    )
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("evaluate", help="metrics of one codes file under one ranking")
@@ -397,6 +414,13 @@ def parser() -> argparse.ArgumentParser:
     _figure_args(s)
     s.add_argument("metrics", nargs="+")
     s.set_defaults(func=cmd_plot_curves)
+
+    s = sub.add_parser(
+        "plot-val", help="a trained model's validation curve (the checks it stopped on)"
+    )
+    _figure_args(s)
+    s.add_argument("models", nargs="+", help="model files (results/models/...npz)")
+    s.set_defaults(func=cmd_plot_val)
 
     s = sub.add_parser("plot-ap", help="heat map of AP per class")
     s.add_argument("--manifest", required=True)

@@ -186,6 +186,24 @@ def write_npz(path: str | os.PathLike, header: dict, arrays: dict) -> None:
     write_sealed(path, write)
 
 
+def read_npz_header(path: str | os.PathLike, what: str) -> dict:
+    """The JSON header of a file written by :func:`write_npz`, checked first."""
+    import json
+    import zipfile
+
+    import numpy as np
+
+    verify(path, what)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            header = json.loads(str(z["header"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise RshashError(f"{path}: not a readable {what} ({exc})") from None
+    if not isinstance(header, dict):
+        raise RshashError(f"{path}: not a readable {what} (header is not a JSON object)")
+    return header
+
+
 def read_npz(path: str | os.PathLike, what: str) -> tuple[dict, dict]:
     """(header, arrays) of a file written by :func:`write_npz`, checked first."""
     import json

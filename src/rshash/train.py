@@ -21,10 +21,11 @@ from threadpoolctl import threadpool_limits
 
 from rshash import RshashError
 from rshash.codes import ROTATED_ROLE, ROTATIONS, rotated_id, write_codes
-from rshash.data.splits import read_split
+from rshash.data.splits import read_split, train_part
 from rshash.digest import digest_of
 from rshash.features import read_arrays, read_features
 from rshash.methods import build, method_info
+from rshash.methods.convergence import Validation
 
 
 def _inputs(info, feats, extra: dict, path_of: dict) -> tuple[object, dict]:
@@ -65,11 +66,15 @@ def train_cell(
     codes_out,
     threads: int = 1,
     extra: dict | None = None,
+    val_metric: str = "map_all",
+    log=print,
 ) -> dict:
     """Fit ``method`` (a registered base method) and write its model and codes.
 
     ``features_path`` is the pooled features file (ids, labels, backbone);
     ``extra`` maps further kinds the method reads (maps, layers, rot) to their files.
+    A trained method stops on the split's val rows, scored by ``val_metric`` (the
+    protocol's first mAP cut-off: map_all or map_at_K); ``log`` gets its checks.
     """
     start = time.perf_counter()
     info = method_info(method)
@@ -84,12 +89,23 @@ def train_cell(
         )
     X, rotated = _inputs(info, feats, extra, {"features": features_path})
     rows = split.image_id.map(index).to_numpy()
-    train_rows = rows[(split.role == "train").to_numpy()]
+    trained = info.trained()
+    # a trained method fits on the train rows and stops on the val rows; a closed-form
+    # one fits on the whole train part (both, in the split's order)
+    fit_mask = (split.role == "train") if trained else train_part(split)
+    train_rows = rows[fit_mask.to_numpy()]
+    val_rows = rows[(split.role == "val").to_numpy()] if trained else rows[:0]
     if len(train_rows) == 0:
         raise RshashError(f"{split_path}: no train images")
+    validation = (
+        Validation(_take(X, val_rows), feats.label[val_rows], val_metric) if len(val_rows) else None
+    )
+    if trained and validation is None:
+        log(f"{split_path}: no val rows, so no early stopping: training runs max_epochs")
     with threadpool_limits(limits=threads):
         model = build(method, bits, seed=seed, threads=threads, **(params or {}))
-        model.fit(_take(X, train_rows), feats.label[train_rows] if model.supervised else None)
+        y_fit = feats.label[train_rows] if model.supervised or validation else None
+        model.fit(_take(X, train_rows), y_fit, validation=validation, log=log)
         unique_rows, inverse = np.unique(rows, return_inverse=True)
         plain = (
             {k: v for k, v in X.items() if not k.startswith("rot_")} if isinstance(X, dict) else X
@@ -151,4 +167,5 @@ def train_cell(
             "rshash.inputs": json.dumps(inputs, sort_keys=True),
         },
     )
-    return {"seconds": seconds, "n_train": int(len(train_rows))}
+    record = model.record.header() if getattr(model, "record", None) else {}
+    return {"seconds": seconds, "n_train": int(len(train_rows)), **record}

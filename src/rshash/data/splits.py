@@ -18,31 +18,38 @@ from rshash import RshashError
 from rshash.digest import read_parquet, write_parquet
 
 ROLES = ("train", "val", "query", "database")
+# The share of each class's train part held out as the validation part on which the
+# trained methods stop (rshash.methods.convergence); a protocol's val_fraction overrides it.
+VAL_FRACTION = 0.2
 
 
 def make_split(
     manifest: pd.DataFrame, protocol: dict, seed: int, name: str = "protocol"
 ) -> pd.DataFrame:
-    """Split per class: ``train_fraction`` of each class trains, the rest queries.
+    """Split per class: ``train_fraction`` of each class is the train part, the rest queries.
 
     ``database`` is ``train`` (the train part) or ``query`` (the query part
     itself; with ``leave_one_out`` evaluation removes each query from it).
-    ``val_fraction`` carves a validation part out of the train part for
-    training-only model selection; it stays in the database.
+    ``val_fraction`` (default VAL_FRACTION) of each class's train part is its validation
+    part (role ``val``; the rest has role ``train``): the trained methods fit on the
+    ``train`` rows and stop on the ``val`` rows, the closed-form ones fit on both. The
+    train part's rows are listed class by class, train then val, so the train and val
+    rows in file order are the train part in its seeded order, and the validation part
+    changes neither the train part, the queries, nor the database and its order.
     """
     database = protocol.get("database", "train")
     check_class_sizes(manifest, protocol, name)
     rng = np.random.default_rng(seed)
-    train, val, query = [], [], []
+    part, query = [], []  # part: (image_id, role) of the train part, class by class
     for _, group in manifest.groupby("label", sort=True):
         ids = group.image_id.to_numpy()
         n_fit, n_val, _ = _class_counts(len(ids), protocol)
         perm = rng.permutation(ids)
-        train.extend(perm[:n_fit])
-        val.extend(perm[n_fit : n_fit + n_val])
+        part.extend((i, "train") for i in perm[:n_fit])
+        part.extend((i, "val") for i in perm[n_fit : n_fit + n_val])
         query.extend(perm[n_fit + n_val :])
     if database == "train":
-        db = train + val
+        db = [i for i, _ in part]
     elif database == "query":
         db = list(query)
     else:
@@ -51,19 +58,25 @@ def make_split(
         )
     db_order = rng.permutation(len(db))
     frames = [
-        pd.DataFrame({"image_id": ids, "role": role, "db_order": -1})
-        for role, ids in (("train", train), ("val", val), ("query", query))
+        pd.DataFrame({"image_id": [i for i, _ in part], "role": [r for _, r in part]}),
+        pd.DataFrame({"image_id": query, "role": "query"}),
     ]
-    frames.append(pd.DataFrame({"image_id": db, "role": "database", "db_order": db_order}))
-    split = pd.concat(frames, ignore_index=True)
+    split = pd.concat(frames, ignore_index=True).assign(db_order=-1)
+    db_rows = pd.DataFrame({"image_id": db, "role": "database", "db_order": db_order})
+    split = pd.concat([split, db_rows], ignore_index=True)
     split["db_order"] = split.db_order.astype("int64")
     return split
+
+
+def train_part(split: pd.DataFrame) -> pd.Series:
+    """Whether each row is in the train part (role train or val)."""
+    return split.role.isin(("train", "val"))
 
 
 def _class_counts(n: int, protocol: dict) -> tuple[int, int, int]:
     """(train, val, query) images of a class of ``n`` images under ``protocol``."""
     n_train = int(round(float(protocol["train_fraction"]) * n))
-    n_val = int(round(float(protocol.get("val_fraction") or 0.0) * n_train))
+    n_val = int(round(float(protocol.get("val_fraction", VAL_FRACTION)) * n_train))
     return n_train - n_val, n_val, n - n_train
 
 
@@ -74,11 +87,7 @@ def check_class_sizes(manifest: pd.DataFrame, protocol: dict, name: str = "proto
     for class_name, n in manifest.class_name.value_counts().sort_index().items():
         n_train, n_val, n_query = _class_counts(int(n), protocol)
         if n_train < 1 or n_query < 1:
-            val = (
-                f" and val_fraction {protocol['val_fraction']}"
-                if protocol.get("val_fraction")
-                else ""
-            )
+            val = f" and val_fraction {protocol.get('val_fraction', VAL_FRACTION)}"
             raise RshashError(
                 f"protocols.{name}: class '{class_name}' has {n} images, too few for "
                 f"train_fraction {protocol['train_fraction']}{val} (gives {n_train} train, "

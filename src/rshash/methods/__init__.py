@@ -15,8 +15,9 @@ import pkgutil
 
 from rshash import RshashError
 
-# Not methods: the base class, the shared torch helpers and the parameter machinery.
-_SUPPORT = {"base", "nets", "params"}
+# Not methods: the base class, the shared torch helpers, the convergence policy and the
+# parameter machinery.
+_SUPPORT = {"base", "convergence", "nets", "params"}
 # name -> module: every module of this package is one method, named by its file
 REGISTRY = {
     m.name: f"{__name__}.{m.name}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 from rshash import RshashError
 from rshash.codes import check_bits
 from rshash.digest import read_npz, write_npz
+from rshash.methods.convergence import ConvergenceParams, TrainingRecord, Validation
 from rshash.methods.params import Params
 
 
@@ -90,14 +92,42 @@ class HashMethod:
     def configure(self) -> None:
         """Set what follows from the parameters ``self.p`` (derived values, normalisers)."""
 
-    def fit(self, X, y: np.ndarray | None = None) -> HashMethod:
+    @classmethod
+    def trained(cls) -> bool:
+        """Whether it trains in epochs to convergence (its Params hold the policy of
+        rshash.methods.convergence); the others fit in closed form on the whole train part."""
+        return issubclass(cls.Params, ConvergenceParams)
+
+    def fit(
+        self,
+        X,
+        y: np.ndarray | None = None,
+        validation: Validation | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> HashMethod:
         """Fit on X: an [N, D] array, or what the method's registry ``inputs`` say
-        (an [N, C, h, w] array for maps, a dict of named arrays for layers)."""
+        (an [N, C, h, w] array for maps, a dict of named arrays for layers).
+
+        A trained method stops early on ``validation`` (rshash.methods.convergence)
+        and keeps what happened in ``record``; without one it runs ``max_epochs``.
+        ``log`` receives a line per validation check."""
         if not isinstance(X, dict):
             X = np.asarray(X, dtype=np.float32 if np.ndim(X) == 2 else None)
         if self.supervised and y is None:
             raise RshashError(f"method '{self.name}' is supervised: labels are required")
-        self._fit(X, None if y is None else np.asarray(y, dtype=np.int64))
+        if validation is not None and not self.trained():
+            raise RshashError(
+                f"method '{self.name}' fits in closed form: it takes no validation part"
+            )
+        y = None if y is None else np.asarray(y, dtype=np.int64)
+        if validation is not None and y is None:
+            raise RshashError(f"method '{self.name}': a validation part needs train labels")
+        self._validation, self._fit_part, self._log = validation, (X, y), log
+        self.record: TrainingRecord | None = None
+        try:
+            self._fit(X, y)
+        finally:
+            self._validation, self._fit_part, self._log = None, None, None
         return self
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
@@ -120,6 +150,7 @@ class HashMethod:
             "bits": self.bits,
             "seed": self.seed,
             "params": self.params,
+            **(self.record.header() if getattr(self, "record", None) else {}),
             **(extra or {}),
         }
         arrays = {f"state/{k}": np.asarray(v) for k, v in self.state().items()}

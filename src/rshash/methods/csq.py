@@ -76,7 +76,7 @@ def csq_loss(u, centers, lam: float):
 class CSQParams(MLPParams, EpochParams, AdamParams):
     """The released code's settings, lam from DeepHash-pytorch (module docstring)."""
 
-    epochs: int = 90
+    max_epochs: int = 90
     batch_size: int = 64
     lr: float = 1e-3
     lr_decay: float = param(0.7, min=0)

@@ -286,7 +286,7 @@ class DAHParams(EpochParams, SGDParams):
     alpha: float = param(1.0, min=0)
     beta: float = param(1.0, min=0)
     attention: bool = True
-    epochs: int = 30
+    max_epochs: int = 30
     batch_size: int = 36
     lr: float = 1e-4
     weight_decay: float = 5e-4

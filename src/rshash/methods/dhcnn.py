@@ -83,7 +83,7 @@ class DHCNNParams(EpochSGDParams):
 
     eta: float = param(0.2, min=0, max=1)
     beta: float = param(25.0, min=0)
-    epochs: int = 150
+    max_epochs: int = 150
     batch_size: int = 128
     lr: float = 0.02
     weight_decay: float = 1e-5

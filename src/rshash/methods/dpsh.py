@@ -55,7 +55,7 @@ class DPSHParams(EpochSGDParams):
     """The released code's settings with momentum 0.9 and the step at epoch 100
     (module docstring)."""
 
-    epochs: int = 150
+    max_epochs: int = 150
     batch_size: int = 128
     lr: float = 0.05
     weight_decay: float = 1e-5

@@ -44,7 +44,7 @@ class DSHParams(EpochSGDParams):
     """The paper's and its released solver's settings; 200 epochs chosen on a validation
     part (module docstring). ``margin`` null: 2K."""
 
-    epochs: int = 200
+    max_epochs: int = 300
     batch_size: int = 200
     lr: float = 1e-3
     weight_decay: float = 0.004

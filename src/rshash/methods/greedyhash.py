@@ -38,7 +38,7 @@ from rshash.methods.params import param
 class GreedyHashParams(EpochSGDParams):
     """The released supervised code's settings (module docstring)."""
 
-    epochs: int = 50
+    max_epochs: int = 50
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 5e-4

@@ -62,7 +62,7 @@ class HashNetParams(MLPParams, SGDParams):
     """The released code's settings; 2000 iterations and lr 0.01 chosen on a validation
     part (module docstring). ``alpha`` null: 10 / K."""
 
-    iterations: int = param(2000, min=0)
+    max_epochs: int = 500
     batch_size: int = param(72, min=2)
     lr: float = 0.01
     weight_decay: float = 5e-4
@@ -141,19 +141,21 @@ class HashNet(TorchMethod):
             opt, step_size=max(1, self.lr_step), gamma=self.lr_gamma
         )
         n, batch = len(X), min(self.batch_size, len(X))
-        perm, pos = rng.permutation(n), 0
-        self.net.train()
-        for it in range(1, self.iterations + 1):
-            if pos + batch > n:  # a new shuffled epoch; the remainder is dropped
-                perm, pos = rng.permutation(n), 0
-            rows = perm[pos : pos + batch]
-            pos += batch
-            self.scale = self._scale(it)
-            h = torch.tanh(self.scale * self.net(Xt[rows]))
-            loss = hashnet_loss(h, yt[rows], self.alpha)
-            train_step(opt, loss)
-            sched.step()
-        self.net.eval()
+        it = 0  # iterations so far: beta and the rate step on these, as in the released code
+
+        def one_epoch(epoch: int) -> None:
+            nonlocal it
+            perm = rng.permutation(n)  # a shuffled epoch; the remainder is dropped
+            for pos in range(0, n - batch + 1, batch):
+                it += 1
+                rows = perm[pos : pos + batch]
+                self.scale = self._scale(it)
+                h = torch.tanh(self.scale * self.net(Xt[rows]))
+                loss = hashnet_loss(h, yt[rows], self.alpha)
+                train_step(opt, loss)
+                sched.step()
+
+        self._converge(one_epoch)
 
     def encode(self, X):
         z = self._forward(X)

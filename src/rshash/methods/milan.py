@@ -28,6 +28,7 @@ from rshash.methods.nets import (
     MLPParams,
     TorchMethod,
     adam,
+    sampled_steps,
     seed_torch,
     train_step,
 )
@@ -42,7 +43,7 @@ class MiLaNParams(MLPParams, AdamParams):
     32 bits, validation mAP@20: standardize 0.898, none 0.853, l2 0.287; 3000 / 6000 /
     10000 iterations 0.854 / 0.900 / 0.898)."""
 
-    iterations: int = param(6000, min=0)
+    max_epochs: int = 500
     triplets_per_batch: int = param(30, min=1)
     lr: float = 1e-4
     betas: tuple[float, float] = (0.5, 0.9)
@@ -108,14 +109,18 @@ class MiLaN(TorchMethod):
         Xt = torch.from_numpy(self.norm.fit(X)(X))
         self.net = self._network(X.shape[1])
         opt = adam(self.net, self.lr, self.betas)
-        self.net.train()
-        for _ in range(self.iterations):
-            a, p, n = self._sample(rng, groups)
-            out = self.net(Xt[np.concatenate([a, p, n])])
-            f_a, f_p, f_n = out.split(self.triplets_per_batch)
-            loss = milan_loss(f_a, f_p, f_n, out, self.margin, self.push, self.balance)
-            train_step(opt, loss)
-        self.net.eval()
+        # an epoch: as many steps of 3 x triplets_per_batch images as cover the fit part
+        steps = sampled_steps(len(X), 3 * self.triplets_per_batch)
+
+        def one_epoch(epoch: int) -> None:
+            for _ in range(steps):
+                a, p, n = self._sample(rng, groups)
+                out = self.net(Xt[np.concatenate([a, p, n])])
+                f_a, f_p, f_n = out.split(self.triplets_per_batch)
+                loss = milan_loss(f_a, f_p, f_n, out, self.margin, self.push, self.balance)
+                train_step(opt, loss)
+
+        self._converge(one_epoch)
 
 
 METHOD = MiLaN

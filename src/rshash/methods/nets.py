@@ -20,7 +20,8 @@ import numpy as np
 
 from rshash import RshashError
 from rshash.methods.base import Encoded, HashMethod, sign_bits
-from rshash.methods.params import Params, param
+from rshash.methods.convergence import ConvergenceParams, train_to_convergence
+from rshash.methods.params import param
 
 INPUT_NORMS = ("none", "standardize", "l2")
 
@@ -31,8 +32,9 @@ INPUT_NORMS = ("none", "standardize", "l2")
 
 
 @dataclass(frozen=True, kw_only=True)
-class NetParams(Params):
-    """Every torch method: its input normalisation and learning rate."""
+class NetParams(ConvergenceParams):
+    """Every torch method: its input normalisation and learning rate, and the
+    convergence policy (rshash.methods.convergence; each method states max_epochs)."""
 
     # "standardize" (train-part mean and std) is the project's choice for these features,
     # not the papers': a validation study on milan (`rshash select`, UC Merced split 0,
@@ -54,7 +56,6 @@ class EpochParams(NetParams):
     """Training in shuffled epochs of mini-batches; every loss here compares the rows of
     a batch (pairs, triplets, a contrastive or class term), so a batch has two or more."""
 
-    epochs: int = param(min=0)
     batch_size: int = param(min=2)
 
 
@@ -217,19 +218,10 @@ def step_decay(opt, step_epochs: int, gamma: float = 0.1):
     return torch.optim.lr_scheduler.StepLR(opt, step_size=step_epochs, gamma=gamma)
 
 
-def run_epochs(
-    net, opt, rng: np.random.Generator, n: int, batch_size: int, epochs: int, batch_loss, sched=None
-) -> None:
-    """The epoch loop of the mini-batch methods: each epoch, shuffled batches of row
-    indices (``epoch_batches``), one optimiser step on ``batch_loss(rows)`` per batch,
-    then one scheduler step. Leaves the network in eval mode."""
-    net.train()
-    for _ in range(epochs):
-        for rows in epoch_batches(rng, n, batch_size):
-            train_step(opt, batch_loss(rows))
-        if sched is not None:
-            sched.step()
-    net.eval()
+def sampled_steps(n: int, batch: int) -> int:
+    """Steps in an epoch of a sampled method (random triplets, P x K batches) that
+    draws ``batch`` images a step from ``n``: ceil(n / batch)."""
+    return max(1, -(-n // batch))
 
 
 def train_step(opt, loss) -> None:
@@ -339,11 +331,42 @@ class TorchMethod(HashMethod):
         )
         self.net.eval()
 
+    # -- training to convergence (rshash.methods.convergence) ----------------------------------
+
+    def _converge(self, one_epoch) -> None:
+        """Run ``one_epoch(epoch)`` (the network in train mode) under the convergence
+        policy, checked on the validation part ``fit`` was given; ends in eval mode, at
+        the best check's state, with ``record`` set."""
+        val = self._validation
+
+        def epoch(e: int) -> None:
+            self.net.train()
+            one_epoch(e)
+
+        self.record = train_to_convergence(
+            self.p,
+            epoch,
+            None if val is None else self._val_score,
+            self._snapshot,
+            self.load_state,
+            metric=None if val is None else val.metric,
+            log=self._log,
+        )
+        self.net.eval()
+
+    def _val_score(self) -> float:
+        return self._validation.score(self, *self._fit_part)
+
+    def _snapshot(self) -> dict:
+        """A copy of the state (what the model file keeps), for ``load_state``."""
+        return {k: np.array(v, copy=True) for k, v in self.state().items()}
+
 
 class EpochMethod(TorchMethod):
-    """A torch method trained by :func:`run_epochs` (its Params subclass EpochParams):
-    seed, fit the normaliser, build the network, then one optimiser step per shuffled
-    mini-batch on ``_loss(network output, targets of the batch's rows, n_train)``.
+    """A torch method trained in shuffled epochs (its Params subclass EpochParams) to
+    convergence: seed, fit the normaliser, build the network, then each epoch one
+    optimiser step per shuffled mini-batch (``epoch_batches``) on ``_loss(network
+    output, targets of the batch's rows, n_train)`` and one scheduler step.
 
     A subclass gives ``_loss`` (and ``_network`` unless the MLP default serves); the
     optimiser is SGD with the parameters' momentum and weight decay (``_optimizer``),
@@ -394,4 +417,11 @@ class EpochMethod(TorchMethod):
             return loss
 
         sched = self._scheduler(opt)
-        run_epochs(self.net, opt, rng, len(X), self.batch_size, self.epochs, batch_loss, sched)
+
+        def one_epoch(epoch: int) -> None:
+            for rows in epoch_batches(rng, len(X), self.batch_size):
+                train_step(opt, batch_loss(rows))
+            if sched is not None:
+                sched.step()
+
+        self._converge(one_epoch)

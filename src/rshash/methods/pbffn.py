@@ -231,7 +231,7 @@ class PBFFNParams(EpochParams, AdamParams):
     """The paper's settings (sec. IV-A) and those chosen on a validation part of the
     train rows (alpha, tau, width, epochs; module docstring)."""
 
-    epochs: int = 30
+    max_epochs: int = 100
     batch_size: int = 32
     lr: float = 5e-4
     lr_step_epochs: int = param(30, min=1)
@@ -344,7 +344,9 @@ class PBFFN(TorchMethod):
         opt = adam(self.net, self.lr, self.betas, foreach=True)
         sched = torch.optim.lr_scheduler.StepLR(opt, self.lr_step_epochs, self.lr_gamma)
         self.history = []  # (epoch, mean total loss, last batch's terms)
-        for epoch in range(self.epochs):
+        self.thresholds = np.zeros(self.bits, np.float32)
+
+        def one_epoch(epoch: int) -> None:
             total = 0.0
             batches = epoch_batches(rng, n, self.batch_size)
             for rows in batches:
@@ -371,13 +373,20 @@ class PBFFN(TorchMethod):
                 total += float(loss.detach())
             sched.step()
             self.history.append((epoch, total / len(batches), terms))
-        self.net.eval()
-        emb, _ = self._embed(X)
-        self.thresholds = (
-            np.median(emb, 0).astype(np.float32)
-            if self.threshold == "median"
-            else np.zeros(self.bits, np.float32)
-        )
+
+        self._converge(one_epoch)
+        self._set_thresholds(X)
+
+    def _set_thresholds(self, X) -> None:
+        """Per-bit thresholds: the fit part's median embedding, or zero."""
+        if self.threshold == "median":
+            self.thresholds = np.median(self._embed(X)[0], 0).astype(np.float32)
+        else:
+            self.thresholds = np.zeros(self.bits, np.float32)
+
+    def _val_score(self) -> float:
+        self._set_thresholds(self._fit_part[0])  # the codes as encode would give them now
+        return super()._val_score()
 
     # -- encoding ------------------------------------------------------------------------------
 

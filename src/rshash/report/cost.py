@@ -15,7 +15,9 @@ shorter than its sampling interval). Their paths mirror the outputs
 dataset x backbone x protocol x method x bits (x features kind or ranking)
 over split seeds and repeats: mean and max, with the number of runs and the
 number of them with a memory figure, so a missing sample is visible rather
-than silently averaged away. pandas only.
+than silently averaged away; and the mean CPU seconds. Training rows also give
+the epochs the trained methods ran (mean and max over split seeds; their model
+files' headers, rshash.methods.convergence). pandas only.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ COLUMNS = [
     "n_rss",
     "max_rss_mb_mean",
     "max_rss_mb_max",
+    "cpu_seconds_mean",
+    "epochs_mean",
+    "epochs_max",
 ]
 
 _CELL = (
@@ -63,6 +68,7 @@ _PATTERNS = {
     "train": re.compile(rf"train_method/{_CELL}\.tsv$"),
     "evaluate": re.compile(rf"evaluate_ranking/{_CELL}/(?P<detail>[^/]+)\.tsv$"),
 }
+_MODEL = re.compile(rf"models/{_CELL}\.npz$")
 
 
 def identify(path, backbones) -> dict:
@@ -118,6 +124,9 @@ def read_benchmark(path) -> pd.DataFrame:
     if df.empty:
         raise RshashError(f"benchmark file {path}: no benchmark rows")
     out = pd.DataFrame({c: pd.to_numeric(df[c], errors="coerce") for c in ("s", "max_rss")})
+    # CPU seconds (user + system): NA where Snakemake could not sample the process
+    cpu = df["cpu_time"] if "cpu_time" in df.columns else pd.Series(np.nan, index=df.index)
+    out["cpu_time"] = pd.to_numeric(cpu, errors="coerce")
     bad = out["s"].isna() | (df["max_rss"].notna() & out["max_rss"].isna())
     if bad.any():
         raise RshashError(
@@ -126,8 +135,24 @@ def read_benchmark(path) -> pd.DataFrame:
     return out
 
 
-def collect_cost(experiment: str, paths, backbones) -> pd.DataFrame:
-    """The cost table (columns ``COLUMNS``) of the given benchmark files."""
+def model_epochs(path) -> dict:
+    """The train cell of a model file (``models/{cell}.npz``) and the epochs it ran
+    (NaN for a method fitted in closed form)."""
+    from rshash.digest import read_npz_header
+
+    m = _MODEL.search(Path(path).as_posix())
+    if m is None:
+        raise RshashError(f"model file {path}: not under models/ in the results layout")
+    epochs = read_npz_header(path, "model file").get("epochs_run")
+    ident = {k: "" for k in KEYS} | {"stage": "train"}
+    ident.update({k: v for k, v in m.groupdict().items() if k != "seed"})
+    ident["bits"] = int(ident["bits"])
+    return ident | {"epochs": np.nan if epochs is None else float(epochs)}
+
+
+def collect_cost(experiment: str, paths, backbones, models=()) -> pd.DataFrame:
+    """The cost table (columns ``COLUMNS``) of the given benchmark files, with the epochs
+    the given model files ran (the trained methods' training rows)."""
     if not paths:
         raise RshashError(f"experiment {experiment!r}: no benchmark files to summarize")
     frames = [read_benchmark(p).assign(**identify(p, backbones)) for p in paths]
@@ -142,8 +167,17 @@ def collect_cost(experiment: str, paths, backbones) -> pd.DataFrame:
             "n_rss": grouped["max_rss"].count(),
             "max_rss_mb_mean": grouped["max_rss"].mean(),
             "max_rss_mb_max": grouped["max_rss"].max(),
+            "cpu_seconds_mean": grouped["cpu_time"].mean(),
         }
     ).reset_index()
+    epochs = pd.DataFrame([model_epochs(p) for p in models], columns=[*KEYS, "epochs"])
+    epochs["bits"] = epochs["bits"].astype("Int64")
+    by_cell = epochs.groupby(KEYS, sort=True, dropna=False)["epochs"]
+    table = table.merge(
+        pd.DataFrame({"epochs_mean": by_cell.mean(), "epochs_max": by_cell.max()}).reset_index(),
+        on=KEYS,
+        how="left",
+    )
     order = {"extract": 0, "train": 1, "evaluate": 2}
     table = table.sort_values(
         KEYS,
@@ -156,7 +190,11 @@ def collect_cost(experiment: str, paths, backbones) -> pd.DataFrame:
 
 
 def build_cost(experiment: str, paths, out_csv, backbones) -> pd.DataFrame:
-    """Summarize the benchmark files into ``out_csv`` (written atomically); return the table."""
-    table = collect_cost(experiment, [str(p) for p in paths], backbones)
+    """Summarize the benchmark files (``.tsv``) and the epochs of the model files
+    (``.npz``) among ``paths`` into ``out_csv`` (written atomically); return the table."""
+    paths = [str(p) for p in paths]
+    models = [p for p in paths if p.endswith(".npz")]
+    benchmarks = [p for p in paths if not p.endswith(".npz")]
+    table = collect_cost(experiment, benchmarks, backbones, models)
     atomic_write(out_csv, lambda tmp: table.to_csv(tmp, index=False, float_format="%.4f"))
     return table

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rshash import RshashError
 from rshash.codes import read_codes
 from rshash.data.manifest import read_manifest
 from rshash.data.splits import read_split
@@ -31,6 +32,28 @@ def plot_curves(paths, kind: str, out_png, title: str) -> None:
         plots.plot_p_at_k(
             curves, out_png, title, ylabel="precision@k" if kind == "p_at_k" else "recall@k"
         )
+
+
+def plot_val_curves(model_paths, out_png, title: str) -> None:
+    """The validation curve of each trained model file (its header's ``val_curve``):
+    the score at every check against the epoch, the kept (best) epoch marked."""
+    from rshash.digest import read_npz_header
+
+    curves, metrics = {}, set()
+    for path in model_paths:
+        header = read_npz_header(path, "model file")
+        if not header.get("val_curve"):
+            raise RshashError(
+                f"{path}: no validation curve (a method fitted in closed form, or trained "
+                "without a validation part)"
+            )
+        epochs, scores = np.asarray(header["val_curve"], dtype=np.float64).T
+        label = f"{header['method']} {header['bits']} bits, seed {header['seed']}"
+        if len(model_paths) > 1:
+            label = f"{path}: {label}"
+        curves[label] = (epochs, scores, int(header["best_epoch"]))
+        metrics.add(header["val_metric"])
+    plots.plot_val_curves(curves, " / ".join(sorted(metrics)), out_png, title)
 
 
 def plot_ap_per_class(paths, manifest_path, out_png, title: str) -> None:

@@ -306,6 +306,38 @@ def plot_pr_hamming(
     _save(fig, out_png)
 
 
+def plot_val_curves(curves: dict[str, tuple], metric: str, out_png, title: str) -> None:
+    """Validation score (y) against epoch (x), one line per model; ``curves``: label ->
+    (epochs, scores, best epoch). The kept epoch is a large dot on each line."""
+    if not curves:
+        raise RshashError("validation curves: no curves to plot (empty input)")
+    col = _resolve_colors(curves, None)
+    fig = _new_figure((7.2, 4.5))
+    ax = fig.add_subplot(1, 1, 1)
+    for label in sorted(curves):
+        epochs, scores, best = curves[label]
+        ax.plot(epochs, scores, "-", color=col[label], marker="o", markersize=3, label=label)
+        at = np.flatnonzero(epochs == best)
+        ax.plot(
+            epochs[at],
+            scores[at],
+            "o",
+            color=col[label],
+            markersize=9,
+            markeredgecolor="black",
+            markeredgewidth=0.8,
+            zorder=5,
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title(
+        f"{title}\nvalidation score at each check (● = kept epoch)", fontsize=10, **_LITERAL
+    )
+    ax.grid(True, alpha=0.35)
+    _legend_outside(ax, title="model")
+    _save(fig, out_png)
+
+
 def plot_p_at_k(
     curves: dict[str, tuple[np.ndarray, np.ndarray]],
     out_png,

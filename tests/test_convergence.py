@@ -1,0 +1,205 @@
+"""Training to convergence: the early-stopping loop on hand-computed score sequences, a
+real method stopping early on an easy set (best state kept) and running to its maximum
+on a hard one, the validation part of a split, and what the model file and the cost
+table record."""
+
+import json
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rshash import RshashError
+from rshash.codes import read_codes
+from rshash.data.splits import make_split, write_split
+from rshash.digest import read_npz_header
+from rshash.features import write_arrays
+from rshash.methods import build, get_method, method_names
+from rshash.methods.convergence import (
+    ConvergenceParams,
+    Validation,
+    train_to_convergence,
+    val_metric_name,
+)
+
+POLICY = ConvergenceParams(max_epochs=50, val_every=2, patience=3)
+
+
+def run_scripted(p, scores):
+    """The loop on a scripted score per check; the state is the epoch it was taken at."""
+    trained, restored = [], []
+    it = iter(scores)
+    record = train_to_convergence(
+        p,
+        trained.append,
+        lambda: next(it),
+        snapshot=lambda: trained[-1],
+        restore=restored.append,
+        metric="map_all",
+    )
+    return record, trained, restored
+
+
+def test_stops_after_patience_checks_without_improvement_and_restores_the_best():
+    # checks at epochs 2, 4, 6, 8, 10: best 0.5 at epoch 4, then 3 checks no better
+    record, trained, restored = run_scripted(POLICY, [0.1, 0.5, 0.4, 0.5, 0.45, 0.9])
+    assert trained == list(range(1, 11))
+    assert restored == [4]
+    assert (record.epochs_run, record.best_epoch, record.best_val) == (10, 4, 0.5)
+    assert record.val_curve == [[2, 0.1], [4, 0.5], [6, 0.4], [8, 0.5], [10, 0.45]]
+
+
+def test_an_improvement_resets_patience_and_min_delta_counts_small_gains_as_none():
+    scores = [0.1, 0.5, 0.4, 0.45, 0.52, 0.51, 0.51, 0.51]
+    record, _, restored = run_scripted(POLICY, scores)
+    assert (record.epochs_run, record.best_epoch, restored) == (16, 10, [10])
+    strict = ConvergenceParams(max_epochs=50, val_every=2, patience=3, min_delta=0.05)
+    record, _, restored = run_scripted(strict, scores)
+    assert (record.epochs_run, record.best_epoch, restored) == (10, 4, [4])
+
+
+def test_the_last_epoch_is_checked_and_not_restored_when_best():
+    p = ConvergenceParams(max_epochs=5, val_every=2, patience=3)
+    record, trained, restored = run_scripted(p, [0.1, 0.2, 0.3])
+    assert trained == [1, 2, 3, 4, 5] and restored == []
+    assert record.val_curve == [[2, 0.1], [4, 0.2], [5, 0.3]] and record.best_epoch == 5
+
+
+def test_without_a_validation_part_it_runs_max_epochs():
+    trained = []
+    record = train_to_convergence(POLICY, trained.append, None, lambda: None, lambda s: None)
+    assert trained == list(range(1, 51))
+    assert (record.epochs_run, record.best_epoch, record.best_val) == (50, 50, None)
+
+
+def test_val_metric_is_the_protocols_first_cutoff():
+    assert val_metric_name("all") == "map_all" and val_metric_name(20) == "map_at_20"
+    with pytest.raises(RshashError, match="map_all or map_at_K"):
+        Validation(np.zeros((2, 3)), [0, 1], "p_at_5")
+
+
+def split_in_two(X, y, every=5):
+    val = np.arange(len(y)) % every == 0
+    return (X[~val], y[~val]), (X[val], y[val])
+
+
+def test_stops_early_on_an_easy_set_and_keeps_the_best_state(blobs):
+    (X, y), (Xv, yv) = split_in_two(*blobs(n_classes=4, per_class=40, noise=0.3))
+    params = {"max_epochs": 150, "val_every": 5, "patience": 3}
+    model = build("dpsh", 16, seed=3, **params).fit(X, y, validation=Validation(Xv, yv))
+    rec = model.record
+    assert rec.best_val == 1.0 and rec.best_epoch < rec.epochs_run < 150
+    assert rec.epochs_run == rec.best_epoch + 3 * 5
+    assert len(rec.val_curve) == rec.epochs_run // 5
+    # the kept state is the one at the best check: the same as training exactly that long
+    exact = build("dpsh", 16, seed=3, **{**params, "max_epochs": rec.best_epoch}).fit(X, y)
+    assert exact.record.epochs_run == rec.best_epoch
+    for a, b in zip(model.encode(X).value, exact.encode(X).value):
+        np.testing.assert_array_equal(a, b)
+    assert Validation(Xv, yv).score(model, X, y) == rec.best_val
+
+
+def test_runs_to_its_maximum_on_a_hard_set(blobs):
+    # overlapping classes: the validation score still rises at every check of 12 epochs
+    (X, y), (Xv, yv) = split_in_two(*blobs(n_classes=4, per_class=60, noise=1.5))
+    params = {"max_epochs": 12, "val_every": 1, "patience": 3}
+    model = build("dpsh", 16, seed=0, **params).fit(X, y, validation=Validation(Xv, yv))
+    rec = model.record
+    assert rec.epochs_run == rec.best_epoch == 12
+    curve = np.array(rec.val_curve)[:, 1]
+    assert len(curve) == 12 and rec.best_val == curve[-1] > curve[0] + 0.2
+
+
+@pytest.mark.parametrize("name", [n for n in method_names() if get_method(n).trained()])
+def test_every_trained_method_declares_one_policy_and_its_maximum(name):
+    p = get_method(name).Params()
+    assert isinstance(p, ConvergenceParams) and p.max_epochs >= 30
+    assert (p.val_every, p.patience, p.min_delta) == (5, 4, 0.0)
+    with pytest.raises(RshashError, match="max_epochs"):
+        build(name, 16, max_epochs=0)
+
+
+@pytest.mark.parametrize("name", ["lsh", "itq", "sh", "pcah", "ksh", "raw"])
+def test_closed_form_methods_take_no_validation_part(name):
+    assert not get_method(name).trained()
+    with pytest.raises(RshashError, match="closed form"):
+        build(name, 0 if name == "raw" else 16).fit(
+            np.zeros((4, 3)), [0, 0, 1, 1], validation=Validation(np.zeros((2, 3)), [0, 1])
+        )
+
+
+def manifest(n_classes=3, per_class=20):
+    label = np.repeat(np.arange(n_classes), per_class)
+    ids = [f"c{c}/img{i:02d}" for c, i in zip(label, np.tile(np.arange(per_class), n_classes))]
+    return pd.DataFrame({"image_id": ids, "label": label, "class_name": [f"c{c}" for c in label]})
+
+
+def test_the_validation_part_moves_neither_the_train_part_nor_queries_nor_database():
+    protocol = {"train_fraction": 0.6, "database": "train"}
+    plain = make_split(manifest(), {**protocol, "val_fraction": 0.0}, seed=4)
+    split = make_split(manifest(), protocol, seed=4)  # the default: 20% of the train part
+    part = split[split.role.isin(["train", "val"])]
+    assert part.image_id.tolist() == plain[plain.role == "train"].image_id.tolist()
+    assert (split.role == "val").sum() == 3 * 2 and (split.role == "train").sum() == 3 * 10
+    for role in ("query", "database"):
+        a, b = split[split.role == role], plain[plain.role == role]
+        assert a.image_id.tolist() == b.image_id.tolist()
+        assert a.db_order.tolist() == b.db_order.tolist()
+
+
+@pytest.fixture
+def cell(tmp_path, blobs):
+    X, y = blobs(n_classes=4, per_class=30, noise=0.3)
+    m = manifest(4, 30)
+    write_arrays(tmp_path / "f.h5", m.image_id, y, {"features": X}, {"backbone": "x"})
+    write_split(make_split(m, {"train_fraction": 0.6}, seed=0), tmp_path / "s.parquet")
+    return tmp_path
+
+
+def rshash(*args, cwd):
+    return subprocess.run(["rshash", *map(str, args)], cwd=cwd, capture_output=True, text=True)
+
+
+def test_the_model_file_log_and_codes_record_the_training(cell):
+    params = json.dumps({"max_epochs": 60, "patience": 2})
+    common = ["--features", "f.h5", "--split", "s.parquet", "--bits", 16, "--seed", 0]
+    run = rshash(
+        "train",
+        *common,
+        "--method",
+        "csq",
+        "--params",
+        params,
+        "--val-metric",
+        "map_at_20",
+        "--model",
+        "m.npz",
+        "--codes",
+        "c.parquet",
+        cwd=cell,
+    )
+    assert run.returncode == 0, run.stderr
+    header = read_npz_header(cell / "m.npz", "model file")
+    assert header["val_metric"] == "map_at_20"
+    assert header["epochs_run"] == header["best_epoch"] + 2 * 5 < 60
+    assert header["best_val"] == max(s for _, s in header["val_curve"])
+    assert f"kept epoch {header['best_epoch']}" in run.stdout
+    assert sum(line.startswith("epoch ") for line in run.stdout.splitlines()) == len(
+        header["val_curve"]
+    )
+    # the database is the whole train part: validation rows are encoded as well
+    codes = read_codes(cell / "c.parquet")
+    assert set(codes.role) == {"train", "val", "query", "database"}
+    # a closed-form method fits on train and val rows and records no epochs
+    run = rshash(
+        "train", *common, "--method", "itq", "--model", "i.npz", "--codes", "i.parquet", cwd=cell
+    )
+    assert run.returncode == 0, run.stderr
+    assert "epochs_run" not in read_npz_header(cell / "i.npz", "model file")
+    assert "on 72 images" in run.stdout  # 60% of 120: train and val rows
+    plot = rshash("plot-val", "--out", "v.png", "m.npz", cwd=cell)
+    assert plot.returncode == 0 and (cell / "v.png").stat().st_size > 10_000
+    plot = rshash("plot-val", "--out", "w.png", "i.npz", cwd=cell)
+    assert plot.returncode == 2 and "no validation curve" in plot.stderr
+    assert not (cell / "w.png").exists()
