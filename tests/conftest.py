@@ -27,7 +27,8 @@ def demo_extract(tmp_path_factory):
     classes x 30 synthetic tiles at noise 25, generated once) through EfficientNet-Lite0 as
     features of ``kind`` (rshash.features.extract; each kind extracted once per session):
     its arrays by name and the labels, in manifest order, and the rows of each part of the
-    dmch_60_40 seed 0 split (``parts["train"]``, ``"query"``, ``"database"`` in db_order)."""
+    dmch_60_40 seed 0 split (``parts["train"]``, ``"val"`` (the validation part carved from
+    the train part), ``"query"``, ``"database"`` in db_order)."""
     from rshash.data.manifest import scan_folder, write_manifest
     from rshash.data.splits import make_split
     from rshash.data.synthetic import generate
@@ -41,7 +42,7 @@ def demo_extract(tmp_path_factory):
     split = make_split(manifest, {"train_fraction": 0.6, "database": "train"}, seed=0)
     index = {k: i for i, k in enumerate(manifest.image_id)}
     parts = {}
-    for role in ("train", "query", "database"):
+    for role in ("train", "val", "query", "database"):
         part = split[split.role == role]
         if role == "database":
             part = part.sort_values("db_order")
@@ -71,7 +72,7 @@ def demo_extract(tmp_path_factory):
 def demo_features(demo_extract):
     """A harder, smaller demo (10 classes x 30 synthetic tiles, noise 25 instead of the
     shipped 50 per class at noise 15) through EfficientNet-Lite0, split by dmch_60_40
-    seed 0: a dict with X/y of the train, query and database parts. Small and noisy so
+    seed 0: a dict with X/y of the train, val, query and database parts. Small and noisy so
     that method tests stay quick and supervised methods clear lsh by a wide margin.
 
     Extracted once per test session (about 10-20 s on 2 cores)."""
@@ -317,29 +318,29 @@ def hamming_by_class():
     return means
 
 
-# What the quality tests train each method with on demo_features (180 train rows, 32 bits,
-# seed 0): the method's defaults, or a budget that fits those 180 rows.
+# What the quality tests train each method with on demo_features (144 train rows and 36
+# val rows, 32 bits, seed 0): the method's defaults, trained to convergence on the val rows
+# as the pipeline does, with batches that fit those 144 rows.
 DEMO_BUDGETS = {
     "csq": {},
     "dhcnn": {},
-    # batches of 3 classes x 18 (18 train images a class)
-    "dmch": {"iterations": 600, "images_per_class": 18},
-    # batches of 30: 150 epochs are 900 steps (UC Merced: 1,050)
+    "dmch": {"images_per_class": 14},  # 3 classes x 14 (14-15 train images a class)
     "dpsh": {"batch_size": 30},
-    "dsh": {"epochs": 150, "batch_size": 30},
-    # 200 epochs of batches of 16 are about 2200 steps (UC Merced: 1950)
-    "greedyhash": {"epochs": 200, "lr_step_epoch": 150, "batch_size": 16},
-    "hashnet": {"iterations": 1000, "batch_size": 36},
-    "ksh": {},  # all 180 train rows are anchors and labelled
+    "dsh": {"batch_size": 30},
+    "greedyhash": {"batch_size": 16},
+    "hashnet": {"batch_size": 36},
+    "ksh": {},  # all 180 train-part rows are anchors and labelled
 }
 
 
 @pytest.fixture(scope="session")
 def demo_encoded(demo_features):
     """``demo_encoded(name) -> (model, query codes, database codes)``: method ``name``
-    fitted at 32 bits, seed 0, on demo_features' train part with its DEMO_BUDGETS entry,
-    once per session (the quality floor and a method's own checks share the fit)."""
+    fitted at 32 bits, seed 0, with its DEMO_BUDGETS entry as the pipeline fits it: a
+    trained method on demo_features' train rows, stopping on its val rows, a closed-form
+    one on both; once per session (the quality floor and a method's own checks share it)."""
     from rshash.methods import build
+    from rshash.methods.convergence import Validation
 
     fitted = {}
 
@@ -347,7 +348,12 @@ def demo_encoded(demo_features):
         if name not in fitted:
             d = demo_features
             model = build(name, 32, seed=0, **DEMO_BUDGETS[name])
-            model.fit(d["X_train"], d["y_train"] if model.supervised else None)
+            if model.trained():
+                model.fit(d["X_train"], d["y_train"], Validation(d["X_val"], d["y_val"]))
+            else:
+                X = np.concatenate([d["X_train"], d["X_val"]])
+                y = np.concatenate([d["y_train"], d["y_val"]])
+                model.fit(X, y if model.supervised else None)
             fitted[name] = (model, model.encode(d["X_query"]), model.encode(d["X_database"]))
         return fitted[name]
 

@@ -117,7 +117,7 @@ def test_every_trained_method_declares_one_policy_and_its_maximum(name):
     assert isinstance(p, ConvergenceParams) and p.max_epochs >= 30
     assert (p.val_every, p.patience, p.min_delta) == (5, 4, 0.0)
     with pytest.raises(RshashError, match="max_epochs"):
-        build(name, 16, max_epochs=0)
+        build(name, 16, max_epochs=-1)
 
 
 @pytest.mark.parametrize("name", ["lsh", "itq", "sh", "pcah", "ksh", "raw"])

@@ -10,7 +10,7 @@ from rshash.data.splits import make_split, write_split
 from rshash.features import read_features
 from rshash.train import train_cell
 
-METHODS = {"itq": {}, "dpsh": {"epochs": 20, "hidden": [64], "batch_size": 8, "lr": 0.005}}
+METHODS = {"itq": {}, "dpsh": {"max_epochs": 20, "hidden": [64], "batch_size": 8, "lr": 0.005}}
 
 
 @pytest.fixture(scope="module")

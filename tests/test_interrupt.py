@@ -18,7 +18,7 @@ from rshash.features import read_features
 from rshash.train import train_cell
 
 # dpsh, small enough to train in about a second
-PARAMS = '{"epochs": 400, "hidden": [64], "batch_size": 8, "lr": 0.005}'
+PARAMS = '{"max_epochs": 400, "hidden": [64], "batch_size": 8, "lr": 0.005}'
 
 
 @pytest.fixture(scope="module")

@@ -138,7 +138,7 @@ def test_attention_equals_the_literal_equations(kernel):
 
 def test_attention_false_is_average_pooling_into_the_hash_layer():
     X, y = toy_maps()
-    m = build("dah", 8, seed=0, epochs=3, batch_size=12, attention=False).fit(X, y)
+    m = build("dah", 8, seed=0, max_epochs=3, batch_size=12, attention=False).fit(X, y)
     assert not any("channel_mlp" in k or "spatial" in k for k in m.net.state_dict())
     pooled = ((X.astype(np.float32) - m.norm.mu[:, None, None]) / m.norm.sd[:, None, None]).mean(
         (2, 3)
@@ -147,14 +147,14 @@ def test_attention_false_is_average_pooling_into_the_hash_layer():
     b = m.net.hash_layer.bias.detach().numpy()
     np.testing.assert_allclose(m.encode(X).value, np.tanh(pooled @ w.T + b), atol=1e-5)
     # with attention the network has the attention module and other outputs
-    ma = build("dah", 8, seed=0, epochs=3, batch_size=12).fit(X, y)
+    ma = build("dah", 8, seed=0, max_epochs=3, batch_size=12).fit(X, y)
     assert any("channel_mlp" in k for k in ma.net.state_dict())
     assert not np.allclose(ma.encode(X).value, m.encode(X).value)
 
 
 def test_class_head_and_codes(class_head_accuracy):
     X, y = toy_maps()
-    m = build("dah", 16, seed=0, epochs=5, batch_size=12).fit(X, y)
+    m = build("dah", 16, seed=0, max_epochs=5, batch_size=12).fit(X, y)
     e = m.encode(X)
     assert e.bits.dtype == np.uint8 and e.bits.shape == (len(X), 16)
     np.testing.assert_array_equal(e.bits, (e.value > 0).astype(np.uint8))
@@ -170,8 +170,8 @@ def test_class_head_and_codes(class_head_accuracy):
 def test_input_checks():
     X, y = toy_maps()
     with pytest.raises(RshashError, match="conv maps"):
-        build("dah", 8, epochs=1).fit(X.mean((2, 3)), y)
-    m = build("dah", 8, epochs=1, batch_size=12).fit(X, y)
+        build("dah", 8, max_epochs=1).fit(X.mean((2, 3)), y)
+    m = build("dah", 8, max_epochs=1, batch_size=12).fit(X, y)
     with pytest.raises(RshashError, match="shape"):
         m.encode(X[:, :, :2])
     with pytest.raises(RshashError, match="input_norm"):
@@ -194,7 +194,7 @@ def demo_maps(demo_extract):
 def test_retrieval_quality_on_demo_maps(demo_maps):
     d = demo_maps
     assert d["X_train"].shape[1:] == (1280, 7, 7) and d["X_train"].dtype == np.float16
-    m = build("dah", 32, seed=0, epochs=100).fit(d["X_train"], d["y_train"])
+    m = build("dah", 32, seed=0, max_epochs=100).fit(d["X_train"], d["y_train"])
     q, db = m.encode(d["X_query"]), m.encode(d["X_database"])
     score = map_all(q, d["y_query"], db, d["y_database"])
     # lsh on the pooled features (the maps' spatial average is the pooled feature)

@@ -81,7 +81,7 @@ def test_variants_in_config_set_eta(repo):
 
 def test_linear_hash_layer_and_class_head(blobs):
     X, y = blobs()
-    m = build("dhcnn", 16, seed=0, epochs=3, batch_size=20).fit(X, y)
+    m = build("dhcnn", 16, seed=0, max_epochs=3, batch_size=20).fit(X, y)
     linears = [mod for mod in m.net.hash_layer.modules() if isinstance(mod, torch.nn.Linear)]
     assert len(linears) == 1  # u = W_h f + v_h, no hidden layer by default
     W, v = linears[0].weight.detach().numpy(), linears[0].bias.detach().numpy()
@@ -95,14 +95,14 @@ def test_linear_hash_layer_and_class_head(blobs):
     np.testing.assert_allclose(enc.class_prob, prob / prob.sum(1, keepdims=True), atol=1e-5)
     np.testing.assert_array_equal(enc.predicted_label, enc.class_prob.argmax(1))
     # milan's MLP can go in front of the hash layer
-    deep = build("dhcnn", 16, seed=0, epochs=1, batch_size=20, hidden=[64, 32]).fit(X, y)
+    deep = build("dhcnn", 16, seed=0, max_epochs=1, batch_size=20, hidden=[64, 32]).fit(X, y)
     assert sum(isinstance(mod, torch.nn.Linear) for mod in deep.net.hash_layer.modules()) == 3
 
 
 def test_divergence_is_an_error(blobs):
     X, y = blobs()
     with pytest.raises(RshashError, match="diverged"):
-        build("dhcnn", 16, seed=0, epochs=50, batch_size=20, lr=50.0, eta=1.0).fit(X, y)
+        build("dhcnn", 16, seed=0, max_epochs=50, batch_size=20, lr=50.0, eta=1.0).fit(X, y)
 
 
 def test_class_head_is_consistent_on_demo_features(

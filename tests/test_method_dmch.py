@@ -219,7 +219,7 @@ def test_registry_defaults_and_bad_parameters():
 def test_config_variants_switch_their_terms_during_training(variant, blobs):
     """Each ablation in config.yaml trains with exactly the terms it should."""
     X, y = blobs()
-    params = {**params_of(variant), "iterations": 3, "images_per_class": 5}  # a short run
+    params = {**params_of(variant), "max_epochs": 1, "images_per_class": 5}  # a short run
     m = build("dmch", 16, seed=0, **params).fit(X, y)
     terms = m.history[-1][2]
     want = {
@@ -237,9 +237,9 @@ def test_config_variants_switch_their_terms_during_training(variant, blobs):
 
 def test_without_the_category_loss_the_class_head_is_untrained_and_not_reported(blobs):
     X, y = blobs()
-    m = build("dmch", 16, seed=0, iterations=5, images_per_class=5, use_cat=False)
+    m = build("dmch", 16, seed=0, max_epochs=1, images_per_class=5, use_cat=False)
     m.fit(X, y)
-    fresh = build("dmch", 16, seed=0, iterations=0, images_per_class=5).fit(X, y)
+    fresh = build("dmch", 16, seed=0, max_epochs=0, images_per_class=5).fit(X, y)
     np.testing.assert_array_equal(
         m.net.classifier.weight.detach(), fresh.net.classifier.weight.detach()
     )
@@ -249,7 +249,7 @@ def test_without_the_category_loss_the_class_head_is_untrained_and_not_reported(
 
 def test_random_mining_is_seeded(blobs):
     X, y = blobs()
-    kw = dict(iterations=30, images_per_class=5)
+    kw = dict(max_epochs=5, images_per_class=5)
     r1 = build("dmch", 16, seed=1, mining="random", **kw).fit(X, y).encode(X).value
     r2 = build("dmch", 16, seed=1, mining="random", **kw).fit(X, y).encode(X).value
     np.testing.assert_array_equal(r1, r2)

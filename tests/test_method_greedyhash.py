@@ -3,7 +3,6 @@ head. (Determinism, persistence and the quality floor: the contract in test_meth
 
 import math
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -45,5 +44,6 @@ def test_class_head_is_consistent_on_demo_features(
     gh, q, db = demo_encoded("greedyhash")
     # the class head: probabilities over the 10 classes, prediction = argmax, and it classifies
     assert class_head_accuracy(q, demo_features["y_query"]) > 0.25  # chance 0.1; measured 0.39
-    # the cubic penalty pulls the relaxed codes towards +-1 (measured 0.56; 0.83 after 50 epochs)
-    assert np.abs(np.abs(db.value) - 1).mean() < 0.7
+    # (The cubic penalty's pull towards +-1 is a training-length effect: measured 0.56 after
+    # 200 epochs, but the fit now stops on validation mAP well before, so it is checked on
+    # the loss itself above, not on these codes.)

@@ -87,9 +87,9 @@ def test_gradients_are_finite():
 
 def test_scale_follows_the_schedule_and_round_trip(tmp_path, blobs):
     X, y = blobs()
-    a = build("hashnet", 16, seed=1, iterations=450, batch_size=20).fit(X, y)
-    b = build("hashnet", 16, seed=1, iterations=450, batch_size=20).fit(X, y)
-    c = build("hashnet", 16, seed=2, iterations=450, batch_size=20).fit(X, y)
+    a = build("hashnet", 16, seed=1, max_epochs=110, batch_size=20).fit(X, y)
+    b = build("hashnet", 16, seed=1, max_epochs=110, batch_size=20).fit(X, y)
+    c = build("hashnet", 16, seed=2, max_epochs=110, batch_size=20).fit(X, y)
     assert a.scale == pytest.approx(math.sqrt(1 + 0.005 * 400))
     ea = a.encode(X)
     np.testing.assert_array_equal(ea.bits, b.encode(X).bits)

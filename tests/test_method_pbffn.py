@@ -13,7 +13,7 @@ from rshash.evaluate import evaluate_arrays
 from rshash.methods import build
 from rshash.methods.pbffn import pbffn_loss, ped_loss, proxy_logits, rotation_contrastive_loss
 
-FAST = {"epochs": 8, "width": 32}  # short fits: the tests check behaviour, not the budget
+FAST = {"max_epochs": 8, "width": 32}  # short fits: the tests check behaviour, not the budget
 
 
 @pytest.fixture(scope="session")
@@ -219,7 +219,7 @@ def test_demo_quality_and_rotation_invariance(demo_layers):
     lsh = build("lsh", 32, seed=0).fit(D["X_train"]["layer2"])
     lsh_map = _map(lsh.encode(Xq["layer2"]), yq, lsh.encode(Xd["layer2"]), yd)
     # 180 train images: 6 steps an epoch, so more epochs than on UC Merced
-    params = {"epochs": 100, "width": 64}
+    params = {"max_epochs": 100, "width": 64}
     m = build("pbffn", 32, seed=0, **params).fit(D["X_train"], D["y_train"])
     q, d = m.encode(Xq), m.encode(Xd)
     got = _map(q, yq, d, yd)  # measured 0.474 (seeds 1, 2: 0.479, 0.474); lsh 0.216

@@ -82,7 +82,7 @@ def test_milan_beats_lsh_on_classes_hidden_by_a_nuisance_direction():
     train = np.arange(len(y)) % 3 != 0
     query = ~train
     lsh = build("lsh", 32, seed=0).fit(X[train])
-    milan = build("milan", 32, seed=0, iterations=1500, lr=1e-3).fit(X[train], y[train])
+    milan = build("milan", 32, seed=0, max_epochs=500, lr=1e-3).fit(X[train], y[train])
     m_lsh = map_all(lsh, X[train], y[train], X[query], y[query])
     m_milan = map_all(milan, X[train], y[train], X[query], y[query])
     assert m_milan > 0.9
@@ -92,8 +92,10 @@ def test_milan_beats_lsh_on_classes_hidden_by_a_nuisance_direction():
 def test_unknown_method_and_parameter_are_errors():
     with pytest.raises(RshashError, match="unknown hashing method 'nope'"):
         get_method("nope")
-    with pytest.raises(RshashError, match=r"^milan\.params\.epochs: unknown parameter \(known: "):
-        build("milan", 16, epochs=3)
+    with pytest.raises(
+        RshashError, match=r"^milan\.params\.iterations: unknown parameter \(known: "
+    ):
+        build("milan", 16, iterations=3)
     with pytest.raises(RshashError, match="multiple of 8"):
         build("lsh", 12)
 
@@ -120,16 +122,16 @@ def test_milan_triplets_are_valid(sampling):
 
 # budgets small enough for a test, the same for both fits of a method
 QUICK = {
-    "milan": {"iterations": 30},
-    "dmch": {"iterations": 20, "images_per_class": 5},
-    "hashnet": {"iterations": 30, "batch_size": 20},
-    "dhcnn": {"epochs": 3, "batch_size": 20},
-    "dah": {"epochs": 2, "batch_size": 12},
-    "pbffn": {"epochs": 2, "batch_size": 16},
-    "dpsh": {"epochs": 3, "batch_size": 20},
-    "greedyhash": {"epochs": 3, "batch_size": 20},
-    "dsh": {"epochs": 3, "batch_size": 20},
-    "csq": {"epochs": 3, "batch_size": 16},
+    "milan": {"max_epochs": 15},
+    "dmch": {"max_epochs": 3, "images_per_class": 5},
+    "hashnet": {"max_epochs": 8, "batch_size": 20},
+    "dhcnn": {"max_epochs": 3, "batch_size": 20},
+    "dah": {"max_epochs": 2, "batch_size": 12},
+    "pbffn": {"max_epochs": 2, "batch_size": 16},
+    "dpsh": {"max_epochs": 3, "batch_size": 20},
+    "greedyhash": {"max_epochs": 3, "batch_size": 20},
+    "dsh": {"max_epochs": 3, "batch_size": 20},
+    "csq": {"max_epochs": 3, "batch_size": 16},
     "ksh": {"n_anchors": 40, "n_labeled": 100},
 }
 

@@ -17,7 +17,7 @@ def demo_run(tmp_path_factory, snakemake):
     work = tmp_path_factory.mktemp("demo")
     cfg = yaml.safe_load((repo / "config.yaml").read_text())
     cfg["datasets"]["demo"]["synthetic"].update(per_class=12, size=64)
-    cfg["variants"]["milan"].setdefault("params", {})["iterations"] = 300
+    cfg["variants"]["milan"].setdefault("params", {})["max_epochs"] = 30
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     snakemake(repo, work, "results/tables/demo.csv")
     return repo, work, cfg

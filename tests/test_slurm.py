@@ -41,7 +41,7 @@ def fake_slurm_bin(where: Path) -> Path:
 def tiny_config(repo: Path, small_experiment) -> dict:
     cfg = yaml.safe_load((repo / "config.yaml").read_text())
     cfg["datasets"]["demo"]["synthetic"].update(per_class=12, size=64)
-    cfg["variants"]["milan"].setdefault("params", {})["iterations"] = 100
+    cfg["variants"]["milan"].setdefault("params", {})["max_epochs"] = 10
     cfg["experiments"]["tiny"] = small_experiment("demo", ["itq", "milan"])
     return cfg
 

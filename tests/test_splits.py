@@ -24,7 +24,8 @@ def roles(split, role):
 def test_split_is_stratified_and_disjoint():
     m = manifest(5, 10)
     split = make_split(m, PROTOCOL, seed=0)
-    train, query = roles(split, "train"), roles(split, "query")
+    part = split[split.role.isin(["train", "val"])]  # the train part: train and val rows
+    train, query = part.image_id.tolist(), roles(split, "query")
     assert not set(train) & set(query)
     assert sorted(train + query) == sorted(m.image_id)
     label = dict(zip(m.image_id, m.label))

@@ -43,7 +43,7 @@ class ConvergenceParams(Params):
     ``patience`` checks without an improvement above ``min_delta``; at most
     ``max_epochs`` (each method states its own)."""
 
-    max_epochs: int = param(min=1)
+    max_epochs: int = param(min=0)  # 0: the untrained network (a reference)
     # 5 x 4: 20 epochs without a better validation score stop training. Chosen on
     # UC Merced and the 250-images-a-class demo set so that every method's stopped model
     # scores within 0.01 validation mAP of 4x its epochs (benchmarks/convergence.py).
