@@ -44,11 +44,11 @@ class ConvergenceParams(Params):
     ``max_epochs`` (each method states its own)."""
 
     max_epochs: int = param(min=0)  # 0: the untrained network (a reference)
-    # 5 x 4: 20 epochs without a better validation score stop training. Chosen on
+    # 5 x 10: 50 epochs without a better validation score stop training. Chosen on
     # UC Merced and the 250-images-a-class demo set so that every method's stopped model
     # scores within 0.01 validation mAP of 4x its epochs (benchmarks/convergence.py).
     val_every: int = param(5, min=1)
-    patience: int = param(4, min=1)
+    patience: int = param(10, min=1)
     min_delta: float = param(0.0, min=0)
 
 
