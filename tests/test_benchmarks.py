@@ -34,3 +34,27 @@ def test_evaluate_benchmark_matches_its_reference(tmp_path):
     rows = [line.split() for line in out.stdout.splitlines() if line.split()[:1] in (["8"], ["72"])]
     assert {(r[0], r[1]) for r in rows} >= {("8", "1"), ("72", "1")}
     assert "same mean map_all" in out.stdout
+
+
+def test_convergence_benchmark_runs(tmp_path):
+    """benchmarks/convergence.py on a tiny set: a stopped fit against 4x its epochs."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks/convergence.py"),
+            "--per-class",
+            "10",
+            "--methods",
+            "csq",
+            "--bits",
+            "16",
+            "--tolerance",
+            "1",
+            "--workdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "csq" in out.stdout and "yes" in out.stdout

@@ -13,10 +13,11 @@ import time
 
 import numpy as np
 
-from rshash.data.splits import read_split
+from rshash.data.splits import read_split, train_part
 from rshash.evaluate import evaluate_arrays
 from rshash.features import read_features
 from rshash.methods import build
+from rshash.methods.convergence import Validation
 
 
 def train_validation(labels: np.ndarray, val_fraction: float, seed: int):
@@ -47,7 +48,7 @@ def grid_search(
     feats = read_features(features_path)
     split = read_split(split_path)
     index = {k: i for i, k in enumerate(feats.image_id)}
-    train = split[split.role == "train"].image_id.map(index).to_numpy()
+    train = split[train_part(split)].image_id.map(index).to_numpy()  # train and val rows
     X, y = feats.features[train], feats.label[train]
     fit, val = train_validation(y, val_fraction, seed)
     keys = list(grid)
@@ -55,7 +56,10 @@ def grid_search(
         params = {**base, **dict(zip(keys, values))}
         start = time.perf_counter()
         model = build(method, bits, seed=seed, threads=threads, **params)
-        model.fit(X[fit], y[fit] if model.supervised else None)
+        # a trained method stops on the same validation part it is scored on (as the
+        # pipeline stops on the split's val rows); a closed-form one just fits
+        val_part = Validation(X[val], y[val]) if model.trained() else None
+        model.fit(X[fit], y[fit] if model.supervised else None, validation=val_part)
         q, d = model.encode(X[val]), model.encode(X[fit])
         result = evaluate_arrays(np.packbits(q.bits, 1), y[val], np.packbits(d.bits, 1), y[fit])
         yield params, result, time.perf_counter() - start

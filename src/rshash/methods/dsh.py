@@ -21,10 +21,11 @@ images (in eq. 4 every image belongs to one pair, so it is counted once)::
 CIFAR-10 solver / prototxt: margin ``m = 2K`` (``margin`` None), ``alpha``
 0.01, SGD with learning rate 1e-3, momentum 0.9, weight decay 0.004 and
 mini-batches of 200 images. The released solver runs 70,000 iterations,
-out of this project's time budget; ``epochs`` 200 (1,200 steps on the UC
+out of the project's former fixed budget; ``epochs`` 200 (1,200 steps on the UC
 Merced train part) was chosen on a validation part of the train split
 (75 / 25, 32 bits: val mAP 0.75 at 150 epochs and 0.81 at 300, i.e. 1,200
-steps on that part, still rising) as the most that fits the time budget.
+steps on that part, still rising) as the most that fit it. Now at most 300
+epochs, stopped on the split's validation part (rshash.methods.convergence).
 ``input_norm`` "standardize" is the project's choice for these features (a
 validation study on milan), not the paper's.
 
@@ -41,8 +42,9 @@ from rshash.methods.params import param
 
 @dataclass(frozen=True, kw_only=True)
 class DSHParams(EpochSGDParams):
-    """The paper's and its released solver's settings; 200 epochs chosen on a validation
-    part (module docstring). ``margin`` null: 2K."""
+    """The paper's and its released solver's settings; at most 300 epochs (about the
+    released 70,000 iterations of 200 on CIFAR-10's 50,000 images), stopped on the
+    validation part. ``margin`` null: 2K."""
 
     max_epochs: int = 300
     batch_size: int = 200

@@ -1,0 +1,131 @@
+"""Does early stopping stop at convergence? Each trained method against 4x its epochs.
+
+Builds a training set larger than UC Merced's offline: the demo generator at
+``--per-class`` images a class (default 250, 10 classes: 2,500 images), through
+EfficientNet-Lite0 on the CPU (the features kinds the methods read), split by
+dmch_60_40 (seed 0) with the default validation part (20% of each class's
+train part). For every trained method (``--methods``, default all) it then
+
+1. trains to convergence as the pipeline does (train rows, stopping on the val
+   rows by mAP@all): epochs run, best epoch, best validation score;
+2. trains the same seed for 4x the epochs the first fit ran, without stopping,
+   and scores the final model on the same validation part;
+
+and prints both side by side with the difference and the CPU seconds of each,
+and whether the stopped model is within ``--tolerance`` (0.01) of the long one.
+Exits non-zero if one is not. The queries are never used.
+
+Usage: python benchmarks/convergence.py [--per-class 250] [--bits 32]
+       [--methods milan dmch ...] [--workdir DIR] [--tolerance 0.01]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rshash.data.manifest import scan_folder, write_manifest
+from rshash.data.splits import make_split
+from rshash.data.synthetic import generate
+from rshash.features import extract, read_arrays
+from rshash.methods import build, get_method, method_names
+from rshash.methods.convergence import Validation
+
+
+def dataset(workdir: Path, per_class: int, kinds: set[str]):
+    """(arrays by kind, labels, train rows, val rows) of the synthetic set."""
+    images = workdir / "images"
+    if not images.exists():
+        generate(images, n_classes=10, per_class=per_class, size=96, seed=0, noise=25.0)
+    manifest = scan_folder(images)
+    write_manifest(manifest, workdir / "manifest.parquet")
+    arrays = {}
+    for kind in sorted(kinds):
+        path = workdir / f"{kind}.h5"
+        if not path.exists():
+            start = time.process_time()
+            extract(
+                workdir / "manifest.parquet",
+                "efficientnet_lite0",
+                path,
+                kind=kind,
+                threads=2,
+                device="cpu",
+                progress=False,
+            )
+            print(f"extracted {kind}: {time.process_time() - start:.0f} CPU s", flush=True)
+        got, _ = read_arrays(path)
+        arrays.update({("rot_" + k if kind == "rot" else k): v for k, v in got.items()})
+    split = make_split(manifest, {"train_fraction": 0.6, "database": "train"}, seed=0)
+    index = {k: i for i, k in enumerate(manifest.image_id)}
+    rows = {r: split[split.role == r].image_id.map(index).to_numpy() for r in ("train", "val")}
+    return arrays, manifest.label.to_numpy().astype(np.int64), rows["train"], rows["val"]
+
+
+def inputs_of(method, arrays):
+    if method.inputs == ("features",):
+        return arrays["features"]
+    if method.inputs == ("maps",):
+        return arrays["maps"]
+    return {k: v for k, v in arrays.items() if k.startswith(("layer", "rot_layer"))}
+
+
+def take(X, rows):
+    return {k: v[rows] for k, v in X.items()} if isinstance(X, dict) else X[rows]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--per-class", type=int, default=250)
+    ap.add_argument("--bits", type=int, default=32)
+    ap.add_argument("--methods", nargs="+")
+    ap.add_argument("--workdir")
+    ap.add_argument("--tolerance", type=float, default=0.01)
+    a = ap.parse_args()
+    names = a.methods or [n for n in method_names() if get_method(n).trained()]
+    workdir = Path(a.workdir or tempfile.mkdtemp(prefix="rshash-convergence-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    kinds = {k for n in names for k in get_method(n).inputs}
+    kinds |= {"features"}
+    arrays, y, fit, val = dataset(workdir, a.per_class, kinds)
+    print(f"{len(fit)} train rows, {len(val)} val rows, {a.bits} bits, seed 0\n")
+    print(
+        f"{'method':<11} {'epochs':>6} {'best':>5} {'val mAP':>8} {'4x ep':>6} "
+        f"{'4x mAP':>7} {'diff':>7} {'CPU s':>6} {'4x CPU s':>8}  ok"
+    )
+    failed = []
+    for name in names:
+        method = get_method(name)
+        X = inputs_of(method, arrays)
+        X_fit, X_val = take(X, fit), take(X, val)
+        validation = Validation(X_val, y[val])
+        start = time.process_time()
+        stopped = build(name, a.bits, seed=0).fit(X_fit, y[fit], validation=validation)
+        cpu = time.process_time() - start
+        rec = stopped.record
+        long_epochs = 4 * rec.epochs_run
+        start = time.process_time()
+        long = build(name, a.bits, seed=0, max_epochs=long_epochs).fit(X_fit, y[fit])
+        long_cpu = time.process_time() - start
+        long_val = validation.score(long, X_fit, y[fit])
+        diff = rec.best_val - long_val
+        ok = diff >= -a.tolerance
+        failed += [] if ok else [name]
+        print(
+            f"{name:<11} {rec.epochs_run:>6} {rec.best_epoch:>5} {rec.best_val:>8.4f} "
+            f"{long_epochs:>6} {long_val:>7.4f} {diff:>+7.4f} {cpu:>6.0f} {long_cpu:>8.0f}"
+            f"  {'yes' if ok else 'NO'}",
+            flush=True,
+        )
+    if failed:
+        print(f"\nmore than {a.tolerance} below 4x the epochs: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
