@@ -23,7 +23,7 @@ from rshash.methods.convergence import (
     val_metric_name,
 )
 
-POLICY = ConvergenceParams(max_epochs=50, val_every=2, patience=3)
+POLICY = ConvergenceParams(max_epochs=50, val_every=2, patience=3, grace=0)
 
 
 def run_scripted(p, scores):
@@ -54,9 +54,19 @@ def test_an_improvement_resets_patience_and_min_delta_counts_small_gains_as_none
     scores = [0.1, 0.5, 0.4, 0.45, 0.52, 0.51, 0.51, 0.51]
     record, _, restored = run_scripted(POLICY, scores)
     assert (record.epochs_run, record.best_epoch, restored) == (16, 10, [10])
-    strict = ConvergenceParams(max_epochs=50, val_every=2, patience=3, min_delta=0.05)
+    strict = ConvergenceParams(max_epochs=50, val_every=2, patience=3, min_delta=0.05, grace=0)
     record, _, restored = run_scripted(strict, scores)
     assert (record.epochs_run, record.best_epoch, restored) == (10, 4, [4])
+
+
+def test_grace_waits_as_long_again_as_the_best_took():
+    # best at epoch 10; patience alone would stop at 16, grace 1 waits until epoch 20
+    scores = [0.1, 0.2, 0.3, 0.4, 0.5, 0.4, 0.4, 0.4, 0.4, 0.4, 0.9]
+    p = ConvergenceParams(max_epochs=50, val_every=2, patience=3, grace=1.0)
+    record, _, restored = run_scripted(p, scores)
+    assert (record.epochs_run, record.best_epoch, restored) == (20, 10, [10])
+    record, _, _ = run_scripted(ConvergenceParams(**{**p.as_dict(), "grace": 0.5}), scores)
+    assert record.epochs_run == 16
 
 
 def test_the_last_epoch_is_checked_and_not_restored_when_best():
@@ -86,7 +96,7 @@ def split_in_two(X, y, every=5):
 
 def test_stops_early_on_an_easy_set_and_keeps_the_best_state(blobs):
     (X, y), (Xv, yv) = split_in_two(*blobs(n_classes=4, per_class=40, noise=0.3))
-    params = {"max_epochs": 150, "val_every": 5, "patience": 3}
+    params = {"max_epochs": 150, "val_every": 5, "patience": 3, "grace": 0}
     model = build("dpsh", 16, seed=3, **params).fit(X, y, validation=Validation(Xv, yv))
     rec = model.record
     assert rec.best_val == 1.0 and rec.best_epoch < rec.epochs_run < 150
@@ -115,7 +125,7 @@ def test_runs_to_its_maximum_on_a_hard_set(blobs):
 def test_every_trained_method_declares_one_policy_and_its_maximum(name):
     p = get_method(name).Params()
     assert isinstance(p, ConvergenceParams) and p.max_epochs >= 30
-    assert (p.val_every, p.patience, p.min_delta) == (5, 10, 0.0)
+    assert (p.val_every, p.patience, p.min_delta, p.grace) == (5, 10, 0.0, 1.0)
     with pytest.raises(RshashError, match="max_epochs"):
         build(name, 16, max_epochs=-1)
 
@@ -162,7 +172,7 @@ def rshash(*args, cwd):
 
 
 def test_the_model_file_log_and_codes_record_the_training(cell):
-    params = json.dumps({"max_epochs": 60, "patience": 2})
+    params = json.dumps({"max_epochs": 60, "patience": 2, "grace": 0})
     common = ["--features", "f.h5", "--split", "s.parquet", "--bits", 16, "--seed", 0]
     run = rshash(
         "train",

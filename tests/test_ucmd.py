@@ -24,6 +24,9 @@ def test_ucmd_floors(repo, tmp_path, ucmd_data_dir, snakemake):
             "seeds": [0],
         }
     }
+    # a floor: milan capped at 100 epochs (its default 500 stops on validation; this
+    # keeps the guard to about a minute of training)
+    cfg["variants"]["milan"]["params"] = {"max_epochs": 100}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     snakemake(repo, tmp_path, "results/tables/ucmd_regression.csv")
     manifest = pd.read_parquet(tmp_path / "results/manifests/ucmd.parquet")
