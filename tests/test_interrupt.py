@@ -85,7 +85,14 @@ def test_interrupted_extraction(tiny, tmp_path, sig):
     ]
     code = _run_until(argv, lambda: _temps(tmp_path), sig, tmp_path / "log")
     assert code == (128 + signal.SIGTERM if sig == signal.SIGTERM else -signal.SIGKILL)
-    if before is None:
+    if before is None and out.exists():
+        # the signal landed where Python drops exceptions (a weakref callback): the run
+        # went on to a complete, sealed file, and still exited 143. It is the reference.
+        assert sig == signal.SIGTERM and "terminated (signal 15)" in (tmp_path / "log").read_text()
+        np.testing.assert_array_equal(
+            read_features(out).features, read_features(tiny / "ref.h5").features
+        )
+    elif before is None:
         assert not out.exists()
     else:
         assert out.read_bytes() == before

@@ -482,9 +482,16 @@ def _figure_args(s) -> None:
     s.add_argument("--out", required=True)
 
 
+_TERMINATED: list[int] = []
+
+
 def _exit_on_sigterm(signum, _frame):
     """SIGTERM (a cluster's kill, Snakemake's cancel) unwinds like Ctrl-C, so the
-    library's ``finally`` blocks remove their temporary files."""
+    library's ``finally`` blocks remove their temporary files. Python drops an exception
+    raised while a weakref callback or finaliser runs ("Exception ignored in ..."), so
+    the signal is also remembered: a command that then runs to its end still exits
+    128 + signum (its outputs are complete and sealed, but it was told to stop)."""
+    _TERMINATED.append(signum)
     raise SystemExit(128 + signum)
 
 
@@ -500,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
+    if _TERMINATED:
+        print(f"rshash {args.verb}: terminated (signal {_TERMINATED[0]})", file=sys.stderr)
+        return 128 + _TERMINATED[0]
     return 0
 
 
