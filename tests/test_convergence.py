@@ -5,6 +5,7 @@ table record."""
 
 import json
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -168,7 +169,9 @@ def cell(tmp_path, blobs):
 
 
 def rshash(*args, cwd):
-    return subprocess.run(["rshash", *map(str, args)], cwd=cwd, capture_output=True, text=True)
+    """The CLI as a command, from this interpreter (CI does not activate the venv)."""
+    argv = [sys.executable, "-m", "rshash.cli", *map(str, args)]
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
 
 
 def test_the_model_file_log_and_codes_record_the_training(cell):
