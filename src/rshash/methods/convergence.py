@@ -46,9 +46,10 @@ class ConvergenceParams(Params):
     its own)."""
 
     max_epochs: int = param(min=0)  # 0: the untrained network (a reference)
-    # 5 x 10: 50 epochs without a better validation score stop training. Chosen on
-    # UC Merced and the 250-images-a-class demo set so that every method's stopped model
-    # scores within 0.01 validation mAP of 4x its epochs (benchmarks/convergence.py).
+    # 5 x 10: 50 epochs without a better validation score stop training. Checked on the
+    # 250-images-a-class demo set for csq, dpsh, dhcnn, hashnet and dmch: each stopped
+    # model within 0.01 validation mAP of 4x its epochs (benchmarks/convergence.py);
+    # not yet checked on UC Merced or for the other methods.
     val_every: int = param(5, min=1)
     patience: int = param(10, min=1)
     min_delta: float = param(0.0, min=0)
