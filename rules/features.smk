@@ -1,6 +1,7 @@
 rule extract_features:
     input:
         "results/manifests/{dataset}.parquet",
+        backbone_weights,
     output:
         "results/features/{dataset}/{backbone}.h5",
     log:
@@ -18,10 +19,13 @@ rule extract_features:
         batch_size=lambda w: extraction_settings(config, w.backbone)["batch_size"],
         num_workers=lambda w: extraction_settings(config, w.backbone)["num_workers"],
         device=DEVICE,
+        source=lambda w: as_json(backbone_source(config, w.backbone)),
+        precision=lambda w: extraction_settings(config, w.backbone)["precision"],
     shell:
         "rshash extract --manifest {input} --backbone {wildcards.backbone} --out {output} "
         "--threads {threads} --batch-size {params.batch_size} "
-        "--num-workers {params.num_workers} --device {params.device} > {log} 2>&1"
+        "--num-workers {params.num_workers} --device {params.device} "
+        "--source {params.source:q} --precision {params.precision} > {log} 2>&1"
 
 
 # The last conv maps (DAH), three stages pooled (PBFFN) and the rotated copies
@@ -39,3 +43,5 @@ use rule extract_features as extract_feature_kind with:
         batch_size=lambda w: extraction_settings(config, w.backbone)["batch_size"],
         num_workers=lambda w: extraction_settings(config, w.backbone)["num_workers"],
         device=lambda w: f"{DEVICE} --kind {w.kind}",
+        source=lambda w: as_json(backbone_source(config, w.backbone)),
+        precision=lambda w: extraction_settings(config, w.backbone)["precision"],

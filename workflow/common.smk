@@ -8,11 +8,12 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from rshash import RshashError
-from rshash.backbones import BACKBONES
+from rshash.backbones import check_available
 from rshash.config import (
     experiment_cells,
     experiment_methods,
     experiment_rankings,
+    backbone_source,
     extraction_settings,
     validate,
 )
@@ -58,7 +59,7 @@ DEVICE = extraction_settings(config)["device"]
 
 wildcard_constraints:
     dataset="[a-z][a-z0-9_]*",
-    backbone="|".join(BACKBONES),
+    backbone="|".join(sorted(config["backbones"], key=len, reverse=True)),
     protocol="[a-z][a-z0-9_]*",
     method="[a-z][a-z0-9_]*",
     # only configured experiments: build_table's {experiment}.csv must not match
@@ -71,6 +72,17 @@ wildcard_constraints:
 
 def as_json(obj):
     return json.dumps(obj, sort_keys=True)
+
+
+def backbone_weights(wildcards):
+    """No input file; stops the workflow, before any job, when the backbone's weights
+    are absent (the message names the file or cache path and the command that fills it).
+    Checks only the backbones the requested targets need, without importing torch."""
+    try:
+        check_available(wildcards.backbone, config["backbones"][wildcards.backbone])
+    except RshashError as err:
+        raise WorkflowError(str(err)) from None
+    return []
 
 
 def dataset_spec(wildcards):

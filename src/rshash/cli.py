@@ -98,10 +98,18 @@ def cmd_extract(a):
 
     given = {
         k: getattr(a, k)
-        for k in ("batch_size", "num_workers", "device")
+        for k in ("batch_size", "num_workers", "device", "precision")
         if getattr(a, k) is not None
     }  # else extract's defaults, the one home of each
-    extract(a.manifest, a.backbone, a.out, threads=a.threads, kind=a.kind, **given)
+    extract(
+        a.manifest,
+        a.backbone,
+        a.out,
+        threads=a.threads,
+        kind=a.kind,
+        source=_json(a.source),
+        **given,
+    )
 
 
 def cmd_train(a):
@@ -345,6 +353,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--num-workers", type=int, help="default: rshash.features.extract's")
     s.add_argument("--device", help="auto, cpu, cuda or cuda:N; default: rshash.features.extract's")
     s.add_argument("--kind", default="features", choices=["features", "maps", "layers", "rot"])
+    s.add_argument(
+        "--source",
+        help="JSON: the backbone's config entry keys timm, open_clip, weights, input_size "
+        "(default: a registered backbone name, {})",
+    )
+    s.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="default: fp32")
     s.set_defaults(func=cmd_extract)
 
     s = sub.add_parser("train", help="fit a hashing method; write model and codes")

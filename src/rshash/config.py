@@ -58,7 +58,7 @@ def validate(config: dict, schema_path: str | Path) -> None:
     check_references(config)
 
 
-EXTRACTION_KEYS = ("batch_size", "num_workers", "device")
+EXTRACTION_KEYS = ("batch_size", "num_workers", "device", "precision")
 
 
 def extraction_settings(config: dict, backbone: str | None = None) -> dict:
@@ -82,8 +82,37 @@ def extraction_settings(config: dict, backbone: str | None = None) -> dict:
     return {
         "batch_size": entry.get("batch_size", defaults["batch_size"]),
         "num_workers": entry.get("num_workers", defaults["num_workers"]),
+        "precision": entry.get("precision", defaults["precision"]),
         **device,
     }
+
+
+def backbone_source(config: dict, backbone: str) -> dict:
+    """The keys of a backbone's config entry that define its features (timm, open_clip,
+    weights, input_size): what a job passes to ``rshash extract --source``; {} for a
+    registered name."""
+    from rshash.backbones import ENTRY_KEYS
+
+    entry = config["backbones"][backbone]
+    return {k: entry[k] for k in ENTRY_KEYS if k in entry}
+
+
+def check_backbones(config: dict) -> None:
+    """Every backbone entry is a registered name or names its source (no torch, no
+    timm, no file access: weights are checked when a job needs them)."""
+    from rshash.backbones import BACKBONES, SOURCES, resolve
+
+    for name, entry in config["backbones"].items():
+        if not any(k in entry for k in SOURCES) and name not in BACKBONES:
+            raise RshashError(
+                f"config: backbones: '{name}' is not a registered backbone (registered: "
+                f"{', '.join(BACKBONES)}); a timm or OpenCLIP model names its source: "
+                f"'{name}: {{timm: MODEL}}' or '{name}: {{open_clip: CONFIG, weights: FILE}}'"
+            )
+        try:
+            resolve(name, entry)
+        except RshashError as exc:
+            raise RshashError(f"config: backbones.{name}: {exc}") from None
 
 
 PART_KEYS = ("protocols", "methods", "bits", "method_bits", "seeds", "rankings")
@@ -123,6 +152,7 @@ def check_references(config: dict) -> None:
     asked of (a class head for ``category_weighted``, which parameters can remove)."""
     from rshash.methods import REGISTRY, get_method
 
+    check_backbones(config)
     resolved = {}
     for name, variant in config["variants"].items():
         if variant["method"] not in REGISTRY:

