@@ -464,3 +464,40 @@ def synthetic_features():
     kind="features", **generate_args) -> manifest``: synthetic images, their manifest and
     CPU backbone outputs under ``root``."""
     return _synthetic_features
+
+
+HF_REVISION = "4c1e3a9b5f0d2e7a8c6b1d3f5e7a9c0b2d4f6e8a"
+
+
+def save_timm_to_hf_cache(hf_home: Path, model: str, seed: int = 0) -> Path:
+    """Random weights of timm ``model`` written where timm's own download puts them, in
+    huggingface_hub's cache layout under ``hf_home``: hub/models--timm--<model>/blobs/
+    <sha256>, snapshots/<revision>/model.safetensors (a relative symlink to the blob)
+    and refs/main (the revision). Returns the snapshot file."""
+    import hashlib
+
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    net = timm.create_model(model, pretrained=False)
+    folder = hf_home / "hub" / f"models--timm--{model}"
+    (folder / "blobs").mkdir(parents=True, exist_ok=True)
+    tmp = folder / "blobs" / "incoming"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    blob = folder / "blobs" / hashlib.sha256(tmp.read_bytes()).hexdigest()
+    tmp.rename(blob)
+    snapshot = folder / "snapshots" / HF_REVISION
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (snapshot / "model.safetensors").symlink_to(os.path.relpath(blob, snapshot))
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / "main").write_text(HF_REVISION)
+    return snapshot / "model.safetensors"
+
+
+@pytest.fixture(scope="session")
+def timm_cache():
+    """``timm_cache(hf_home, model, seed=0) -> file``: random weights of a timm model in
+    the Hugging Face cache layout (tests point HF_HOME at ``hf_home``)."""
+    return save_timm_to_hf_cache

@@ -75,6 +75,7 @@ class BackboneSpec:
         if self.opener is None:
             return self, self.load(device)
         spec, module = self.opener(self.weights_path())
+        spec = dataclasses.replace(spec, entry=self.entry)
         module.eval()
         module.requires_grad_(False)
         return spec, module.to(device)
