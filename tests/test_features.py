@@ -196,6 +196,7 @@ def test_registry_names_and_weight_files():
 
     assert list(BACKBONES) == [
         "efficientnet_lite0",
+        "efficientnet_lite1",
         "efficientnet_lite2",
         "inception_v3",
         "resnet50",
