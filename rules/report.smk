@@ -55,8 +55,12 @@ rule build_cost:
         "results/logs/build_cost/{experiment}.log",
     conda:
         "../envs/rshash.yaml"
+    params:
+        # the configured backbone names (a timm or OpenCLIP entry's name is any name)
+        backbones=" ".join(config["backbones"]),
     shell:
-        "rshash cost --experiment {wildcards.experiment} --out {output} {input} > {log} 2>&1"
+        "rshash cost --experiment {wildcards.experiment} --out {output} "
+        "--backbones {params.backbones} -- {input} > {log} 2>&1"
 
 
 rule plot_tsne:

@@ -255,7 +255,8 @@ def test_parts_pair_each_method_with_its_own_protocol(config, schema):
 
 
 def test_extraction_settings_have_one_default_each(config):
-    """batch_size, num_workers and device: what config states, else extract's defaults."""
+    """batch_size, num_workers, precision and device: what config states, else extract's
+    defaults."""
     import inspect
 
     from rshash.config import extraction_settings
@@ -266,7 +267,7 @@ def test_extraction_settings_have_one_default_each(config):
     bare.pop("device", None)
     defaults = inspect.signature(extract).parameters
     assert extraction_settings(bare, "efficientnet_lite0") == {
-        k: defaults[k].default for k in ("batch_size", "num_workers", "device")
+        k: defaults[k].default for k in ("batch_size", "num_workers", "precision", "device")
     }
     assert (
         extraction_settings(config, "vgg16")["batch_size"]

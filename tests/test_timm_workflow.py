@@ -47,9 +47,11 @@ def test_the_demo_builds_on_a_timm_backbone_from_the_hf_cache(
     assert f"timm.create_model('{MODEL}', pretrained=True)" in lines[0]
 
     weights = timm_cache(hf_home, MODEL)
-    snakemake(repo, work, "results/tables/demo.csv", env=env)
+    snakemake(repo, work, env=env)  # the default target: the table and the cost table
     table = pd.read_csv(work / "results/tables/demo.csv")
     assert set(table.backbone) == {"tiny"} and set(table.method) == {"itq"}
+    cost = pd.read_csv(work / "results/tables/demo_cost.csv")
+    assert "tiny" in set(cost.backbone)
     with h5py.File(work / "results/features/demo/tiny.h5") as f:
         assert f["features"].shape == (32, 96) and f.attrs["input_size"] == 64
         assert MODEL in f.attrs["source"]

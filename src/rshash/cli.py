@@ -195,7 +195,7 @@ def cmd_cost(a):
     from rshash.backbones import BACKBONES
     from rshash.report.cost import build_cost
 
-    build_cost(a.experiment, a.benchmarks, a.out, BACKBONES)
+    build_cost(a.experiment, a.benchmarks, a.out, a.backbones or list(BACKBONES))
 
 
 def cmd_tsne(a):
@@ -413,6 +413,9 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--experiment", required=True)
     s.add_argument("--out", required=True)
+    s.add_argument(
+        "--backbones", nargs="+", help="the backbone names (config.yaml's; default: registered)"
+    )
     s.add_argument("benchmarks", nargs="+")
     s.set_defaults(func=cmd_cost)
 
