@@ -4,6 +4,10 @@ the dry run stops before any job, naming the model, the path and the fetch comma
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import h5py
 import pandas as pd
 import pytest
@@ -58,3 +62,10 @@ def test_the_demo_builds_on_a_timm_backbone_from_the_hf_cache(
         from rshash.data.fetch import file_sha256
 
         assert f.attrs["weights_sha256"] == file_sha256(weights)
+
+    # the trained model remembers its backbone's source: indexing images needs no config
+    model = work / "results/models/demo/tiny/dmch_60_40/itq/16/split0.npz"
+    command = [sys.executable, "-m", "rshash.cli", "index", "--model", str(model)]
+    command += ["--images", str(work / "results/datasets/demo"), "--out", str(tmp_path / "i.npz")]
+    subprocess.run(command, check=True, env=os.environ | env, capture_output=True)
+    assert (tmp_path / "i.npz").is_file()

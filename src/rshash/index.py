@@ -148,7 +148,8 @@ def _encode(method, header, paths, threads: int, batch_size: int = 32):
     """Packed codes and predicted labels (or None) of image files."""
     from rshash.features import embed
 
-    enc = method.encode(embed(list(paths), header["backbone"], threads, batch_size))
+    source = header.get("backbone_source")  # a timm / OpenCLIP entry (features attrs)
+    enc = method.encode(embed(list(paths), header["backbone"], threads, batch_size, source=source))
     packed = np.packbits(np.asarray(enc.bits, dtype=bool), axis=1)
     predicted = None if enc.predicted_label is None else np.asarray(enc.predicted_label, np.int64)
     return packed, predicted

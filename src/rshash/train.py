@@ -134,15 +134,15 @@ def train_cell(
         "split": digest_of(split_path),
         **{kind: digest_of(p) for kind, p in sorted(extra.items())},
     }
-    model.save(
-        model_out,
-        extra={
-            "features": str(features_path),
-            "split": str(split_path),
-            "backbone": feats.attrs.get("backbone"),
-            "inputs": inputs,
-        },
-    )
+    extra_header = {
+        "features": str(features_path),
+        "split": str(split_path),
+        "backbone": feats.attrs.get("backbone"),
+        "inputs": inputs,
+    }
+    if feats.attrs.get("source"):  # a timm / OpenCLIP backbone: what index and search load
+        extra_header["backbone_source"] = feats.attrs["source"]
+    model.save(model_out, extra=extra_header)
 
     def stack(get):
         parts = [get(e) for e in encodings]
