@@ -4,8 +4,8 @@ Reads the metrics files of each run (``results/metrics/...``) and prints, per
 method x bits x ranking cell, the mean and the spread (sample standard deviation)
 over the split seeds both runs have, the difference, and whether it lies within
 the cell's seed spread (``|after - before| <= max(sd before, sd after)``). With
-``--cost``, the two runs' cost tables (``rshash cost``) give the CPU seconds of
-training and evaluation per method and in all; the model headers of the second
+``--cost``, the two runs' Snakemake benchmark files give the CPU seconds of
+extraction, training and evaluation, per trained method and in all; the model headers of the second
 run give the epochs its trained methods ran and their best validation scores.
 
 Usage: python benchmarks/compare_runs.py BEFORE AFTER --experiment ucmd
@@ -69,9 +69,16 @@ def epochs(results: Path, experiment: str) -> pd.DataFrame:
 
 
 def cpu(results: Path, experiment: str) -> pd.DataFrame:
-    cost = pd.read_csv(results / "tables" / f"{experiment}_cost.csv")
-    cost["cpu_total"] = cost.cpu_seconds_mean * cost.n_runs
-    return cost
+    """CPU seconds of each job of the experiment's dataset, from its Snakemake benchmark
+    file (``cpu_time``, user + system): stage and method."""
+    rows = []
+    for stage in ("extract_features", "train_method", "evaluate_ranking"):
+        for path in sorted((results / "benchmarks" / stage / experiment).rglob("*.tsv")):
+            parts = path.relative_to(results / "benchmarks" / stage / experiment).parts
+            method = parts[2] if stage != "extract_features" else ""
+            seconds = pd.to_numeric(pd.read_csv(path, sep="\t")["cpu_time"], errors="coerce")
+            rows.append(dict(stage=stage.split("_")[0], method=method, cpu=seconds.sum()))
+    return pd.DataFrame(rows)
 
 
 def main() -> int:
@@ -80,7 +87,7 @@ def main() -> int:
     ap.add_argument("after", type=Path)
     ap.add_argument("--experiment", required=True, help="the dataset folder under metrics/")
     ap.add_argument("--metric", default="map_all")
-    ap.add_argument("--cost", action="store_true", help="also compare the cost tables")
+    ap.add_argument("--cost", action="store_true", help="also compare the CPU seconds")
     a = ap.parse_args()
     keys = ["backbone", "protocol", "method", "bits", "ranking"]
     b, f = (metrics(r, a.experiment, a.metric) for r in (a.before, a.after))
@@ -113,12 +120,11 @@ def main() -> int:
         cb, ca = cpu(a.before, a.experiment), cpu(a.after, a.experiment)
         print("\nCPU seconds (all runs), per stage and per trained method:")
         for stage in ("extract", "train", "evaluate"):
-            tb = cb[cb.stage == stage].cpu_total.sum()
-            ta = ca[ca.stage == stage].cpu_total.sum()
+            tb, ta = cb[cb.stage == stage].cpu.sum(), ca[ca.stage == stage].cpu.sum()
             print(f"  {stage:<9} {tb:9.0f} -> {ta:9.0f}  ({ta / tb:.2f}x)")
-        total_b, total_a = cb.cpu_total.sum(), ca.cpu_total.sum()
+        total_b, total_a = cb.cpu.sum(), ca.cpu.sum()
         print(f"  {'all':<9} {total_b:9.0f} -> {total_a:9.0f}  ({total_a / total_b:.2f}x)")
-        tr = lambda c: c[c.stage == "train"].groupby("method").cpu_total.sum()  # noqa: E731
+        tr = lambda c: c[c.stage == "train"].groupby("method").cpu.sum()  # noqa: E731
         by = pd.DataFrame({"before": tr(cb), "after": tr(ca)})
         by["ratio"] = by.after / by.before
         print(by.round(2).sort_values("after", ascending=False).to_string())
