@@ -25,8 +25,12 @@ lint: install
 	$(BIN)/snakefmt --check Snakefile rules workflow
 	$(BIN)/snakemake --lint
 
+# The suite on TEST_WORKERS pytest-xdist workers (0: in this process), a test file
+# per worker at a time, the longest files first (tests/conftest.py).
+TEST_WORKERS ?= 2
+
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf results .snakemake

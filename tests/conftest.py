@@ -8,6 +8,24 @@ REPO = Path(__file__).resolve().parents[1]
 UCMD_DIR = Path(os.environ.get("RSHASH_TEST_DATA_DIR", REPO.parent / "shared" / "datasets"))
 
 
+# The longest test files first: `make test` runs the suite on two pytest-xdist workers,
+# a file at a time in this order (--dist loadfile --no-loadscope-reorder), so the two
+# workers start on the long end-to-end runs together and the short files fill in after.
+LONGEST_FIRST = (
+    "test_pipeline.py",
+    "test_ucmd.py",
+    "test_slurm.py",
+    "test_method_pbffn.py",
+    "test_workflow_inputs.py",
+    "test_datasets.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture
 def repo() -> Path:
     return REPO
@@ -21,23 +39,40 @@ def ucmd_data_dir() -> Path:
     return UCMD_DIR
 
 
+def shared_dir(tmp_path_factory, name: str) -> Path:
+    """A folder of this test run that every pytest-xdist worker shares (``make test``
+    runs two), for what a session builds once: the run's base temp folder's parent
+    under xdist (one per run), the base temp folder itself otherwise."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    path = base / name
+    path.mkdir(exist_ok=True)
+    return path
+
+
 @pytest.fixture(scope="session")
 def demo_extract(tmp_path_factory):
     """``demo_extract(kind) -> (arrays, labels, parts)``: the method tests' demo dataset (10
     classes x 30 synthetic tiles at noise 25, generated once) through EfficientNet-Lite0 as
-    features of ``kind`` (rshash.features.extract; each kind extracted once per session):
-    its arrays by name and the labels, in manifest order, and the rows of each part of the
-    dmch_60_40 seed 0 split (``parts["train"]``, ``"val"`` (the validation part carved from
-    the train part), ``"query"``, ``"database"`` in db_order)."""
-    from rshash.data.manifest import scan_folder, write_manifest
+    features of ``kind`` (rshash.features.extract; each kind extracted once per test run,
+    by whichever xdist worker needs it first, under a file lock): its arrays by name and
+    the labels, in manifest order, and the rows of each part of the dmch_60_40 seed 0
+    split (``parts["train"]``, ``"val"`` (the validation part carved from the train part),
+    ``"query"``, ``"database"`` in db_order)."""
+    from filelock import FileLock
+
+    from rshash.data.manifest import read_manifest, scan_folder, write_manifest
     from rshash.data.splits import make_split
     from rshash.data.synthetic import generate
     from rshash.features import extract, read_arrays
 
-    root = tmp_path_factory.mktemp("demo")
-    generate(root / "images", n_classes=10, per_class=30, size=96, seed=0, noise=25.0)
-    manifest = scan_folder(root / "images")
-    write_manifest(manifest, root / "manifest.parquet")
+    root = shared_dir(tmp_path_factory, "demo_extract")
+    with FileLock(root / "manifest.lock"):
+        if not (root / "manifest.parquet").exists():
+            generate(root / "images", n_classes=10, per_class=30, size=96, seed=0, noise=25.0)
+            write_manifest(scan_folder(root / "images"), root / "manifest.parquet")
+    manifest = read_manifest(root / "manifest.parquet")
     labels = manifest.label.to_numpy().astype(np.int64)
     split = make_split(manifest, {"train_fraction": 0.6, "database": "train"}, seed=0)
     index = {k: i for i, k in enumerate(manifest.image_id)}
@@ -51,15 +86,18 @@ def demo_extract(tmp_path_factory):
 
     def get(kind):
         if kind not in extracted:
-            path = extract(
-                root / "manifest.parquet",
-                "efficientnet_lite0",
-                root / f"{kind}.h5",
-                kind=kind,
-                threads=2,
-                device="cpu",
-                progress=False,
-            )
+            path = root / f"{kind}.h5"
+            with FileLock(root / f"{kind}.lock"):
+                if not path.exists():  # written atomically: present means complete
+                    extract(
+                        root / "manifest.parquet",
+                        "efficientnet_lite0",
+                        path,
+                        kind=kind,
+                        threads=2,
+                        device="cpu",
+                        progress=False,
+                    )
             arrays, image_id = read_arrays(path)
             assert list(image_id) == list(manifest.image_id)
             extracted[kind] = arrays

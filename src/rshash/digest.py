@@ -187,25 +187,17 @@ def write_npz(path: str | os.PathLike, header: dict, arrays: dict) -> None:
 
 
 def read_npz_header(path: str | os.PathLike, what: str) -> dict:
-    """The JSON header of a file written by :func:`write_npz`, checked first."""
-    import json
-    import zipfile
-
-    import numpy as np
-
-    verify(path, what)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            header = json.loads(str(z["header"]))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise RshashError(f"{path}: not a readable {what} ({exc})") from None
-    if not isinstance(header, dict):
-        raise RshashError(f"{path}: not a readable {what} (header is not a JSON object)")
-    return header
+    """The JSON header of a file written by :func:`write_npz`, checked first (its arrays
+    are not read)."""
+    return _read_npz(path, what, with_arrays=False)[0]
 
 
 def read_npz(path: str | os.PathLike, what: str) -> tuple[dict, dict]:
     """(header, arrays) of a file written by :func:`write_npz`, checked first."""
+    return _read_npz(path, what, with_arrays=True)
+
+
+def _read_npz(path, what: str, with_arrays: bool) -> tuple[dict, dict]:
     import json
     import zipfile
 
@@ -215,7 +207,7 @@ def read_npz(path: str | os.PathLike, what: str) -> tuple[dict, dict]:
     try:
         with np.load(path, allow_pickle=False) as z:
             header = json.loads(str(z["header"]))
-            arrays = {k: z[k] for k in z.files if k != "header"}
+            arrays = {k: z[k] for k in z.files if k != "header"} if with_arrays else {}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise RshashError(f"{path}: not a readable {what} ({exc})") from None
     if not isinstance(header, dict):
