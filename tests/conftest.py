@@ -16,6 +16,7 @@ LONGEST_FIRST = (
     "test_ucmd.py",
     "test_slurm.py",
     "test_method_pbffn.py",
+    "test_timm_workflow.py",
     "test_workflow_inputs.py",
     "test_datasets.py",
 )
