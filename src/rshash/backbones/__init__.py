@@ -111,6 +111,11 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 
 
+# Written out rather than taken from timm's / OpenCLIP's torchvision transforms: the
+# image loader runs in DataLoader workers and in `rshash index` without the model's
+# library, must decode through rshash.data.images.decode (the one decoder that refuses
+# bad files with a message), and keeps the bundled backbones' path byte-identical.
+# tests/test_backbone_sources.py checks it against each library's own transform.
 @dataclass(frozen=True)
 class Preprocess:
     """Image file -> float32 [3, size, size] RGB in [0, 1] (mean/std are applied on
