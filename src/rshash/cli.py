@@ -107,7 +107,7 @@ def cmd_extract(a):
         a.out,
         threads=a.threads,
         kind=a.kind,
-        source=_json(a.source),
+        source=_json(a.source) if a.source else None,
         **given,
     )
 
