@@ -25,11 +25,10 @@ lint: install
 	$(BIN)/snakefmt --check Snakefile rules workflow
 	$(BIN)/snakemake --lint
 
-# The suite in this process by default; TEST_WORKERS=N runs it on N pytest-xdist workers,
-# a test file per worker at a time, the longest files first (tests/conftest.py). On 2
-# cores two workers were slower (958 s of tests against about 640 s in one process): the
-# end-to-end runs each use both cores already, and doubling them up costs CPU time.
-TEST_WORKERS ?= 0
+# The suite on TEST_WORKERS pytest-xdist workers (0: in this process), a test file
+# per worker at a time, the longest files first (tests/conftest.py). Measured on a quiet
+# 2-core machine: two workers 958 s of tests, one process (TEST_WORKERS=0) 1198 s.
+TEST_WORKERS ?= 2
 
 test: lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25

@@ -8,10 +8,9 @@ REPO = Path(__file__).resolve().parents[1]
 UCMD_DIR = Path(os.environ.get("RSHASH_TEST_DATA_DIR", REPO.parent / "shared" / "datasets"))
 
 
-# The longest test files first: with `make test TEST_WORKERS=N` the suite runs on N
-# pytest-xdist workers, a file at a time in this order (--dist loadfile
-# --no-loadscope-reorder), so the workers start on the long end-to-end runs together
-# and the short files fill in after.
+# The longest test files first: `make test` runs the suite on two pytest-xdist workers,
+# a file at a time in this order (--dist loadfile --no-loadscope-reorder), so the two
+# workers start on the long end-to-end runs together and the short files fill in after.
 LONGEST_FIRST = (
     "test_pipeline.py",
     "test_ucmd.py",
@@ -42,8 +41,8 @@ def ucmd_data_dir() -> Path:
 
 
 def shared_dir(tmp_path_factory, name: str) -> Path:
-    """A folder of this test run that every pytest-xdist worker shares (``make test
-    TEST_WORKERS=N``), for what a session builds once: the run's base temp folder's parent
+    """A folder of this test run that every pytest-xdist worker shares (``make test``
+    runs two), for what a session builds once: the run's base temp folder's parent
     under xdist (one per run), the base temp folder itself otherwise."""
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
