@@ -84,7 +84,6 @@ def model_name(config: str) -> str:
 
 def _open(name: str, config: str, input_size: int | None, path: Path):
     import open_clip
-    import torch
 
     arch = model_name(config)
     try:
@@ -108,23 +107,17 @@ def _open(name: str, config: str, input_size: int | None, path: Path):
     if "normalize_intermediates" in inspect.signature(visual.forward_intermediates).parameters:
         options["normalize_intermediates"] = True
 
-    class OpenClipFeatures(torch.nn.Module):
-        """The image embedding; with ``capture_stages`` the three stages pass through
-        identities ``stage0..2`` as [N, C, h, w] maps, for forward hooks."""
+    from rshash.backbones.staged import StagedFeatures
 
-        def __init__(self, visual):
-            super().__init__()
-            self.visual = visual
-            self.capture_stages = False
-            self.stage0, self.stage1, self.stage2 = (torch.nn.Identity() for _ in range(3))
+    class OpenClipFeatures(StagedFeatures):
+        """The image embedding; the stages through forward_intermediates."""
 
-        def forward(self, x):
-            if not self.capture_stages:
-                return self.visual(x)
-            out = self.visual.forward_intermediates(x, **options)
-            for i, s in enumerate(out["image_intermediates"]):
-                getattr(self, f"stage{i}")(s)
-            return out["image_features"]
+        def pooled(self, x):
+            return self.net(x)
+
+        def staged(self, x):
+            out = self.net.forward_intermediates(x, **options)
+            return out["image_features"], out["image_intermediates"]
 
     done = BackboneSpec(
         name=name,

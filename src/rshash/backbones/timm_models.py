@@ -127,7 +127,6 @@ def stage_indices(feature_info: list[dict]) -> list[int]:
 
 def _open(name: str, model: str, weights: str | None, input_size: int | None, path: Path):
     import timm
-    import torch
     from timm.data import resolve_data_config
 
     if weights is None:
@@ -159,19 +158,15 @@ def _open(name: str, model: str, weights: str | None, input_size: int | None, pa
     info = [dict(f) for f in getattr(net, "feature_info", [])]
     indices = stage_indices(info) if len(info) >= 3 else []
 
-    class TimmFeatures(torch.nn.Module):
-        """Pooled pre-logits; with ``capture_stages`` the three stages pass through
-        identities ``stage0..2`` as [N, C, h, w] maps, for forward hooks."""
+    from rshash.backbones.staged import StagedFeatures
 
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-            self.capture_stages = False
-            self.stage0, self.stage1, self.stage2 = (torch.nn.Identity() for _ in range(3))
+    class TimmFeatures(StagedFeatures):
+        """Pooled pre-logits; the stages through forward_intermediates."""
 
-        def forward(self, x):
-            if not self.capture_stages:
-                return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+        def pooled(self, x):
+            return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+
+        def staged(self, x):
             if not indices or not hasattr(self.net, "forward_intermediates"):
                 raise RshashError(
                     f"backbone {name!r}: timm model {model!r} gives no intermediate stages "
@@ -180,9 +175,7 @@ def _open(name: str, model: str, weights: str | None, input_size: int | None, pa
             final, stages = self.net.forward_intermediates(
                 x, indices=indices, norm=True, output_fmt="NCHW"
             )
-            for i, s in enumerate(stages):
-                getattr(self, f"stage{i}")(s)
-            return self.net.forward_head(final, pre_logits=True)
+            return self.net.forward_head(final, pre_logits=True), stages
 
     done = BackboneSpec(
         name=name,
