@@ -38,7 +38,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from rshash.search import _popcount as popcount
 
@@ -72,6 +74,7 @@ class Tables:
         """What the file header records (the arrays follow the words)."""
         return {
             "ntab": int(self.ntab),
+            "substring_lo": [int(x) for x in self.lo],
             "substring_bits": [int(x) for x in self.bits],
             "bucket_bits": [int(x) for x in self.bucket_bits],
         }
@@ -80,15 +83,23 @@ class Tables:
 def plan(d: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(lo, bits, bucket_bits) of the substrings for ``n`` codes of ``d`` bits.
 
-    m = d / log2(n) substrings (Norouzi et al.'s choice: about one code per bucket,
-    so each radius step costs as many lookups as candidates), as equal as possible;
-    each bucket key is at most log2(n) - 2 bits, so the directories hold at most about
-    n/4 entries per table (the memory goal) and at most 28 bits."""
+    About m = d / log2(n) substrings (Norouzi et al.'s choice: about one code per
+    bucket, so each radius step costs as many lookups as candidates), as equal as
+    possible, none across a 64-bit word (reading a substring is then one load, shift
+    and mask: the check for codes already seen reads one per table and candidate).
+    Each bucket key is at most log2(n) - 2 bits (at most 28), so the directories
+    hold at most about n/4 entries per table (the memory goal)."""
     logn = math.log2(max(n, 2))
     m = min(d, max(1, round(d / logn)))
-    bits = np.full(m, d // m, np.int64)
-    bits[: d % m] += 1
-    lo = np.concatenate([[0], np.cumsum(bits)[:-1]]).astype(np.int64)
+    lo, bits = [], []
+    for w in range(-(-d // 64)):
+        width = min(64, d - 64 * w)
+        parts = min(width, max(1, round(m * width / d)))
+        sizes = np.full(parts, width // parts, np.int64)
+        sizes[: width % parts] += 1
+        lo += (64 * w + np.concatenate([[0], np.cumsum(sizes)[:-1]])).tolist()
+        bits += sizes.tolist()
+    lo, bits = np.asarray(lo, np.int64), np.asarray(bits, np.int64)
     key = max(1, min(28, int(math.floor(logn)) - 2))
     return lo, bits, np.minimum(bits, key)
 
@@ -109,9 +120,9 @@ def build(words_t: np.ndarray, d: int, ntab: int | None = None) -> Tables:
 
 def from_meta(meta: dict, ids: np.ndarray, offsets: np.ndarray) -> Tables:
     """Tables from a header's :meth:`Tables.meta` and the arrays read after the words."""
+    lo = np.asarray(meta["substring_lo"], np.int64)
     bits = np.asarray(meta["substring_bits"], np.int64)
     bucket_bits = np.asarray(meta["bucket_bits"], np.int64)
-    lo = np.concatenate([[0], np.cumsum(bits)[:-1]]).astype(np.int64)
     sizes = (1 << bucket_bits) + 1
     obase = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     return Tables(int(meta["ntab"]), lo, bits, bucket_bits, obase, ids, offsets)
@@ -135,26 +146,30 @@ def compact(tables: Tables, new_id: np.ndarray) -> Tables:
     return Tables(ntab, tables.lo, tables.bits, tables.bucket_bits, tables.obase, ids, offsets)
 
 
-@njit(inline="always")
+@intrinsic
+def _ctz(typingctx, x):
+    """The LLVM cttz intrinsic on a uint64 (one TZCNT instruction): Gosper's hack
+    below shifts by it instead of dividing."""
+
+    def codegen(context, builder, signature, args):
+        fn = builder.module.declare_intrinsic("llvm.cttz", [ir.IntType(64), ir.IntType(1)])
+        return builder.call(fn, [args[0], ir.Constant(ir.IntType(1), 0)])
+
+    return types.uint64(types.uint64), codegen
+
+
+@njit
 def _code_bits(words_t, j, lo, nb):
-    """Bits lo..lo+nb-1 (nb <= 32) of database code j, as an integer."""
-    w = lo >> 6
-    sh = np.uint64(lo & 63)
-    x = words_t[w, j] >> sh
-    if (lo & 63) + nb > 64:
-        x |= words_t[w + 1, j] << np.uint64(64 - (lo & 63))
-    return x & ((np.uint64(1) << np.uint64(nb)) - np.uint64(1))
+    """Bits lo..lo+nb-1 of database code j (within one word, nb < 64), as an integer."""
+    return (words_t[lo >> 6, j] >> np.uint64(lo & 63)) & (
+        (np.uint64(1) << np.uint64(nb)) - np.uint64(1)
+    )
 
 
-@njit(inline="always")
+@njit
 def _query_bits(q, qi, lo, nb):
-    """Bits lo..lo+nb-1 (nb <= 32) of query qi, as an integer."""
-    w = lo >> 6
-    sh = np.uint64(lo & 63)
-    x = q[qi, w] >> sh
-    if (lo & 63) + nb > 64:
-        x |= q[qi, w + 1] << np.uint64(64 - (lo & 63))
-    return x & ((np.uint64(1) << np.uint64(nb)) - np.uint64(1))
+    """Bits lo..lo+nb-1 of query qi (within one word, nb < 64), as an integer."""
+    return (q[qi, lo >> 6] >> np.uint64(lo & 63)) & ((np.uint64(1) << np.uint64(nb)) - np.uint64(1))
 
 
 @njit(cache=True)
@@ -193,7 +208,7 @@ def _compact_kernel(ids, offsets, ntab, bucket_bits, obase, new_id, new_ntab, ou
         out_off[base + (1 << bucket_bits[t])] = w
 
 
-@njit(inline="always")
+@njit
 def _distance(q, qi, words_t, c):
     d = 0
     for w in range(words_t.shape[0]):
@@ -202,24 +217,30 @@ def _distance(q, qi, words_t, c):
 
 
 @njit
-def _keep(c, d, k, out_id, out_d, cnt, st):
-    """Keep candidate c at distance d (<= the threshold st[1]); st = [kept, threshold,
-    count at or below it]. The threshold falls to the smallest distance with k kept
-    at or below it; the buffers are compacted to it, or doubled, when full (returned)."""
-    if st[0] == len(out_id):
-        kept = 0
-        for e in range(st[0]):
-            if out_d[e] <= st[1]:
-                out_id[kept] = out_id[e]
-                out_d[kept] = out_d[e]
-                kept += 1
-        st[0] = kept
-        if kept > len(out_id) // 2:
-            grown_id = np.empty(2 * len(out_id), np.int64)
-            grown_d = np.empty(2 * len(out_id), np.int64)
-            grown_id[:kept] = out_id[:kept]
-            grown_d[:kept] = out_d[:kept]
-            out_id, out_d = grown_id, grown_d
+def _room(out_id, out_d, st):
+    """Make room in full candidate buffers: drop those past the threshold st[1]; double
+    the buffers if that frees less than half (rare: returns new arrays)."""
+    kept = 0
+    for e in range(st[0]):
+        if out_d[e] <= st[1]:
+            out_id[kept] = out_id[e]
+            out_d[kept] = out_d[e]
+            kept += 1
+    st[0] = kept
+    if kept > len(out_id) // 2:
+        grown_id = np.empty(2 * len(out_id), np.int64)
+        grown_d = np.empty(2 * len(out_id), np.int64)
+        grown_id[:kept] = out_id[:kept]
+        grown_d[:kept] = out_d[:kept]
+        return grown_id, grown_d
+    return out_id, out_d
+
+
+@njit
+def _push(c, d, k, out_id, out_d, cnt, st):
+    """Keep candidate c at distance d (<= the threshold st[1]; the buffers have room);
+    st = [kept, threshold, count at or below it]. The threshold falls to the smallest
+    distance with k kept at or below it."""
     out_id[st[0]] = c
     out_d[st[0]] = d
     st[0] += 1
@@ -228,7 +249,6 @@ def _keep(c, d, k, out_id, out_d, cnt, st):
     while st[1] > 0 and st[2] - cnt[st[1]] >= k:
         st[2] -= cnt[st[1]]
         st[1] -= 1
-    return out_id, out_d
 
 
 @njit(nogil=True, cache=True)
@@ -252,7 +272,9 @@ def collect(q, qi, words_t, ntab, lo, bucket_bits, obase, ids, offsets, k, max_d
     for c in range(ntab, n):
         d = _distance(q, qi, words_t, c)
         if d <= st[1]:
-            out_id, out_d = _keep(c, d, k, out_id, out_d, cnt, st)
+            if st[0] == len(out_id):
+                out_id, out_d = _room(out_id, out_d, st)
+            _push(c, d, k, out_id, out_d, cnt, st)
     work = n - ntab
     if ntab == 0:
         return out_id[: st[0]], out_d[: st[0]], work
@@ -285,19 +307,40 @@ def collect(q, qi, words_t, ntab, lo, bucket_bits, obase, ids, offsets, k, max_d
                                 seen = True
                                 break
                     if not seen:
-                        out_id, out_d = _keep(c, d, k, out_id, out_d, cnt, st)
+                        if st[0] == len(out_id):
+                            out_id, out_d = _room(out_id, out_d, st)
+                        _push(c, d, k, out_id, out_d, cnt, st)
                 if work > budget:
                     return out_id[:0], out_d[:0], ABORTED
                 if r == 0:
                     break
                 low = mask & (~mask + one)
                 ripple = mask + low
-                mask = (((ripple ^ mask) >> np.uint64(2)) // low) | ripple
+                mask = (((ripple ^ mask) >> np.uint64(2)) >> _ctz(low)) | ripple
             # found: every code at distance <= m*r + t; all of them once a table is exhausted
             cover = m * r + t
             if r >= b or cover >= st[1] and st[2] >= min(k, n) or cover >= max_d:
                 return out_id[: st[0]], out_d[: st[0]], work
         r += 1
+
+
+@njit
+def _shellsort(a):
+    """Sort in place (Knuth's gaps). Not np.sort: its compiled quicksort costs seconds of
+    compile time in every test run, for a few hundred keys."""
+    n = len(a)
+    gap = 1
+    while gap < n // 3:
+        gap = 3 * gap + 1
+    while gap >= 1:
+        for i in range(gap, n):
+            x = a[i]
+            j = i
+            while j >= gap and a[j - gap] > x:
+                a[j] = a[j - gap]
+                j -= gap
+            a[j] = x
+        gap //= 3
 
 
 @njit(nogil=True, cache=True)
@@ -307,7 +350,8 @@ def _topk_one(q, qi, words_t, ntab, lo, bucket_bits, obase, ids, offsets, k, bud
                             64 * words_t.shape[0], budget)  # fmt: skip
     if work == ABORTED:
         return work
-    key = np.sort(cd * (np.int64(1) << 40) + cid)
+    key = cd * (np.int64(1) << 40) + cid
+    _shellsort(key)
     for i in range(min(k, len(key))):
         oi[qi, i] = key[i] & ((np.int64(1) << 40) - 1)
         od[qi, i] = key[i] >> 40

@@ -269,18 +269,18 @@ _INDEX_HEADER = 512  # bytes before the words: magic, a JSON line, the digest sl
 INDEX_FORMAT = 2  # 1: the words alone (no "format" key); 2: the words, then any MIH tables
 ENGINES = ("auto", "flat", "mih")
 MIH_MIN_BITS = 32  # below this a flat scan reads fewer bytes than the tables' ids
-MIH_MIN_CODES = 1 << 16  # below this a flat scan is too short to beat
+MIH_MIN_CODES = 1 << 18  # below this a flat scan (under 0.1 ms at 64 bits) is hard to beat
 MIH_MAX_K_FRACTION = 1 / 64  # k past ntotal * this: most tables' buckets get read anyway
-# The auto engine's budget per query: a multi-index search stops (and the query is
-# scanned flat) once its bucket lookups plus codes read pass this many times the codes
-# a flat scan's time would read at random; measured on the 2-core machine of the README
-# figures (benchmarks/search_scale.py): a random code read costs about as much as
-# FLAT_PER_RANDOM_READ codes scanned per query (single), QUERY_BLOCK times fewer per
-# query in batches.
-FLAT_PER_RANDOM_READ = 48
+# The auto engine's budget per query: a multi-index search gives up (and the query is
+# scanned flat) once its bucket lookups plus codes read pass MIH_BUDGET_FRACTION of
+# a flat scan's cost, counting one random read of a code as FLAT_PER_RANDOM_READ
+# codes scanned per 64-bit word (measured with benchmarks/search_scale.py on the
+# 2-core machine of the README figures: about 0.3 to 0.5 ns per word scanned, 50 to
+# 150 ns per random read).
+FLAT_PER_RANDOM_READ = 128
 MIH_BUDGET_FRACTION = 0.25
 AUTO_PROBE = 16  # queries of a batch searched by MIH before the rest follow their lead
-AUTO_BACKOFF = 64  # single queries sent straight to the flat scan after one MIH gave up
+AUTO_BACKOFF = 64  # single queries sent straight to the flat scan when most MIH give up
 _NO_BUDGET = np.int64(1) << 62
 
 
@@ -311,8 +311,8 @@ class BinaryIndex:
     MIH_MIN_CODES codes or when k is past MIH_MAX_K_FRACTION of them, else searches
     the tables with a budget of about MIH_BUDGET_FRACTION of a flat scan's cost per
     query, and scans flat the queries that run past it (uniform random codes, or a
-    query far from every other code); after such a query, single queries go straight
-    to the flat scan for the next AUTO_BACKOFF calls, and a batch follows its first
+    query far from every other code); when most recent single queries gave up, the
+    next AUTO_BACKOFF go straight to the flat scan, and a batch follows its first
     AUTO_PROBE queries. :attr:`stats` says what the last search did and what the
     tables cost. Codes added after the tables were built are read directly by every
     multi-index search until they pass an eighth of the indexed ones (then the tables
@@ -334,6 +334,7 @@ class BinaryIndex:
         self.engine = engine
         self._tables = None  # rshash.mih.Tables of ids 0..ntab-1, or None
         self._backoff = 0  # single queries left to scan flat without trying MIH (auto)
+        self._gave_up = 0.0  # recent fraction of single MIH queries that gave up (auto)
         self._last: dict = {}
 
     @property
@@ -431,11 +432,9 @@ class BinaryIndex:
             self._tables = _readonly(mih.build(words_t, self.d)) if n else None
         return self._tables
 
-    def _budget(self, nq: int) -> np.int64:
-        per_query = self.ntotal * self.words / FLAT_PER_RANDOM_READ
-        if nq >= QUERY_BLOCK:
-            per_query /= QUERY_BLOCK
-        return np.int64(max(256, MIH_BUDGET_FRACTION * per_query))
+    def _budget(self) -> np.int64:
+        flat = self.ntotal * self.words / FLAT_PER_RANDOM_READ
+        return np.int64(max(256, MIH_BUDGET_FRACTION * flat))
 
     @property
     def stats(self) -> dict:
@@ -517,15 +516,15 @@ class BinaryIndex:
             i, d = np.zeros((len(qw), kk), np.int64), np.zeros((len(qw), kk), np.int64)
             flat = np.ones(len(qw), bool)
             if plan != "flat":
-                budget = _NO_BUDGET if plan == "mih" else self._budget(len(qw))
+                budget = _NO_BUDGET if plan == "mih" else self._budget()
                 probe = len(qw) if plan == "mih" or len(qw) == 1 else min(AUTO_PROBE, len(qw))
                 work = self._mih_topk(qw[:probe], kk, threads, budget, i, d)
                 if probe < len(qw) and (work == ABORTED).mean() <= 0.5:
                     rest = self._mih_topk(qw[probe:], kk, threads, budget, i[probe:], d[probe:])
                     work = np.concatenate([work, rest])
                 flat[: len(work)] = work == ABORTED
-                if len(qw) == 1 and flat[0]:
-                    self._backoff = AUTO_BACKOFF
+                if plan == "auto-mih" and len(qw) == 1:
+                    self._learn(bool(flat[0]))
             if flat.any():
                 sel = np.flatnonzero(flat)
                 fi, fd = np.zeros((len(sel), kk), np.int64), np.zeros((len(sel), kk), np.int64)
@@ -534,6 +533,13 @@ class BinaryIndex:
             idx[:, :kk], dist[:, :kk] = i, d
             self._record("search", len(qw), flat, work, k=int(k))
         return dist, idx
+
+    def _learn(self, gave_up: bool) -> None:
+        """Auto: follow the recent share of single queries whose MIH search gave up (a
+        moving average over about 8); past half, scan the next AUTO_BACKOFF flat."""
+        self._gave_up += (gave_up - self._gave_up) / 8
+        if self._gave_up > 0.5:
+            self._backoff = AUTO_BACKOFF
 
     def _record(self, call, nq, flat, work, **what) -> None:
         from rshash.mih import ABORTED
@@ -562,7 +568,7 @@ class BinaryIndex:
         found: list = [None] * len(qw)
         if plan != "flat":
             t = self.tables()
-            budget = _NO_BUDGET if plan == "mih" else self._budget(1)
+            budget = _NO_BUDGET if plan == "mih" else self._budget()
             work = np.empty(len(qw), np.int64)
             for qi in range(len(qw)):  # one at a time: the results' lengths vary
                 cid, cd, work[qi] = mih.collect(
