@@ -22,9 +22,11 @@ subset), so the bound above holds and the extra codes are only extra
 verification. A candidate found again in a later table is recognised from its
 own key distances (no per-query bitmap over the database).
 
-Memory: 4*m bytes of ids per code plus 4*2**b per table, about 1.5x to 2x the
-codes themselves at 64 to 256 bits (m = d / log2(n), Norouzi's choice;
-:func:`plan`).
+Memory: 4*m bytes of ids per code plus 4*2**b per table (m = d / log2(n),
+Norouzi's choice; :func:`plan`): 1.7x the codes at 64 bits and 1 to 10 million
+codes (``BinaryIndex.stats["tables"]["overhead"]``); m grows as n shrinks, so a
+small index pays more (about 3x at a few hundred codes, where the auto engine
+never builds tables). Ids are uint32: an index of 2**32 codes or more is sharded.
 
 Hand-written rather than faiss: faiss's ``IndexBinaryMultiHash`` searches a
 fixed number of bit flips (approximate: its recall falls below 1) and neither it
