@@ -513,7 +513,7 @@ class BinaryIndex:
         plan = self._plan(len(qw), kk) if kk and len(qw) else "flat"
         work = np.zeros(0, np.int64)
         if kk and len(qw):
-            i, d = np.zeros((len(qw), kk), np.int64), np.zeros((len(qw), kk), np.int64)
+            i, d = np.zeros((len(qw), kk), np.int64), np.zeros((len(qw), kk), np.uint16)
             flat = np.ones(len(qw), bool)
             if plan != "flat":
                 budget = _NO_BUDGET if plan == "mih" else self._budget()
@@ -527,7 +527,7 @@ class BinaryIndex:
                     self._learn(bool(flat[0]))
             if flat.any():
                 sel = np.flatnonzero(flat)
-                fi, fd = np.zeros((len(sel), kk), np.int64), np.zeros((len(sel), kk), np.int64)
+                fi, fd = np.zeros((len(sel), kk), np.int64), np.zeros((len(sel), kk), np.uint16)
                 self._flat_topk(np.ascontiguousarray(qw[sel]), kk, threads, fi, fd)
                 i[sel], d[sel] = fi, fd
             idx[:, :kk], dist[:, :kk] = i, d
