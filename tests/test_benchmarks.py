@@ -58,3 +58,29 @@ def test_convergence_benchmark_runs(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "csq" in out.stdout and "yes" in out.stdout
+
+
+def test_search_scale_benchmark_prints_its_json_rows():
+    """benchmarks/search_scale.py --json: standard output is one JSON list of rows with
+    exactly the documented keys, a bandwidth_bound row per size and bits, and the
+    exact engines agree (the script exits non-zero when their distances differ)."""
+    import json
+
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/search_scale.py"), "--sizes", "3000",
+         "--bits", "64", "--k", "1", "5", "--engines", "rshash_flat", "rshash_mih",
+         "--threads", "1", "--single", "3", "--batch", "20", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    keys = {"engine", "distribution", "n", "bits", "k", "mode", "threads", "p50_ms", "p99_ms",
+            "qps", "recall", "build_s", "memory_mb"}  # fmt: skip
+    assert all(set(r) == keys for r in rows)
+    assert [r["engine"] for r in rows].count("bandwidth_bound") == 1
+    assert {(r["engine"], r["distribution"], r["k"], r["mode"]) for r in rows} >= {
+        ("rshash_mih", "clustered", 5, "single"),
+        ("rshash_flat", "random", 1, "batch"),
+    }
