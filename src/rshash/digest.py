@@ -216,7 +216,8 @@ def _read_npz(path, what: str, with_arrays: bool) -> tuple[dict, dict]:
 
 
 ARRAYS_MAGIC = b"RSHASH-ARRAYS\n"
-_ARRAYS_ALIGN = 4096  # where the data starts (a page), and each array's alignment
+_ARRAYS_ALIGN = 4096  # where the data starts (a page)
+_ARRAY_ALIGN = 64  # where each array starts (a cache line)
 
 
 def write_arrays(path: str | os.PathLike, attrs: dict, arrays: dict) -> None:
@@ -224,7 +225,7 @@ def write_arrays(path: str | os.PathLike, attrs: dict, arrays: dict) -> None:
 
     The layout: the magic line, the digest slot, one JSON line (``attrs`` and each
     array's dtype, shape and offset), zero padding to a page, then the raw arrays
-    (little-endian, each page-aligned). An ``.npz`` cannot be mapped (zip members)
+    (little-endian, each 64-byte aligned). An ``.npz`` cannot be mapped (zip members)
     and an ``.npy`` holds one array; this holds an index segment's arrays, written
     atomically and verified like every other artefact.
     """
@@ -239,7 +240,7 @@ def write_arrays(path: str | os.PathLike, attrs: dict, arrays: dict) -> None:
         array = array.astype(array.dtype.newbyteorder("<"), copy=False)
         prepared[name] = array
         table[name] = {"dtype": array.dtype.str, "shape": list(array.shape), "offset": offset}
-        offset += -(-array.nbytes // _ARRAYS_ALIGN) * _ARRAYS_ALIGN
+        offset += -(-array.nbytes // _ARRAY_ALIGN) * _ARRAY_ALIGN
     meta = json.dumps({"attrs": attrs, "arrays": table}, sort_keys=True).encode()
     head = ARRAYS_MAGIC + PLACEHOLDER.encode() + b"\n" + meta + b"\n"
     start = -(-len(head) // _ARRAYS_ALIGN) * _ARRAYS_ALIGN
