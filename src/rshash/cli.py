@@ -258,8 +258,30 @@ def cmd_select(a):
 
 
 def cmd_index(a):
-    from rshash.index import build_index, index_from_codes
+    from rshash.index import append_images, build_index, index_from_codes, remove_images
 
+    if a.append is not None or a.remove:
+        if a.index is None or a.out is not None or a.images is not None or a.codes is not None:
+            raise RshashError("index: --append IMAGES and --remove ID... take --index INDEX only")
+        if a.append is not None and a.remove:
+            raise RshashError("index: give --append or --remove, not both")
+        if a.append is not None:
+            index, added, present = append_images(
+                a.index, a.append, a.model, backbone=a.backbone, threads=a.threads
+            )
+            print(
+                f"added {added} images to {a.index} ({present} already there); "
+                f"{len(index)} images, generation {index.generation}"
+            )
+        else:
+            index, removed = remove_images(a.index, a.remove)
+            print(
+                f"removed {removed} images from {a.index}; "
+                f"{len(index)} images, generation {index.generation}"
+            )
+        return
+    if a.out is None:
+        raise RshashError("index: --out PATH is required to build an index")
     if (a.images is None) == (a.codes is None):
         raise RshashError("index: give either --images DIR (with --model) or --codes CODES")
     if a.codes is not None:
@@ -283,6 +305,12 @@ def cmd_search(a):
     print(format_results(index, results), end="")
     if a.html:
         write_html(index, results, a.html)
+
+
+def cmd_serve(a):
+    from rshash.serve.app import serve
+
+    serve(a.index, a.model, host=a.host, port=a.port, threads=a.threads)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -477,7 +505,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--images", help="a folder of images: flat, or one sub-folder per class")
     s.add_argument("--codes", help="a codes file (.parquet) instead of images")
     s.add_argument("--backbone", help="the backbone, for a model that does not record it")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", help="the index to build (replaces any index there)")
+    s.add_argument(
+        "--append",
+        metavar="IMAGES",
+        help="a folder of images to add to --index (images it already holds, by id, are skipped)",
+    )
+    s.add_argument("--remove", nargs="+", metavar="ID", help="image ids to remove from --index")
+    s.add_argument("--index", help="the index --append or --remove changes")
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_index)
 
@@ -490,6 +525,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--html", help="also write a page with thumbnails")
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_search)
+
+    s = sub.add_parser("serve", help="search an index in the browser (a page and a JSON API)")
+    s.add_argument("--index", required=True)
+    s.add_argument("--model", help="the model to encode uploaded queries (default: the index's)")
+    s.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--threads", type=int, default=1, help="threads of a search and an encoding")
+    s.set_defaults(func=cmd_serve)
     return p
 
 

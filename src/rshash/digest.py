@@ -213,3 +213,76 @@ def _read_npz(path, what: str, with_arrays: bool) -> tuple[dict, dict]:
     if not isinstance(header, dict):
         raise RshashError(f"{path}: not a readable {what} (header is not a JSON object)")
     return header, arrays
+
+
+ARRAYS_MAGIC = b"RSHASH-ARRAYS\n"
+_ARRAYS_ALIGN = 4096  # where the data starts (a page)
+_ARRAY_ALIGN = 64  # where each array starts (a cache line)
+
+
+def write_arrays(path: str | os.PathLike, attrs: dict, arrays: dict) -> None:
+    """Numpy arrays in one sealed file that :func:`read_arrays` memory-maps.
+
+    The layout: the magic line, the digest slot, one JSON line (``attrs`` and each
+    array's dtype, shape and offset), zero padding to a page, then the raw arrays
+    (little-endian, each 64-byte aligned). An ``.npz`` cannot be mapped (zip members)
+    and an ``.npy`` holds one array; this holds an index segment's arrays, written
+    atomically and verified like every other artefact.
+    """
+    import json
+
+    import numpy as np
+
+    table, offset = {}, 0
+    prepared = {}
+    for name, array in arrays.items():
+        array = np.ascontiguousarray(array)
+        array = array.astype(array.dtype.newbyteorder("<"), copy=False)
+        prepared[name] = array
+        table[name] = {"dtype": array.dtype.str, "shape": list(array.shape), "offset": offset}
+        offset += -(-array.nbytes // _ARRAY_ALIGN) * _ARRAY_ALIGN
+    meta = json.dumps({"attrs": attrs, "arrays": table}, sort_keys=True).encode()
+    head = ARRAYS_MAGIC + PLACEHOLDER.encode() + b"\n" + meta + b"\n"
+    start = -(-len(head) // _ARRAYS_ALIGN) * _ARRAYS_ALIGN
+
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            fh.write(head.ljust(start, b"\0"))
+            for name, array in prepared.items():
+                fh.seek(start + table[name]["offset"])
+                fh.write(array.tobytes())
+            fh.truncate(start + offset)
+
+    write_sealed(path, write)
+
+
+def read_arrays(path: str | os.PathLike, what: str) -> tuple[dict, dict]:
+    """(attrs, arrays) of a file written by :func:`write_arrays`, its digest checked
+    first; the arrays are read-only memory maps (nothing is read until used)."""
+    import json
+
+    import numpy as np
+
+    verify(path, what)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_HEAD)
+            if not head.startswith(ARRAYS_MAGIC):
+                raise ValueError("no rshash arrays magic")
+            first = len(ARRAYS_MAGIC) + SLOT + 1
+            fh.seek(first)
+            line = fh.readline()
+        meta = json.loads(line)
+        start = -(-(first + len(line)) // _ARRAYS_ALIGN) * _ARRAYS_ALIGN
+        arrays = {}
+        for name, spec in meta["arrays"].items():
+            shape = tuple(spec["shape"])
+            if 0 in shape:
+                arrays[name] = np.zeros(shape, dtype=spec["dtype"])
+            else:
+                arrays[name] = np.memmap(
+                    path, dtype=spec["dtype"], mode="r", offset=start + spec["offset"], shape=shape
+                )
+        return meta["attrs"], arrays
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RshashError(f"{path}: not a readable {what} ({exc})") from None

@@ -422,17 +422,34 @@ def embed(
     Images are decoded a batch at a time; an unreadable one raises the
     RshashError naming it. Imports torch.
     """
+    return embedder(backbone, threads, batch_size, device, source)(paths)
+
+
+def embedder(
+    backbone: str,
+    threads: int = 1,
+    batch_size: int = 32,
+    device: str = "cpu",
+    source: dict | None = None,
+):
+    """:func:`embed` with the backbone loaded once: a function ``paths -> features``
+    (``rshash serve`` encodes one uploaded query at a time, and loading the network
+    costs far more than one image). Imports torch."""
     spec = resolve(backbone, source)
     spec.weights_path()
     import torch
 
     _, spec, normalize, outputs = _backbone_on(spec, device, threads, "features")
     load = spec.image_loader()
-    parts = []
-    with torch.inference_mode():
-        for start in range(0, len(paths), batch_size):
-            batch = np.stack([load(p) for p in paths[start : start + batch_size]])
-            parts.append(outputs(normalize(torch.from_numpy(batch)))["features"])
-    if not parts:
-        return np.zeros((0, spec.feature_dim), dtype=np.float32)
-    return np.concatenate(parts)
+
+    def run(paths: list[str]) -> np.ndarray:
+        parts = []
+        with torch.inference_mode():
+            for start in range(0, len(paths), batch_size):
+                batch = np.stack([load(p) for p in paths[start : start + batch_size]])
+                parts.append(outputs(normalize(torch.from_numpy(batch)))["features"])
+        if not parts:
+            return np.zeros((0, spec.feature_dim), dtype=np.float32)
+        return np.concatenate(parts)
+
+    return run

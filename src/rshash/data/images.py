@@ -20,7 +20,7 @@ from rshash import RshashError
 MIN_SIDE = 16
 
 
-def decode(path: str | Path) -> Image.Image:
+def decode(path: str | Path, max_pixels: int | None = None) -> Image.Image:
     """Read the whole file and return it as an RGB PIL image.
 
     Grayscale, palette, CMYK, YCbCr and RGBA/LA become RGB (alpha is
@@ -28,7 +28,9 @@ def decode(path: str | Path) -> Image.Image:
     bits. Refused with an RshashError naming the file: empty, truncated or
     non-image files, multi-page files, floating-point or other modes without
     a clear RGB meaning, images under MIN_SIDE pixels a side, and images over
-    PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS x 2).
+    PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS x 2) or, when given,
+    over ``max_pixels`` (checked on the header, before any pixel is decoded: an
+    upload to ``rshash serve`` gets a far lower limit than an archive).
     """
     path = Path(path)
     try:
@@ -36,6 +38,11 @@ def decode(path: str | Path) -> Image.Image:
             raise RshashError(f"cannot read image {path}: empty file (0 bytes)")
         with Image.open(path) as img:
             _check_shape(path, img)
+            if max_pixels is not None and img.size[0] * img.size[1] > max_pixels:
+                raise RshashError(
+                    f"cannot read image {path}: {img.size[0]}x{img.size[1]} pixels, "
+                    f"more than the limit of {max_pixels} pixels"
+                )
             img.load()  # decodes everything: a truncated file fails here
             return _to_rgb(path, img)
     except RshashError:

@@ -1,0 +1,447 @@
+"""The web app of ``rshash serve``: a JSON API (its OpenAPI schema at ``/openapi.json``)
+and one static page that uses it.
+
+- ``GET /api/index``: the index (size, generation, method, classes, limits);
+- ``GET /api/search?id=IMAGE_ID`` or ``?code=HEX``, ``POST /api/search`` with the image
+  as multipart field ``image``; both take ``k``, ``offset``, ``class``,
+  ``max_distance`` and repeated ``pos`` / ``neg`` (image ids marked relevant or not:
+  relevance feedback, rshash.serve.engine) and answer ``{"query_ms", "query",
+  "total", "results": [{"rank", "image_id", "path", "distance", "score",
+  "class_name", "predicted_class"}]}``; ``format=csv`` or ``json`` makes the answer
+  a download (the page's export);
+- ``GET /api/images/{image_id}/thumbnail``: a JPEG of an indexed image (ids contain
+  ``/`` and are taken whole).
+
+Safe by construction: an id is only ever looked up in the index, so no request
+names a file; uploads are limited in bytes (read with a cap, before parsing) and
+in pixels (checked on the image header by the pipeline's decoder,
+rshash.data.images.decode, before decoding); the page builds its DOM with
+``textContent`` only, under a Content-Security-Policy that allows no inline
+script; every refused request is a 4xx whose ``detail`` names the problem.
+"""
+
+import csv
+import io
+import ipaddress
+import json
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.datastructures import UploadFile
+
+from rshash import RshashError
+from rshash.serve.engine import LiveIndex, rank_page
+
+STATIC = Path(__file__).with_name("static")
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # a 20 MB image file
+MAX_UPLOAD_PIXELS = 40_000_000  # about 6300 x 6300: far above any tile, far below a bomb
+MAX_K = 1000
+MAX_MARKED = 200  # relevant plus rejected images in one feedback round
+THUMBNAIL_SIDE = 128
+_HEX = re.compile(r"^[0-9a-fA-F]*$")
+_CSV_RISKY = ("=", "+", "-", "@", "\t", "\r")
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class Uploads:
+    """Encodes uploaded query images with the index's model (loaded, with torch, at
+    the first upload; one encoding at a time)."""
+
+    def __init__(self, model_path, threads: int):
+        self.model_path, self.threads = model_path, threads
+        self._encoder = None
+        self._lock = threading.Lock()
+
+    def encode(self, index, data: bytes, filename: str):
+        """(packed code (1, bits/8), predicted label or None) of an uploaded file."""
+        from rshash.data.images import decode
+        from rshash.index import Encoder
+
+        model = self.model_path or index.header.get("model")
+        if model is None:
+            raise HTTPException(
+                400,
+                "this index records no model (built from codes): search by image id, "
+                "or start rshash serve with --model to search by upload",
+            )
+        fd, tmp = tempfile.mkstemp(prefix="rshash-upload-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            try:
+                decode(tmp, max_pixels=MAX_UPLOAD_PIXELS)
+            except RshashError as err:  # the message names our temporary file
+                text = str(err).replace(f"image {tmp}", f"the upload {filename!r}")
+                raise HTTPException(400, text.replace(tmp, "the upload")) from None
+            with self._lock:
+                if self._encoder is None:
+                    self._encoder = Encoder(model, None, self.threads)
+                self._encoder.check(index)
+                packed, predicted = self._encoder([tmp])
+        except RshashError as err:
+            raise HTTPException(400, str(err)) from None
+        finally:
+            os.unlink(tmp)
+        return packed, None if predicted is None else int(predicted[0])
+
+
+class Thumbnails:
+    """Small JPEGs of indexed images, the most recent kept in memory."""
+
+    def __init__(self, size: int = 2048):
+        self.size, self._cache, self._lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key, path: str) -> bytes:
+        from rshash.index import thumbnail_jpeg
+
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        data = thumbnail_jpeg(path, THUMBNAIL_SIDE)
+        with self._lock:
+            self._cache[key] = data
+            while len(self._cache) > self.size:
+                self._cache.popitem(last=False)
+        return data
+
+
+def _row_of(index, image_id: str, what: str = "image") -> int:
+    row = index.find(image_id)
+    if row < 0:
+        raise HTTPException(404, f"no {what} with id {image_id!r} in the index")
+    return row
+
+
+def _marked(index, ids: list[str], what: str) -> np.ndarray:
+    codes = [index.code_of(_row_of(index, i, what)) for i in dict.fromkeys(ids)]
+    return np.concatenate(codes) if codes else np.zeros((0, index.bits // 8), np.uint8)
+
+
+def _query_from(index, image_id: str | None, code: str | None):
+    """(packed query, description) of a query by image id or by code (hex)."""
+    if (image_id is None) == (code is None):
+        raise HTTPException(400, "give one query: id=IMAGE_ID or code=HEX (or POST an image)")
+    if image_id is not None:
+        row = _row_of(index, image_id)
+        return index.code_of(row), {"image_id": image_id}
+    nbytes = index.bits // 8
+    if len(code) != 2 * nbytes or not _HEX.match(code):
+        raise HTTPException(
+            400, f"code must be {2 * nbytes} hexadecimal digits ({index.bits} bits)"
+        )
+    return np.frombuffer(bytes.fromhex(code), np.uint8).reshape(1, nbytes), {}
+
+
+def _search(index, query, info, params: dict, threads: int, started: float) -> dict:
+    """Rank, then describe the page (everything the page and the exports show)."""
+    label = None
+    if params["class_name"] is not None:
+        names = index.header.get("class_names") or []
+        if params["class_name"] not in names:
+            raise HTTPException(400, f"no class {params['class_name']!r} in the index")
+        label = names.index(params["class_name"])
+    if params["max_distance"] is not None and params["max_distance"] > index.bits:
+        raise HTTPException(400, f"max_distance must be at most {index.bits} (the code length)")
+    pos, neg = params["pos"] or [], params["neg"] or []
+    if len(pos) + len(neg) > MAX_MARKED:
+        raise HTTPException(400, f"at most {MAX_MARKED} marked images per search")
+    page = rank_page(
+        index,
+        query,
+        params["k"],
+        params["offset"],
+        label=label,
+        max_distance=params["max_distance"],
+        positive=_marked(index, pos, "relevant image"),
+        negative=_marked(index, neg, "rejected image"),
+        threads=threads,
+    )
+    results = []
+    for n, (row, d, s) in enumerate(zip(page.rows, page.distance, page.score)):
+        row = int(row)
+        pred = index.predicted_of(row)
+        results.append(
+            {
+                "rank": params["offset"] + n + 1,
+                "image_id": index.image_id_of(row),
+                "path": index.path_of(row),
+                "distance": int(d),
+                "score": round(float(s), 4),
+                "class_name": index.class_name(index.label_of(row)),
+                "predicted_class": None if pred is None else index.class_name(pred),
+            }
+        )
+    query_ms = (time.perf_counter() - started) * 1000
+    return {
+        "query_ms": round(query_ms, 3),
+        "query": {**info, "code": query.tobytes().hex()},
+        "generation": index.generation,
+        "total": page.total,
+        "offset": params["offset"],
+        "k": params["k"],
+        "results": results,
+    }
+
+
+def _escape_cell(value) -> str:
+    """A CSV cell a spreadsheet shows as text (no formula injection)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_CSV_RISKY) else text
+
+
+def _answer(doc: dict, fmt: str | None) -> Response:
+    if fmt is None:
+        return JSONResponse(doc)
+    if fmt == "json":
+        body = json.dumps(doc, indent=1, ensure_ascii=False).encode()
+        kind = "application/json"
+    else:
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        cols = ["rank", "image_id", "path", "distance", "score", "class_name", "predicted_class"]
+        w.writerow(cols)
+        for r in doc["results"]:
+            w.writerow([_escape_cell(r[c]) for c in cols])
+        body, kind = out.getvalue().encode(), "text/csv; charset=utf-8"
+    disposition = f'attachment; filename="rshash-results.{fmt}"'
+    return Response(body, media_type=kind, headers={"Content-Disposition": disposition})
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"upload of {declared} bytes; the limit is {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"upload over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_MULTIPART = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {"image": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
+
+
+def warm_up(index) -> None:
+    """One search of each kind, so that the first user's query does not wait for the
+    compiled kernels to load."""
+    if len(index):
+        code = index.code_of(0)
+        rank_page(index, code, 1)
+        rank_page(index, code, 1, max_distance=0)
+        rank_page(index, code, 1, positive=code)
+
+
+def create_app(index_path, model_path=None, threads: int = 1, poll: float = 1.0) -> FastAPI:
+    """The app serving ``index_path`` (reopened when it changes, every ``poll`` s)."""
+    live = LiveIndex(index_path, poll)
+    warm_up(live.current)
+    uploads = Uploads(model_path, threads)
+    thumbs = Thumbnails()
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        live.start()
+        yield
+        live.stop()
+
+    app = FastAPI(
+        title="rshash search",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,  # the interactive docs load their scripts from a CDN: the schema only
+        redoc_url=None,
+        description="Search an rshash index: by image id, by code or by an uploaded image.",
+    )
+    app.state.live = live
+
+    def common(
+        k: Annotated[int, Query(ge=1, le=MAX_K, description="results per page")] = 20,
+        offset: Annotated[int, Query(ge=0, le=10_000_000, description="results to skip")] = 0,
+        class_name: Annotated[
+            str | None, Query(alias="class", description="only images of this class")
+        ] = None,
+        max_distance: Annotated[
+            int | None, Query(ge=0, description="only images at this Hamming distance or less")
+        ] = None,
+        pos: Annotated[list[str] | None, Query(description="ids marked relevant")] = None,
+        neg: Annotated[list[str] | None, Query(description="ids marked not relevant")] = None,
+        fmt: Annotated[
+            str | None, Query(alias="format", pattern="^(csv|json)$", description="a download")
+        ] = None,
+    ) -> dict:
+        return {
+            "k": k,
+            "offset": offset,
+            "class_name": class_name,
+            "max_distance": max_distance,
+            "pos": pos,
+            "neg": neg,
+            "fmt": fmt,
+        }
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+    @app.get("/app.js", include_in_schema=False)
+    def script():
+        return FileResponse(STATIC / "app.js", headers=PAGE_HEADERS)
+
+    @app.get("/app.css", include_in_schema=False)
+    def style():
+        return FileResponse(STATIC / "app.css", headers=PAGE_HEADERS)
+
+    @app.get("/api/index", summary="the index being served")
+    def index_info():
+        index = live.current
+        h = index.header
+        return {
+            "n": len(index),
+            "generation": index.generation,
+            "method": h.get("method"),
+            "bits": index.bits,
+            "backbone": h.get("backbone"),
+            "class_names": h.get("class_names") or [],
+            "can_upload": bool(uploads.model_path or h.get("model")),
+            "max_upload_bytes": MAX_UPLOAD_BYTES,
+            "max_upload_pixels": MAX_UPLOAD_PIXELS,
+            "max_k": MAX_K,
+        }
+
+    @app.get("/api/search", summary="search by an indexed image's id or by a code")
+    def search_get(
+        params: Annotated[dict, Depends(common)],
+        id: Annotated[str | None, Query(description="an indexed image's id")] = None,
+        code: Annotated[str | None, Query(description="a query code, hexadecimal")] = None,
+    ):
+        started = time.perf_counter()
+        index = live.current
+        query, info = _query_from(index, id, code)
+        doc = _search(index, query, info, params, threads, started)
+        return _answer(doc, params["fmt"])
+
+    @app.post(
+        "/api/search",
+        summary="search by an uploaded image (multipart field `image`)",
+        openapi_extra=_MULTIPART,
+    )
+    async def search_post(request: Request, params: Annotated[dict, Depends(common)]):
+        body = await _read_capped(request, MAX_UPLOAD_BYTES + 64 * 1024)
+
+        async def replay():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise HTTPException(415, "send the image as multipart/form-data field 'image'")
+        try:
+            form = await Request(request.scope, replay).form(max_files=1, max_fields=4)
+        except HTTPException:
+            raise
+        except Exception as exc:  # a malformed multipart body
+            raise HTTPException(400, f"malformed multipart body: {exc}") from None
+        image = form.get("image")
+        if not isinstance(image, UploadFile):
+            raise HTTPException(400, "multipart field 'image' (a file) is missing")
+        data = await image.read()
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise HTTPException(413, f"upload over the limit of {MAX_UPLOAD_BYTES} bytes")
+        if not data:
+            raise HTTPException(400, "the uploaded file is empty")
+        name = (image.filename or "upload")[:200]
+
+        def run():
+            index = live.current
+            t0 = time.perf_counter()
+            packed, predicted = uploads.encode(index, data, name)
+            encode_ms = (time.perf_counter() - t0) * 1000
+            info = {"upload": name}
+            if predicted is not None:
+                info["predicted_class"] = index.class_name(predicted)
+            doc = _search(index, packed, info, params, threads, time.perf_counter())
+            doc["encode_ms"] = round(encode_ms, 3)
+            return doc
+
+        from starlette.concurrency import run_in_threadpool
+
+        return _answer(await run_in_threadpool(run), params["fmt"])
+
+    @app.get(
+        "/api/images/{image_id:path}/thumbnail",
+        summary="a JPEG thumbnail of an indexed image",
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}},
+    )
+    def thumbnail(image_id: str):
+        index = live.current
+        row = _row_of(index, image_id)
+        path = index.path_of(row)
+        if not path:
+            raise HTTPException(404, f"image {image_id!r} has no file (indexed from codes)")
+        seg, r = index.locate(row)
+        try:
+            data = thumbs.get((seg.name, r), path)
+        except RshashError:
+            raise HTTPException(404, f"the file of image {image_id!r} cannot be read") from None
+        return Response(
+            data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
+        )
+
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(index_path, model_path=None, host: str = "127.0.0.1", port: int = 8000, threads=1):
+    """Run the app with uvicorn until interrupted."""
+    import uvicorn
+
+    app = create_app(index_path, model_path, threads)
+    if not is_loopback(host):
+        print(
+            f"rshash serve: warning: listening on {host}, not a loopback address: anyone who "
+            "can reach this port can search the index and see its images (no login, no TLS)",
+            file=sys.stderr,
+        )
+    index = app.state.live.current
+    print(f"rshash serve: {len(index)} images; open http://{host}:{port}/", file=sys.stderr)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
