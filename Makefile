@@ -12,7 +12,8 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# --no-compile: no .pyc for all of torch up front (a module compiles when first imported)
+	$(BIN)/python -m pip install --quiet --no-compile -e '.[test]'
 	touch $@
 
 demo: install

@@ -13,8 +13,8 @@ UCMD_DIR = Path(os.environ.get("RSHASH_TEST_DATA_DIR", REPO.parent / "shared" / 
 # workers start on the long end-to-end runs together and the short files fill in after.
 LONGEST_FIRST = (
     "test_pipeline.py",
-    "test_ucmd.py",
     "test_slurm.py",
+    "test_ucmd.py",
     "test_method_pbffn.py",
     "test_timm_workflow.py",
     "test_workflow_inputs.py",
