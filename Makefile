@@ -9,10 +9,10 @@ CORES  ?= 8
 
 install: $(VENV)/.installed
 
+# --no-compile: no .pyc for all of torch up front (a module compiles when first imported)
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# --no-compile: no .pyc for all of torch up front (a module compiles when first imported)
 	$(BIN)/python -m pip install --quiet --no-compile -e '.[test]'
 	touch $@
 
