@@ -104,7 +104,10 @@ def main() -> int:
         X_fit, X_val = take(X, fit), take(X, val)
         validation = Validation(X_val, y[val])
         start = time.process_time()
-        stopped = build(name, a.bits, seed=0).fit(X_fit, y[fit], validation=validation)
+        # the stop alone (refit off): the pipeline's refit on train + val changes the model
+        # kept, not where it stops
+        stopped = build(name, a.bits, seed=0, refit=False)
+        stopped.fit(X_fit, y[fit], validation=validation)
         cpu = time.process_time() - start
         rec = stopped.record
         long_epochs = 4 * rec.epochs_run

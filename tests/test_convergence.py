@@ -97,11 +97,11 @@ def split_in_two(X, y, every=5):
 
 def test_stops_early_on_an_easy_set_and_keeps_the_best_state(blobs):
     (X, y), (Xv, yv) = split_in_two(*blobs(n_classes=4, per_class=40, noise=0.3))
-    params = {"max_epochs": 150, "val_every": 5, "patience": 3, "grace": 0}
+    params = {"max_epochs": 150, "val_every": 5, "patience": 3, "grace": 0, "refit": False}
     model = build("dpsh", 16, seed=3, **params).fit(X, y, validation=Validation(Xv, yv))
     rec = model.record
     assert rec.best_val == 1.0 and rec.best_epoch < rec.epochs_run < 150
-    assert rec.epochs_run == rec.best_epoch + 3 * 5
+    assert rec.epochs_run == rec.best_epoch + 3 * 5 and rec.refit_epochs is None
     assert len(rec.val_curve) == rec.epochs_run // 5
     # the kept state is the one at the best check: the same as training exactly that long
     exact = build("dpsh", 16, seed=3, **{**params, "max_epochs": rec.best_epoch}).fit(X, y)
@@ -109,6 +109,22 @@ def test_stops_early_on_an_easy_set_and_keeps_the_best_state(blobs):
     for a, b in zip(model.encode(X).value, exact.encode(X).value):
         np.testing.assert_array_equal(a, b)
     assert Validation(Xv, yv).score(model, X, y) == rec.best_val
+
+
+def test_refit_trains_on_fit_and_val_rows_for_the_best_epoch(blobs):
+    (X, y), (Xv, yv) = split_in_two(*blobs(n_classes=4, per_class=40, noise=0.3))
+    params = {"max_epochs": 150, "val_every": 5, "patience": 3, "grace": 0}
+    stopped = build("dpsh", 16, seed=3, **params, refit=False)
+    stopped.fit(X, y, validation=Validation(Xv, yv))
+    model = build("dpsh", 16, seed=3, **params).fit(X, y, validation=Validation(Xv, yv))
+    rec = model.record
+    # the stop is the same; the model kept is a fresh fit on both parts for its best epoch
+    assert rec.header() == {**stopped.record.header(), "refit_epochs": rec.best_epoch}
+    both = build("dpsh", 16, seed=3, **{**params, "max_epochs": rec.best_epoch})
+    both.fit(np.concatenate([X, Xv]), np.concatenate([y, yv]))
+    assert both.record.epochs_run == rec.best_epoch
+    np.testing.assert_array_equal(model.encode(X).value, both.encode(X).value)
+    assert not np.array_equal(model.encode(X).value, stopped.encode(X).value)
 
 
 def test_runs_to_its_maximum_on_a_hard_set(blobs):
@@ -126,7 +142,7 @@ def test_runs_to_its_maximum_on_a_hard_set(blobs):
 def test_every_trained_method_declares_one_policy_and_its_maximum(name):
     p = get_method(name).Params()
     assert isinstance(p, ConvergenceParams) and p.max_epochs >= 30
-    assert (p.val_every, p.patience, p.min_delta, p.grace) == (5, 10, 0.0, 1.0)
+    assert (p.val_every, p.patience, p.min_delta, p.grace, p.refit) == (5, 10, 0.0, 0.0, True)
     with pytest.raises(RshashError, match="max_epochs"):
         build(name, 16, max_epochs=-1)
 

@@ -143,6 +143,8 @@ def cmd_train(a):
     epochs = (
         f", {info['epochs_run']} epochs (best {info['best_epoch']})" if "epochs_run" in info else ""
     )
+    if info.get("refit_epochs"):
+        epochs += f", refit on train + val for {info['refit_epochs']}"
     print(
         f"trained {a.method} ({a.bits} bits, seed {a.seed}) on {info['n_train']} images "
         f"in {info['seconds']:.1f} s{epochs}"

@@ -90,8 +90,9 @@ def train_cell(
     X, rotated = _inputs(info, feats, extra, {"features": features_path})
     rows = split.image_id.map(index).to_numpy()
     trained = info.trained()
-    # a trained method fits on the train rows and stops on the val rows; a closed-form
-    # one fits on the whole train part (both, in the split's order)
+    # a trained method fits on the train rows and stops on the val rows (then, with its
+    # policy's refit, fits again on both for the stop's epochs); a closed-form one fits on
+    # the whole train part (both, in the split's order)
     fit_mask = (split.role == "train") if trained else train_part(split)
     train_rows = rows[fit_mask.to_numpy()]
     val_rows = rows[(split.role == "val").to_numpy()] if trained else rows[:0]

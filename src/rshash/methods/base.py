@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 from rshash import RshashError
 from rshash.codes import check_bits
 from rshash.digest import read_npz, write_npz
-from rshash.methods.convergence import ConvergenceParams, TrainingRecord, Validation
+from rshash.methods.convergence import ConvergenceParams, TrainingRecord, Validation, joined
 from rshash.methods.params import Params
 
 
@@ -109,8 +110,9 @@ class HashMethod:
         (an [N, C, h, w] array for maps, a dict of named arrays for layers).
 
         A trained method stops early on ``validation`` (rshash.methods.convergence)
-        and keeps what happened in ``record``; without one it runs ``max_epochs``.
-        ``log`` receives a line per validation check."""
+        and keeps what happened in ``record``; without one it runs ``max_epochs``. With
+        its policy's ``refit`` it is then fitted again on X and the validation rows for
+        the best epoch's number of epochs. ``log`` receives a line per validation check."""
         if not isinstance(X, dict):
             X = np.asarray(X, dtype=np.float32 if np.ndim(X) == 2 else None)
         if self.supervised and y is None:
@@ -126,9 +128,26 @@ class HashMethod:
         self.record: TrainingRecord | None = None
         try:
             self._fit(X, y)
+            if validation is not None and self.p.refit and self.record.best_epoch:
+                self._refit(X, y, validation)
         finally:
             self._validation, self._fit_part, self._log = None, None, None
         return self
+
+    def _refit(self, X, y: np.ndarray, validation: Validation) -> None:
+        """Fit again from the seed on X then the validation rows, for the stop's best
+        epoch (no validation part: the policy runs exactly ``max_epochs``)."""
+        record, policy = self.record, self.p
+        X, y = joined(X, validation.X), np.concatenate([y, validation.y])
+        if self._log is not None:
+            self._log(f"refit on {len(y)} rows (fit + val) for {record.best_epoch} epochs")
+        self._validation, self._fit_part = None, (X, y)
+        self.p = dataclasses.replace(policy, max_epochs=record.best_epoch)
+        try:
+            self._fit(X, y)
+        finally:
+            self.p = policy
+        self.record = dataclasses.replace(record, refit_epochs=record.best_epoch)
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
         raise NotImplementedError

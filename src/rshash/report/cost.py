@@ -57,6 +57,7 @@ COLUMNS = [
     "cpu_seconds_mean",
     "epochs_mean",
     "epochs_max",
+    "refit_epochs_mean",
 ]
 
 _CELL = (
@@ -136,18 +137,23 @@ def read_benchmark(path) -> pd.DataFrame:
 
 
 def model_epochs(path) -> dict:
-    """The train cell of a model file (``models/{cell}.npz``) and the epochs it ran
-    (NaN for a method fitted in closed form)."""
+    """The train cell of a model file (``models/{cell}.npz``), the epochs it ran before it
+    stopped and those of its refit on train + val (NaN for a method fitted in closed form,
+    or a fit without a refit)."""
     from rshash.digest import read_npz_header
 
     m = _MODEL.search(Path(path).as_posix())
     if m is None:
         raise RshashError(f"model file {path}: not under models/ in the results layout")
-    epochs = read_npz_header(path, "model file").get("epochs_run")
+    header = read_npz_header(path, "model file")
+    epochs, refit = header.get("epochs_run"), header.get("refit_epochs")
     ident = {k: "" for k in KEYS} | {"stage": "train"}
     ident.update({k: v for k, v in m.groupdict().items() if k != "seed"})
     ident["bits"] = int(ident["bits"])
-    return ident | {"epochs": np.nan if epochs is None else float(epochs)}
+    return ident | {
+        "epochs": np.nan if epochs is None else float(epochs),
+        "refit_epochs": np.nan if refit is None else float(refit),
+    }
 
 
 def collect_cost(experiment: str, paths, backbones, models=()) -> pd.DataFrame:
@@ -170,11 +176,19 @@ def collect_cost(experiment: str, paths, backbones, models=()) -> pd.DataFrame:
             "cpu_seconds_mean": grouped["cpu_time"].mean(),
         }
     ).reset_index()
-    epochs = pd.DataFrame([model_epochs(p) for p in models], columns=[*KEYS, "epochs"])
+    epochs = pd.DataFrame(
+        [model_epochs(p) for p in models], columns=[*KEYS, "epochs", "refit_epochs"]
+    )
     epochs["bits"] = epochs["bits"].astype("Int64")
-    by_cell = epochs.groupby(KEYS, sort=True, dropna=False)["epochs"]
+    by_cell = epochs.groupby(KEYS, sort=True, dropna=False)
     table = table.merge(
-        pd.DataFrame({"epochs_mean": by_cell.mean(), "epochs_max": by_cell.max()}).reset_index(),
+        pd.DataFrame(
+            {
+                "epochs_mean": by_cell["epochs"].mean(),
+                "epochs_max": by_cell["epochs"].max(),
+                "refit_epochs_mean": by_cell["refit_epochs"].mean(),
+            }
+        ).reset_index(),
         on=KEYS,
         how="left",
     )
