@@ -184,6 +184,27 @@ def hf_hub_cache() -> Path:
     return Path(os.path.expanduser(hf_home)) / "hub"
 
 
+def hf_repo_folder(repo_id: str) -> Path:
+    """Where huggingface_hub keeps the files of model repository ``repo_id`` (org/name)."""
+    return hf_hub_cache() / ("models--" + repo_id.replace("/", "--"))
+
+
+def hf_snapshot_file(folder: Path, names: tuple[str, ...]) -> Path | None:
+    """The first of ``names`` in the snapshot ``refs/main`` names in a hub repository
+    ``folder`` (as huggingface_hub's offline lookup finds it; without refs/main, the
+    first snapshot holding one), or None."""
+    ref = folder / "refs" / "main"
+    if ref.is_file():
+        snapshots = [folder / "snapshots" / ref.read_text().strip()]
+    else:
+        snapshots = sorted((folder / "snapshots").glob("*"))
+    for snap in snapshots:
+        for name in names:
+            if (snap / name).is_file():  # a symlink into blobs/ in a real cache
+                return snap / name
+    return None
+
+
 def weights_file(path: str) -> Path:
     """A ``weights:`` file of a config entry; RshashError when it does not exist."""
     file = Path(os.path.expanduser(path))
