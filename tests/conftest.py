@@ -515,31 +515,48 @@ def synthetic_features():
 HF_REVISION = "4c1e3a9b5f0d2e7a8c6b1d3f5e7a9c0b2d4f6e8a"
 
 
-def save_timm_to_hf_cache(hf_home: Path, model: str, seed: int = 0) -> Path:
-    """Random weights of timm ``model`` written where timm's own download puts them, in
-    huggingface_hub's cache layout under ``hf_home``: hub/models--timm--<model>/blobs/
-    <sha256>, snapshots/<revision>/model.safetensors (a relative symlink to the blob)
-    and refs/main (the revision). Returns the snapshot file."""
+def save_to_hf_cache(hf_home: Path, repo_id: str, filename: str, write) -> Path:
+    """A file of hub repository ``repo_id`` where huggingface_hub's download puts it, in
+    its cache layout under ``hf_home``: hub/models--ORG--NAME/blobs/<sha256>,
+    snapshots/<revision>/<filename> (a relative symlink to the blob) and refs/main (the
+    revision). ``write(path)`` writes the file's content. Returns the snapshot file."""
     import hashlib
 
+    folder = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
+    (folder / "blobs").mkdir(parents=True, exist_ok=True)
+    tmp = folder / "blobs" / "incoming"
+    write(tmp)
+    blob = folder / "blobs" / hashlib.sha256(tmp.read_bytes()).hexdigest()
+    tmp.rename(blob)
+    snapshot = folder / "snapshots" / HF_REVISION
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (snapshot / filename).symlink_to(os.path.relpath(blob, snapshot))
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / "main").write_text(HF_REVISION)
+    return snapshot / filename
+
+
+def save_timm_to_hf_cache(hf_home: Path, model: str, seed: int = 0) -> Path:
+    """Random weights of timm ``model`` written where timm's own download puts them:
+    hub/models--timm--<model>/snapshots/<revision>/model.safetensors under ``hf_home``
+    (:func:`save_to_hf_cache`). Returns the snapshot file."""
     import timm
     import torch
     from safetensors.torch import save_file
 
     torch.manual_seed(seed)
     net = timm.create_model(model, pretrained=False)
-    folder = hf_home / "hub" / f"models--timm--{model}"
-    (folder / "blobs").mkdir(parents=True, exist_ok=True)
-    tmp = folder / "blobs" / "incoming"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    blob = folder / "blobs" / hashlib.sha256(tmp.read_bytes()).hexdigest()
-    tmp.rename(blob)
-    snapshot = folder / "snapshots" / HF_REVISION
-    snapshot.mkdir(parents=True, exist_ok=True)
-    (snapshot / "model.safetensors").symlink_to(os.path.relpath(blob, snapshot))
-    (folder / "refs").mkdir(exist_ok=True)
-    (folder / "refs" / "main").write_text(HF_REVISION)
-    return snapshot / "model.safetensors"
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    return save_to_hf_cache(
+        hf_home, f"timm/{model}", "model.safetensors", lambda path: save_file(state, str(path))
+    )
+
+
+@pytest.fixture(scope="session")
+def hf_cache_put():
+    """``hf_cache_put(hf_home, repo_id, filename, write) -> file``: a file of a hub
+    repository in the Hugging Face cache layout (:func:`save_to_hf_cache`)."""
+    return save_to_hf_cache
 
 
 @pytest.fixture(scope="session")

@@ -231,7 +231,7 @@ def test_missing_timm_weights_name_the_model_the_path_and_the_command(tmp_path, 
     assert "timm.create_model('vit_base_patch14_dinov2.lvd142m', pretrained=True)" in message
     with pytest.raises(RshashError, match="does not exist"):
         check_available("r", {"timm": "resnet50.a1_in1k", "weights": str(tmp_path / "no.pt")})
-    with pytest.raises(RshashError, match="needs `weights:`"):
+    with pytest.raises(RshashError, match="needs `pretrained:`, a tag .* or `weights:`"):
         check_available("c", {"open_clip": "ViT-B-32"})
 
 

@@ -385,8 +385,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--kind", default="features", choices=["features", "maps", "layers", "rot"])
     s.add_argument(
         "--source",
-        help="JSON: the backbone's config entry keys timm, open_clip, weights, input_size "
-        "(default: a registered backbone name, {})",
+        help="JSON: the backbone's config entry keys timm, open_clip, pretrained, weights, "
+        "input_size (default: a registered backbone name, {})",
     )
     s.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="default: fp32")
     s.set_defaults(func=cmd_extract)

@@ -89,8 +89,8 @@ def extraction_settings(config: dict, backbone: str | None = None) -> dict:
 
 def backbone_source(config: dict, backbone: str) -> dict:
     """The keys of a backbone's config entry that define its features (timm, open_clip,
-    weights, input_size): what a job passes to ``rshash extract --source``; {} for a
-    registered name."""
+    pretrained, weights, input_size): what a job passes to ``rshash extract --source``
+    (a change of one reruns the extraction); {} for a registered name."""
     from rshash.backbones import ENTRY_KEYS
 
     entry = config["backbones"][backbone]
@@ -107,7 +107,7 @@ def check_backbones(config: dict) -> None:
             raise RshashError(
                 f"config: backbones: '{name}' is not a registered backbone (registered: "
                 f"{', '.join(BACKBONES)}); a timm or OpenCLIP model names its source: "
-                f"'{name}: {{timm: MODEL}}' or '{name}: {{open_clip: CONFIG, weights: FILE}}'"
+                f"'{name}: {{timm: MODEL}}' or '{name}: {{open_clip: CONFIG, pretrained: TAG}}'"
             )
         try:
             resolve(name, entry)

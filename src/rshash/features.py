@@ -102,8 +102,9 @@ def extract(
     available), "cpu", "cuda" or "cuda:N"; ``num_workers`` > 0 decodes
     images in that many worker processes. ``input_size`` replaces the
     backbone's (benchmarks; it is recorded in the file's attributes).
-    ``source``: the backbone's config entry (``timm:``, ``open_clip:``, ``weights:``,
-    ``input_size``; rshash.backbones.resolve); None or {} for a registered name.
+    ``source``: the backbone's config entry (``timm:``, ``open_clip:``, ``pretrained:``,
+    ``weights:``, ``input_size``; rshash.backbones.resolve); None or {} for a registered
+    name.
     ``precision``: fp32 (the default), or bf16 / fp16 autocast of the forward pass
     (features are stored as float32 all the same; recorded in the attributes). On
     CUDA, images are decoded in at least ``threads - 1`` worker processes into
@@ -216,7 +217,10 @@ def extract(
 KINDS = ("features", "maps", "layers", "rot")
 
 
-LIBRARIES = {"timm": ("timm", "huggingface_hub", "safetensors"), "open_clip": ("open_clip_torch",)}
+LIBRARIES = {
+    "timm": ("timm", "huggingface_hub", "safetensors"),
+    "open_clip": ("open_clip_torch", "huggingface_hub", "safetensors"),
+}
 
 
 def _versions(source: str) -> dict:

@@ -3,13 +3,13 @@ OpenCLIP model named by a config entry.
 
 Each is a :class:`BackboneSpec`: preprocessing, feature dimension, where its
 weights file lives and how to build the pooled-feature module from it. A
-config entry (``{timm: NAME}``, ``{open_clip: CONFIG, weights: FILE}``, or
-``{}`` for a registered name) becomes a spec through :func:`resolve`. The
-registry, :func:`get_backbone`, :func:`resolve` and :func:`check_available`
-never import torch (nor timm or open_clip); only :meth:`BackboneSpec.open`
-and :meth:`BackboneSpec.load` do. A spec from timm or OpenCLIP learns its
-preprocessing (input size, interpolation, crop, mean/std) and feature
-dimension from the model's own pretrained config when it is opened.
+config entry (``{timm: NAME}``, ``{open_clip: CONFIG, pretrained: TAG}``,
+``{open_clip: CONFIG, weights: FILE}``, or ``{}`` for a registered name) becomes a
+spec through :func:`resolve`. The registry, :func:`get_backbone`, :func:`resolve`
+and :func:`check_available` never import torch (nor timm or open_clip); only
+:meth:`BackboneSpec.open` and :meth:`BackboneSpec.load` do. A spec from timm or
+OpenCLIP learns its preprocessing (input size, interpolation, crop, mean/std) and
+feature dimension from the model's own pretrained config when it is opened.
 """
 
 from __future__ import annotations
@@ -184,6 +184,27 @@ def hf_hub_cache() -> Path:
     return Path(os.path.expanduser(hf_home)) / "hub"
 
 
+def hf_repo_folder(repo_id: str) -> Path:
+    """Where huggingface_hub keeps the files of model repository ``repo_id`` (org/name)."""
+    return hf_hub_cache() / ("models--" + repo_id.replace("/", "--"))
+
+
+def hf_snapshot_file(folder: Path, names: tuple[str, ...]) -> Path | None:
+    """The first of ``names`` in the snapshot ``refs/main`` names in a hub repository
+    ``folder`` (as huggingface_hub's offline lookup finds it; without refs/main, the
+    first snapshot holding one), or None."""
+    ref = folder / "refs" / "main"
+    if ref.is_file():
+        snapshots = [folder / "snapshots" / ref.read_text().strip()]
+    else:
+        snapshots = sorted((folder / "snapshots").glob("*"))
+    for snap in snapshots:
+        for name in names:
+            if (snap / name).is_file():  # a symlink into blobs/ in a real cache
+                return snap / name
+    return None
+
+
 def weights_file(path: str) -> Path:
     """A ``weights:`` file of a config entry; RshashError when it does not exist."""
     file = Path(os.path.expanduser(path))
@@ -196,19 +217,33 @@ def weights_file(path: str) -> Path:
 
 
 SOURCES = ("timm", "open_clip")
-ENTRY_KEYS = ("timm", "open_clip", "weights", "input_size")
+# the keys of a config entry that define its features (a change reruns extraction)
+ENTRY_KEYS = ("timm", "open_clip", "pretrained", "weights", "input_size")
 
 
 def resolve(name: str, entry: dict | None = None) -> BackboneSpec:
     """The spec of config entry ``name: entry`` (no torch import): ``timm:`` or
     ``open_clip:`` name the library model, else ``name`` is a registered backbone;
-    ``weights:`` replaces where the weights come from, ``input_size`` the model's
-    own input size. RshashError (one line) for an entry that cannot be a backbone."""
+    ``pretrained:`` (OpenCLIP only) is a tag of the model, whose weights are in the
+    Hugging Face cache; ``weights:`` replaces where the weights come from, ``input_size``
+    the model's own input size. RshashError (one line) for an entry that cannot be a
+    backbone."""
     entry = entry or {}
     given = {k: entry[k] for k in ENTRY_KEYS if entry.get(k) is not None}
     sources = [k for k in SOURCES if k in given]
     if len(sources) > 1:
         raise RshashError(f"backbone {name!r}: give one of timm: or open_clip:, not both")
+    if "pretrained" in given:
+        if sources != ["open_clip"]:
+            raise RshashError(
+                f"backbone {name!r}: `pretrained:` is an OpenCLIP tag and goes with "
+                "`open_clip:` (a timm model's tag is part of its name, resnet50.a1_in1k)"
+            )
+        if "weights" in given:
+            raise RshashError(
+                f"backbone {name!r}: give `pretrained:` (a tag, its weights from the cache) "
+                "or `weights:` (a file), not both"
+            )
     if sources == ["timm"]:
         from rshash.backbones import timm_models
 
@@ -217,7 +252,11 @@ def resolve(name: str, entry: dict | None = None) -> BackboneSpec:
         from rshash.backbones import open_clip_models
 
         spec = open_clip_models.spec(
-            name, given["open_clip"], given.get("weights"), given.get("input_size")
+            name,
+            given["open_clip"],
+            given.get("weights"),
+            given.get("input_size"),
+            given.get("pretrained"),
         )
     else:
         spec = get_backbone(name)

@@ -28,7 +28,14 @@ from functools import partial
 from pathlib import Path
 
 from rshash import RshashError
-from rshash.backbones import BackboneSpec, Preprocess, hf_hub_cache, weights_file
+from rshash.backbones import (
+    BackboneSpec,
+    Preprocess,
+    hf_hub_cache,
+    hf_repo_folder,
+    hf_snapshot_file,
+    weights_file,
+)
 
 # the files a timm model's hub repository holds its weights in, in timm's order
 WEIGHT_FILES = (
@@ -46,20 +53,7 @@ def fetch_command(model: str) -> str:
 
 def repo_folder(model: str) -> Path:
     """Where huggingface_hub keeps the hub repository timm/<model>."""
-    return hf_hub_cache() / f"models--timm--{model}"
-
-
-def _snapshot_file(folder: Path) -> Path | None:
-    ref = folder / "refs" / "main"
-    if ref.is_file():
-        snapshots = [folder / "snapshots" / ref.read_text().strip()]
-    else:
-        snapshots = sorted((folder / "snapshots").glob("*"))
-    for snap in snapshots:
-        for name in WEIGHT_FILES:
-            if (snap / name).is_file():  # a symlink into blobs/ in a real cache
-                return snap / name
-    return None
+    return hf_repo_folder(f"timm/{model}")
 
 
 def cached_model(model: str) -> tuple[str, Path | None]:
@@ -76,7 +70,7 @@ def cached_model(model: str) -> tuple[str, Path | None]:
         if tagged:
             model = tagged[0].removeprefix("models--timm--")
             folder = repo_folder(model)
-    return model, _snapshot_file(folder) if folder.is_dir() else None
+    return model, hf_snapshot_file(folder, WEIGHT_FILES) if folder.is_dir() else None
 
 
 def _locate(name: str, model: str, weights: str | None) -> Path:
