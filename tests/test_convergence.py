@@ -214,6 +214,9 @@ def test_the_model_file_log_and_codes_record_the_training(cell):
     assert header["epochs_run"] == header["best_epoch"] + 2 * 5 < 60
     assert header["best_val"] == max(s for _, s in header["val_curve"])
     assert f"kept epoch {header['best_epoch']}" in run.stdout
+    # refitted on the train and val rows (72 of 120) for the best epoch's epochs
+    assert header["refit_epochs"] == header["best_epoch"]
+    assert f"refit on 72 rows (fit + val) for {header['best_epoch']} epochs" in run.stdout
     assert sum(line.startswith("epoch ") for line in run.stdout.splitlines()) == len(
         header["val_curve"]
     )
