@@ -190,6 +190,26 @@ def test_absent_weights_name_the_entry_the_tag_the_path_and_the_command(
         check_available("v", {"open_clip": "ViTamin-S", "pretrained": "datacomp1b"})
 
 
+def test_a_hugging_face_text_tower_needs_its_config_in_the_cache(tmp_path, monkeypatch):
+    # roberta-ViT-B-32 builds its text tower from roberta-base's config.json, even with a
+    # checkpoint file: the check asks for it before a job could reach the network
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"checkpoint")
+    entry = {"open_clip": "roberta-ViT-B-32", "weights": str(weights)}
+    with pytest.raises(RshashError) as err:
+        check_available("rb", entry)
+    message = str(err.value)
+    folder = tmp_path / "hf" / "hub" / "models--roberta-base"
+    assert "\n" not in message and "'roberta-base'" in message
+    assert f"{folder}/snapshots/<revision>/config.json" in message
+    assert message.endswith("hf_hub_download('roberta-base', 'config.json')\"")
+    snapshot = folder / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    assert check_available("rb", entry) == weights
+
+
 @pytest.mark.parametrize(
     "entry, message",
     [

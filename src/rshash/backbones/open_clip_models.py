@@ -243,6 +243,7 @@ def _locate(name: str, config: str, weights: str | None, tag: str | None) -> Pat
         )
     if config.endswith(".json") and not Path(config).is_file():
         raise RshashError(f"backbone {name!r}: OpenCLIP model config {config} does not exist")
+    _check_text_tower(name, config)
     if tag is not None:
         return _tag_weights(name, config, tag)
     if weights is None:
@@ -252,6 +253,25 @@ def _locate(name: str, config: str, weights: str | None, tag: str | None) -> Pat
             "`weights:`, a checkpoint file"
         )
     return weights_file(weights)
+
+
+def _check_text_tower(name: str, config: str) -> None:
+    """A model whose text tower is a Hugging Face transformer (roberta, mt5, nllb, ...)
+    reads that transformer's config.json when it is built (the checkpoint has the
+    weights): it must be in the Hugging Face cache, since the job runs offline."""
+    repo = ((_model_config(config) or {}).get("text_cfg") or {}).get("hf_model_name")
+    if not repo:
+        return
+    folder = hf_repo_folder(repo)
+    if folder.is_dir() and hf_snapshot_file(folder, ("config.json",)) is not None:
+        return
+    raise RshashError(
+        f"backbone {name!r}: OpenCLIP model {arch_name(config)!r} builds its text tower "
+        f"from the Hugging Face model {repo!r}, whose config.json is not in the cache "
+        f"({folder}/snapshots/<revision>/config.json); rshash never downloads: fill it "
+        'once, on a machine with internet, with python -c "from huggingface_hub import '
+        f"hf_hub_download; hf_hub_download('{repo}', 'config.json')\""
+    )
 
 
 def spec(
@@ -294,6 +314,9 @@ def model_name(config: str) -> str:
 
 
 def _open(name: str, config: str, input_size: int | None, tag: str | None, path: Path):
+    # a Hugging Face text tower reads its config from the cache (_check_text_tower), never
+    # from the network: set before huggingface_hub and transformers are imported
+    os.environ["HF_HUB_OFFLINE"] = "1"
     import open_clip
 
     arch = model_name(config)
