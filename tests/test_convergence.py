@@ -142,7 +142,9 @@ def test_runs_to_its_maximum_on_a_hard_set(blobs):
 def test_every_trained_method_declares_one_policy_and_its_maximum(name):
     p = get_method(name).Params()
     assert isinstance(p, ConvergenceParams) and p.max_epochs >= 30
-    assert (p.val_every, p.patience, p.min_delta, p.grace, p.refit) == (5, 10, 0.0, 0.0, True)
+    # milan restates grace (its slow, noisy curve: methods/milan.py), as each its maximum
+    grace = 0.5 if name == "milan" else 0.0
+    assert (p.val_every, p.patience, p.min_delta, p.grace, p.refit) == (5, 10, 0.0, grace, True)
     with pytest.raises(RshashError, match="max_epochs"):
         build(name, 16, max_epochs=-1)
 
