@@ -237,3 +237,28 @@ def test_the_model_file_log_and_codes_record_the_training(cell):
     plot = rshash("plot-val", "--out", "w.png", "i.npz", cwd=cell)
     assert plot.returncode == 2 and "no validation curve" in plot.stderr
     assert not (cell / "w.png").exists()
+
+
+def test_select_scores_the_stopped_model_on_its_validation_part(tmp_path, blobs):
+    # rshash select scores settings on a validation part: the model scored is the one the
+    # stop kept, not its refit (which would have fitted those very rows)
+    from rshash.data.splits import read_split, train_part
+    from rshash.features import read_features
+    from rshash.selection import grid_search, train_validation
+
+    X, y = blobs(n_classes=4, per_class=60, noise=1.5)  # overlapping: val mAP below 1
+    m = manifest(4, 60)
+    write_arrays(tmp_path / "f.h5", m.image_id, y, {"features": X}, {"backbone": "x"})
+    write_split(make_split(m, {"train_fraction": 0.6}, seed=0), tmp_path / "s.parquet")
+    base = {"max_epochs": 40, "patience": 2}
+    ((params, result, _),) = grid_search(
+        tmp_path / "f.h5", tmp_path / "s.parquet", "dpsh", 16, base, {}
+    )
+    feats, split = read_features(tmp_path / "f.h5"), read_split(tmp_path / "s.parquet")
+    index = {k: i for i, k in enumerate(feats.image_id)}
+    rows = split[train_part(split)].image_id.map(index).to_numpy()
+    X, y = feats.features[rows], feats.label[rows]
+    fit, val = train_validation(y, 0.2, 0)
+    stopped = build("dpsh", 16, seed=0, **base, refit=False)
+    stopped.fit(X[fit], y[fit], validation=Validation(X[val], y[val]))
+    assert params == base and result["map_all"] == stopped.record.best_val

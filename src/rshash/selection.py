@@ -16,7 +16,7 @@ import numpy as np
 from rshash.data.splits import read_split, train_part
 from rshash.evaluate import evaluate_arrays
 from rshash.features import read_features
-from rshash.methods import build
+from rshash.methods import build, get_method
 from rshash.methods.convergence import Validation
 
 
@@ -52,13 +52,16 @@ def grid_search(
     X, y = feats.features[train], feats.label[train]
     fit, val = train_validation(y, val_fraction, seed)
     keys = list(grid)
+    trained = get_method(method).trained()
     for values in itertools.product(*(grid[k] for k in keys)):
         params = {**base, **dict(zip(keys, values))}
         start = time.perf_counter()
-        model = build(method, bits, seed=seed, threads=threads, **params)
         # a trained method stops on the same validation part it is scored on (as the
-        # pipeline stops on the split's val rows); a closed-form one just fits
-        val_part = Validation(X[val], y[val]) if model.trained() else None
+        # pipeline stops on the split's val rows), and is scored as it stopped: its refit
+        # would fit the validation part too; a closed-form one just fits
+        stopped = {"refit": False} if trained else {}
+        model = build(method, bits, seed=seed, threads=threads, **params, **stopped)
+        val_part = Validation(X[val], y[val]) if trained else None
         model.fit(X[fit], y[fit] if model.supervised else None, validation=val_part)
         q, d = model.encode(X[val]), model.encode(X[fit])
         result = evaluate_arrays(np.packbits(q.bits, 1), y[val], np.packbits(d.bits, 1), y[fit])
