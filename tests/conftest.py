@@ -564,3 +564,17 @@ def timm_cache():
     """``timm_cache(hf_home, model, seed=0) -> file``: random weights of a timm model in
     the Hugging Face cache layout (tests point HF_HOME at ``hf_home``)."""
     return save_timm_to_hf_cache
+
+
+@pytest.fixture
+def use_hf_cache(monkeypatch):
+    """``use_hf_cache(hf_home)``: this test reads the Hugging Face cache at ``hf_home``
+    only (its hub folder; the other cache variables unset), offline."""
+
+    def use(hf_home):
+        monkeypatch.setenv("HF_HOME", str(hf_home))
+        monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+        monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    return use

@@ -56,10 +56,8 @@ def hf_home(tmp_path_factory, timm_cache):
 
 
 @pytest.fixture
-def offline(hf_home, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(hf_home))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def offline(hf_home, use_hf_cache):
+    use_hf_cache(hf_home)
     return hf_home
 
 

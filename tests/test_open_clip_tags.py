@@ -62,11 +62,8 @@ def clip_cache(tmp_path_factory, hf_cache_put):
 
 
 @pytest.fixture
-def offline(clip_cache, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(clip_cache[0]))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def offline(clip_cache, use_hf_cache):
+    use_hf_cache(clip_cache[0])
     return clip_cache
 
 

@@ -205,6 +205,16 @@ def hf_snapshot_file(folder: Path, names: tuple[str, ...]) -> Path | None:
     return None
 
 
+def not_in_cache(name: str, what: str, expected: str, command: str) -> RshashError:
+    """The one-line error of weights absent from the Hugging Face cache: backbone ``name``,
+    ``what`` lacks them, the file ``expected`` and the ``command`` that fetches them."""
+    return RshashError(
+        f"backbone {name!r}: {what} has no weights in the Hugging Face cache (expected "
+        f"{expected}; HF_HOME or HF_HUB_CACHE set the cache folder); rshash never downloads: "
+        f"fill the cache once, on a machine with internet, with {command}"
+    )
+
+
 def weights_file(path: str) -> Path:
     """A ``weights:`` file of a config entry; RshashError when it does not exist."""
     file = Path(os.path.expanduser(path))

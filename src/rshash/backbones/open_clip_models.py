@@ -41,6 +41,7 @@ from rshash.backbones import (
     Preprocess,
     hf_repo_folder,
     hf_snapshot_file,
+    not_in_cache,
     weights_file,
 )
 
@@ -227,12 +228,8 @@ def _tag_weights(name: str, config: str, tag: str) -> Path:
         expected = f"{folder}/snapshots/{revision}/{names[0]}"
         if len(names) > 1:
             expected += f" (or {' or '.join(names[1:])})"
-        raise RshashError(
-            f"backbone {name!r}: OpenCLIP model {arch!r} tag {tag!r} has no weights in the "
-            f"Hugging Face cache (expected {expected}; HF_HOME or HF_HUB_CACHE set the "
-            f"cache folder); rshash never downloads: fill the cache once, on a machine "
-            f"with internet, with {fetch_command(config, tag)}"
-        )
+        what = f"OpenCLIP model {arch!r} tag {tag!r}"
+        raise not_in_cache(name, what, expected, fetch_command(config, tag))
     return path
 
 

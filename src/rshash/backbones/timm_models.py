@@ -34,6 +34,7 @@ from rshash.backbones import (
     hf_hub_cache,
     hf_repo_folder,
     hf_snapshot_file,
+    not_in_cache,
     weights_file,
 )
 
@@ -78,13 +79,8 @@ def _locate(name: str, model: str, weights: str | None) -> Path:
         return weights_file(weights)
     tagged, path = cached_model(model)
     if path is None:
-        raise RshashError(
-            f"backbone {name!r}: timm model {model!r} has no weights in the Hugging Face "
-            f"cache (expected {repo_folder(tagged)}/snapshots/<revision>/"
-            f"{WEIGHT_FILES[0]}; HF_HOME or HF_HUB_CACHE set the cache folder); rshash "
-            f"never downloads: fill the cache once, on a machine with internet, with "
-            f"{fetch_command(model)}"
-        )
+        expected = f"{repo_folder(tagged)}/snapshots/<revision>/{WEIGHT_FILES[0]}"
+        raise not_in_cache(name, f"timm model {model!r}", expected, fetch_command(model))
     return path
 
 
