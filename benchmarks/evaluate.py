@@ -34,8 +34,8 @@ import pandas as pd
 from rshash.codes import write_codes
 from rshash.data.splits import read_split, write_split
 from rshash.evaluate import evaluate_arrays, evaluate_cell
+from rshash.hamming import hamming_distances, hamming_rank
 from rshash.metrics import hamming_pr, nmrr, per_query
-from rshash.search import hamming_distances, hamming_rank
 
 PROTOCOL = {"map_cutoffs": ["all", 20]}
 

@@ -5,7 +5,7 @@ its EfficientNet-Lite0 features, the dmch_60_40 split (seed 0): the methods are 
 on the train part, which is also the database, and every held-out query is searched.
 One round of feedback, as a user gives it in ``rshash serve``: each of the query's
 top 20 is marked relevant (its class is the query's) or not, and the ranking is
-redone with Rocchio's rule (rshash.serve.engine.rank_page). mAP@20 is the pipeline's
+redone with Rocchio's rule (rshash.archive.query.search). mAP@20 is the pipeline's
 (rshash.metrics.average_precision_at), on the new top 20, marked images included, as
 the user sees them.
 
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rshash.index import Index, Rows, Segment
+from rshash.archive.query import ALPHA, BETA, GAMMA, search
+from rshash.archive.store import Index, Rows, Segment
 from rshash.metrics import average_precision_at, precision_at
-from rshash.serve.engine import ALPHA, BETA, GAMMA, rank_page
 
 TOP = 20
 
@@ -68,11 +68,10 @@ def one_round(method: str, bits: int, X, y, db, query) -> tuple[np.ndarray, ...]
     before, after = np.zeros((len(query), TOP), bool), np.zeros((len(query), TOP), bool)
     for i, q in enumerate(packed_q):
         q = q[None]
-        first = rank_page(index, q, TOP)
+        (first,) = search(index, q, TOP)
         rel = y[db][first.rows] == y[query[i]]
-        second = rank_page(
-            index, q, TOP, positive=packed_db[first.rows[rel]], negative=packed_db[first.rows[~rel]]
-        )
+        ids = rows.image_id[first.rows]
+        (second,) = search(index, q, TOP, relevant=ids[rel], not_relevant=ids[~rel])
         before[i] = rel
         after[i] = y[db][second.rows] == y[query[i]]
     return before, after

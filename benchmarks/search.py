@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from rshash.search import hamming_topk
+from rshash.hamming import hamming_topk
 
 
 def read_bandwidth(nbytes: int = 1 << 29, repeats: int = 3) -> float:

@@ -58,7 +58,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from search import read_bandwidth  # noqa: E402  (benchmarks/search.py: one home)
 
-from rshash.search import BinaryIndex  # noqa: E402
+from rshash.hamming import BinaryIndex  # noqa: E402
 
 ENGINES = ["rshash_flat", "rshash_mih", "faiss_flat", "faiss_multihash", "faiss_hash", "faiss_hnsw"]
 EXACT = {"rshash_flat", "rshash_mih", "faiss_flat"}

@@ -41,7 +41,7 @@ def main() -> None:
     from rshash.data.manifest import read_dataset, write_manifest
     from rshash.data.splits import make_split, train_part
     from rshash.features import extract, read_features
-    from rshash.search import BinaryIndex
+    from rshash.hamming import BinaryIndex
 
     tic = time.perf_counter()
     work = Path(a.workdir)

@@ -2,7 +2,7 @@
 under load through the real HTTP stack.
 
 ``open``: an index of ``--codes`` random 64-bit codes (default ten million, ids like
-``c3/img_00000042``) is written, then opened (rshash.index.read_index: every file's
+``c3/img_00000042``) is written, then opened (rshash.archive.read_index: every file's
 digest checked, the arrays memory-mapped) and searched once; prints the seconds of
 each. ``load``: an index of ``--codes`` (default 100,000) random codes is served by
 ``rshash serve`` in its own process on a free loopback port; ``--clients`` threads
@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from rshash.index import FORMAT, VERSION, Rows, create_index, read_index
+from rshash.archive.store import FORMAT, VERSION, Rows, create_index, read_index
 
 
 def random_index(location: Path, n: int, bits: int = 64, seed: int = 0) -> None:

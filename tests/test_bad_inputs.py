@@ -269,7 +269,7 @@ def test_files_people_keep_are_left_out_and_listed_in_the_report(tmp_path):
 
 
 def test_index_images_follows_the_manifest_rules(tmp_path):
-    from rshash.index import scan_images
+    from rshash.archive import scan_images
 
     _people_kept(tmp_path / "classes")
     ids, _, labels, names = scan_images(tmp_path / "classes")
@@ -291,7 +291,7 @@ def test_index_images_follows_the_manifest_rules(tmp_path):
 
 @pytest.mark.parametrize("where", ["class", "file", "flat"])
 def test_a_name_that_is_not_utf8_is_one_line_naming_the_path(tmp_path, where):
-    from rshash.index import scan_images
+    from rshash.archive import scan_images
 
     root = _classes(tmp_path / "images", {"a": 2, "b": 2})
     bad = b"caf\xe9"  # latin-1, not UTF-8: os.scandir gives it surrogate-escaped

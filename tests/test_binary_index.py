@@ -5,7 +5,7 @@ import pytest
 
 from rshash import RshashError
 from rshash.codes import pack_bits
-from rshash.search import BinaryIndex, read_binary_index
+from rshash.hamming import BinaryIndex, read_binary_index
 
 
 def codes(rng, n, bits, distinct=6):

@@ -5,11 +5,11 @@ import shutil
 import numpy as np
 import pytest
 
+from rshash.archive import read_index, scan_images
 from rshash.cli import main
 from rshash.codes import write_codes
 from rshash.data.synthetic import generate
 from rshash.features import embed
-from rshash.index import read_index, scan_images
 from rshash.methods import build
 
 BACKBONE = "efficientnet_lite0"

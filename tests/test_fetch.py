@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from rshash import RshashError
-from rshash.data import fetch
 from rshash.data.fetch import download, ensure_images
+from rshash.digest import file_sha256
 
 
 def _archive() -> bytes:
@@ -88,7 +88,7 @@ def test_interrupted_download_is_not_trusted_and_restarts(server, tmp_path):
     assert list(tmp_path.iterdir()) == []
     server.cut = False
     download(server.url, dest, SHA)
-    assert fetch.file_sha256(dest) == SHA
+    assert file_sha256(dest) == SHA
 
 
 def test_a_stale_archive_with_a_wrong_digest_is_downloaded_again(server, tmp_path):

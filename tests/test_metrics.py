@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.metrics import average_precision_score
 
+from rshash.dense import rank
 from rshash.metrics import (
     CURVE_KS,
     accuracy,
@@ -23,7 +24,6 @@ from rshash.metrics import (
     retrieved_accuracy_at,
     rotation_top3,
 )
-from rshash.search import rank
 
 
 def reference(rel_row, n_rel, k=None):

@@ -8,15 +8,8 @@ import numpy as np
 import pytest
 
 from rshash import RshashError
-from rshash.search import (
-    _INDEX_HEADER,
-    INDEX_MAGIC,
-    MIH_MIN_CODES,
-    BinaryIndex,
-    ShardedIndex,
-    read_binary_index,
-    write_shards,
-)
+from rshash.hamming import BinaryIndex, ShardedIndex, read_binary_index, write_shards
+from rshash.hamming.index import _INDEX_HEADER, INDEX_MAGIC, MIH_MIN_CODES
 
 
 def make(rng, n, bits, clustered, centres=4):

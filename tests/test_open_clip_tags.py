@@ -254,7 +254,7 @@ def test_a_tag_gives_open_clips_own_features(offline, images, open_clips_own, tm
     (create_model_and_transforms(ARCH, pretrained=TAG)): the same file, loaded by
     OpenCLIP, and the tag's preprocessing (SigLIP: squash, mean/std 0.5) on images of
     several aspect ratios; the features file records the tag and the file's sha256."""
-    from rshash.data.fetch import file_sha256
+    from rshash.digest import file_sha256
 
     _, config, weights, _ = offline
     source = {"open_clip": str(config), "pretrained": TAG}

@@ -5,8 +5,9 @@ import pytest
 
 from rshash import RshashError
 from rshash.codes import pack_bits
+from rshash.dense import euclidean_distances, rank, topk
+from rshash.hamming import hamming_distances
 from rshash.rankings import RANKINGS, order
-from rshash.search import euclidean_distances, hamming_distances, rank, topk
 
 
 def tied_codes(rng, n, bits, distinct=4):

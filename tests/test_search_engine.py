@@ -5,7 +5,8 @@ import pytest
 
 from rshash import RshashError
 from rshash.codes import pack_bits
-from rshash.search import CHUNK, QUERY_BLOCK, SPAN, hamming_distances, hamming_rank, hamming_topk
+from rshash.hamming import hamming_distances, hamming_rank, hamming_topk
+from rshash.hamming.kernels import CHUNK, QUERY_BLOCK, SPAN
 
 
 def tied_codes(rng, n, bits, distinct):

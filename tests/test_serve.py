@@ -27,11 +27,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from rshash.archive import parts_dir, read_index, scan_images
 from rshash.cli import main
 from rshash.data.synthetic import generate
 from rshash.digest import write_npz
 from rshash.features import embed
-from rshash.index import parts_dir, read_index, scan_images
 from rshash.methods import build
 from rshash.serve import app as serve_app
 from rshash.serve.app import create_app, is_loopback
@@ -260,10 +260,10 @@ def wait_for(condition, timeout=10.0):
 
 KILLED_BEFORE_PUBLISH = """
 import os, signal, sys
-import rshash.index
+import rshash.archive.build
 def die(*args, **kwargs):  # the new segments are written; the manifest is not replaced
     os.kill(os.getpid(), signal.SIGKILL)
-rshash.index._publish = die
+rshash.archive.build.publish = die
 from rshash.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -59,7 +59,7 @@ def test_the_demo_builds_on_a_timm_backbone_from_the_hf_cache(
     with h5py.File(work / "results/features/demo/tiny.h5") as f:
         assert f["features"].shape == (32, 96) and f.attrs["input_size"] == 64
         assert MODEL in f.attrs["source"]
-        from rshash.data.fetch import file_sha256
+        from rshash.digest import file_sha256
 
         assert f.attrs["weights_sha256"] == file_sha256(weights)
 

@@ -260,7 +260,7 @@ def cmd_select(a):
 
 
 def cmd_index(a):
-    from rshash.index import append_images, build_index, index_from_codes, remove_images
+    from rshash.archive import append_images, build_index, index_from_codes, remove_images
 
     if a.append is not None or a.remove:
         if a.index is None or a.out is not None or a.images is not None or a.codes is not None:
@@ -300,7 +300,8 @@ def cmd_index(a):
 
 
 def cmd_search(a):
-    from rshash.index import format_results, read_index, search_images, write_html
+    from rshash.archive import read_index, search_images
+    from rshash.archive.present import format_results, write_html
 
     index = read_index(a.index)
     results = search_images(index, a.images, a.top, a.model, a.backbone, a.threads)

@@ -286,3 +286,12 @@ def read_arrays(path: str | os.PathLike, what: str) -> tuple[dict, dict]:
         return meta["attrs"], arrays
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RshashError(f"{path}: not a readable {what} ({exc})") from None
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a whole file (a download, a weights or model file), hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -14,7 +14,7 @@ stored) and its own ``rotation_top3`` path. Adding a ranking is one entry in
 
 The database side is a :class:`Database`: its columns in tie order, the
 real-valued ones in float64 once, the packed codes in a
-:class:`rshash.search.BinaryIndex` built once (not once per query block).
+:class:`rshash.hamming.BinaryIndex` built once (not once per query block).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Database:
     ``predicted_label``; None where the method has none) in tie order."""
 
     def __init__(self, columns: dict[str, np.ndarray | None]):
-        from rshash.search import as_index
+        from rshash.hamming import as_index
 
         self.columns = {
             k: (np.asarray(v, dtype=np.float64) if k in REAL_COLUMNS and v is not None else v)
@@ -95,7 +95,7 @@ class Ranking:
 
     def ranked(self, query: dict, database, params: dict | None = None) -> np.ndarray:
         """(nq, ndb) database indices, nearest first."""
-        from rshash.search import rank
+        from rshash.dense import rank
 
         database = _as_database(database)
         params = self._args(query, database, params)
@@ -164,13 +164,13 @@ def _hamming_rotation_top3(query, rotated, database, threads=1):
 
 
 def _euclidean_distances(query, database):
-    from rshash.search import euclidean_distances
+    from rshash.dense import euclidean_distances
 
     return euclidean_distances(query["value"], database["value"])
 
 
 def _euclidean_rotation_top3(query, rotated, database, threads=1):
-    from rshash.search import euclidean_distances, topk
+    from rshash.dense import euclidean_distances, topk
 
     q, rot, db = query["value"], rotated["value"], database["value"]
     to_db = euclidean_distances(q, db)
@@ -187,7 +187,7 @@ def rank_coarse_to_fine(
     Ties in the Euclidean stage keep the Hamming order (itself tied by index).
     ``db_packed``: packed codes or a BinaryIndex of them.
     """
-    from rshash.search import as_index
+    from rshash.hamming import as_index
 
     if top_m < 1:
         raise RshashError(f"coarse_to_fine: top_m must be positive, got {top_m}")
@@ -208,7 +208,7 @@ def category_weighted_distances(
     """DAH: Hamming distance x exp(1 - p_i(c_q)), where c_q is the query's predicted
     class (argmax of its class probabilities) and p_i(c_q) the database item's
     probability of that class. ``db_packed``: packed codes or a BinaryIndex of them."""
-    from rshash.search import as_index
+    from rshash.hamming import as_index
 
     db_packed = as_index(db_packed)
     predicted = np.argmax(np.asarray(q_prob), axis=1)

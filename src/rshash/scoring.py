@@ -20,7 +20,7 @@ statistics per query that a pass over the database collects:
 0..bits, so the rank of the item at distance d and database index j is
 (items nearer than d) + (items at d before j) + 1: a histogram, its prefix
 sums and a second pass in database order give every rank, ties by database
-order, exactly as :func:`rshash.search.hamming_rank`.
+order, exactly as :func:`rshash.hamming.hamming_rank`.
 :func:`score_distances` does the same for real-valued distances (euclidean,
 category_weighted) from a block's distance matrix: sorting the values alone
 gives how many items lie nearer than each relevant one. :func:`score_ranked`
@@ -37,7 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from rshash.search import all_distances, as_index, run_parallel
+from rshash.hamming import as_index
+from rshash.hamming.kernels import all_distances, run_parallel
 
 QUERIES_PER_TASK = 8  # queries a thread takes at a time (one set of scratch arrays)
 
@@ -287,7 +288,7 @@ def score_hamming(
 ) -> Scores:
     """The statistics of the Hamming ranking (ties by database index) of packed
     codes, with the per-distance histograms; the ranking itself is never stored.
-    ``database``: a :class:`rshash.search.BinaryIndex` (or its packed codes)."""
+    ``database``: a :class:`rshash.hamming.BinaryIndex` (or its packed codes)."""
     database = as_index(database)
     q = database.query_words(q_packed)
     db_t = database.words_t
@@ -323,7 +324,7 @@ def score_distances(
     distances, q_labels, db_labels, k_cap, width: int, exclude=None, threads=1
 ) -> Scores:
     """The statistics of ranking by a distance matrix, ascending, ties by database
-    index (``rank`` of rshash.search), without sorting the items: sorting the
+    index (``rank`` of rshash.dense), without sorting the items: sorting the
     distance values (numpy's SIMD sort, much faster than an index sort) gives how
     many items lie nearer than each relevant one, a pass in index order the ties,
     and a selection the first ``width`` ranks. Distances must be finite."""

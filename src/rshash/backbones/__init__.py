@@ -103,7 +103,7 @@ class BackboneSpec:
 @cache
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
     """file_sha256, cached per (path, size, mtime)."""
-    from rshash.data.fetch import file_sha256  # here: fetch imports http.client (20 ms)
+    from rshash.digest import file_sha256
 
     return file_sha256(Path(path))
 

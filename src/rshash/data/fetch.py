@@ -7,7 +7,6 @@ interrupted download or extraction never leaves a folder a later run trusts.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import shutil
@@ -18,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 from rshash import RshashError
+from rshash.digest import file_sha256
 
 
 def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 60) -> Path:
@@ -60,14 +60,6 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 6
     finally:  # also on KeyboardInterrupt / SIGTERM: no partial file is kept
         part.unlink(missing_ok=True)
     return dest
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def ensure_images(

@@ -87,7 +87,7 @@ Output: ``value`` = h (tanh outputs), ``bits = h > 0``; ``class_prob`` is the
 softmax of the classifier applied to the codes ``sign(h)`` and
 ``predicted_label`` its argmax. The distance-adaptive ranking (eq. 14-16,
 ``category_weighted``, DAH) and plain Hamming ranking (DAH-D) are done at
-evaluation time by ``rshash.search`` from these codes and class_prob.
+evaluation time by ``rshash.rankings`` from these codes and class_prob.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ and one static page that uses it.
 - ``GET /api/search?id=IMAGE_ID`` or ``?code=HEX``, ``POST /api/search`` with the image
   as multipart field ``image``; both take ``k``, ``offset``, ``class``,
   ``max_distance`` and repeated ``pos`` / ``neg`` (image ids marked relevant or not:
-  relevance feedback, rshash.serve.engine) and answer ``{"query_ms", "query",
+  relevance feedback, rshash.archive.query) and answer ``{"query_ms", "query",
   "total", "results": [{"rank", "image_id", "path", "distance", "score",
   "class_name", "predicted_class"}]}``; ``format=csv`` or ``json`` makes the answer
   a download (the page's export);
@@ -41,7 +41,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
 
 from rshash import RshashError
-from rshash.serve.engine import LiveIndex, rank_page
+from rshash.archive import query as archive_query
+from rshash.archive.live import LiveIndex
+from rshash.archive.present import describe
 
 STATIC = Path(__file__).with_name("static")
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # a 20 MB image file
@@ -70,8 +72,8 @@ class Uploads:
 
     def encode(self, index, data: bytes, filename: str):
         """(packed code (1, bits/8), predicted label or None) of an uploaded file."""
+        from rshash.archive.encoder import Encoder
         from rshash.data.images import decode
-        from rshash.index import Encoder
 
         model = self.model_path or index.header.get("model")
         if model is None:
@@ -108,7 +110,7 @@ class Thumbnails:
         self.size, self._cache, self._lock = size, OrderedDict(), threading.Lock()
 
     def get(self, key, path: str) -> bytes:
-        from rshash.index import thumbnail_jpeg
+        from rshash.archive.present import thumbnail_jpeg
 
         with self._lock:
             if key in self._cache:
@@ -123,15 +125,10 @@ class Thumbnails:
 
 
 def _row_of(index, image_id: str, what: str = "image") -> int:
-    row = index.find(image_id)
-    if row < 0:
-        raise HTTPException(404, f"no {what} with id {image_id!r} in the index")
-    return row
-
-
-def _marked(index, ids: list[str], what: str) -> np.ndarray:
-    codes = [index.code_of(_row_of(index, i, what)) for i in dict.fromkeys(ids)]
-    return np.concatenate(codes) if codes else np.zeros((0, index.bits // 8), np.uint8)
+    try:
+        return archive_query.row_of(index, image_id, what)
+    except archive_query.NotInIndex as err:
+        raise HTTPException(404, str(err)) from None
 
 
 def _query_from(index, image_id: str | None, code: str | None):
@@ -150,44 +147,27 @@ def _query_from(index, image_id: str | None, code: str | None):
 
 
 def _search(index, query, info, params: dict, threads: int, started: float) -> dict:
-    """Rank, then describe the page (everything the page and the exports show)."""
-    label = None
-    if params["class_name"] is not None:
-        names = index.header.get("class_names") or []
-        if params["class_name"] not in names:
-            raise HTTPException(400, f"no class {params['class_name']!r} in the index")
-        label = names.index(params["class_name"])
-    if params["max_distance"] is not None and params["max_distance"] > index.bits:
-        raise HTTPException(400, f"max_distance must be at most {index.bits} (the code length)")
+    """Rank (the archive's one query path), then describe the page (everything the
+    page and the exports show)."""
     pos, neg = params["pos"] or [], params["neg"] or []
     if len(pos) + len(neg) > MAX_MARKED:
         raise HTTPException(400, f"at most {MAX_MARKED} marked images per search")
-    page = rank_page(
-        index,
-        query,
-        params["k"],
-        params["offset"],
-        label=label,
-        max_distance=params["max_distance"],
-        positive=_marked(index, pos, "relevant image"),
-        negative=_marked(index, neg, "rejected image"),
-        threads=threads,
-    )
-    results = []
-    for n, (row, d, s) in enumerate(zip(page.rows, page.distance, page.score)):
-        row = int(row)
-        pred = index.predicted_of(row)
-        results.append(
-            {
-                "rank": params["offset"] + n + 1,
-                "image_id": index.image_id_of(row),
-                "path": index.path_of(row),
-                "distance": int(d),
-                "score": round(float(s), 4),
-                "class_name": index.class_name(index.label_of(row)),
-                "predicted_class": None if pred is None else index.class_name(pred),
-            }
+    try:
+        (page,) = archive_query.search(
+            index,
+            query,
+            params["k"],
+            params["offset"],
+            class_name=params["class_name"],
+            max_distance=params["max_distance"],
+            relevant=pos,
+            not_relevant=neg,
+            threads=threads,
         )
+    except archive_query.NotInIndex as err:
+        raise HTTPException(404, str(err)) from None
+    except RshashError as err:
+        raise HTTPException(400, str(err)) from None
     query_ms = (time.perf_counter() - started) * 1000
     return {
         "query_ms": round(query_ms, 3),
@@ -196,7 +176,7 @@ def _search(index, query, info, params: dict, threads: int, started: float) -> d
         "total": page.total,
         "offset": params["offset"],
         "k": params["k"],
-        "results": results,
+        "results": describe(index, page),
     }
 
 
@@ -258,10 +238,10 @@ def warm_up(index) -> None:
     """One search of each kind, so that the first user's query does not wait for the
     compiled kernels to load."""
     if len(index):
-        code = index.code_of(0)
-        rank_page(index, code, 1)
-        rank_page(index, code, 1, max_distance=0)
-        rank_page(index, code, 1, positive=code)
+        code, first = index.code_of(0), index.image_id_of(0)
+        archive_query.search(index, code, 1)
+        archive_query.search(index, code, 1, max_distance=0)
+        archive_query.search(index, code, 1, relevant=[first])
 
 
 def create_app(index_path, model_path=None, threads: int = 1, poll: float = 1.0) -> FastAPI:

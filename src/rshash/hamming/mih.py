@@ -31,7 +31,7 @@ never builds tables). Ids are uint32: an index of 2**32 codes or more is sharded
 Hand-written rather than faiss: faiss's ``IndexBinaryMultiHash`` searches a
 fixed number of bit flips (approximate: its recall falls below 1) and neither it
 nor faiss's flat index breaks ties by id; this one returns exactly what
-:class:`rshash.search.BinaryIndex`'s flat scan returns.
+:class:`rshash.hamming.BinaryIndex`'s flat scan returns.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from rshash.search import _popcount as popcount
+from rshash.hamming.kernels import popcount
 
 ABORTED = -1  # a query's work count when it ran past its budget (the caller scans it flat)
 

@@ -1,0 +1,126 @@
+"""How an archive's search results are shown: each result described once
+(:func:`describe`, what ``rshash search --json``, the server's JSON and CSV and the
+page show), plain-text tables, an HTML page of thumbnails, and thumbnails."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from pathlib import Path
+
+from rshash.archive.query import Page, Result
+from rshash.archive.store import Index
+from rshash.atomic import atomic_write
+
+
+def describe(index: Index, page: Page) -> list[dict]:
+    """Each result of a page: rank, image id, path, distance, score, class and
+    predicted class (their names; "-" when unknown, None without a class head)."""
+    out = []
+    for n, (row, d, s) in enumerate(zip(page.rows, page.distance, page.score)):
+        row = int(row)
+        pred = index.predicted_of(row)
+        out.append(
+            {
+                "rank": page.offset + n + 1,
+                "image_id": index.image_id_of(row),
+                "path": index.path_of(row),
+                "distance": int(d),
+                "score": round(float(s), 4),
+                "class_name": index.class_name(index.label_of(row)),
+                "predicted_class": None if pred is None else index.class_name(pred),
+            }
+        )
+    return out
+
+
+def as_json(index: Index, results: list[Result]) -> list[dict]:
+    """The results of a search as JSON-ready documents, one per query."""
+    return [
+        {
+            "query": r.query,
+            "predicted_class": None
+            if r.predicted_label is None
+            else index.class_name(r.predicted_label),
+            "total": r.page.total,
+            "results": describe(index, r.page),
+        }
+        for r in results
+    ]
+
+
+def format_results(index: Index, results: list[Result]) -> str:
+    """Plain-text tables: rank, distance, image id, class (and predicted class)."""
+    lines = []
+    with_pred = any(s.predicted_label is not None for s in index.segments)
+    for res in results:
+        title = f"query {res.query}"
+        if res.predicted_label is not None:
+            title += f"  (predicted class {index.class_name(res.predicted_label)})"
+        lines.append(title)
+        lines.append(
+            f"{'rank':>4}  {'distance':>8}  {'class':<20}  "
+            + (f"{'predicted':<20}  " if with_pred else "")
+            + "image_id"
+        )
+        for h in describe(index, res.page):
+            lines.append(
+                f"{h['rank']:>4}  {h['distance']:>8}  {h['class_name']:<20}  "
+                + (f"{h['predicted_class']:<20}  " if with_pred else "")
+                + h["image_id"]
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def thumbnail_jpeg(path: str, size: int = 96) -> bytes:
+    """A small JPEG copy of an image file, decoded by the pipeline's decoder."""
+    from rshash.data.images import decode
+
+    img = decode(path)  # errors name the file
+    img.thumbnail((size, size))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
+
+
+def _thumbnail(path: str, size: int = 96) -> str:
+    """An inline JPEG data URL of a small copy of the image ("" if it has no path)."""
+    if not path:
+        return ""
+    return "data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(path, size)).decode()
+
+
+def write_html(index: Index, results: list[Result], out: str | os.PathLike) -> None:
+    """A page with each query and its results as inline thumbnails."""
+
+    def cell(src, caption):
+        img = f'<img src="{src}" alt="">' if src else '<div class="none">no image</div>'
+        return f"<figure>{img}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+    parts = [
+        "<!doctype html><meta charset='utf-8'><title>rshash search</title><style>"
+        "figure{display:inline-block;margin:4px;width:110px;font:11px sans-serif;"
+        "vertical-align:top}figure img{width:96px}.q{border-right:2px solid #333;"
+        "padding-right:8px}</style>"
+    ]
+    for res in results:
+        parts.append(f"<h3>{html.escape(res.query)}</h3><div>")
+        parts.append(
+            cell(_thumbnail(res.query), "query").replace("<figure>", '<figure class="q">', 1)
+        )
+        for h in describe(index, res.page):
+            parts.append(
+                cell(
+                    _thumbnail(h["path"]),
+                    f"{h['rank']}. d={h['distance']} {h['class_name']} {h['image_id']}",
+                )
+            )
+        parts.append("</div>")
+
+    def write(tmp):
+        Path(tmp).write_text("\n".join(parts), encoding="utf-8")
+
+    atomic_write(out, write)
