@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 
 from rshash import RshashError
-from rshash.backbones import BackboneSpec
+from rshash.backbones.spec import BackboneSpec
 
 
 def _locate(package: str, class_name: str, pip_name: str) -> Path:

@@ -36,7 +36,7 @@ from functools import cache, partial
 from pathlib import Path
 
 from rshash import RshashError
-from rshash.backbones import (
+from rshash.backbones.spec import (
     BackboneSpec,
     Preprocess,
     hf_repo_folder,

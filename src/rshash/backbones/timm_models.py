@@ -28,7 +28,7 @@ from functools import partial
 from pathlib import Path
 
 from rshash import RshashError
-from rshash.backbones import (
+from rshash.backbones.spec import (
     BackboneSpec,
     Preprocess,
     hf_hub_cache,

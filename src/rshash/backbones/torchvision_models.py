@@ -25,7 +25,7 @@ from functools import partial
 from pathlib import Path
 
 from rshash import RshashError
-from rshash.backbones import BackboneSpec
+from rshash.backbones.spec import BackboneSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
