@@ -448,3 +448,52 @@ def test_the_scale_benchmarks_run(tmp_path):
         assert out.returncode == 0, out.stderr
         assert ("open " if args[0] == "open" else "p99") in out.stdout
     assert "p99" in out.stdout and ", 0 errors" in out.stdout
+
+
+def test_a_retrained_model_is_reloaded_not_used_stale(archive, tmp_path):
+    """A model retrained at the same path and the index rebuilt with it: the running
+    server swaps in the new index and encodes uploads with the new model, so an upload
+    answers as ``rshash search`` does on the same index (before the fix: the old
+    encoder, other codes, another top 5)."""
+    from rshash.archive import build_index, search_images
+
+    model = tmp_path / "model.npz"
+    shutil.copy(archive["model"], model)
+    index = tmp_path / "retrained.idx"
+    build_index(model, archive["images"], index)
+    query = Path(archive["paths"][5])
+
+    def upload(client):
+        r = client.post("/api/search", params={"k": 5},
+                        files={"image": (query.name, query.read_bytes())})  # fmt: skip
+        assert r.status_code == 200, r.text
+        return r.json()["query"]["code"], [h["image_id"] for h in r.json()["results"]]
+
+    with TestClient(create_app(index, poll=0.1)) as client:
+        first, _ = upload(client)
+        features = embed([str(p) for p in archive["paths"]], BACKBONE)
+        build("lsh", 32, seed=1).fit(features).save(model, extra={"backbone": BACKBONE})
+        generation_file = os.stat(index).st_ino
+        build_index(model, archive["images"], index)
+        assert os.stat(index).st_ino != generation_file
+        wait_for(lambda: client.app.state.live.current.header["model_sha256"] != read_index(
+            archive["index"]).header["model_sha256"])  # fmt: skip
+        code, top = upload(client)
+    (expected,) = search_images(read_index(index), [str(query)], 5)
+    current = read_index(index)
+    assert code != first  # the new model gives the query another code
+    assert top == [current.image_id_of(int(r)) for r in expected.page.rows]
+
+
+def test_an_index_of_a_relative_folder_serves_thumbnails_from_anywhere(archive, tmp_path,
+                                                                       monkeypatch):  # fmt: skip
+    """Paths are stored absolute: a server started in another folder finds the files."""
+    from rshash.archive import build_index
+
+    monkeypatch.chdir(archive["images"].parent)
+    index = build_index(archive["model"], archive["images"].name, tmp_path / "rel.idx")
+    assert all(os.path.isabs(index.path_of(r)) for r in range(len(index)))
+    monkeypatch.chdir(tmp_path)
+    with TestClient(create_app(tmp_path / "rel.idx")) as client:
+        r = client.get(f"/api/images/{quote(index.image_id_of(0))}/thumbnail")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"

@@ -26,7 +26,7 @@ def scan_images(folder: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.n
     """
     from rshash.data.manifest import read_dataset, scan_one, shown
 
-    root = Path(folder)
+    root = Path(folder).absolute()  # paths stored absolute: a server may run elsewhere
     if not root.is_dir():
         raise RshashError(f"image folder {root} does not exist")
     top = scan_one(root)
@@ -85,18 +85,28 @@ def load_model(model_path, backbone: str | None):
 
 class Encoder:
     """A model and its backbone loaded once: image files -> (packed codes, predicted
-    labels or None). Imports torch when first used."""
+    labels or None). Imports torch when first used. ``sha256`` is the digest of the
+    model file as it was loaded: what :meth:`check` holds against an index (the file
+    may be replaced later; the model in memory is not)."""
 
     def __init__(self, model_path, backbone: str | None = None, threads: int = 1):
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise RshashError(f"model file not found: {self.model_path}")
+        self.sha256 = file_sha256(self.model_path)
         self.method, self.header = load_model(self.model_path, backbone)
+        if file_sha256(self.model_path) != self.sha256:
+            raise RshashError(f"model {self.model_path} changed while it was being loaded")
         self.threads = threads
         self._embed = None
 
+    def current_for(self, index: Index) -> bool:
+        """Whether the model in memory is the one ``index`` records (when it records one)."""
+        sha = index.header.get("model_sha256")
+        return not sha or sha == self.sha256
+
     def check(self, index: Index) -> Encoder:
-        check_model(index, self.header, self.model_path)
+        check_model(index, self.header, self.model_path, self.sha256)
         return self
 
     def __call__(self, paths, batch_size: int = 32):
@@ -115,8 +125,10 @@ class Encoder:
         return packed, None if pred is None else np.asarray(pred, np.int64)
 
 
-def check_model(index: Index, header: dict, model_path: Path) -> None:
-    """The query codes must come from the model (and backbone) that built the index."""
+def check_model(index: Index, header: dict, model_path: Path, sha256: str | None = None) -> None:
+    """The query codes must come from the model (and backbone) that built the index:
+    the model file's digest (``sha256``: of the model as loaded; else the file's now)
+    must be the one the index records."""
     for key in ("backbone", "method", "bits"):
         if header[key] != index.header[key]:
             raise RshashError(
@@ -124,7 +136,7 @@ def check_model(index: Index, header: dict, model_path: Path) -> None:
                 f"was built with {key} {index.header[key]!r}"
             )
     sha = index.header.get("model_sha256")
-    if sha and file_sha256(model_path) != sha:
+    if sha and (sha256 or file_sha256(model_path)) != sha:
         raise RshashError(
             f"model {model_path} is not the model the index was built with "
             f"({index.header['model']}): its codes are not comparable"

@@ -75,11 +75,12 @@ def format_results(index: Index, results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def thumbnail_jpeg(path: str, size: int = 96) -> bytes:
-    """A small JPEG copy of an image file, decoded by the pipeline's decoder."""
+def thumbnail_jpeg(path: str, size: int = 96, max_pixels: int | None = None) -> bytes:
+    """A small JPEG copy of an image file, decoded by the pipeline's decoder (refused,
+    before any pixel is decoded, past ``max_pixels``)."""
     from rshash.data.images import decode
 
-    img = decode(path)  # errors name the file
+    img = decode(path, max_pixels=max_pixels)  # errors name the file
     img.thumbnail((size, size))
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=80)

@@ -37,6 +37,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
+import shutil
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,12 +49,21 @@ import numpy as np
 from numba import njit
 
 from rshash import RshashError
-from rshash.digest import PLACEHOLDER, read_arrays, read_npz, verify, write_arrays, write_sealed
+from rshash.digest import (
+    PLACEHOLDER,
+    read_arrays,
+    read_npz,
+    read_npz_header,
+    verify,
+    write_arrays,
+    write_sealed,
+)
 from rshash.hamming import BinaryIndex, merge_topk, read_binary_index
 
 FORMAT = "rshash-index"
 VERSION = 2
 SEGMENT_MAX = 1 << 20  # codes per segment: bounds a full pass's memory (serve's filters)
+_SEGMENT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a file-name stem in PATH.parts
 _FNV_OFFSET, _FNV_PRIME, _MASK = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 1
 
 
@@ -338,6 +349,8 @@ def read_index(location: str | os.PathLike) -> Index:
 
 
 def _read_manifest(location: Path) -> dict:
+    """The verified manifest of an index (its digest checked first): one line for
+    anything else (another kind of file, a damaged or edited manifest)."""
     verify(location, "index file")
     try:
         header = json.loads(location.read_text(encoding="utf-8"))
@@ -350,8 +363,30 @@ def _read_manifest(location: Path) -> dict:
             f"{location}: index version {header.get('version')!r}; this rshash reads "
             f"version {VERSION} (and old single-file .npz indexes): rebuild it with rshash index"
         )
+    segments = header.get("segments")
+    if not isinstance(segments, list) or not all(
+        isinstance(e, dict)
+        and isinstance(e.get("name"), str)
+        and _SEGMENT_NAME.fullmatch(e["name"])
+        and isinstance(e.get("n"), int)
+        for e in segments
+    ):
+        raise RshashError(f"{location}: not a readable index (its segment list is malformed)")
     header.pop("digest", None)
     return header
+
+
+def check_index_file(location: Path) -> None:
+    """Raise the one-line RshashError of :func:`read_index` for a path that is not a
+    readable index (missing, another kind of file, damaged), reading only its manifest."""
+    if not location.is_file():
+        raise RshashError(f"index file not found: {location}")
+    with open(location, "rb") as fh:
+        legacy = fh.read(2) == b"PK"
+    if legacy:
+        read_npz_header(location, "index file")
+    else:
+        _read_manifest(location)
 
 
 def _open_segments(location: Path, header: dict) -> Index:
@@ -390,32 +425,61 @@ def _read_legacy(location: Path) -> Index:
 
 
 @contextmanager
-def writing(location: Path):
+def writing(location: Path, create: bool = False):
     """The writers' lock of an index (one change at a time); leftovers of a writer
-    that was killed (segments no manifest names, temporary files) are removed."""
+    that was killed (segments no verified manifest names, temporary files) are
+    removed. Changing an index (``create`` false) needs a readable one: checked
+    before anything is created or removed. A parts folder made here and left with
+    no published index (a failed first build) is removed again."""
+    location = Path(location)
+    if not create:
+        check_index_file(location)
     folder = parts_dir(location)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RshashError(f"{location}: another rshash index command is changing it") from None
-        try:
-            _remove_unlisted(location)
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    made = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / ".lock", "a+")  # noqa: SIM115 (closed below, after the yield)
+    except OSError as exc:
+        if made and folder.is_dir() and not location.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        raise RshashError(
+            f"{location}: cannot write the index ({exc.strerror}: {exc.filename})"
+        ) from None
+    try:
+        with lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RshashError(
+                    f"{location}: another rshash index command is changing it"
+                ) from None
+            try:
+                _remove_unlisted(location)
+                yield
+            except OSError as exc:
+                raise RshashError(
+                    f"{location}: cannot write the index ({exc.strerror}: {exc.filename})"
+                ) from None
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    except BaseException:
+        if made and not location.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def _remove_unlisted(location: Path) -> None:
     """Delete segment files the current manifest does not name (a running server may
-    still map them: on POSIX its mapping outlives the name)."""
-    keep = set()
-    if location.is_file():
-        with open(location, "rb") as fh:
-            legacy = fh.read(2) == b"PK"
-        if not legacy:
-            keep = {s["name"] for s in json.loads(location.read_text(encoding="utf-8"))["segments"]}
+    still map them: on POSIX its mapping outlives the name). Only a manifest whose
+    digest checks out says what to keep: with none (a first build, or a damaged
+    manifest a build replaces), nothing is deleted before the new one is published."""
+    try:
+        check_index_file(location)
+    except RshashError:
+        return
+    with open(location, "rb") as fh:
+        legacy = fh.read(2) == b"PK"
+    keep = set() if legacy else {s["name"] for s in _read_manifest(location)["segments"]}
     for f in parts_dir(location).iterdir():
         if f.name.startswith(".") and ".tmp" in f.name:
             f.unlink(missing_ok=True)
@@ -449,7 +513,7 @@ def publish(location: Path, header: dict, segments: list[dict]) -> None:
 def create_index(location, header: dict, rows: Rows) -> Index:
     """Write a new index of ``rows`` at ``location`` (replacing any index there)."""
     location = Path(location)
-    with writing(location):
+    with writing(location, create=True):
         header = {**header, "generation": 1}
         publish(location, header, write_segments(location, 1, rows))
     return read_index(location)

@@ -20,6 +20,10 @@ from rshash import RshashError
 MIN_SIDE = 16
 
 
+class TooLarge(RshashError):
+    """An image over the pixel limit a caller gave (checked on the header)."""
+
+
 def decode(path: str | Path, max_pixels: int | None = None) -> Image.Image:
     """Read the whole file and return it as an RGB PIL image.
 
@@ -39,7 +43,7 @@ def decode(path: str | Path, max_pixels: int | None = None) -> Image.Image:
         with Image.open(path) as img:
             _check_shape(path, img)
             if max_pixels is not None and img.size[0] * img.size[1] > max_pixels:
-                raise RshashError(
+                raise TooLarge(
                     f"cannot read image {path}: {img.size[0]}x{img.size[1]} pixels, "
                     f"more than the limit of {max_pixels} pixels"
                 )

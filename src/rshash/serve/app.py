@@ -44,6 +44,7 @@ from rshash import RshashError
 from rshash.archive import query as archive_query
 from rshash.archive.live import LiveIndex
 from rshash.archive.present import describe
+from rshash.data.images import TooLarge
 
 STATIC = Path(__file__).with_name("static")
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # a 20 MB image file
@@ -92,7 +93,9 @@ class Uploads:
                 text = str(err).replace(f"image {tmp}", f"the upload {filename!r}")
                 raise HTTPException(400, text.replace(tmp, "the upload")) from None
             with self._lock:
-                if self._encoder is None:
+                # a retrained model at the same path, and the index rebuilt with it:
+                # the model in memory is stale, so it is loaded again (and checked)
+                if self._encoder is None or not self._encoder.current_for(index):
                     self._encoder = Encoder(model, None, self.threads)
                 self._encoder.check(index)
                 packed, predicted = self._encoder([tmp])
@@ -116,7 +119,7 @@ class Thumbnails:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        data = thumbnail_jpeg(path, THUMBNAIL_SIDE)
+        data = thumbnail_jpeg(path, THUMBNAIL_SIDE, max_pixels=MAX_UPLOAD_PIXELS)
         with self._lock:
             self._cache[key] = data
             while len(self._cache) > self.size:
@@ -181,8 +184,13 @@ def _search(index, query, info, params: dict, threads: int, started: float) -> d
 
 
 def _escape_cell(value) -> str:
-    """A CSV cell a spreadsheet shows as text (no formula injection)."""
-    text = "" if value is None else str(value)
+    """A CSV cell a spreadsheet shows as text (no formula injection): only text is
+    escaped; a number (a negative feedback score) stays a number."""
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)):
+        return str(value)
+    text = str(value)
     return "'" + text if text.startswith(_CSV_RISKY) else text
 
 
@@ -393,6 +401,10 @@ def create_app(index_path, model_path=None, threads: int = 1, poll: float = 1.0)
         seg, r = index.locate(row)
         try:
             data = thumbs.get((seg.name, r), path)
+        except TooLarge:
+            raise HTTPException(
+                413, f"image {image_id!r} is over the limit of {MAX_UPLOAD_PIXELS} pixels"
+            ) from None
         except RshashError:
             raise HTTPException(404, f"the file of image {image_id!r} cannot be read") from None
         return Response(

@@ -11,6 +11,7 @@ const state = {
   pos: [], neg: [], // the marks the shown ranking used
   marks: new Map(), // image id -> "pos" | "neg" (applied by "Re-rank")
   results: [], total: 0, loading: false,
+  maxK: 1000, // the API's largest page (from /api/index)
 };
 
 function el(tag, cls, text) {
@@ -82,7 +83,9 @@ function updateLinks() {
   for (const [id, fmt] of [["export-csv", "csv"], ["export-json", "json"]]) {
     const a = $(id);
     a.classList.toggle("disabled", !ready);
-    if (ready) a.href = "/api/search?" + searchParams({offset: 0, k: state.results.length, format: fmt});
+    // the results shown, up to the API's largest page (a longer list: page through the API)
+    const k = Math.min(state.results.length, state.maxK);
+    if (ready) a.href = "/api/search?" + searchParams({offset: 0, k: k, format: fmt});
     else a.removeAttribute("href");
   }
   const link = $("permalink");
@@ -260,6 +263,7 @@ async function init() {
       $("class").append(o);
     }
     $("max-distance").max = String(info.bits);
+    state.maxK = info.max_k;
     if (!info.can_upload) $("drop-text").textContent = "no model: search by id";
   } catch (err) {
     setStatus(err.message, true);
