@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from rshash import RshashError
-from rshash.backbones import check_available, hf_hub_cache, resolve
+from rshash.backbones import check_available, resolve
+from rshash.backbones.spec import hf_hub_cache
 from rshash.data.manifest import write_manifest
 from rshash.features import extract, read_arrays, read_features
 
@@ -93,8 +94,8 @@ def test_the_cache_layout_is_huggingface_hubs(offline, tmp_path):
     # the folder rule is huggingface_hub's own (read in a fresh process: it reads the env once)
     env = os.environ | {"HF_HOME": str(tmp_path / "h")}
     env.pop("HF_HUB_CACHE", None)
-    code = "import huggingface_hub.constants as c, rshash.backbones as b; "
-    code += "print(c.HF_HUB_CACHE == str(b.hf_hub_cache()))"
+    code = "import huggingface_hub.constants as c, rshash.backbones.spec as s; "
+    code += "print(c.HF_HUB_CACHE == str(s.hf_hub_cache()))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "True", out.stderr
 

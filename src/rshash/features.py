@@ -22,7 +22,8 @@ import h5py
 import numpy as np
 
 from rshash import RshashError
-from rshash.backbones import Preprocess, resolve
+from rshash.backbones import resolve
+from rshash.backbones.spec import Preprocess
 from rshash.codes import ROTATIONS
 from rshash.data.manifest import read_manifest
 from rshash.digest import HDF5_USERBLOCK, prepare_hdf5, verify, write_sealed

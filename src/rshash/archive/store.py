@@ -296,25 +296,12 @@ class Index:
             np.concatenate([p.predicted_label for p in parts]) if has_pred else None,
         )
 
-    @property
-    def packed(self) -> np.ndarray:
-        return self._all.packed
-
-    @property
-    def image_id(self) -> np.ndarray:
-        return self._all.image_id
-
-    @property
-    def path(self) -> np.ndarray:
-        return self._all.path
-
-    @property
-    def label(self) -> np.ndarray:
-        return self._all.label
-
-    @property
-    def predicted_label(self) -> np.ndarray | None:
-        return self._all.predicted_label
+    # the columns of every row, in memory
+    packed = property(lambda self: self._all.packed)
+    image_id = property(lambda self: self._all.image_id)
+    path = property(lambda self: self._all.path)
+    label = property(lambda self: self._all.label)
+    predicted_label = property(lambda self: self._all.predicted_label)
 
 
 # --- reading ------------------------------------------------------------------------

@@ -19,32 +19,17 @@ from functools import partial
 from pathlib import Path
 
 from rshash import RshashError
-from rshash.backbones.spec import (
-    INTERPOLATIONS,
-    BackboneSpec,
-    Preprocess,
-    hf_hub_cache,
-    hf_repo_folder,
-    hf_snapshot_file,
-    not_in_cache,
-    weights_file,
-)
+from rshash.backbones.spec import BackboneSpec, weights_file
 
 __all__ = [
     "BACKBONES",
     "DEFAULT_BACKBONE",
     "ENTRY_KEYS",
-    "INTERPOLATIONS",
+    "SOURCES",
     "BackboneSpec",
-    "Preprocess",
     "check_available",
     "get_backbone",
-    "hf_hub_cache",
-    "hf_repo_folder",
-    "hf_snapshot_file",
-    "not_in_cache",
     "resolve",
-    "weights_file",
 ]
 
 DEFAULT_BACKBONE = "efficientnet_lite0"

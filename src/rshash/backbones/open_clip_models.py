@@ -8,7 +8,7 @@ name, for the tags, is the file's stem, as in OpenCLIP). TAG is one of OpenCLIP'
 pretrained tags of CONFIG (``open_clip.list_pretrained_tags_by_model``, e.g.
 ``laion2b_s34b_b79k``): its weights are read from the Hugging Face hub cache OpenCLIP
 itself downloads into (``models--ORG--NAME/snapshots/<revision>/FILE``;
-:func:`rshash.backbones.hf_hub_cache` honours HF_HOME and HF_HUB_CACHE), never
+:func:`rshash.backbones.spec.hf_hub_cache` honours HF_HOME and HF_HUB_CACHE), never
 downloaded. FILE is the model's full state dict (the CLIP checkpoint, text tower
 included, as torch.save or safetensors writes it, e.g. RemoteCLIP-ViT-B-32.pt or a
 GeoRSCLIP checkpoint). Needs the optional extra ``pip install 'rshash[open_clip]'``.
@@ -41,6 +41,7 @@ from rshash.backbones.spec import (
     Preprocess,
     hf_repo_folder,
     hf_snapshot_file,
+    library_spec,
     not_in_cache,
     weights_file,
 )
@@ -280,24 +281,15 @@ def spec(
 ) -> BackboneSpec:
     """The spec of entry ``name: {open_clip: config, pretrained: tag}`` or ``{open_clip:
     config, weights: file}`` (no torch import)."""
-    return BackboneSpec(
-        name=name,
+    return library_spec(
+        name,
+        "open_clip",
+        config,
+        partial(_locate, name, config, weights, pretrained),
         input_size=input_size or 0,
-        mean=(0.0, 0.0, 0.0),
-        std=(1.0, 1.0, 1.0),
-        feature_dim=0,
-        locate=partial(_locate, name, config, weights, pretrained),
-        loader=_no_loader,
-        stages=("stage0", "stage1", "stage2"),
-        source="open_clip",
-        model=config,
         map_grid=MAP_GRID,
         opener=partial(_open, name, config, input_size, pretrained),
     )
-
-
-def _no_loader(_path):
-    raise AssertionError("OpenCLIP backbones are built by BackboneSpec.open")
 
 
 def model_name(config: str) -> str:
@@ -361,17 +353,15 @@ def _open(name: str, config: str, input_size: int | None, tag: str | None, path:
             out = self.net.forward_intermediates(x, **options)
             return out["image_features"], out["image_intermediates"]
 
-    done = BackboneSpec(
-        name=name,
+    done = library_spec(
+        name,
+        "open_clip",
+        config,
+        lambda: path,
         input_size=size,
         mean=tuple(float(v) for v in pp["mean"]),
         std=tuple(float(v) for v in pp["std"]),
         feature_dim=int(getattr(visual, "output_dim", 0)),
-        locate=lambda: path,
-        loader=_no_loader,
-        stages=("stage0", "stage1", "stage2"),
-        source="open_clip",
-        model=config,
         preprocess=Preprocess(
             size,
             size,

@@ -213,3 +213,42 @@ def weights_file(path: str) -> Path:
             "full state dict, as torch.save or safetensors writes it)"
         )
     return file
+
+
+def _built_by_opener(_path):
+    raise AssertionError("a timm or OpenCLIP backbone is built by BackboneSpec.open")
+
+
+def library_spec(
+    name: str,
+    source: str,
+    model: str,
+    locate: Callable[[], Path],
+    *,
+    input_size: int = 0,
+    mean: tuple = (0.0, 0.0, 0.0),
+    std: tuple = (1.0, 1.0, 1.0),
+    feature_dim: int = 0,
+    preprocess: Preprocess | None = None,
+    map_grid: int | None = None,
+    opener: Callable | None = None,
+) -> BackboneSpec:
+    """The spec of a timm or OpenCLIP model: built by its ``opener`` (never by
+    ``loader``), its three stages those of ``forward_intermediates``. Before it is
+    opened, the preprocessing and feature dimension are placeholders (0: the model's
+    own, known once its config is read); the opened spec gives them."""
+    return BackboneSpec(
+        name=name,
+        input_size=input_size,
+        mean=mean,
+        std=std,
+        feature_dim=feature_dim,
+        locate=locate,
+        loader=_built_by_opener,
+        stages=("stage0", "stage1", "stage2"),
+        source=source,
+        model=model,
+        preprocess=preprocess,
+        map_grid=map_grid,
+        opener=opener,
+    )

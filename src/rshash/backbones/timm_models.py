@@ -2,7 +2,7 @@
 
 Weights come from the Hugging Face hub cache timm itself downloads into
 (``models--timm--NAME/snapshots/<revision>/model.safetensors``, the revision
-``refs/main`` names; :func:`rshash.backbones.hf_hub_cache` honours HF_HOME and
+``refs/main`` names; :func:`rshash.backbones.spec.hf_hub_cache` honours HF_HOME and
 HF_HUB_CACHE), or from a ``weights:`` file (the model's full state dict,
 classifier included, as torch.save or safetensors writes it). rshash never
 downloads: a model absent from the cache stops the workflow before any job with
@@ -34,6 +34,7 @@ from rshash.backbones.spec import (
     hf_hub_cache,
     hf_repo_folder,
     hf_snapshot_file,
+    library_spec,
     not_in_cache,
     weights_file,
 )
@@ -86,24 +87,15 @@ def _locate(name: str, model: str, weights: str | None) -> Path:
 
 def spec(name: str, model: str, weights: str | None, input_size: int | None) -> BackboneSpec:
     """The spec of entry ``name: {timm: model}`` (no torch import)."""
-    return BackboneSpec(
-        name=name,
+    return library_spec(
+        name,
+        "timm",
+        model,
+        partial(_locate, name, model, weights),
         input_size=input_size or 0,  # 0: the model's own, known once opened
-        mean=(0.0, 0.0, 0.0),
-        std=(1.0, 1.0, 1.0),
-        feature_dim=0,
-        locate=partial(_locate, name, model, weights),
-        loader=_no_loader,
-        stages=("stage0", "stage1", "stage2"),
-        source="timm",
-        model=model,
         map_grid=MAP_GRID,
         opener=partial(_open, name, model, weights, input_size),
     )
-
-
-def _no_loader(_path):
-    raise AssertionError("timm backbones are built by BackboneSpec.open")
 
 
 def stage_indices(feature_info: list[dict]) -> list[int]:
@@ -167,17 +159,15 @@ def _open(name: str, model: str, weights: str | None, input_size: int | None, pa
             )
             return self.net.forward_head(final, pre_logits=True), stages
 
-    done = BackboneSpec(
-        name=name,
+    done = library_spec(
+        name,
+        "timm",
+        model,
+        partial(_locate, name, model, weights),
         input_size=size,
         mean=tuple(float(v) for v in cfg["mean"]),
         std=tuple(float(v) for v in cfg["std"]),
         feature_dim=int(getattr(net, "head_hidden_size", None) or net.num_features),
-        locate=partial(_locate, name, model, weights),
-        loader=_no_loader,
-        stages=("stage0", "stage1", "stage2"),
-        source="timm",
-        model=model,
         preprocess=Preprocess(size, scale, cfg.get("interpolation", "bicubic"), crop_mode),
         map_grid=MAP_GRID,
     )
