@@ -1,5 +1,6 @@
 """The command line's verbs: each declared in the registry beside its function, each
-answering --help, the Snakemake rules' verbs among them."""
+answering --help, the Snakemake rules' verbs among them, and the old ``rshash index``
+flag forms answered with their new form in one line."""
 
 import inspect
 import re
@@ -34,6 +35,9 @@ def test_the_parser_has_exactly_the_registered_verbs():
     top = parser()
     (sub,) = [a for a in top._actions if a.dest == "verb"]
     assert set(sub.choices) == {v.path[0] for v in VERBS.values()}
+    index = sub.choices["index"]
+    (isub,) = [a for a in index._actions if a.dest == "verb_index"]
+    assert list(isub.choices) == ["build", "append", "remove"]
 
 
 @pytest.mark.parametrize("name", list(VERBS))
@@ -62,3 +66,65 @@ def test_python_dash_m_runs_the_cli():
         [sys.executable, "-m", "rshash.cli", "--help"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0 and "index" in out.stdout and "plot-retrieval" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "argv, new",
+    [
+        (
+            ["--model", "m.npz", "--images", "imgs", "--out", "o.idx"],
+            "use `rshash index build --out o.idx --images imgs --model m.npz`",
+        ),
+        (
+            ["--codes", "c.parquet", "--out", "o.idx"],
+            "`rshash index build --out o.idx --codes c.parquet`",
+        ),
+        (["--images", "imgs"], "`rshash index build --out PATH --images imgs --model MODEL`"),
+        (
+            ["--append", "new", "--index", "i.idx"],
+            "use `rshash index append --index i.idx --images new`",
+        ),
+        (
+            ["--append", "new", "--index", "i.idx", "--model", "m.npz", "--threads", "2"],
+            "`rshash index append --index i.idx --images new --model m.npz --threads 2`",
+        ),
+        (
+            ["--remove", "a/x", "b y", "--index", "i.idx"],
+            "`rshash index remove --index i.idx a/x 'b y'`",
+        ),
+        ([], "give a subcommand: build, append or remove"),
+    ],
+)
+def test_the_old_index_forms_name_the_new_one(argv, new, capsys, tmp_path):
+    assert main(["index", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err
+    assert err.startswith("rshash index: error: ") and new in err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["build", "--out", "o"], "one of the arguments --images --codes is required"),
+        (["build", "--out", "o", "--images", "d", "--codes", "c"], "not allowed with argument"),
+        (["append", "--images", "d"], "the following arguments are required: --index"),
+        (["remove", "--index", "i"], "the following arguments are required: ID"),
+    ],
+)
+def test_index_subcommands_check_their_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["index", *argv])
+    assert exit.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--out", "o", "--images", "d"], "rshash index build: error: --images needs --model"),
+        (["--out", "o", "--codes", "c", "--backbone", "b"], "--backbone goes with --images"),
+    ],
+)
+def test_index_build_names_a_missing_or_extra_flag(argv, message, capsys, tmp_path):
+    assert main(["index", "build", *argv]) == 2
+    assert message in capsys.readouterr().err

@@ -1,66 +1,144 @@
-"""The archive verbs: build and change a search index (``index``), search it from the
-command line (``search``) or in the browser (``serve``)."""
+"""The archive verbs: build and change a search index (``index build|append|remove``),
+search it from the command line (``search``) or in the browser (``serve``)."""
 
 from __future__ import annotations
 
+import argparse
+import shlex
+
 from rshash import RshashError
-from rshash.cli.registry import arg, verb
+from rshash.cli.registry import arg, group, one_of, verb
+
+
+def _old_form(a):
+    """``rshash index`` without a subcommand: the old flag forms (``--out``, ``--append``,
+    ``--remove``) answer with the new form, in one line."""
+    forms = []
+    if a.old_append is not None:
+        forms.append(["append", "--index", a.old_index or "INDEX", "--images", a.old_append])
+        forms[-1] += _given(a, "model", "backbone", "threads")
+    if a.old_remove:
+        forms.append(["remove", "--index", a.old_index or "INDEX", *a.old_remove])
+    if not forms and any(
+        v is not None for v in (a.old_out, a.old_images, a.old_codes, a.old_model)
+    ):
+        forms.append(["build", "--out", a.old_out or "PATH"])
+        if a.old_codes is not None:
+            forms[-1] += ["--codes", a.old_codes, *_given(a, "model")]
+        else:
+            forms[-1] += ["--images", a.old_images or "DIR", "--model", a.old_model or "MODEL"]
+            forms[-1] += _given(a, "backbone", "threads")
+    if not forms:
+        raise RshashError("give a subcommand: build, append or remove (rshash index --help)")
+    raise RshashError(
+        "use " + " and ".join(f"`rshash index {shlex.join(map(str, f))}`" for f in forms)
+    )
+
+
+def _given(a, *names) -> list[str]:
+    words = []
+    for name in names:
+        value = getattr(a, f"old_{name}")
+        if value is not None:
+            words += [f"--{name}", str(value)]
+    return words
+
+
+def _hidden(flag: str, **options):
+    """An old flag of ``rshash index``, parsed only to name its new form."""
+    return arg(flag, dest="old_" + flag[2:], help=argparse.SUPPRESS, **options)
+
+
+group(
+    "index",
+    "build a search index (build), add images to it (append) or remove images (remove)",
+    _hidden("--out"),
+    _hidden("--images"),
+    _hidden("--codes"),
+    _hidden("--model"),
+    _hidden("--backbone"),
+    _hidden("--append"),
+    _hidden("--remove", nargs="+"),
+    _hidden("--index"),
+    _hidden("--threads", type=int),
+    func=_old_form,
+)
 
 
 @verb(
-    "index",
+    "index build",
     "encode a folder of images (class sub-folders or flat) or a codes file into a search index",
-    arg("--model", help="a trained model (.npz)"),
-    arg("--images", help="a folder of images: flat, or one sub-folder per class"),
-    arg("--codes", help="a codes file (.parquet) instead of images"),
-    arg("--backbone", help="the backbone, for a model that does not record it"),
-    arg("--out", help="the index to build (replaces any index there)"),
     arg(
-        "--append",
-        metavar="IMAGES",
-        help="a folder of images to add to --index (images it already holds, by id, are skipped)",
+        "--out", required=True, metavar="PATH", help="the index to build (replaces any index there)"
     ),
-    arg("--remove", nargs="+", metavar="ID", help="image ids to remove from --index"),
-    arg("--index", help="the index --append or --remove changes"),
+    one_of(
+        arg(
+            "--images", metavar="DIR", help="a folder of images: flat, or one sub-folder per class"
+        ),
+        arg("--codes", help="a codes file (.parquet) instead of images"),
+        required=True,
+    ),
+    arg("--model", help="a trained model (.npz); needed with --images"),
+    arg("--backbone", help="the backbone, for a model that does not record it (with --images)"),
     arg("--threads", type=int, default=1),
 )
-def cmd_index(a):
-    from rshash.index import append_images, build_index, index_from_codes, remove_images
+def cmd_index_build(a):
+    from rshash.index import build_index, index_from_codes
 
-    if a.append is not None or a.remove:
-        if a.index is None or a.out is not None or a.images is not None or a.codes is not None:
-            raise RshashError("index: --append IMAGES and --remove ID... take --index INDEX only")
-        if a.append is not None and a.remove:
-            raise RshashError("index: give --append or --remove, not both")
-        if a.append is not None:
-            index, added, present = append_images(
-                a.index, a.append, a.model, backbone=a.backbone, threads=a.threads
-            )
-            print(
-                f"added {added} images to {a.index} ({present} already there); "
-                f"{len(index)} images, generation {index.generation}"
-            )
-        else:
-            index, removed = remove_images(a.index, a.remove)
-            print(
-                f"removed {removed} images from {a.index}; "
-                f"{len(index)} images, generation {index.generation}"
-            )
-        return
-    if a.out is None:
-        raise RshashError("index: --out PATH is required to build an index")
-    if (a.images is None) == (a.codes is None):
-        raise RshashError("index: give either --images DIR (with --model) or --codes CODES")
     if a.codes is not None:
+        if a.backbone is not None:
+            raise RshashError("--backbone goes with --images, not --codes")
         index = index_from_codes(a.codes, a.out, a.model)
     elif a.model is None:
-        raise RshashError("index: --images needs --model")
+        raise RshashError("--images needs --model")
     else:
         index = build_index(a.model, a.images, a.out, backbone=a.backbone, threads=a.threads)
     h = index.header
     print(
         f"indexed {len(index)} images ({h['method']}, {h['bits']} bits, {h['backbone']}) "
         f"into {a.out}"
+    )
+
+
+@verb(
+    "index append",
+    "encode the images of a folder that an index does not hold yet (by id) and add them",
+    arg("--index", required=True, metavar="PATH", help="the index to add to"),
+    arg(
+        "--images",
+        required=True,
+        metavar="DIR",
+        help="a folder of images (images the index already holds, by id, are skipped)",
+    ),
+    arg("--model", help="the model to encode them (default: the index's)"),
+    arg("--backbone", help="the backbone, for a model that does not record it"),
+    arg("--threads", type=int, default=1),
+)
+def cmd_index_append(a):
+    from rshash.index import append_images
+
+    index, added, present = append_images(
+        a.index, a.images, a.model, backbone=a.backbone, threads=a.threads
+    )
+    print(
+        f"added {added} images to {a.index} ({present} already there); "
+        f"{len(index)} images, generation {index.generation}"
+    )
+
+
+@verb(
+    "index remove",
+    "remove images from an index by id",
+    arg("--index", required=True, metavar="PATH", help="the index to remove from"),
+    arg("ids", nargs="+", metavar="ID", help="image ids to remove"),
+)
+def cmd_index_remove(a):
+    from rshash.index import remove_images
+
+    index, removed = remove_images(a.index, a.ids)
+    print(
+        f"removed {removed} images from {a.index}; "
+        f"{len(index)} images, generation {index.generation}"
     )
 
 
