@@ -305,11 +305,6 @@ def cmd_evaluate(a):
         ranking_params=_json(a.ranking_params),
         cell=_json(a.cell),
         threads=a.threads,
-        config={
-            "cell": _json(a.cell),
-            "protocol": _json(a.protocol),
-            "ranking_params": _json(a.ranking_params),
-        },
     )
     print(json.dumps(result["metrics"], indent=1))
 
@@ -337,11 +332,6 @@ def cmd_table(a):
         a.md,
         a.meta,
         protocols=_json(a.protocols),
-        config={
-            "protocols": _json(a.protocols),
-            "reference": _json(a.reference),
-            "comparisons": _json(a.comparisons),
-        },
         reference=_json(a.reference),
         out_paired=a.paired,
         comparisons=_json(a.comparisons) or None,
