@@ -249,7 +249,7 @@ class ReportData:
 
     def table(self, files, name="exp", **options):
         """``build_table`` of ``files`` into :meth:`outputs` (``options``: its keywords, such
-        as protocols and config); returns the CSV, markdown and meta JSON paths."""
+        as protocols and reference); returns the CSV, markdown and meta JSON paths."""
         from rshash.report.tables import build_table
 
         csv, md, meta = self.outputs(name)

@@ -46,7 +46,7 @@ def run(capsys, *argv):
 def test_index_and_search_a_labelled_folder(archive, capsys, tmp_path):
     model, index = archive["models"][0, 32], tmp_path / "archive.idx.npz"
     code, out, _ = run(
-        capsys, "index", "--model", model, "--images", archive["images"], "--out", index
+        capsys, "index", "build", "--model", model, "--images", archive["images"], "--out", index
     )
     assert code == 0 and "indexed 24 images (lsh, 32 bits, efficientnet_lite0)" in out
     idx = read_index(index)
@@ -80,7 +80,7 @@ def test_flat_folder_and_codes_index(archive, capsys, tmp_path):
         shutil.copy(p, flat)
     model = archive["models"][0, 32]
     code, out, _ = run(
-        capsys, "index", "--model", model, "--images", flat, "--out", tmp_path / "flat.npz"
+        capsys, "index", "build", "--model", model, "--images", flat, "--out", tmp_path / "flat.npz"
     )
     assert code == 0 and "indexed 8 images" in out
     query = flat / sorted(p.name for p in flat.iterdir())[2]
@@ -102,7 +102,7 @@ def test_flat_folder_and_codes_index(archive, capsys, tmp_path):
         bits=32,
         metadata={"rshash.method": "lsh", "rshash.backbone": BACKBONE},
     )
-    code, _, err = run(capsys, "index", "--codes", codes, "--out", tmp_path / "c.npz")
+    code, _, err = run(capsys, "index", "build", "--codes", codes, "--out", tmp_path / "c.npz")
     assert code == 0
     code, _, err = run(capsys, "search", archive["paths"][7], "--index", tmp_path / "c.npz")
     assert code == 2 and "pass --model" in err
@@ -126,6 +126,7 @@ def test_clear_errors(archive, capsys, tmp_path):
         run(
             capsys,
             "index",
+            "build",
             "--model",
             archive["models"][0, 32],
             "--images",
@@ -157,7 +158,31 @@ def test_clear_errors(archive, capsys, tmp_path):
 
     out = tmp_path / "never.npz"
     (tmp_path / "a_class").mkdir()
+    model = archive["models"][0, 32]
     code, _, err = run(
-        capsys, "index", "--model", archive["models"][0, 32], "--images", tmp_path, "--out", out
+        capsys, "index", "build", "--model", model, "--images", tmp_path, "--out", out
     )  # mixes files and folders
     assert code == 2 and "mixes" in err and not out.exists()
+
+
+def test_index_build_append_remove(archive, capsys, tmp_path):
+    """An index of two classes grows by the whole archive (only the images it lacks are
+    encoded) and shrinks by id; an id it does not hold changes nothing."""
+    part = tmp_path / "part"
+    classes = sorted(p.name for p in archive["images"].iterdir())
+    for name in classes[:2]:
+        shutil.copytree(archive["images"] / name, part / name)
+    model, index = archive["models"][0, 32], tmp_path / "grow.idx"
+    code, out, _ = run(capsys, "index", "build", "--out", index, "--images", part, "--model", model)
+    assert code == 0 and "indexed 12 images" in out
+    code, out, _ = run(capsys, "index", "append", "--index", index, "--images", archive["images"])
+    assert code == 0 and "added 12 images" in out and "(12 already there); 24 images" in out
+    idx = read_index(index)
+    assert sorted(idx.header["class_names"]) == classes and idx.generation == 2
+    gone = [idx.image_id_of(0), idx.image_id_of(20)]
+    code, out, _ = run(capsys, "index", "remove", "--index", index, *gone)
+    assert code == 0 and "removed 2 images" in out and "22 images, generation 3" in out
+    code, _, err = run(capsys, "index", "remove", "--index", index, "never/was")
+    assert code == 2 and err.startswith("rshash index remove: error:") and "never/was" in err
+    after = read_index(index)
+    assert len(after) == 22 and not set(gone) & set(after.image_id)

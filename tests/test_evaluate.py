@@ -13,6 +13,7 @@ from rshash.codes import pack_bits, write_codes
 from rshash.data.splits import read_split, write_split
 from rshash.evaluate import evaluate_arrays, evaluate_cell
 from rshash.metrics import compute
+from rshash.provenance import config_hash
 
 BITS = 16
 
@@ -91,7 +92,6 @@ def test_cell_matches_reference(tmp_path, ranking):
         out,
         ranking=ranking,
         cell={"method": "x", "bits": BITS},
-        config={"a": 1},
         block=5,
     )
     assert json.loads(out.read_text()) == result
@@ -110,7 +110,9 @@ def test_cell_matches_reference(tmp_path, ranking):
     }
     assert result["cell"] == {"method": "x", "bits": BITS} and result["ranking"] == ranking
     assert (result["n_queries"], result["n_database"]) == (len(query), len(database))
-    assert result["provenance"]["config_hash"] is not None
+    # the hash of the cell, protocol and ranking parameters it was given
+    config = {"cell": {"method": "x", "bits": BITS}, "protocol": {}, "ranking_params": {}}
+    assert result["provenance"]["config_hash"] == config_hash(config)
     metrics = result["metrics"]
     assert set(metrics) == {"map_all", "map_at_20", "query_ms", "anmrr", "p_hamming_r2"} | {
         f"{m}_at_{k}" for m in "pr" for k in (5, 10, 20, 50, 100)

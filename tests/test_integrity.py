@@ -243,7 +243,7 @@ def test_damaged_model_gives_one_line_naming_the_file(tmp_path, damage):
         }[damage]
     )
     images = tmp_path / "images"
-    out = _cli("index", "--model", model, "--images", images, "--out", tmp_path / "i.npz")
+    out = _cli("index", "build", "--model", model, "--images", images, "--out", tmp_path / "i.npz")
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and str(model) in lines[0], out.stderr

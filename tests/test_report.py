@@ -6,6 +6,8 @@ import sys
 
 import numpy as np
 
+from rshash.provenance import config_hash
+
 
 def test_markdown_has_formatted_cells_and_notes(tmp_path, metric_files, report_data):
     _, md, _ = report_data.table(metric_files)
@@ -31,7 +33,6 @@ def test_meta_json_fields(tmp_path, metric_files, report_data):
     csv, md, meta = report_data.table(
         metric_files,
         protocols={"dmch_60_40": report_data.protocol, "unused": {"train": 0.5}},
-        config={"experiment": "exp"},
     )
     m = json.loads(meta.read_text())
     assert m["experiment"] == "exp"
@@ -42,7 +43,11 @@ def test_meta_json_fields(tmp_path, metric_files, report_data):
     prov = m["provenance"]
     for key in ("git_commit", "config_hash", "packages", "python", "host", "seconds"):
         assert key in prov
-    assert prov["config_hash"] is not None
+    # the hash of what the table was given
+    protocols = {"dmch_60_40": report_data.protocol, "unused": {"train": 0.5}}
+    assert prov["config_hash"] == config_hash(
+        {"protocols": protocols, "reference": {}, "comparisons": []}
+    )
     # no stray temporary files next to the outputs
     assert sorted(p.name for p in csv.parent.iterdir()) == sorted([csv.name, md.name, meta.name])
 

@@ -56,7 +56,7 @@ def archive(tmp_path_factory):
     model = build("lsh", 32, seed=0).fit(embed(list(paths), BACKBONE))
     model.save(root / "lsh.npz", extra={"backbone": BACKBONE})
     index = root / "archive.idx"
-    assert main(["index", "--model", str(root / "lsh.npz"), "--images", str(images),
+    assert main(["index", "build", "--model", str(root / "lsh.npz"), "--images", str(images),
                  "--out", str(index)]) == 0  # fmt: skip
     return {"root": root, "images": images, "paths": paths, "labels": labels, "new": new,
             "model": root / "lsh.npz", "index": index}  # fmt: skip
@@ -223,7 +223,7 @@ def test_thumbnails_only_of_indexed_images_and_bad_requests_are_4xx(archive, cli
 def test_append_and_remove_reach_a_running_server(archive, tmp_path, capsys):
     index = copy_index(archive["index"], tmp_path / "grow.idx")
     with TestClient(create_app(index, poll=0.05)) as c:
-        code = main(["index", "--append", str(archive["new"]), "--index", str(index)])
+        code = main(["index", "append", "--images", str(archive["new"]), "--index", str(index)])
         assert code == 0 and "added 3 images" in capsys.readouterr().out
         wait_for(lambda: c.get("/api/index").json()["n"] == 35)
         info = c.get("/api/index").json()
@@ -236,15 +236,17 @@ def test_append_and_remove_reach_a_running_server(archive, tmp_path, capsys):
         assert "\n1,'=1+2.png," in r.text  # a spreadsheet shows it as text, never a formula
 
         # appending the same folder again encodes nothing
-        assert main(["index", "--append", str(archive["new"]), "--index", str(index)]) == 0
+        assert (
+            main(["index", "append", "--images", str(archive["new"]), "--index", str(index)]) == 0
+        )
         assert "added 0 images" in capsys.readouterr().out
 
         gone = ["new_a.png", first_id(archive)]
-        assert main(["index", "--remove", *gone, "--index", str(index)]) == 0
+        assert main(["index", "remove", *gone, "--index", str(index)]) == 0
         wait_for(lambda: c.get("/api/index").json()["n"] == 33)
         assert c.get("/api/search", params={"id": "new_a.png"}).status_code == 404
         assert c.get("/api/images/new_a.png/thumbnail").status_code == 404
-        assert main(["index", "--remove", "never/was", "--index", str(index)]) == 2
+        assert main(["index", "remove", "never/was", "--index", str(index)]) == 2
         assert "no image with id 'never/was'" in capsys.readouterr().err
         assert len(read_index(index)) == 33
     names = {f.stem for f in parts_dir(index).iterdir() if f.suffix == ".codes"}
@@ -274,8 +276,8 @@ def test_an_interrupted_append_leaves_the_old_index(archive, tmp_path, capsys):
     before = read_index(index)
     before_files = set(os.listdir(parts_dir(index)))
     proc = subprocess.run(
-        [sys.executable, "-c", KILLED_BEFORE_PUBLISH, "index", "--append", str(archive["new"]),
-         "--index", str(index)],
+        [sys.executable, "-c", KILLED_BEFORE_PUBLISH, "index", "append",
+         "--images", str(archive["new"]), "--index", str(index)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == -signal.SIGKILL, proc.stderr
@@ -284,7 +286,7 @@ def test_an_interrupted_append_leaves_the_old_index(archive, tmp_path, capsys):
     assert (len(after), after.generation) == (len(before), before.generation)
     np.testing.assert_array_equal(after.packed, before.packed)
     # the next writer removes what the killed one left
-    assert main(["index", "--remove", first_id(archive), "--index", str(index)]) == 0
+    assert main(["index", "remove", first_id(archive), "--index", str(index)]) == 0
     codes = [f for f in os.listdir(parts_dir(index)) if f.endswith(".codes")]
     assert len(codes) == 1 and len(read_index(index)) == 31
 
@@ -301,7 +303,7 @@ def test_an_old_single_file_index_is_read_and_converted(archive, tmp_path, capsy
     assert len(legacy) == 32 and legacy.image_id_of(5) == new.image_id_of(5)
     d, i = legacy.search(new.packed[[5]], 3)
     assert i[0, 0] == 5 and d[0, 0] == 0
-    assert main(["index", "--remove", new.image_id_of(0), "--index", str(old)]) == 0
+    assert main(["index", "remove", new.image_id_of(0), "--index", str(old)]) == 0
     assert old.read_bytes()[:1] == b"{" and len(read_index(old)) == 31
 
 

@@ -14,9 +14,7 @@ from rshash.report.tables import COLUMNS, build_table
 
 
 def test_csv_columns_means_stds_and_order(tmp_path, metric_files, report_data):
-    csv, _, _ = report_data.table(
-        metric_files, protocols={"dmch_60_40": report_data.protocol}, config={"a": 1}
-    )
+    csv, _, _ = report_data.table(metric_files, protocols={"dmch_60_40": report_data.protocol})
     df = pd.read_csv(csv)
     assert list(df.columns) == COLUMNS
     # the columns the design fixes (the end-to-end tests check the library's COLUMNS)

@@ -65,7 +65,7 @@ def test_the_demo_builds_on_a_timm_backbone_from_the_hf_cache(
 
     # the trained model remembers its backbone's source: indexing images needs no config
     model = work / "results/models/demo/tiny/dmch_60_40/itq/16/split0.npz"
-    command = [sys.executable, "-m", "rshash.cli", "index", "--model", str(model)]
+    command = [sys.executable, "-m", "rshash.cli", "index", "build", "--model", str(model)]
     command += ["--images", str(work / "results/datasets/demo"), "--out", str(tmp_path / "i.npz")]
     subprocess.run(command, check=True, env=os.environ | env, capture_output=True)
     assert (tmp_path / "i.npz").is_file()

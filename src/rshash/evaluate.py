@@ -284,7 +284,6 @@ def evaluate_cell(
     protocol: dict | None = None,
     ranking_params: dict | None = None,
     cell: dict | None = None,
-    config: dict | None = None,
     block: int | None = None,
     threads: int | None = 1,
 ) -> dict:
@@ -293,7 +292,8 @@ def evaluate_cell(
     The database is put in the split's ``db_order`` (the tie rule); a query
     that is also in the database is left out of its own ranking
     (leave-one-out protocols). ``protocol`` gives the mAP cut-offs.
-    ``n_database`` counts the whole database.
+    ``n_database`` counts the whole database. The provenance's config hash is that
+    of the cell, protocol and ranking parameters.
     """
     tic = time.perf_counter()
     spec = get_ranking(ranking)
@@ -345,7 +345,14 @@ def evaluate_cell(
         "not_applicable": ev.not_applicable,
         "curves": ev.curves,
         "provenance": {
-            **collect(config, time.perf_counter() - tic),
+            **collect(
+                {
+                    "cell": cell or {},
+                    "protocol": protocol or {},
+                    "ranking_params": ranking_params or {},
+                },
+                time.perf_counter() - tic,
+            ),
             "inputs": {
                 "codes": {"path": str(codes_path), "sha256": codes.sha256},
                 "split": {"path": str(split_path), "sha256": digest_of(split_path)},

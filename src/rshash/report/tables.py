@@ -55,7 +55,6 @@ def build_table(
     out_md,
     out_meta,
     protocols: dict | None = None,
-    config: dict | None = None,
     reference: dict | None = None,
     out_paired=None,
     comparisons: list[dict] | None = None,
@@ -63,7 +62,8 @@ def build_table(
     """Tabulate one experiment's metrics files; write CSV, markdown and meta JSON atomically.
 
     ``protocols`` maps protocol name -> its config fields (the meta JSON keeps
-    those the table uses); ``config`` is hashed into the provenance block.
+    those the table uses); the provenance block hashes the protocols, the reference and
+    the comparisons.
     Returns the long-format table. Raises RshashError on a missing or
     malformed metrics file (naming it) and on two files for the same cell,
     split seed and ranking.
@@ -101,7 +101,14 @@ def build_table(
         "rankings": list(dict.fromkeys(df["ranking"])),
         "metrics": list(dict.fromkeys(df["metric"])),
         "inputs": metric_paths,
-        "provenance": collect(config, seconds=round(time.perf_counter() - start, 3)),
+        "provenance": collect(
+            {
+                "protocols": protocols,
+                "reference": reference or {},
+                "comparisons": comparisons or [],
+            },
+            seconds=round(time.perf_counter() - start, 3),
+        ),
     }
 
     if reference or comparisons:
