@@ -499,3 +499,30 @@ def test_an_index_of_a_relative_folder_serves_thumbnails_from_anywhere(archive, 
     with TestClient(create_app(tmp_path / "rel.idx")) as client:
         r = client.get(f"/api/images/{quote(index.image_id_of(0))}/thumbnail")
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+
+
+def test_the_page_exports_at_most_the_apis_largest_page(archive, monkeypatch):
+    """More results shown (by "more") than the API gives in one page: the export link
+    asks for the largest page the API allows, not for every result shown (which the
+    API refuses: before the fix, k = 32 > 20 and the download was a 422)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    monkeypatch.setattr(serve_app, "MAX_K", 20)
+    driver = chromium()
+    try:
+        with live_server(create_app(archive["index"])) as base:
+            wait = WebDriverWait(driver, 30)
+            cards = "return document.querySelectorAll('#grid .card').length"
+            driver.get(base + "/?id=" + quote(first_id(archive, 3), safe=""))
+            wait.until(lambda d: d.execute_script(cards) == 20)
+            more = driver.find_element(By.ID, "more")
+            wait.until(lambda d: more.is_displayed())
+            driver.execute_script("arguments[0].scrollIntoView(); arguments[0].click()", more)
+            wait.until(lambda d: d.execute_script(cards) == 32)
+            href = driver.find_element(By.ID, "export-csv").get_attribute("href")
+            with urllib.request.urlopen(href) as r:
+                rows = list(csv.DictReader(io.TextIOWrapper(r, "utf-8")))
+            assert len(rows) == 20
+    finally:
+        driver.quit()
