@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from rshash import RshashError
 from rshash.config import validate
 from rshash.methods import REGISTRY, get_method
+from rshash.rankings import RANKINGS
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-RANKINGS = {"hamming", "coarse_to_fine", "category_weighted", "euclidean"}
 
 
 def where(path) -> str:
@@ -171,7 +171,7 @@ def test_unknown_top_level_keys_are_rejected(key):
     st.one_of(
         st.text(max_size=12).filter(lambda r: r not in RANKINGS), st.sampled_from(sorted(RANKINGS))
     ),
-    st.sampled_from(["lsh", "itq", "milan", "raw"]),
+    st.sampled_from(CONFIG["experiments"]["demo"]["methods"]),
 )
 def test_unsupported_rankings_are_rejected(ranking, method):
     """An unknown ranking fails the schema; a known one fails when the method
@@ -188,3 +188,33 @@ def test_unsupported_rankings_are_rejected(ranking, method):
     else:
         rejected(config, ("experiments", "demo", "rankings"))
     assert ranking not in experiment_rankings(CONFIG, "demo", method)
+
+
+@SETTINGS
+@given(st.sampled_from(sorted(RANKINGS)), NAMES, JSON_VALUES)
+def test_bad_ranking_params_are_rejected(ranking, key, value):
+    """Every registered ranking's ``ranking_params`` entry is checked against its declared
+    parameters: an unknown name, or a declared one given a mapping (no parameter type),
+    is one line naming the key."""
+    if key in RANKINGS[ranking].params.names():
+        value = {"a": 1}
+    path = ("ranking_params", ranking, key)
+    config = with_value(path[:-1], {key: value})
+    assert "\n" not in rejected(config, path)
+
+
+@pytest.mark.parametrize("ranking", sorted(RANKINGS))
+def test_every_ranking_is_accepted_with_its_default_parameters(ranking):
+    """The schema knows every registered ranking: its ``ranking_params`` entry, with every
+    declared parameter at its default, and asked of a method that supports it."""
+    defaults = RANKINGS[ranking].params().as_dict()
+    config = with_value(("ranking_params", ranking), defaults)
+    method = next(
+        m
+        for m in config["variants"]
+        if ranking in get_method(config["variants"][m]["method"]).rankings()
+    )
+    if method not in config["experiments"]["demo"]["methods"]:
+        config["experiments"]["demo"]["methods"].append(method)
+    config["experiments"]["demo"]["rankings"] = {method: [ranking]}
+    validate(config, SCHEMA)

@@ -203,9 +203,15 @@ def test_method_contract_same_seed_same_codes_and_round_trip(name, tmp_path):
             np.testing.assert_array_equal(getattr(el, key), want, err_msg=key)
 
 
-@pytest.mark.parametrize(
-    "name", ["itq", "milan", "dmch", "dhcnn", "dah", "pbffn", "hashnet", "dsh"]
+# every method that declares parameters (the registry's, not a list kept by hand)
+PARAMETRIZED = sorted(n for n in REGISTRY if get_method(n).Params.names())
+# every supervised method on pooled features: each gets the quality floor below
+SUPERVISED_ON_FEATURES = sorted(
+    n for n in REGISTRY if get_method(n).supervised and get_method(n).inputs == ("features",)
 )
+
+
+@pytest.mark.parametrize("name", PARAMETRIZED)
 def test_declared_parameters_are_checked_when_built(name):
     """Every parameter has a type (and a range where one makes sense); what the
     declaration refuses, building refuses with the key named."""
@@ -249,17 +255,29 @@ def test_class_head_follows_the_parameters():
     assert get_method("raw").rankings() == ("euclidean",)
 
 
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_head_rankings_follow_the_declared_class_head(name):
+    """A ranking that reads a class head's columns is supported exactly when the method,
+    at its defaults, has a class head (rshash.rankings.Ranking.class_head)."""
+    from rshash.rankings import RANKINGS
+
+    method = get_method(name)
+    has_head = method.head(method.Params())[0]
+    for ranking in RANKINGS.values():
+        if ranking.class_head:
+            assert (ranking.name in method.rankings()) == has_head, ranking.name
+
+
 # mAP@all above lsh's on demo_features (both at 32 bits, seed 0); measured: dhcnn 0.38
 # (at its defaults, which the 180 train rows leave short) against lsh 0.22
 QUALITY_MARGIN = {"dhcnn": 0.1}
 
 
-@pytest.mark.parametrize(
-    "name", ["csq", "dhcnn", "dmch", "dpsh", "dsh", "greedyhash", "hashnet", "ksh"]
-)
+@pytest.mark.parametrize("name", SUPERVISED_ON_FEATURES)
 def test_quality_floor_on_demo_features(name, demo_features, demo_encoded, demo_map_all):
-    """A supervised method on pooled features clears lsh by a stated margin (0.2 unless
-    QUALITY_MARGIN says otherwise), trained as conftest.DEMO_BUDGETS says."""
+    """Every supervised method on pooled features clears lsh by a stated margin (0.2
+    unless QUALITY_MARGIN says otherwise), trained at its defaults except where
+    conftest.DEMO_BUDGETS says."""
     m_lsh = demo_map_all(build("lsh", 32, seed=0).fit(demo_features["X_train"]))
     model, _, _ = demo_encoded(name)
     m = demo_map_all(model)

@@ -75,7 +75,8 @@ def test_order_registry():
     np.testing.assert_array_equal(
         order("euclidean", {"value": x}, {"value": y}), reference_rank(euclidean_distances(x, y))
     )
-    assert set(RANKINGS) == {"hamming", "euclidean", "coarse_to_fine", "category_weighted"}
+    # DESIGN.md's rankings are registered (a new one is one more entry, tested below)
+    assert {"hamming", "euclidean", "coarse_to_fine", "category_weighted"} <= set(RANKINGS)
     with pytest.raises(RshashError, match="nosuch"):
         order("nosuch", {"packed": q}, {"packed": db})
     with pytest.raises(RshashError, match="class_prob"):

@@ -36,8 +36,24 @@ _Validator = jsonschema.validators.extend(
 
 @functools.lru_cache(maxsize=4)
 def _validator(schema_path: str, mtime_ns: int):
-    """The schema's validator, parsed once per schema file version."""
-    return _Validator(yaml.safe_load(Path(schema_path).read_text()))
+    """The schema's validator, parsed once per schema file version and completed from
+    the ranking registry (:func:`with_rankings`)."""
+    return _Validator(with_rankings(yaml.safe_load(Path(schema_path).read_text())))
+
+
+def with_rankings(schema: dict) -> dict:
+    """``schema`` with the registered rankings (rshash.rankings.RANKINGS) filled in, the
+    one list of them: the names a ``$defs.ranking`` may take and one ``ranking_params``
+    entry per ranking (a mapping; its values are checked against the ranking's declared
+    parameters by :func:`check_ranking_params`)."""
+    from rshash.rankings import RANKINGS
+
+    schema["$defs"]["ranking"]["enum"] = list(RANKINGS)
+    schema["properties"]["ranking_params"]["properties"] = {
+        name: {"type": "object", "description": f"the parameters of ranking {name}"}
+        for name in RANKINGS
+    }
+    return schema
 
 
 def validate(config: dict, schema_path: str | Path) -> None:
@@ -149,10 +165,13 @@ def check_references(config: dict) -> None:
     """Every name an experiment uses must be defined in its section, every variant's
     method registered and its parameters valid for it (names, types, ranges: the
     method's declared ``Params``), and every ranking supported by the variants it is
-    asked of (a class head for ``category_weighted``, which parameters can remove)."""
+    asked of (a ranking that reads a class head's columns needs a head, which a
+    method's parameters can remove)."""
     from rshash.methods import REGISTRY, get_method
+    from rshash.rankings import RANKINGS
 
     check_backbones(config)
+    check_ranking_params(config)
     resolved = {}
     for name, variant in config["variants"].items():
         if variant["method"] not in REGISTRY:
@@ -208,7 +227,7 @@ def check_references(config: dict) -> None:
                 )
                 for ranking in _part_rankings(config, part, method):
                     has_head, removed_by = info.head(params)
-                    if ranking == "category_weighted" and not has_head and removed_by:
+                    if RANKINGS[ranking].class_head and not has_head and removed_by:
                         raise RshashError(
                             f"config: {where}: {method} ({removed_by}) has no class "
                             f"head; {ranking} needs one"
@@ -242,6 +261,15 @@ def check_references(config: dict) -> None:
                         f"'{method}' is not ranked '{comp[key]}' in this "
                         "experiment"
                     )
+
+
+def check_ranking_params(config: dict) -> None:
+    """Each ``ranking_params`` entry against its ranking's declared parameters (names,
+    types, ranges), one line naming the key."""
+    from rshash.rankings import RANKINGS
+
+    for name, given in config.get("ranking_params", {}).items():
+        RANKINGS[name].resolve(given, f"config: ranking_params.{name}")
 
 
 @dataclass(frozen=True)

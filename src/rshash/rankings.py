@@ -3,14 +3,18 @@
 A ranking orders the database for each query, ascending, ties to the lower
 database index (callers put the database in the split's ``db_order`` first,
 so the index is the seeded tie rank). A :class:`Ranking` registration says
-what it needs from a method (the codes columns it reads, ``needs``), its
-parameters, and either a distance (``distances``: its order is the ascending
-order of that matrix, scored by :func:`rshash.scoring.score_distances`
-without sorting the items) or an explicit order (``order``, scored by
+what it needs from a method (the codes columns it reads, ``needs``; one that
+reads a class head's columns is for methods with a class head), its parameters
+(a :class:`rshash.methods.params.Params` dataclass, ``params``: names, types,
+defaults and ranges, resolved by the config check and by every call), and
+either a distance (``distances``: its order is the ascending order of that
+matrix, scored by :func:`rshash.scoring.score_distances` without sorting the
+items) or an explicit order (``order``, scored by
 :func:`rshash.scoring.score_ranked`); a ranking may bring its own faster
 scoring path (``score``: Hamming ranks by counting, the ranking never
 stored) and its own ``rotation_top3`` path. Adding a ranking is one entry in
-:data:`RANKINGS`; evaluation, plots and the config check read it from here.
+:data:`RANKINGS` (and its parameters' class); evaluation, plots and the config
+check (its names and ``ranking_params``) read it from here.
 
 The database side is a :class:`Database`: its columns in tie order, the
 real-valued ones in float64 once, the packed codes in a
@@ -26,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rshash import RshashError
+from rshash.methods.params import Params, param
 
 if TYPE_CHECKING:
     from rshash.scoring import Scores
@@ -34,6 +39,8 @@ if TYPE_CHECKING:
 # config check, so the compiled kernels (numba) are imported only when a ranking runs.
 
 REAL_COLUMNS = ("value", "class_prob")
+# What a method's class head writes (rshash.methods.base.HashMethod.outputs).
+HEAD_COLUMNS = ("class_prob", "predicted_label")
 
 
 class Database:
@@ -70,7 +77,7 @@ class Ranking:
 
     name: str
     needs: tuple[str, ...]
-    params: tuple[str, ...] = ()
+    params: type[Params] = Params
     distances: Callable[..., np.ndarray] | None = None
     order: Callable[..., np.ndarray] | None = None
     score: Callable[..., Scores] | None = None
@@ -80,14 +87,20 @@ class Ranking:
         if self.order is None and self.distances is None:
             raise ValueError(f"ranking {self.name!r} needs an order or distances")
 
+    @property
+    def class_head(self) -> bool:
+        """Whether it reads what only a class head writes (:data:`HEAD_COLUMNS`), so
+        that a method's parameters that remove its head remove this ranking too."""
+        return any(c in HEAD_COLUMNS for c in self.needs)
+
+    def resolve(self, params: dict | None, where: str | None = None) -> Params:
+        """Its parameters for the ``params`` given (the others at their defaults);
+        an unknown name, a wrong type or a value out of range is one line naming
+        the key, prefixed by ``where`` (default ``ranking NAME: params``)."""
+        return self.params.resolve(params, where or f"ranking {self.name!r}: params")
+
     def _args(self, query: dict, database: Database, params: dict | None) -> dict:
-        params = dict(params or {})
-        unknown = set(params) - set(self.params)
-        if unknown:
-            raise RshashError(
-                f"ranking {self.name!r}: unknown parameter(s) {sorted(unknown)}; "
-                f"known: {list(self.params) or 'none'}"
-            )
+        params = self.resolve(params).as_dict()
         missing = [c for c in self.needs if query.get(c) is None or database.get(c) is None]
         if missing:
             raise RshashError(f"ranking {self.name!r} needs the codes column(s) {missing}")
@@ -179,7 +192,7 @@ def _euclidean_rotation_top3(query, rotated, database, threads=1):
 
 
 def rank_coarse_to_fine(
-    q_packed: np.ndarray, db_packed, q_value: np.ndarray, db_value: np.ndarray, top_m: int = 100
+    q_packed: np.ndarray, db_packed, q_value: np.ndarray, db_value: np.ndarray, top_m: int
 ) -> np.ndarray:
     """DMCH+: the top ``top_m`` by Hamming distance re-ranked by the Euclidean
     distance of the pre-binarization values; the rest keep their Hamming order.
@@ -216,6 +229,13 @@ def category_weighted_distances(
     return db_packed.distances(q_packed) * np.exp(1.0 - p)
 
 
+@dataclass(frozen=True, kw_only=True)
+class CoarseToFineParams(Params):
+    """DMCH+ re-ranks the top ``top_m`` by Hamming distance (the paper's M)."""
+
+    top_m: int = param(100, min=1)
+
+
 RANKINGS: dict[str, Ranking] = {
     r.name: r
     for r in (
@@ -230,8 +250,8 @@ RANKINGS: dict[str, Ranking] = {
         Ranking(
             "coarse_to_fine",
             ("packed", "value"),
-            ("top_m",),
-            order=lambda q, db, top_m=100: rank_coarse_to_fine(
+            CoarseToFineParams,
+            order=lambda q, db, top_m: rank_coarse_to_fine(
                 q["packed"], db.index, q["value"], db["value"], top_m
             ),
         ),

@@ -54,12 +54,14 @@ class HashMethod:
     def outputs(cls, p: Params | None = None) -> tuple[str, ...]:
         """The codes columns its models write with parameters ``p`` (rshash.codes):
         ``packed`` codes unless real-valued, ``value``, and with a trained class head
-        ``class_prob`` and ``predicted_label``."""
+        ``class_prob`` and ``predicted_label`` (rshash.rankings.HEAD_COLUMNS)."""
+        from rshash.rankings import HEAD_COLUMNS
+
         head = cls.head(p if p is not None else cls.Params())[0]
         return (
             *(() if cls.real_valued else ("packed",)),
             "value",
-            *(("class_prob", "predicted_label") if head else ()),
+            *(HEAD_COLUMNS if head else ()),
         )
 
     @classmethod
