@@ -116,7 +116,7 @@ def test_add_a_method(project, planned):
             import numpy as np
 
             from rshash.methods.base import Encoded, HashMethod, sign_bits
-            from rshash.methods.params import Params, param
+            from rshash.params import Params, param
 
 
             class ToyHash(HashMethod):

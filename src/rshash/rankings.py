@@ -5,7 +5,7 @@ database index (callers put the database in the split's ``db_order`` first,
 so the index is the seeded tie rank). A :class:`Ranking` registration says
 what it needs from a method (the codes columns it reads, ``needs``; one that
 reads a class head's columns is for methods with a class head), its parameters
-(a :class:`rshash.methods.params.Params` dataclass, ``params``: names, types,
+(a :class:`rshash.params.Params` dataclass, ``params``: names, types,
 defaults and ranges, resolved by the config check and by every call), and
 either a distance (``distances``: its order is the ascending order of that
 matrix, scored by :func:`rshash.scoring.score_distances` without sorting the
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rshash import RshashError
-from rshash.methods.params import Params, param
+from rshash.params import Params, param
 
 if TYPE_CHECKING:
     from rshash.scoring import Scores

@@ -13,7 +13,7 @@ from rshash import RshashError
 from rshash.codes import check_bits
 from rshash.digest import read_npz, write_npz
 from rshash.methods.convergence import ConvergenceParams, TrainingRecord, Validation, joined
-from rshash.methods.params import Params
+from rshash.params import Params
 
 
 @dataclass

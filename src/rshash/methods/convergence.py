@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rshash import RshashError
-from rshash.methods.params import Params, param
+from rshash.params import Params, param
 
 VAL_METRIC = re.compile(r"map_all|map_at_[1-9][0-9]*")
 

@@ -44,7 +44,7 @@ from rshash.methods.nets import (
     adam,
     step_decay,
 )
-from rshash.methods.params import param
+from rshash.params import param
 
 
 def hash_centers(n_classes: int, bits: int, rng: np.random.Generator) -> np.ndarray:

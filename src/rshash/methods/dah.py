@@ -99,7 +99,7 @@ import numpy as np
 
 from rshash import RshashError
 from rshash.methods.nets import EpochMethod, EpochParams, Normalizer, SGDParams
-from rshash.methods.params import param
+from rshash.params import param
 
 MAP_NORMS = ("none", "standardize")
 PAIR_REDUCTIONS = ("mean", "sum")

@@ -93,7 +93,7 @@ from rshash.methods.nets import (
     seed_torch,
     train_step,
 )
-from rshash.methods.params import param
+from rshash.params import param
 
 MININGS = ("batch_all", "random")
 

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 from rshash import RshashError
 from rshash.methods.nets import EpochMethod, EpochSGDParams, step_decay
-from rshash.methods.params import param
+from rshash.params import param
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -37,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rshash.methods.nets import EpochMethod, EpochSGDParams
-from rshash.methods.params import param
+from rshash.params import param
 
 
 @dataclass(frozen=True, kw_only=True)

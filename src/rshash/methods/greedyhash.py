@@ -31,7 +31,7 @@ from rshash.methods.nets import (
     class_head_net,
     step_decay,
 )
-from rshash.methods.params import param
+from rshash.params import param
 
 
 @dataclass(frozen=True, kw_only=True)

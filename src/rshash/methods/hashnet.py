@@ -57,7 +57,7 @@ import numpy as np
 from rshash.methods.base import Encoded, sign_bits
 from rshash.methods.dpsh import pair_similarity
 from rshash.methods.nets import MLPParams, SGDParams, TorchMethod, seed_torch, sgd, train_step
-from rshash.methods.params import param
+from rshash.params import param
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -14,7 +14,7 @@ import numpy as np
 
 from rshash import RshashError
 from rshash.methods.base import Encoded, HashMethod, sign_bits
-from rshash.methods.params import Params, param
+from rshash.params import Params, param
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -30,7 +30,7 @@ import scipy.optimize
 from threadpoolctl import threadpool_limits
 
 from rshash.methods.base import Encoded, HashMethod, sign_bits
-from rshash.methods.params import Params, param
+from rshash.params import Params, param
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -32,7 +32,7 @@ from rshash.methods.nets import (
     seed_torch,
     train_step,
 )
-from rshash.methods.params import param
+from rshash.params import param
 
 
 @dataclass(frozen=True, kw_only=True)

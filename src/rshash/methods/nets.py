@@ -21,7 +21,7 @@ import numpy as np
 from rshash import RshashError
 from rshash.methods.base import Encoded, HashMethod, sign_bits
 from rshash.methods.convergence import ConvergenceParams, train_to_convergence
-from rshash.methods.params import param
+from rshash.params import param
 
 INPUT_NORMS = ("none", "standardize", "l2")
 

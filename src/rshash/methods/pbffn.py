@@ -107,7 +107,7 @@ from rshash.methods.nets import (
     seed_torch,
     train_step,
 )
-from rshash.methods.params import param
+from rshash.params import param
 
 N_LAYERS = 3
 THRESHOLDS = ("median", "zero")

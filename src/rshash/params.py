@@ -1,4 +1,4 @@
-"""Method parameters: a frozen dataclass per method, checked against the values given.
+"""Parameters of methods and rankings: a frozen dataclass each, checked against the values given.
 
 Each method file declares ``class Params`` (subclassing :class:`Params` or a shared base
 in ``rshash.methods.nets``) whose typed fields, with defaults, are its parameters;
