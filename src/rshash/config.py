@@ -151,8 +151,17 @@ def check_references(config: dict) -> None:
     method's declared ``Params``), and every ranking supported by the variants it is
     asked of (a class head for ``category_weighted``, which parameters can remove)."""
     from rshash.methods import REGISTRY, get_method
+    from rshash.metrics import METRICS, is_metric
 
     check_backbones(config)
+    for name, protocol in config["protocols"].items():
+        for i, metric in enumerate(protocol.get("report_metrics", [])):
+            if not is_metric(metric):
+                known = ", ".join(m.name for m in METRICS.values() if not m.curve)
+                raise RshashError(
+                    f"config: protocols.{name}.report_metrics[{i}]: '{metric}' is not a "
+                    f"registered metric (known: {known})"
+                )
     resolved = {}
     for name, variant in config["variants"].items():
         if variant["method"] not in REGISTRY:
