@@ -298,40 +298,93 @@ def test_plots_module_does_not_import_torch():
 
 # --- text is drawn literally ------------------------------------------------------------
 
-# matplotlib's mathtext characters: "a$b$c" would be drawn as math, "$x_1^2\y$" and "b^$c$"
+# matplotlib's mathtext characters: "a$b$c" would be drawn as math, "$x_1^2\\y$" and "b^$c$"
 # make mathtext raise; every label and title rshash draws must come out as written.
 MATH_NAMES = ["a$b$c", "x_1^2\\y", "$x_1^2\\y$", "b^$c$"]
 MATH_TITLE = "ucmd $\\y$ x_1^2"
 
 
-def test_ap_heatmap_draws_mathtext_characters_literally(tmp_path):
+@pytest.fixture
+def drawn_literally(monkeypatch):
+    """``drawn_literally(plot, lines)``: run ``plot()`` under a matplotlibrc with
+    ``text.usetex`` on (the figure is caught at ``savefig``, not rendered: no LaTeX is
+    needed) and check that each of ``lines`` is one line of a text artist of the figure
+    that neither mathtext nor LaTeX parses (``get_parse_math()`` and ``get_usetex()``
+    false), so it is drawn exactly as written."""
+    import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+
+    def check(plot, lines):
+        figures = []
+
+        def caught(fig, fname, *args, **kwargs):
+            figures.append(fig)
+            open(fname, "wb").close()
+
+        with monkeypatch.context() as m, matplotlib.rc_context({"text.usetex": True}):
+            m.setattr(Figure, "savefig", caught)
+            plot()
+        assert len(figures) == 1
+        texts = [t for t in figures[0].findobj(Text) if t.get_visible() and t.get_text()]
+        for line in lines:
+            holding = [t for t in texts if line in t.get_text().split("\n")]
+            assert holding, f"{line!r} is not drawn as written: {[t.get_text() for t in texts]}"
+            for t in holding:
+                assert not t.get_parse_math(), f"{t.get_text()!r} goes through mathtext"
+                assert not t.get_usetex(), f"{t.get_text()!r} goes to LaTeX"
+
+    return check
+
+
+def test_ap_heatmap_draws_mathtext_characters_literally(tmp_path, drawn_literally):
     out = tmp_path / "ap.png"
-    plot_ap_heatmap(np.full((4, 4), 0.5), MATH_NAMES, MATH_NAMES, out, MATH_TITLE)
+
+    def plot():
+        plot_ap_heatmap(np.full((4, 4), 0.5), MATH_NAMES, MATH_NAMES, out, MATH_TITLE)
+
+    plot()
     load_png(out)
+    drawn_literally(plot, [*MATH_NAMES, MATH_TITLE])
 
 
-def test_curves_draw_mathtext_characters_literally(tmp_path):
+def test_curves_draw_mathtext_characters_literally(tmp_path, drawn_literally):
     curves = pr_curves(MATH_NAMES)
-    plot_pr_hamming(curves, tmp_path / "pr.png", MATH_TITLE)
-    load_png(tmp_path / "pr.png")
+
+    def plot_pr():
+        plot_pr_hamming(curves, tmp_path / "pr.png", MATH_TITLE)
+
     ks = np.array([1, 10, 100, 1000])  # a log axis: its own tick labels stay math
-    plot_p_at_k(
-        {m: (ks, np.linspace(0.9, 0.2, 4)) for m in MATH_NAMES},
-        tmp_path / "pk.png",
-        MATH_TITLE,
-        ylabel="precision@k $\\y$",
-    )
+
+    def plot_pk():
+        plot_p_at_k(
+            {m: (ks, np.linspace(0.9, 0.2, 4)) for m in MATH_NAMES},
+            tmp_path / "pk.png",
+            MATH_TITLE,
+            ylabel="precision@k $\\y$",
+        )
+
+    plot_pr()
+    load_png(tmp_path / "pr.png")
+    plot_pk()
     load_png(tmp_path / "pk.png")
+    drawn_literally(plot_pr, [*MATH_NAMES, MATH_TITLE])
+    drawn_literally(plot_pk, [*MATH_NAMES, MATH_TITLE, "precision@k $\\y$"])
 
 
-def test_retrieval_grid_draws_mathtext_characters_literally(tmp_path, images):
+def test_retrieval_grid_draws_mathtext_characters_literally(tmp_path, images, drawn_literally):
     queries = make_queries(images, wrong=True)
     for q, name in zip(queries, MATH_NAMES):
         q["label"] = q["predicted"] = name
         for r, rname in zip(q["results"], MATH_NAMES * 2):
             r["label"] = r["predicted"] = rname
-    plot_retrieval_grid(queries, tmp_path / "grid.png", MATH_TITLE)
+
+    def plot():
+        plot_retrieval_grid(queries, tmp_path / "grid.png", MATH_TITLE)
+
+    plot()
     load_png(tmp_path / "grid.png", min_w=600)
+    drawn_literally(plot, [*MATH_NAMES, *(f"pred: {n}" for n in MATH_NAMES), MATH_TITLE])
 
 
 # --- t-SNE of codes ---------------------------------------------------------------------
@@ -399,9 +452,14 @@ def test_plot_tsne_needs_query_rows(tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
-def test_plot_tsne_draws_mathtext_characters_literally(tmp_path, report_data):
+def test_plot_tsne_draws_mathtext_characters_literally(tmp_path, report_data, drawn_literally):
     codes = tmp_path / "codes.parquet"
     report_data.codes(codes, n_query=60, n_classes=4)
     out = tmp_path / "tsne.png"
-    plot_tsne(codes, out, MATH_TITLE, class_names=dict(enumerate(MATH_NAMES)))
+
+    def plot():
+        plot_tsne(codes, out, MATH_TITLE, class_names=dict(enumerate(MATH_NAMES)))
+
+    plot()
     load_png(out)
+    drawn_literally(plot, [*(f"{i}: {n}" for i, n in enumerate(MATH_NAMES)), MATH_TITLE])
