@@ -304,39 +304,6 @@ MATH_NAMES = ["a$b$c", "x_1^2\\y", "$x_1^2\\y$", "b^$c$"]
 MATH_TITLE = "ucmd $\\y$ x_1^2"
 
 
-@pytest.fixture
-def drawn_literally(monkeypatch):
-    """``drawn_literally(plot, lines)``: run ``plot()`` under a matplotlibrc with
-    ``text.usetex`` on (the figure is caught at ``savefig``, not rendered: no LaTeX is
-    needed) and check that each of ``lines`` is one line of a text artist of the figure
-    that neither mathtext nor LaTeX parses (``get_parse_math()`` and ``get_usetex()``
-    false), so it is drawn exactly as written."""
-    import matplotlib
-    from matplotlib.figure import Figure
-    from matplotlib.text import Text
-
-    def check(plot, lines):
-        figures = []
-
-        def caught(fig, fname, *args, **kwargs):
-            figures.append(fig)
-            open(fname, "wb").close()
-
-        with monkeypatch.context() as m, matplotlib.rc_context({"text.usetex": True}):
-            m.setattr(Figure, "savefig", caught)
-            plot()
-        assert len(figures) == 1
-        texts = [t for t in figures[0].findobj(Text) if t.get_visible() and t.get_text()]
-        for line in lines:
-            holding = [t for t in texts if line in t.get_text().split("\n")]
-            assert holding, f"{line!r} is not drawn as written: {[t.get_text() for t in texts]}"
-            for t in holding:
-                assert not t.get_parse_math(), f"{t.get_text()!r} goes through mathtext"
-                assert not t.get_usetex(), f"{t.get_text()!r} goes to LaTeX"
-
-    return check
-
-
 def test_ap_heatmap_draws_mathtext_characters_literally(tmp_path, drawn_literally):
     out = tmp_path / "ap.png"
 
@@ -414,7 +381,7 @@ def test_subsample_is_seeded_sorted_and_unique():
     assert np.array_equal(subsample(50, 100), np.arange(50))
 
 
-def test_plot_tsne_many_classes_uses_colorbar(tmp_path, report_data):
+def test_plot_tsne_many_classes_uses_colorbar(tmp_path, report_data, caught_figure):
     import matplotlib.image as mpimg
 
     codes = tmp_path / "codes.parquet"
@@ -422,6 +389,17 @@ def test_plot_tsne_many_classes_uses_colorbar(tmp_path, report_data):
     out = tmp_path / "many.png"
     plot_tsne(codes, out, "itq, 8 bits")
     assert mpimg.imread(out).shape[0] > 300
+    # 25 classes: a colour bar labelled "class" beside the scatter, no legend
+    fig = caught_figure(lambda: plot_tsne(codes, out, "itq, 8 bits"))
+    scatter, *others = fig.axes
+    assert scatter.get_legend() is None
+    assert [ax.get_ylabel() for ax in others] == ["class"]
+    # 4 classes: a legend of the classes, no colour bar
+    report_data.codes(codes, n_query=48, n_classes=4, bits=8)
+    fig = caught_figure(lambda: plot_tsne(codes, out, "itq, 8 bits"))
+    assert len(fig.axes) == 1
+    legend = fig.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["0", "1", "2", "3"]
 
 
 def test_plot_tsne_subsamples_deterministically(tmp_path, report_data):
