@@ -578,3 +578,57 @@ def use_hf_cache(monkeypatch):
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
     return use
+
+
+@pytest.fixture
+def caught_figure(monkeypatch):
+    """``caught_figure(plot, rc=None)``: run ``plot()`` (under the matplotlib ``rc``
+    settings) with ``Figure.savefig`` caught (nothing rendered, an empty file written);
+    the figure it would have saved."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    def catch(plot, rc=None):
+        figures = []
+
+        def caught(fig, fname, *args, **kwargs):
+            figures.append(fig)
+            open(fname, "wb").close()
+
+        with monkeypatch.context() as m, matplotlib.rc_context(rc or {}):
+            m.setattr(Figure, "savefig", caught)
+            plot()
+        assert len(figures) == 1, f"{len(figures)} figures saved"
+        return figures[0]
+
+    return catch
+
+
+@pytest.fixture
+def drawn_literally(caught_figure):
+    """``drawn_literally(plot, lines, any_of=())``: run ``plot()`` under a matplotlibrc
+    with ``text.usetex`` on (the figure is caught at ``savefig``, not rendered: no LaTeX is
+    needed) and check that each of ``lines`` (and at least one of ``any_of``) is one line
+    of a text artist of the figure, and that every text artist holding one of them is
+    parsed neither by mathtext nor by LaTeX (``get_parse_math()`` and ``get_usetex()``
+    false): it is drawn exactly as written."""
+    from matplotlib.text import Text
+
+    def check(plot, lines, any_of=()):
+        fig = caught_figure(plot, {"text.usetex": True})
+        texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
+        drawn = [t.get_text() for t in texts]
+
+        def holding(line):
+            return [t for t in texts if line in t.get_text().split("\n")]
+
+        for line in lines:
+            assert holding(line), f"{line!r} is not drawn as written: {drawn}"
+        if any_of:
+            assert any(holding(line) for line in any_of), f"none of {any_of} drawn: {drawn}"
+        for line in [*lines, *any_of]:
+            for t in holding(line):
+                assert not t.get_parse_math(), f"{t.get_text()!r} goes through mathtext"
+                assert not t.get_usetex(), f"{t.get_text()!r} goes to LaTeX"
+
+    return check

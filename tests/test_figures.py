@@ -69,12 +69,17 @@ def test_no_curve_of_the_kind_is_an_error(tmp_path, metric_files):
     assert not (tmp_path / "p.png").exists()
 
 
-def test_ap_per_class_draws_class_names_literally(tmp_path, dataset, curve_files):
+def test_ap_per_class_draws_class_names_literally(tmp_path, dataset, curve_files, drawn_literally):
     root, _, _ = dataset
     out = tmp_path / "plots" / "ap.png"
-    plot_ap_per_class(curve_files, root / "manifest.parquet", out, "AP $\\y$")
+
+    def plot():
+        plot_ap_per_class(curve_files, root / "manifest.parquet", out, "AP $\\y$")
+
+    plot()
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] > 300
+    drawn_literally(plot, [*CLASSES, "AP $\\y$"])
 
 
 def test_ap_per_class_without_the_curve_names_the_file(tmp_path, dataset, report_data):
@@ -110,7 +115,7 @@ def test_cli_plot_ap_on_a_full_disk_is_one_line_and_leaves_nothing(
     assert list(out.parent.iterdir()) == []
 
 
-def test_retrieval_examples_draw_class_names_literally(tmp_path, dataset):
+def test_retrieval_examples_draw_class_names_literally(tmp_path, dataset, drawn_literally):
     root, manifest, split = dataset
     rows = split[split.role.isin(["query", "database"])].reset_index(drop=True)
     labels = rows.image_id.map(dict(zip(manifest.image_id, manifest.label))).to_numpy()
@@ -125,15 +130,21 @@ def test_retrieval_examples_draw_class_names_literally(tmp_path, dataset):
         16,
     )
     out = tmp_path / "retrieval.png"
-    plot_retrieval(
-        root / "codes.parquet",
-        root / "split.parquet",
-        root / "manifest.parquet",
-        out,
-        "retrieval $\\y$",
-    )
+
+    def plot():
+        plot_retrieval(
+            root / "codes.parquet",
+            root / "split.parquet",
+            root / "manifest.parquet",
+            out,
+            "retrieval $\\y$",
+        )
+
+    plot()
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] > 600
+    # the captions name the classes of the queries and results drawn
+    drawn_literally(plot, ["retrieval $\\y$"], any_of=CLASSES)
 
 
 def test_figures_read_metrics_json_only(tmp_path):

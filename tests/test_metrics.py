@@ -341,3 +341,176 @@ def test_rotation_top3_hand_example():
     np.testing.assert_allclose(rotation_top3(ranked, rotated), [1, 2 / 3, 0, 1 / 3])
     with pytest.raises(ValueError):
         rotation_top3(ranked[:, :2], rotated)
+
+
+# --- every registry metric against a plain-Python reference ------------------------
+
+
+def _registry_case(seed=11, nq=9, ndb=30, bits=8):
+    """Codes from a pool of four (heavy ties), three classes, class heads, a left-out
+    item for some queries and three rotated copies per query."""
+    rng = np.random.default_rng(seed)
+    pool = rng.integers(0, 2, (4, bits))
+    qb, db = pool[rng.integers(0, 4, nq)], pool[rng.integers(0, 4, ndb)]
+    qb[::2, 0] ^= 1  # half the queries one bit away from the pool
+    # copies: the query's own code (distance 0) or a code of the pool
+    rot = np.where(rng.random((nq, 3, 1)) < 0.5, qb[:, None, :], pool[rng.integers(0, 4, (nq, 3))])
+    ql, dl = rng.integers(0, 3, nq), rng.integers(0, 3, ndb)
+    ql[0] = 7  # a query with no relevant item
+    qp = np.where(rng.random(nq) < 0.6, ql, (ql + 1) % 3)
+    dp = np.where(rng.random(ndb) < 0.6, dl, (dl + 1) % 3)
+    exclude = np.where(rng.random(nq) < 0.5, rng.integers(0, ndb, nq), -1)
+    return qb, db, rot, ql, dl, qp, dp, exclude, bits
+
+
+def _plain_queries(case):
+    """Per query, written out plainly: the ranking (database indices by (Hamming
+    distance, index), the left-out item skipped), its relevance, the number of relevant
+    items, the distances and the rotated copies' distances."""
+    qb, db, rot, ql, dl, qp, dp, exclude, bits = case
+    out = []
+    for i in range(len(ql)):
+        dist = {j: int((qb[i] != db[j]).sum()) for j in range(len(dl)) if j != exclude[i]}
+        ranked = sorted(dist, key=lambda j: (dist[j], j))
+        rel = [dl[j] == ql[i] for j in ranked]
+        copies = [int((qb[i] != rot[i, c]).sum()) for c in range(3)]
+        out.append(dict(ranked=ranked, rel=rel, n_rel=sum(rel), dist=dist, copies=copies))
+    return out
+
+
+def _ap(rel, k, by):
+    hits, total = 0, 0.0
+    for n, r in enumerate(rel[:k], start=1):
+        if r:
+            hits += 1
+            total += hits / n
+    den = by if by is not None else hits
+    return total / den if den else 0.0
+
+
+def _nmrr(rel, n_rel, gtm):
+    if n_rel == 0:
+        return 1.0
+    cap = min(4 * n_rel, 2 * gtm)
+    ranks = [n for n, r in enumerate(rel, start=1) if r]
+    avr = sum(n if n <= cap else 1.25 * cap for n in ranks) / n_rel
+    return (avr - 0.5 - n_rel / 2) / (1.25 * cap - 0.5 - n_rel / 2)
+
+
+def _radius(q, dl, label, r):
+    within = [j for j, d in q["dist"].items() if d <= r]
+    hits = sum(dl[j] == label for j in within)
+    return (hits / len(within) if within else 0.0), (hits / q["n_rel"] if q["n_rel"] else 0.0)
+
+
+def _rotation(q):
+    """Database then copies (ids ndb..ndb+2), by (distance, id): copies in the first 3."""
+    ndb = len(q["dist"]) + 10  # any id above the database's: copies come after it
+    items = [(d, j) for j, d in q["dist"].items()] + [
+        (d, ndb + c) for c, d in enumerate(q["copies"])
+    ]
+    return sum(j >= ndb for _, j in sorted(items)[:3]) / 3
+
+
+def _curve_ks(ndb, exclude):
+    shortest = ndb - int((exclude >= 0).any())
+    return sorted({min(k, shortest) for k in CURVE_KS})
+
+
+# The plain reference of every registry entry, by its registry name: (case, per-query
+# plain values, k) -> the value in the metrics JSON. query_ms is a time: None.
+REFERENCES = {
+    "map_all": lambda c, qs, k: np.mean([_ap(q["rel"], None, q["n_rel"]) for q in qs]),
+    "anmrr": lambda c, qs, k: np.mean(
+        [_nmrr(q["rel"], q["n_rel"], max(x["n_rel"] for x in qs)) for q in qs]
+    ),
+    "map_at_{k}": lambda c, qs, k: np.mean([_ap(q["rel"], k, None) for q in qs]),
+    "p_at_{k}": lambda c, qs, k: np.mean([sum(q["rel"][:k]) / min(k, len(q["rel"])) for q in qs]),
+    "r_at_{k}": lambda c, qs, k: np.mean(
+        [sum(q["rel"][:k]) / q["n_rel"] if q["n_rel"] else 0.0 for q in qs]
+    ),
+    "acc_retrieved_at_{k}": lambda c, qs, k: np.mean(
+        [np.mean([c[6][j] == c[4][j] for j in q["ranked"][:k]]) for q in qs]
+    ),
+    "rotation_top3": lambda c, qs, k: np.mean([_rotation(q) for q in qs]),
+    "p_hamming_r2": lambda c, qs, k: np.mean(
+        [_radius(q, c[4], c[3][i], 2)[0] for i, q in enumerate(qs)]
+    ),
+    "acc_query": lambda c, qs, k: np.mean(c[5] == c[3]),
+    "query_ms": None,
+    "p_at_k": lambda c, qs, k: {
+        "k": _curve_ks(len(c[4]), c[7]),
+        "precision": [
+            np.mean([sum(q["rel"][:n]) / n for q in qs]) for n in _curve_ks(len(c[4]), c[7])
+        ],
+    },
+    "r_at_k": lambda c, qs, k: {
+        "k": _curve_ks(len(c[4]), c[7]),
+        "recall": [
+            np.mean([sum(q["rel"][:n]) / q["n_rel"] if q["n_rel"] else 0.0 for q in qs])
+            for n in _curve_ks(len(c[4]), c[7])
+        ],
+    },
+    "ap_per_class": lambda c, qs, k: {
+        str(label): np.mean(
+            [_ap(q["rel"], None, q["n_rel"]) for q, y in zip(qs, c[3]) if y == label]
+        )
+        for label in sorted(set(c[3].tolist()))
+    },
+    "pr_hamming": lambda c, qs, k: {
+        "radius": list(range(c[8] + 1)),
+        "precision": [
+            np.mean([_radius(q, c[4], c[3][i], r)[0] for i, q in enumerate(qs)])
+            for r in range(c[8] + 1)
+        ],
+        "recall": [
+            np.mean([_radius(q, c[4], c[3][i], r)[1] for i, q in enumerate(qs)])
+            for r in range(c[8] + 1)
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize("block", [None, 2])
+def test_every_registry_metric_matches_its_plain_reference(block):
+    """Every metric of the registry (scalars and curves, the list read from the registry)
+    applies to a Hamming case with class heads, rotated copies and left-out items, and
+    equals its plain-Python reference. A new metric fails here until it has one."""
+    from rshash.codes import pack_bits
+    from rshash.evaluate import evaluate_arrays
+    from rshash.metrics import METRICS
+
+    case = _registry_case()
+    qb, db, rot, ql, dl, qp, dp, exclude, bits = case
+    lists = {"map_cutoffs": (3, 20, 50), "ks": (1, 5, 20, 40)}
+    ev = evaluate_arrays(
+        {"packed": pack_bits(qb), "predicted_label": qp},
+        ql,
+        {"packed": pack_bits(db), "predicted_label": dp},
+        dl,
+        exclude=exclude,
+        block=block,
+        with_curves=True,
+        rotated={"packed": pack_bits(rot.reshape(-1, bits)).reshape(len(ql), 3, -1)},
+        **lists,
+    )
+    assert ev.not_applicable == {}
+    qs = _plain_queries(case)
+    seen = set()
+    for metric in METRICS.values():
+        assert metric.name in REFERENCES, f"metric {metric.name!r}: add its plain reference"
+        for name, k in metric.names(lists):
+            seen.add(name)
+            got = (ev.curves if metric.curve else ev.metrics)[name]
+            if REFERENCES[metric.name] is None:  # a time
+                assert np.isfinite(got) and got >= 0, name
+                continue
+            expected = REFERENCES[metric.name](case, qs, k)
+            if isinstance(expected, dict):
+                assert got.keys() == expected.keys(), name
+                for key in expected:
+                    assert np.asarray(got[key]) == pytest.approx(np.asarray(expected[key])), name
+            else:
+                assert got == pytest.approx(expected), name
+    # nothing comes out that the registry does not name
+    assert set(ev.metrics) | set(ev.curves) == seen

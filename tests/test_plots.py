@@ -298,40 +298,60 @@ def test_plots_module_does_not_import_torch():
 
 # --- text is drawn literally ------------------------------------------------------------
 
-# matplotlib's mathtext characters: "a$b$c" would be drawn as math, "$x_1^2\y$" and "b^$c$"
+# matplotlib's mathtext characters: "a$b$c" would be drawn as math, "$x_1^2\\y$" and "b^$c$"
 # make mathtext raise; every label and title rshash draws must come out as written.
 MATH_NAMES = ["a$b$c", "x_1^2\\y", "$x_1^2\\y$", "b^$c$"]
 MATH_TITLE = "ucmd $\\y$ x_1^2"
 
 
-def test_ap_heatmap_draws_mathtext_characters_literally(tmp_path):
+def test_ap_heatmap_draws_mathtext_characters_literally(tmp_path, drawn_literally):
     out = tmp_path / "ap.png"
-    plot_ap_heatmap(np.full((4, 4), 0.5), MATH_NAMES, MATH_NAMES, out, MATH_TITLE)
+
+    def plot():
+        plot_ap_heatmap(np.full((4, 4), 0.5), MATH_NAMES, MATH_NAMES, out, MATH_TITLE)
+
+    plot()
     load_png(out)
+    drawn_literally(plot, [*MATH_NAMES, MATH_TITLE])
 
 
-def test_curves_draw_mathtext_characters_literally(tmp_path):
+def test_curves_draw_mathtext_characters_literally(tmp_path, drawn_literally):
     curves = pr_curves(MATH_NAMES)
-    plot_pr_hamming(curves, tmp_path / "pr.png", MATH_TITLE)
-    load_png(tmp_path / "pr.png")
+
+    def plot_pr():
+        plot_pr_hamming(curves, tmp_path / "pr.png", MATH_TITLE)
+
     ks = np.array([1, 10, 100, 1000])  # a log axis: its own tick labels stay math
-    plot_p_at_k(
-        {m: (ks, np.linspace(0.9, 0.2, 4)) for m in MATH_NAMES},
-        tmp_path / "pk.png",
-        MATH_TITLE,
-        ylabel="precision@k $\\y$",
-    )
+
+    def plot_pk():
+        plot_p_at_k(
+            {m: (ks, np.linspace(0.9, 0.2, 4)) for m in MATH_NAMES},
+            tmp_path / "pk.png",
+            MATH_TITLE,
+            ylabel="precision@k $\\y$",
+        )
+
+    plot_pr()
+    load_png(tmp_path / "pr.png")
+    plot_pk()
     load_png(tmp_path / "pk.png")
+    drawn_literally(plot_pr, [*MATH_NAMES, MATH_TITLE])
+    drawn_literally(plot_pk, [*MATH_NAMES, MATH_TITLE, "precision@k $\\y$"])
 
 
-def test_retrieval_grid_draws_mathtext_characters_literally(tmp_path, images):
+def test_retrieval_grid_draws_mathtext_characters_literally(tmp_path, images, drawn_literally):
     queries = make_queries(images, wrong=True)
     for q, name in zip(queries, MATH_NAMES):
         q["label"] = q["predicted"] = name
         for r, rname in zip(q["results"], MATH_NAMES * 2):
             r["label"] = r["predicted"] = rname
-    plot_retrieval_grid(queries, tmp_path / "grid.png", MATH_TITLE)
+
+    def plot():
+        plot_retrieval_grid(queries, tmp_path / "grid.png", MATH_TITLE)
+
+    plot()
     load_png(tmp_path / "grid.png", min_w=600)
+    drawn_literally(plot, [*MATH_NAMES, *(f"pred: {n}" for n in MATH_NAMES), MATH_TITLE])
 
 
 # --- t-SNE of codes ---------------------------------------------------------------------
@@ -361,7 +381,7 @@ def test_subsample_is_seeded_sorted_and_unique():
     assert np.array_equal(subsample(50, 100), np.arange(50))
 
 
-def test_plot_tsne_many_classes_uses_colorbar(tmp_path, report_data):
+def test_plot_tsne_many_classes_uses_colorbar(tmp_path, report_data, caught_figure):
     import matplotlib.image as mpimg
 
     codes = tmp_path / "codes.parquet"
@@ -369,6 +389,17 @@ def test_plot_tsne_many_classes_uses_colorbar(tmp_path, report_data):
     out = tmp_path / "many.png"
     plot_tsne(codes, out, "itq, 8 bits")
     assert mpimg.imread(out).shape[0] > 300
+    # 25 classes: a colour bar labelled "class" beside the scatter, no legend
+    fig = caught_figure(lambda: plot_tsne(codes, out, "itq, 8 bits"))
+    scatter, *others = fig.axes
+    assert scatter.get_legend() is None
+    assert [ax.get_ylabel() for ax in others] == ["class"]
+    # 4 classes: a legend of the classes, no colour bar
+    report_data.codes(codes, n_query=48, n_classes=4, bits=8)
+    fig = caught_figure(lambda: plot_tsne(codes, out, "itq, 8 bits"))
+    assert len(fig.axes) == 1
+    legend = fig.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["0", "1", "2", "3"]
 
 
 def test_plot_tsne_subsamples_deterministically(tmp_path, report_data):
@@ -399,9 +430,14 @@ def test_plot_tsne_needs_query_rows(tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
-def test_plot_tsne_draws_mathtext_characters_literally(tmp_path, report_data):
+def test_plot_tsne_draws_mathtext_characters_literally(tmp_path, report_data, drawn_literally):
     codes = tmp_path / "codes.parquet"
     report_data.codes(codes, n_query=60, n_classes=4)
     out = tmp_path / "tsne.png"
-    plot_tsne(codes, out, MATH_TITLE, class_names=dict(enumerate(MATH_NAMES)))
+
+    def plot():
+        plot_tsne(codes, out, MATH_TITLE, class_names=dict(enumerate(MATH_NAMES)))
+
+    plot()
     load_png(out)
+    drawn_literally(plot, [*(f"{i}: {n}" for i, n in enumerate(MATH_NAMES)), MATH_TITLE])

@@ -168,10 +168,19 @@ def check_references(config: dict) -> None:
     asked of (a ranking that reads a class head's columns needs a head, which a
     method's parameters can remove)."""
     from rshash.methods import REGISTRY, get_method
+    from rshash.metrics import METRICS, is_metric
     from rshash.rankings import RANKINGS
 
     check_backbones(config)
     check_ranking_params(config)
+    for name, protocol in config["protocols"].items():
+        for i, metric in enumerate(protocol.get("report_metrics", [])):
+            if not is_metric(metric):
+                known = ", ".join(m.name for m in METRICS.values() if not m.curve)
+                raise RshashError(
+                    f"config: protocols.{name}.report_metrics[{i}]: '{metric}' is not a "
+                    f"registered metric (known: {known})"
+                )
     resolved = {}
     for name, variant in config["variants"].items():
         if variant["method"] not in REGISTRY:

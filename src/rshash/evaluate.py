@@ -12,9 +12,14 @@ arrays hold about ``BLOCK_ITEMS`` entries in all, so memory stays bounded
 whatever the number of queries and database items; the metrics are per
 query, so blocks only fill their rows.
 
-The metrics JSON holds every metric of the registry (rshash.metrics) that
-applies to the cell, the curves, and under ``not_applicable`` every
-registry metric that does not, with the reason: nothing is left out
+Evaluation is one loop over the metric registry (rshash.metrics.METRICS):
+each block of queries is scored once (the ranking's Scores) and the other
+shared inputs a metric needs (the relevance of the first ranks, the Hamming
+histograms, the rotated copies' ranks) are computed on first use, once per
+block; every metric is then a function of them. The metrics JSON holds
+every registry metric that applies to the cell, the curves, and under
+``not_applicable`` every registry metric that does not, with the reason
+(the shared input it needs that the cell cannot have): nothing is left out
 silently.
 """
 
@@ -24,6 +29,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -38,22 +44,14 @@ from rshash.metrics import (
     CURVE_KS,
     KS,
     MAP_CUTOFFS,
-    accuracy,
-    average_precision_from_sum,
-    cutoff_metrics,
+    METRICS,
     hamming_pr_from_counts,
     nmrr_cap,
-    nmrr_from_ranks,
-    per_class_mean,
-    precision_recall_curves,
-    retrieved_accuracy_at,
-    rotation_top3,
 )
 from rshash.provenance import collect
 from rshash.rankings import RANKINGS, Database, get_ranking, rotated_copy_ids
-from rshash.scoring import score_hamming
+from rshash.scoring import Scores, score_hamming
 
-ACC_KS = (20,)
 BLOCK_ITEMS = 1 << 21  # entries per query-block array: 16 MiB as int64
 COLUMNS = ("packed", "value", "class_prob", "predicted_label")
 
@@ -147,19 +145,54 @@ def evaluate_arrays(
     n_relevant = n_relevant - excl_rel
     gtm = int(n_relevant.max())
     k_cap = nmrr_cap(n_relevant, gtm)
-    # curve cut-offs every query's ranking has (a left-out query ranks ndb - 1
-    # items), so the curves of every block add up point by point
-    shortest = ndb - int(has_exclude.any())
-    curve_cutoffs = sorted({min(k, shortest) for k in CURVE_KS})
-    # the ranks any cut-off metric reads
-    width = min(ndb, max((*map_cutoffs, *ks, *ACC_KS, *(CURVE_KS if with_curves else ()))))
 
     spec = get_ranking(ranking)
     packed = query.get("packed") is not None and database.get("packed") is not None
     if packed and bits is None:
         bits = 8 * np.shape(database["packed"])[1]
-    # real-valued columns in float64 and the codes in a binary index, once
-    database = Database(database)
+    predicted = (
+        query.get("predicted_label") is not None and database.get("predicted_label") is not None
+    )
+    # the registry metrics this evaluation computes, and why each other one does not apply
+    lists = {"map_cutoffs": tuple(map_cutoffs), "ks": tuple(ks)}
+    missing = _missing_inputs(packed, predicted, rotated, spec)
+    active, not_applicable = [], []
+    for metric in METRICS.values():
+        lacking = [i for i, n in enumerate(missing) if n in metric.needs]
+        if lacking:
+            reason = list(missing.values())[lacking[0]]
+            not_applicable += [(lacking[0], name, reason) for name, _ in metric.names(lists)]
+        elif with_curves or not metric.curve:
+            active.append(metric)
+    # grouped by the missing input (a stable sort: registry order within a group)
+    not_applicable = {name: why for _, name, why in sorted(not_applicable, key=lambda t: t[0])}
+    # the ranks any metric reads (those that do not apply too, so the blocks stay the same)
+    width = min(
+        ndb,
+        max(
+            (
+                k
+                for m in METRICS.values()
+                if m.reads_ranks and (with_curves or not m.curve)
+                for k in m.ks(lists)
+            ),
+            default=0,
+        ),
+    )
+    # curve cut-offs every query's ranking has (a left-out query ranks ndb - 1
+    # items), so the curves of every block add up point by point
+    shortest = ndb - int(has_exclude.any())
+    shared = _Shared(
+        database=Database(database),  # real-valued columns in float64, codes indexed, once
+        db_labels=db_labels,
+        ndb=ndb,
+        gtm=gtm,
+        bits=bits,
+        curve_ks=sorted({min(k, shortest) for k in CURVE_KS}),
+        spec=spec,
+        rotated=rotated,
+        threads=threads,
+    )
     if block is None:
         # entries a block holds per query: the first ranks, the Hamming histograms, and
         # a distance row and its sorted copy, or a ranking (none: scored by counting)
@@ -169,19 +202,10 @@ def evaluate_arrays(
             + (0 if spec.score is not None else 2 * ndb if spec.distances is not None else ndb)
         )
         block = max(1, BLOCK_ITEMS // per_query_items)
-    predicted = (
-        query.get("predicted_label") is not None and database.get("predicted_label") is not None
-    )
-    curve_ks = None
+    per_query = [m for m in active if m.per_query is not None]
     values: dict[str, np.ndarray] = {}
-    sums: dict[str, np.ndarray] = {}
+    sums: dict[str, dict[str, np.ndarray]] = {}
     seconds = 0.0
-
-    def put(name, rows, v):
-        values.setdefault(name, np.empty(nq))[rows] = v
-
-    def add(name, v):
-        sums[name] = sums.get(name, 0) + np.asarray(v, dtype=np.float64).sum(0)
 
     for start in range(0, nq, block):
         stop = min(start + block, nq)
@@ -189,81 +213,150 @@ def evaluate_arrays(
         q_block = _rows_of(query, rows)
         args = (query_labels[rows], db_labels, k_cap[rows], width, exclude[rows])
         tic = time.perf_counter()
-        scores = spec.scores(q_block, database, *args, params=ranking_params, threads=threads)
+        scores = spec.scores(
+            q_block, shared.database, *args, params=ranking_params, threads=threads
+        )
         seconds += time.perf_counter() - tic
-        put("map_all", rows, average_precision_from_sum(scores.ap_sum, n_relevant[rows]))
-        put("anmrr", rows, nmrr_from_ranks(scores.rank_sum, scores.n_within, n_relevant[rows], gtm))
-        for group, ranked in _by_length(scores.top, exclude[rows], ndb):
-            g = start + group
-            rel = db_labels[ranked] == query_labels[g, None]
-            for name, v in cutoff_metrics(rel, n_relevant[g], map_cutoffs, ks).items():
-                put(name, g, v)
-            if with_curves:
-                curve_ks, p_curve, r_curve = precision_recall_curves(
-                    rel, n_relevant[g], curve_cutoffs
-                )
-                add("p_at_k", p_curve)
-                add("r_at_k", r_curve)
-            if predicted:
-                for k in ACC_KS:
-                    put(
-                        f"acc_retrieved_at_{k}",
-                        g,
-                        retrieved_accuracy_at(
-                            database["predicted_label"][ranked], db_labels[ranked], k
-                        ),
-                    )
-        if rotated is not None and spec.rotation_top3 is not None:
-            q_rot = {k: v[rows] for k, v in rotated.items() if v is not None}
-            ranked = spec.rotation_top3(q_block, q_rot, database, threads=threads)
-            put(
-                "rotation_top3",
-                np.arange(start, stop),
-                rotation_top3(ranked, rotated_copy_ids(ndb, stop - start)),
-            )
-        if packed:
-            if scores.counts is None:  # the Hamming histograms of a non-Hamming ranking
-                scores = score_hamming(q_block["packed"], database.index, *args, threads=threads)
-            precision, recall = hamming_pr_from_counts(scores.counts, scores.relevant)
-            put("p_hamming_r2", rows, precision[:, min(2, bits)])
-            if with_curves:
-                add("pr_precision", precision)
-                add("pr_recall", recall)
+        inputs = _Block(shared, rows, q_block, args, scores, n_relevant[rows])
+        for metric in per_query:
+            for q in inputs.by_length() if metric.reads_ranks else (inputs,):
+                if metric.curve:
+                    total = sums.setdefault(metric.name, {})
+                    for key, v in metric.per_query(q).items():
+                        total[key] = total.get(key, 0) + np.asarray(v, dtype=np.float64).sum(0)
+                    continue
+                for name, k in metric.names(lists):
+                    v = metric.per_query(q) if k is None else metric.per_query(q, k)
+                    values.setdefault(name, np.empty(nq))[q.rows] = v
 
-    metrics = {name: float(v.mean()) for name, v in values.items()}
-    if predicted:
-        metrics["acc_query"] = accuracy(query["predicted_label"], query_labels)
-    metrics["query_ms"] = 1000.0 * seconds / nq
-    curves = (
-        {}
-        if not with_curves
-        else {
-            "p_at_k": {"k": list(curve_ks), "precision": (sums["p_at_k"] / nq).tolist()},
-            "r_at_k": {"k": list(curve_ks), "recall": (sums["r_at_k"] / nq).tolist()},
-            "ap_per_class": {
-                str(k): v for k, v in per_class_mean(values["map_all"], query_labels).items()
-            },
-        }
+    whole = _Whole(
+        nq=nq,
+        labels=query_labels,
+        query_predicted=query["predicted_label"] if predicted else None,
+        seconds=seconds,
+        values=values,
+        bits=bits,
+        curve_ks=shared.curve_ks,
     )
-    if packed and with_curves:
-        curves["pr_hamming"] = {
-            "radius": list(range(bits + 1)),
-            "precision": (sums["pr_precision"] / nq).tolist(),
-            "recall": (sums["pr_recall"] / nq).tolist(),
-        }
-    not_applicable = {}
+    metrics, curves = {}, {}
+    for metric in active:
+        if metric.summary is not None:
+            means = (
+                {key: v / nq for key, v in sums[metric.name].items()}
+                if metric.per_query is not None
+                else None
+            )
+            (curves if metric.curve else metrics)[metric.name] = metric.summary(whole, means)
+        else:
+            metrics.update((name, float(values[name].mean())) for name, _ in metric.names(lists))
+    return Evaluation(metrics, curves, not_applicable)
+
+
+def _missing_inputs(packed: bool, predicted: bool, rotated, spec) -> dict[str, str]:
+    """The shared inputs (rshash.metrics.INPUTS) this evaluation cannot have, with why:
+    a metric that needs one of them is listed under ``not_applicable`` with the reason."""
+    missing = {}
     if not packed:
-        for name in ("p_hamming_r2", "pr_hamming"):
-            not_applicable[name] = "real-valued method: no binary codes"
+        missing["hamming_pr"] = "real-valued method: no binary codes"
     if not predicted:
-        for name in ("acc_query", *(f"acc_retrieved_at_{k}" for k in ACC_KS)):
-            not_applicable[name] = "method has no class head (no predicted_label)"
+        for name in ("query_predicted", "ranked_predicted"):
+            missing[name] = "method has no class head (no predicted_label)"
     if rotated is None:
-        not_applicable["rotation_top3"] = "no rotated copies of the queries were encoded"
+        missing["rotation"] = "no rotated copies of the queries were encoded"
     elif spec.rotation_top3 is None:
         names = [r.name for r in RANKINGS.values() if r.rotation_top3 is not None]
-        not_applicable["rotation_top3"] = f"computed for the {' and '.join(names)} rankings only"
-    return Evaluation(metrics, curves, not_applicable)
+        missing["rotation"] = f"computed for the {' and '.join(names)} rankings only"
+    return missing
+
+
+@dataclass
+class _Shared:
+    """What every block of an evaluation shares."""
+
+    database: Database
+    db_labels: np.ndarray
+    ndb: int
+    gtm: int
+    bits: int | None
+    curve_ks: list[int]
+    spec: object
+    rotated: dict | None
+    threads: int | None
+
+
+@dataclass
+class _Whole:
+    """The inputs of the metrics' ``summary`` (rshash.metrics.INPUTS, ``e``)."""
+
+    nq: int
+    labels: np.ndarray
+    query_predicted: np.ndarray | None
+    seconds: float
+    values: dict
+    bits: int | None
+    curve_ks: list[int]
+
+
+class _Block:
+    """The shared inputs of a block of queries (rshash.metrics.INPUTS, ``q``), each
+    computed on first use, once."""
+
+    def __init__(self, shared: _Shared, rows: slice, query: dict, args, scores: Scores, n_rel):
+        self._shared, self._query, self._args = shared, query, args
+        self.rows = np.arange(rows.start, rows.stop)
+        self.labels, self.scores, self.n_relevant = args[0], scores, n_rel
+        self.gtm, self.bits, self.curve_ks = shared.gtm, shared.bits, shared.curve_ks
+
+    @cached_property
+    def hamming_pr(self):
+        scores, s = self.scores, self._shared
+        if scores.counts is None:  # the Hamming histograms of a non-Hamming ranking
+            scores = score_hamming(
+                self._query["packed"], s.database.index, *self._args, threads=s.threads
+            )
+        return hamming_pr_from_counts(scores.counts, scores.relevant)
+
+    @cached_property
+    def rotation(self):
+        s = self._shared
+        q_rot = {k: v[self.rows] for k, v in s.rotated.items() if v is not None}
+        ranked = s.spec.rotation_top3(self._query, q_rot, s.database, threads=s.threads)
+        return ranked, rotated_copy_ids(s.ndb, len(self.rows))
+
+    def by_length(self) -> list[_Ranks]:
+        """The block's queries grouped by the length of their ranking, with their first
+        ranks cut to that length."""
+        if "_groups" not in self.__dict__:
+            exclude = self._args[4]
+            self._groups = [
+                _Ranks(self, group, ranked)
+                for group, ranked in _by_length(self.scores.top, exclude, self._shared.ndb)
+            ]
+        return self._groups
+
+
+class _Ranks:
+    """The inputs of queries of a block whose rankings have one length, and their
+    first ranks (rshash.metrics.RANK_INPUTS)."""
+
+    def __init__(self, block: _Block, group: np.ndarray, ranked: np.ndarray):
+        self._shared = block._shared
+        self.rows = block.rows[group]
+        self.ranked = ranked
+        self.labels, self.n_relevant = block.labels[group], block.n_relevant[group]
+        self.gtm, self.bits, self.curve_ks = block.gtm, block.bits, block.curve_ks
+
+    @cached_property
+    def ranked_labels(self):
+        return self._shared.db_labels[self.ranked]
+
+    @cached_property
+    def rel(self):
+        return self.ranked_labels == self.labels[:, None]
+
+    @cached_property
+    def ranked_predicted(self):
+        return self._shared.database["predicted_label"][self.ranked]
 
 
 def _by_length(top: np.ndarray, exclude: np.ndarray, ndb: int):

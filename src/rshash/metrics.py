@@ -39,9 +39,24 @@ Definitions
   whose predicted label equals their own true label (DHCNN).
 * ``rotation_top3``: per query, share of its three rotated copies (90, 180,
   270 degrees, appended to the database) found in its top 3.
+
+The registry
+------------
+:data:`METRICS` holds one :class:`Metric` per metric of the metrics JSON (the
+scalars and the curves): its name (``map_at_{k}`` names one metric per
+cut-off), the shared inputs it ``needs`` (:data:`INPUTS`; evaluation computes
+each once per block of queries and leaves a metric out, under
+``not_applicable`` with the reason, when one of its inputs cannot exist for
+the cell), and a function from those inputs to its values. Evaluation
+(``rshash.evaluate``) is one loop over the registry. Adding a metric is one
+entry here plus its test (CONTRIBUTING.md, "Add a metric").
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -295,3 +310,191 @@ def rotation_top3(ranked_ids: np.ndarray, rotated_ids: np.ndarray) -> np.ndarray
         raise ValueError(f"rotated_ids must be ({ranked_ids.shape[0]}, 3), got {rotated_ids.shape}")
     found = (ranked_ids[:, :3, None] == rotated_ids[:, None, :]).any(axis=1)
     return found.mean(1)
+
+
+# --- the registry ---------------------------------------------------------------------
+
+ACC_KS = (20,)
+
+# The shared inputs a metric may read, by name. ``q`` (per query) is a set of queries:
+# a block of them, or, for a metric that reads the first ranks (RANK_INPUTS), the
+# queries of a block whose rankings have the same length (ndb, or ndb - 1 with a
+# left-out item), so that a cut-off k above the length is clamped to it. ``e`` (the
+# whole evaluation) is what a metric's ``summary`` reads.
+INPUTS: dict[str, str] = {
+    # q: every query
+    "labels": "q/e: (n,) the queries' labels",
+    "n_relevant": "q: (n,) relevant items in the database (a left-out query's copy aside)",
+    "gtm": "q: the largest n_relevant over all queries of the evaluation",
+    "bits": "q/e: the code length (binary codes)",
+    "scores": "q: the ranking's statistics (rshash.scoring.Scores: ap_sum, rank_sum, n_within)",
+    "hamming_pr": "q: (precision, recall), each (n, bits + 1): at each Hamming radius",
+    "rotation": "q: (ranked, copies), each (n, 3): the first 3 ranked ids of the database "
+    "plus the query's rotated copies, and the copies' ids",
+    # q: the first ranks (served per ranking length)
+    "ranked": "q: (n, w) the first ranked database indices",
+    "rel": "q: (n, w) bool, the first ranked items share the query's label",
+    "ranked_labels": "q: (n, w) the true labels of the first ranked items",
+    "ranked_predicted": "q: (n, w) the predicted labels of the first ranked items",
+    "curve_ks": "q/e: the curve cut-offs every query's ranking reaches (CURVE_KS clamped)",
+    # e: the whole evaluation
+    "nq": "e: the number of queries",
+    "query_predicted": "e: (nq,) the queries' predicted labels",
+    "seconds": "e: the ranking's time over all queries",
+    "values": "e: the per-query values of the scalar metrics, by name",
+}
+RANK_INPUTS = frozenset({"ranked", "rel", "ranked_labels", "ranked_predicted"})
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registry entry.
+
+    ``name``: the metric's name in the metrics JSON; with ``{k}`` in it, one metric
+    per cut-off of ``cutoffs`` (a tuple, or the name of the evaluation's list:
+    ``"map_cutoffs"`` or ``"ks"``). A metric reading the first ranks reads the first
+    max(cutoffs) of them. ``needs``: the shared inputs it reads (:data:`INPUTS`).
+    ``per_query(q[, k])``: its value for each query of ``q``, (n,) (the scalar is
+    the mean over all queries); for a curve, a dict of (n, m) arrays, summed over
+    all queries. ``summary(e, means)``: the value from the whole evaluation (``means``:
+    a curve's per-query arrays averaged over the queries, else None). ``curve``:
+    stored under ``curves`` (computed when curves are asked for) instead of ``metrics``.
+    """
+
+    name: str
+    needs: tuple[str, ...]
+    per_query: Callable | None = None
+    summary: Callable | None = None
+    cutoffs: str | tuple[int, ...] = ()
+    curve: bool = False
+
+    def __post_init__(self):
+        unknown = [n for n in self.needs if n not in INPUTS]
+        if unknown:
+            raise ValueError(f"metric {self.name!r}: unknown input(s) {unknown}")
+        if self.per_query is None and self.summary is None:
+            raise ValueError(f"metric {self.name!r} needs a per_query or a summary function")
+        if "{k}" in self.name and not self.cutoffs:
+            raise ValueError(f"metric {self.name!r}: a {{k}} in the name needs cutoffs")
+        if "{k}" in self.name and self.per_query is None:
+            raise ValueError(f"metric {self.name!r}: a family of cut-offs is per query")
+
+    @property
+    def reads_ranks(self) -> bool:
+        return not RANK_INPUTS.isdisjoint(self.needs)
+
+    def ks(self, lists: dict) -> tuple[int, ...]:
+        """Its cut-offs; ``lists`` maps ``map_cutoffs`` and ``ks`` to the evaluation's."""
+        return tuple(lists[self.cutoffs] if isinstance(self.cutoffs, str) else self.cutoffs)
+
+    def names(self, lists: dict) -> list[tuple[str, int | None]]:
+        """(name, k) of each metric it gives (k None without a cut-off)."""
+        if "{k}" not in self.name:
+            return [(self.name, None)]
+        return [(self.name.format(k=k), k) for k in self.ks(lists)]
+
+    def pattern(self) -> str:
+        """A regular expression matching its names."""
+        return re.escape(self.name).replace(re.escape("{k}"), "[1-9][0-9]*")
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(metric: Metric) -> Metric:
+    """Add ``metric`` to :data:`METRICS` (after the others: the metrics JSON keeps the
+    registry's order); a second metric of the same name is an error."""
+    if metric.name in METRICS:
+        raise ValueError(f"metric {metric.name!r} is registered twice")
+    METRICS[metric.name] = metric
+    return metric
+
+
+def is_metric(name: str) -> bool:
+    """Whether ``name`` is a scalar registry metric (``map_at_15`` included)."""
+    return any(re.fullmatch(m.pattern(), name) for m in METRICS.values() if not m.curve)
+
+
+def _curve(field: str, column: int):
+    def per_query(q):
+        return {field: precision_recall_curves(q.rel, q.n_relevant, q.curve_ks)[column]}
+
+    def summary(e, means):
+        return {"k": list(e.curve_ks), field: means[field].tolist()}
+
+    return per_query, summary
+
+
+for _metric in (
+    Metric(
+        "map_all",
+        ("scores", "n_relevant"),
+        lambda q: average_precision_from_sum(q.scores.ap_sum, q.n_relevant),
+    ),
+    Metric(
+        "anmrr",
+        ("scores", "n_relevant", "gtm"),
+        lambda q: nmrr_from_ranks(q.scores.rank_sum, q.scores.n_within, q.n_relevant, q.gtm),
+    ),
+    Metric(
+        "map_at_{k}",
+        ("rel",),
+        lambda q, k: average_precision_at(q.rel, k),
+        cutoffs="map_cutoffs",
+    ),
+    Metric("p_at_{k}", ("rel",), lambda q, k: precision_at(q.rel, k), cutoffs="ks"),
+    Metric(
+        "r_at_{k}",
+        ("rel", "n_relevant"),
+        lambda q, k: recall_at(q.rel, q.n_relevant, k),
+        cutoffs="ks",
+    ),
+    Metric(
+        "acc_retrieved_at_{k}",
+        ("ranked_predicted", "ranked_labels"),
+        lambda q, k: retrieved_accuracy_at(q.ranked_predicted, q.ranked_labels, k),
+        cutoffs=ACC_KS,
+    ),
+    Metric("rotation_top3", ("rotation",), lambda q: rotation_top3(*q.rotation)),
+    Metric("p_hamming_r2", ("hamming_pr", "bits"), lambda q: q.hamming_pr[0][:, min(2, q.bits)]),
+    Metric(
+        "acc_query",
+        ("query_predicted", "labels"),
+        summary=lambda e, _: accuracy(e.query_predicted, e.labels),
+    ),
+    Metric("query_ms", ("seconds", "nq"), summary=lambda e, _: 1000.0 * e.seconds / e.nq),
+    Metric(
+        "p_at_k",
+        ("rel", "n_relevant", "curve_ks"),
+        *_curve("precision", 1),
+        cutoffs=CURVE_KS,
+        curve=True,
+    ),
+    Metric(
+        "r_at_k",
+        ("rel", "n_relevant", "curve_ks"),
+        *_curve("recall", 2),
+        cutoffs=CURVE_KS,
+        curve=True,
+    ),
+    Metric(
+        "ap_per_class",
+        ("values", "labels"),
+        summary=lambda e, _: {
+            str(c): v for c, v in per_class_mean(e.values["map_all"], e.labels).items()
+        },
+        curve=True,
+    ),
+    Metric(
+        "pr_hamming",
+        ("hamming_pr", "bits"),
+        lambda q: dict(zip(("precision", "recall"), q.hamming_pr)),
+        lambda e, m: {
+            "radius": list(range(e.bits + 1)),
+            "precision": m["precision"].tolist(),
+            "recall": m["recall"].tolist(),
+        },
+        curve=True,
+    ),
+):
+    register_metric(_metric)
