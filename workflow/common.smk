@@ -129,10 +129,10 @@ _DIGESTS = {}
 
 def folder_listing(wildcards):
     """The manifest's record of its image folder: the sha256 of the listing of the
-    images that enter it (relative name, size, mtime_ns; rshash.data.manifest.
-    DatasetScan.listing), as a params value, so the default params rerun trigger
+    images that enter it (relative name, size, mtime_ns, inode number, ctime_ns:
+    rshash.data.manifest.DatasetScan.listing), as a params value, so the default params rerun trigger
     reruns the manifest, and all that depends on it, when an image or class is
-    added, removed or replaced, and never for files the manifest leaves out
+    added, removed, replaced or swapped with another by renames, and never for files the manifest leaves out
     (.DS_Store, README.md, ...). A params value rather than a checkpoint-written
     listing file: it costs one os.scandir pass per folder at parse time (0.3 s
     for 31,500 images on 2 busy cores), writes nothing, and a listing written by
