@@ -161,6 +161,32 @@ def extraction_settings(config: dict, backbone: str | None = None) -> dict:
     }
 
 
+# The protocol fields evaluation reads (rshash.evaluate.map_cutoffs_of; declared here, as
+# the workflow imports this module at parse time and rshash.evaluate compiles kernels).
+EVALUATION_KEYS = ("map_cutoffs",)
+
+
+def protocol_fields(config: dict, protocol: str, keys) -> dict:
+    """The fields ``keys`` of protocol ``protocol`` that it states: what a step that reads
+    only those depends on (rshash.data.splits.SPLIT_KEYS, EVALUATION_KEYS)."""
+    entry = config["protocols"][protocol]
+    return {k: entry[k] for k in keys if k in entry}
+
+
+def variant_params(config: dict, variant: str) -> dict:
+    """The parameters of ``variant`` that differ from its method's defaults, as the config
+    gives them: what its cells depend on, so stating a default (``itq: {params: {n_iter:
+    50}}``) changes nothing and reruns nothing."""
+    from rshash.methods import get_method
+
+    entry = config["variants"][variant]
+    given = dict(entry.get("params") or {})
+    params = get_method(entry["method"]).Params
+    values = params.resolve(given, f"config: variants.{variant}.params")
+    defaults = params.resolve({}, f"config: variants.{variant}.params")
+    return {k: v for k, v in given.items() if getattr(values, k) != getattr(defaults, k)}
+
+
 def backbone_source(config: dict, backbone: str) -> dict:
     """The keys of a backbone's config entry that define its features (timm, open_clip,
     pretrained, weights, input_size): what a job passes to ``rshash extract --source``
