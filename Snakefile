@@ -1,7 +1,11 @@
 # rshash: remote-sensing image retrieval with deep hashing.
 # Build the default targets (config key `targets`, the demo):  snakemake --cores 8
 # Build a table:  snakemake --cores 8 results/tables/ucmd.csv
-configfile: "config.yaml"
+# config files read strictly first (a key given twice: one line naming file and line)
+include: "workflow/config_files.smk"
+
+
+configfile: CONFIG_FILE
 
 
 include: "workflow/common.smk"

@@ -60,7 +60,7 @@ rule make_split:
     conda:
         "../envs/rshash.yaml"
     params:
-        protocol=lambda w: as_json(config["protocols"][w.protocol]),
+        protocol=split_protocol_json,
     shell:
         "rshash split --manifest {input} --protocol {params.protocol:q} "
         "--protocol-name {wildcards.protocol} --seed {wildcards.seed} --out {output} > {log} 2>&1"

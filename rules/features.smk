@@ -15,16 +15,20 @@ rule extract_features:
         gpu=0 if DEVICE == "cpu" else 1,
         mem_mb=16000,
         runtime=120,
+        # how images are decoded, not what is computed (the features are byte-identical
+        # for any number of workers: tests/test_streaming.py), so no params entry
+        num_workers=lambda w: extraction_settings(config, w.backbone)["num_workers"],
+    # batch_size is a param: the batch size changes the float summation order of CPU
+    # convolutions (features differ in the last bits), so it reruns extraction
     params:
         batch_size=lambda w: extraction_settings(config, w.backbone)["batch_size"],
-        num_workers=lambda w: extraction_settings(config, w.backbone)["num_workers"],
         device=DEVICE,
         source=lambda w: as_json(backbone_source(config, w.backbone)),
         precision=lambda w: extraction_settings(config, w.backbone)["precision"],
     shell:
         "rshash extract --manifest {input} --backbone {wildcards.backbone} --out {output} "
         "--threads {threads} --batch-size {params.batch_size} "
-        "--num-workers {params.num_workers} --device {params.device} "
+        "--num-workers {resources.num_workers} --device {params.device} "
         "--source {params.source:q} --precision {params.precision} > {log} 2>&1"
 
 
@@ -41,7 +45,6 @@ use rule extract_features as extract_feature_kind with:
         kind="maps|layers|rot",
     params:
         batch_size=lambda w: extraction_settings(config, w.backbone)["batch_size"],
-        num_workers=lambda w: extraction_settings(config, w.backbone)["num_workers"],
         device=lambda w: f"{DEVICE} --kind {w.kind}",
         source=lambda w: as_json(backbone_source(config, w.backbone)),
         precision=lambda w: extraction_settings(config, w.backbone)["precision"],

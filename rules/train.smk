@@ -18,7 +18,7 @@ rule train_method:
         runtime=60,
     params:
         base=lambda w: variant(w)["method"],
-        options=lambda w: as_json(variant(w).get("params", {})),
+        options=variant_options,
         val_metric=val_metric,
         extra=lambda w, input: " ".join(
             f"--extra {k}={p}" for k, p in zip(method_inputs(w), input.extra)

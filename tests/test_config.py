@@ -1,6 +1,8 @@
 """config.yaml is validated before any job runs, with the offending key named."""
 
 import copy
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -127,11 +129,12 @@ BAD = [
     ),
     (
         lambda c: c["variants"]["itq"].update(params={"n_iter": "fifty"}),
-        r"^config: variants\.itq\.params\.n_iter: expected an integer >= 0, got 'fifty'$",
+        r"^config: variants\.itq\.params\.n_iter: expected an integer in \[0, 100000\], "
+        r"got 'fifty'$",
     ),
     (
         lambda c: c["variants"]["itq"].update(params={"n_iter": -3}),
-        r"^config: variants\.itq\.params\.n_iter: expected an integer >= 0, got -3$",
+        r"^config: variants\.itq\.params\.n_iter: expected an integer in \[0, 100000\], got -3$",
     ),
     (
         lambda c: c["variants"]["itq"].update(params={"n_iter": 50.0}),
@@ -143,7 +146,7 @@ BAD = [
     ),
     (
         lambda c: c["variants"]["milan"].update(params={"hidden": [512, 0]}),
-        r"variants\.milan\.params\.hidden: expected a list of an integer >= 1",
+        r"variants\.milan\.params\.hidden: expected a list of an integer in \[1, 65536\]",
     ),
     (
         lambda c: c["variants"]["dhcnn"].update(params={"eta": 1.5}),
@@ -177,6 +180,139 @@ BAD = [
     ),
 ]
 
+# Counts a run could never finish, each refused with one line naming the key.
+HUGE = [
+    (
+        lambda c: c["variants"]["itq"].update(params={"n_iter": 1_000_000_000_000}),
+        r"^config: variants\.itq\.params\.n_iter: expected an integer in \[0, 100000\], "
+        r"got 1000000000000$",
+    ),
+    (
+        lambda c: c["variants"]["milan"].update(params={"max_epochs": 10**9}),
+        r"^config: variants\.milan\.params\.max_epochs: expected an integer in \[0, 100000\]",
+    ),
+    (
+        lambda c: c["variants"]["dpsh"].update(params={"batch_size": 10**7}),
+        r"^config: variants\.dpsh\.params\.batch_size: expected an integer in \[2, 65536\]",
+    ),
+    (
+        lambda c: c["variants"]["ksh"].update(params={"n_anchors": 10**9}),
+        r"^config: variants\.ksh\.params\.n_anchors: expected an integer in \[1, 1000000\]",
+    ),
+    (
+        lambda c: c["variants"]["dmch"].update(params={"images_per_class": 10**9}),
+        r"^config: variants\.dmch\.params\.images_per_class: expected an integer in \[2, 1000000\]",
+    ),
+    (
+        lambda c: c["protocols"]["dmch_60_40"].update(seeds=[0, 2**40]),
+        r"^config: protocols\.dmch_60_40\.seeds\[1\]: 1099511627776 is greater than the maximum",
+    ),
+    (
+        lambda c: c["backbones"]["efficientnet_lite0"].update(batch_size=10**9),
+        r"^config: backbones\.efficientnet_lite0\.batch_size: 1000000000 is greater than",
+    ),
+    (
+        lambda c: c["backbones"]["efficientnet_lite0"].update(num_workers=10**6),
+        r"^config: backbones\.efficientnet_lite0\.num_workers: 1000000 is greater than",
+    ),
+    (
+        lambda c: c["protocols"]["dmch_60_40"].update(map_cutoffs=["all", 10**12]),
+        r"^config: protocols\.dmch_60_40\.map_cutoffs\[1\]",
+    ),
+    (
+        lambda c: c.update(ranking_params={"coarse_to_fine": {"top_m": 10**12}}),
+        r"^config: ranking_params\.coarse_to_fine\.top_m: 1000000000000 is greater than",
+    ),
+    (
+        lambda c: c["datasets"]["demo"]["synthetic"].update(per_class=10**9),
+        r"^config: datasets\.demo\.synthetic\.per_class: 1000000000 is greater than",
+    ),
+]
+
+
+@pytest.mark.parametrize("mutate,pattern", HUGE)
+def test_every_count_has_a_maximum_named_in_one_line(config, schema, mutate, pattern):
+    bad = copy.deepcopy(config)
+    mutate(bad)
+    with pytest.raises(RshashError, match=pattern):
+        validate(bad, schema)
+
+
+def test_every_integer_method_parameter_is_bounded():
+    """No method declares a count without a maximum (COUNT_MAX when none is declared)."""
+    from rshash.methods import get_method, method_names
+    from rshash.methods.params import _is_count
+
+    for name in method_names():
+        params = get_method(name).Params
+        for key in params.names():
+            if _is_count(params._hints()[key]):
+                assert "max" in params._meta(key), (name, key)
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text,line,key",
+    [
+        ("targets: [demo]\ndevice: cpu\ntargets: [x]\n", 3, "'targets' (first on line 1)"),
+        (
+            "variants:\n  itq:\n    method: itq\n    params: {n_iter: 5}\n"
+            "    params: {n_iter: 7}\n",
+            5,
+            "'params' (first on line 4)",
+        ),
+        ("protocols:\n  p: {seeds: [0], seeds: [1]}\n", 2, "'seeds' (first on line 2)"),
+        ('{\n\t"a": {"b": 1,\n\t"b": 2}\n}\n', 3, "'b' (first on line 2)"),  # JSON, tabs
+    ],
+)
+def test_a_duplicate_key_at_any_level_is_refused_naming_file_line_and_key(
+    tmp_path, text, line, key
+):
+    from rshash.config import load_config_file
+
+    path = _write(tmp_path / "c.yaml", text)
+    with pytest.raises(RshashError) as err:
+        load_config_file(path)
+    assert str(err.value) == f"config file {path}, line {line}: duplicate key {key}"
+
+
+def test_a_syntax_error_or_a_tab_names_the_file_of_several_and_the_line(tmp_path):
+    from rshash.config import check_config_files
+
+    good = _write(tmp_path / "good.yaml", "targets: [demo]\n")
+    tab = _write(tmp_path / "tab.yaml", "device: cpu\nvariants:\n\titq: {method: itq}\n")
+    with pytest.raises(RshashError, match=r"^config file \S*tab\.yaml, line 3: .*tab") as err:
+        check_config_files([good, tab])
+    assert "\n" not in str(err.value)
+    broken = _write(tmp_path / "broken.yaml", "device: cpu\ntargets: [demo\nseeds: 1\n")
+    with pytest.raises(RshashError, match=r"^config file \S*broken\.yaml, line 3: "):
+        check_config_files([good, broken, tab])
+
+
+def test_snakemake_refuses_a_duplicate_key_in_any_config_file(config, tmp_path, snakemake, repo):
+    """The workflow reads config.yaml and every --configfile strictly (Snakemake's reader
+    keeps the last value); a tab in config.yaml names it and the line."""
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    extra = _write(tmp_path / "extra.yaml", "device: cpu\nskip_unreadable: true\ndevice: cuda\n")
+    out = snakemake(repo, tmp_path, "-n", "--configfile", extra, check=False, cores=None)
+    text = out.stdout + out.stderr
+    assert f"config file {extra}, line 3: duplicate key 'device' (first on line 1)" in text
+    assert out.returncode != 0 and "Job stats" not in text and "Traceback" not in text
+
+    (tmp_path / "config.yaml").write_text("targets: [demo]\nvariants:\n\titq: {}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "-s", repo / "Snakefile", "-d", tmp_path],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and "config file config.yaml, line 3: found a tab" in text
+
 
 @pytest.mark.parametrize("mutate,pattern", BAD)
 def test_bad_config_is_rejected_naming_the_key(config, schema, mutate, pattern):
@@ -196,7 +332,7 @@ def test_bad_config_is_rejected_naming_the_key(config, schema, mutate, pattern):
         # a variant's parameters are checked at parse time: nothing is extracted first
         (
             lambda c: c["variants"]["itq"].update(params={"n_iter": "fifty"}),
-            "config: variants.itq.params.n_iter: expected an integer >= 0, got 'fifty'",
+            "config: variants.itq.params.n_iter: expected an integer in [0, 100000], got 'fifty'",
         ),
         (
             lambda c: c["variants"]["itq"].update(params={"n_iterr": 5}),

@@ -2,6 +2,7 @@
 count check that names what is missing, and any class-folder dataset through
 snakemake from two config lines."""
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -154,3 +155,32 @@ def test_any_class_folder_dataset_gets_a_table(
     assert jobs["build_manifest"] == 1 and jobs["extract_features"] == 1
     assert jobs["make_split"] == 1 and jobs["train_method"] == 2
     assert jobs["evaluate_ranking"] == 2 and jobs["build_table"] == 1
+
+
+def _swap(a: Path, b: Path) -> None:
+    tmp = a.with_name("swap.tmp")
+    a.rename(tmp)
+    b.rename(a)
+    tmp.rename(b)
+
+
+def test_swapping_two_images_of_equal_size_and_mtime_changes_the_listing(tmp_path):
+    """Two images of the same size and mtime exchanged with renames (``mv``) are another
+    dataset (their labels or ids change): the folder's digest sees it, though no name,
+    size or mtime in the folder changed."""
+    from rshash.data.manifest import folder_digest
+
+    for cls, colour in (("beach", (200, 180, 90)), ("forest", (20, 90, 30))):
+        (tmp_path / cls).mkdir()
+        Image.new("RGB", (8, 8), colour).save(tmp_path / cls / "x.bmp")
+    a, b = tmp_path / "beach" / "x.bmp", tmp_path / "forest" / "x.bmp"
+    assert a.stat().st_size == b.stat().st_size
+    for p in (a, b):
+        os.utime(p, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    before = folder_digest(tmp_path)
+    assert folder_digest(tmp_path) == before  # touching nothing changes nothing
+    _swap(a, b)
+    for p in (a, b):  # even with the mtimes set back
+        os.utime(p, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    assert (a.stat().st_size, a.stat().st_mtime_ns) == (b.stat().st_size, b.stat().st_mtime_ns)
+    assert folder_digest(tmp_path) != before

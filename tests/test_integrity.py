@@ -248,3 +248,45 @@ def test_damaged_model_gives_one_line_naming_the_file(tmp_path, damage):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and str(model) in lines[0], out.stderr
     assert not (tmp_path / "i.npz").exists()
+
+
+HOSTILE = ["rshash-sha256:" + "a" * 64, "rshash-sha256:" + "0" * 64, "rshash-sha256:" + "7f" * 32]
+
+
+@pytest.mark.parametrize("stem", HOSTILE)
+def test_an_image_named_like_the_digest_slot_does_not_take_it(tmp_path, stem):
+    """The slot is where the format puts it (the Parquet footer's key-value entry), not
+    the first bytes that look like it: image names holding the marker (in data pages and
+    in the footer's column statistics) read back unchanged, the file verifies, and a
+    flipped byte is still refused with one line."""
+    ids = [f"aa/{stem}", f"aa/{stem}x", "bb/plain", f"bb/{stem}"]
+    df = pd.DataFrame(
+        {
+            "image_id": ids,
+            "path": [f"/data/{i}.png" for i in ids],
+            "label": [0, 0, 1, 1],
+            "class_name": ["aa", "aa", "bb", "bb"],
+        }
+    )
+    write_manifest(df, tmp_path / "m.parquet")
+    back = read_manifest(tmp_path / "m.parquet")
+    assert list(back["image_id"]) == ids and list(back["path"]) == list(df["path"])
+    verify(tmp_path / "m.parquet")
+
+    rng = np.random.default_rng(0)
+    write_codes(
+        tmp_path / "c.parquet",
+        ids,
+        np.array([0, 0, 1, 1]),
+        ["query", "database", "database", "query"],
+        pack_bits(rng.integers(0, 2, (4, 16), dtype=np.uint8)),
+        rng.normal(size=(4, 16)).astype(np.float32),
+        16,
+    )
+    assert list(read_codes(tmp_path / "c.parquet").image_id) == ids
+
+    data = bytearray((tmp_path / "m.parquet").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (tmp_path / "bad.parquet").write_bytes(bytes(data))
+    with pytest.raises(RshashError, match=r"^[^\n]*bad.parquet: content digest mismatch[^\n]*$"):
+        read_manifest(tmp_path / "bad.parquet")

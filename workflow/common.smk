@@ -15,7 +15,10 @@ from rshash.config import (
     experiment_rankings,
     backbone_source,
     extraction_settings,
+    protocol_fields,
+    EVALUATION_KEYS,
     validate,
+    variant_params,
 )
 from rshash.data.datasets import (
     data_dir,
@@ -25,6 +28,7 @@ from rshash.data.datasets import (
     spec_from_config,
 )
 from rshash.data.manifest import folder_digest
+from rshash.data.splits import CLASS_SIZE_KEYS, SPLIT_KEYS
 from rshash.methods import method_info
 from rshash.methods.convergence import val_metric_name
 
@@ -129,10 +133,10 @@ _DIGESTS = {}
 
 def folder_listing(wildcards):
     """The manifest's record of its image folder: the sha256 of the listing of the
-    images that enter it (relative name, size, mtime_ns; rshash.data.manifest.
-    DatasetScan.listing), as a params value, so the default params rerun trigger
+    images that enter it (relative name, size, mtime_ns, inode number, ctime_ns:
+    rshash.data.manifest.DatasetScan.listing), as a params value, so the default params rerun trigger
     reruns the manifest, and all that depends on it, when an image or class is
-    added, removed or replaced, and never for files the manifest leaves out
+    added, removed, replaced or swapped with another by renames, and never for files the manifest leaves out
     (.DS_Store, README.md, ...). A params value rather than a checkpoint-written
     listing file: it costs one os.scandir pass per folder at parse time (0.3 s
     for 31,500 images on 2 busy cores), writes nothing, and a listing written by
@@ -181,13 +185,19 @@ def fetch_options(wildcards):
 
 def dataset_protocols_json(wildcards):
     """The protocols any experiment uses with this dataset: the manifest step checks
-    every class is large enough for each, before any heavy job."""
+    every class is large enough for each, before any heavy job (only the fields that
+    check reads: a protocol's source, seeds or cut-offs rerun no manifest)."""
     names = {}
     for e in config["experiments"]:
         for c in experiment_cells(config, e):
             if c.dataset == wildcards.dataset:
-                names[c.protocol] = config["protocols"][c.protocol]
+                names[c.protocol] = protocol_fields(config, c.protocol, CLASS_SIZE_KEYS)
     return as_json(names)
+
+
+def split_protocol_json(wildcards):
+    """The protocol fields a split depends on (fractions, database)."""
+    return as_json(protocol_fields(config, wildcards.protocol, SPLIT_KEYS))
 
 
 def image_folder(wildcards):
@@ -205,6 +215,13 @@ def variant(wildcards):
             f"method '{wildcards.method}' is not a variant in config.yaml"
         )
     return config["variants"][wildcards.method]
+
+
+def variant_options(wildcards):
+    """The variant's parameters that differ from its method's defaults (stating a
+    default reruns nothing), as JSON."""
+    variant(wildcards)
+    return as_json(variant_params(config, wildcards.method))
 
 
 def method_inputs(wildcards):
@@ -231,7 +248,7 @@ def cell_json(wildcards):
             "protocol": wildcards.protocol,
             "method": wildcards.method,
             "base_method": v["method"],
-            "params": v.get("params", {}),
+            "params": variant_params(config, wildcards.method),
             "bits": int(wildcards.bits),
             "seed": int(wildcards.seed),
         }
@@ -323,7 +340,8 @@ def val_metric(wildcards):
 
 
 def protocol_json(wildcards):
-    return as_json(config["protocols"][wildcards.protocol])
+    """The protocol fields evaluation reads (its mAP cut-offs)."""
+    return as_json(protocol_fields(config, wildcards.protocol, EVALUATION_KEYS))
 
 
 def ranking_params_json(wildcards):

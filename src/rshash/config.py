@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,79 @@ _Validator = jsonschema.validators.extend(
         "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
     ),
 )
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader refusing a key given twice in one mapping (the plain loader
+    keeps the last value without a word)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key: the base constructor says so
+            continue
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {first})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def load_config_file(path: str | Path) -> dict:
+    """The mapping in a YAML (or JSON) config file, read strictly: a key given twice in
+    one mapping (at any level), a tab in the indentation or any other syntax error stops
+    with one line naming the file, the line and the key or the problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise RshashError(f"config file {path}: cannot be read ({err})") from None
+    try:
+        data = json.loads(text)  # Snakemake reads a config file as JSON first
+    except ValueError:
+        data = None
+    else:
+        # only for duplicate keys and their lines: valid JSON holds no tab inside a
+        # string, and outside one a space reads the same
+        text = text.replace("\t", " ")
+    try:
+        loaded = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+        data = loaded if data is None else data
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        if mark is None:
+            raise RshashError(f"config file {path}: not valid YAML ({err.problem})") from None
+        problem = err.problem or err.context or "not valid YAML"
+        lines = text.splitlines()
+        if "\t" in problem or (mark.line < len(lines) and "\t" in lines[mark.line]):
+            problem = (
+                problem.replace("character '\\t'", "a tab") + " (YAML indents with spaces only)"
+            )
+        raise RshashError(f"config file {path}, line {mark.line + 1}: {problem}") from None
+    except yaml.YAMLError as err:
+        raise RshashError(f"config file {path}: not valid YAML ({err})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RshashError(f"config file {path}: expected a mapping of keys at the top level")
+    return data
+
+
+def check_config_files(paths) -> None:
+    """:func:`load_config_file` on each of ``paths`` (those that exist), in order."""
+    for path in paths:
+        if Path(path).is_file():
+            load_config_file(path)
 
 
 @functools.lru_cache(maxsize=4)
@@ -101,6 +175,32 @@ def extraction_settings(config: dict, backbone: str | None = None) -> dict:
         "precision": entry.get("precision", defaults["precision"]),
         **device,
     }
+
+
+# The protocol fields evaluation reads (rshash.evaluate.map_cutoffs_of; declared here, as
+# the workflow imports this module at parse time and rshash.evaluate compiles kernels).
+EVALUATION_KEYS = ("map_cutoffs",)
+
+
+def protocol_fields(config: dict, protocol: str, keys) -> dict:
+    """The fields ``keys`` of protocol ``protocol`` that it states: what a step that reads
+    only those depends on (rshash.data.splits.SPLIT_KEYS, EVALUATION_KEYS)."""
+    entry = config["protocols"][protocol]
+    return {k: entry[k] for k in keys if k in entry}
+
+
+def variant_params(config: dict, variant: str) -> dict:
+    """The parameters of ``variant`` that differ from its method's defaults, as the config
+    gives them: what its cells depend on, so stating a default (``itq: {params: {n_iter:
+    50}}``) changes nothing and reruns nothing."""
+    from rshash.methods import get_method
+
+    entry = config["variants"][variant]
+    given = dict(entry.get("params") or {})
+    params = get_method(entry["method"]).Params
+    values = params.resolve(given, f"config: variants.{variant}.params")
+    defaults = params.resolve({}, f"config: variants.{variant}.params")
+    return {k: v for k, v in given.items() if getattr(values, k) != getattr(defaults, k)}
 
 
 def backbone_source(config: dict, backbone: str) -> dict:

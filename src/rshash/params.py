@@ -2,10 +2,14 @@
 
 Each method file declares ``class Params`` (subclassing :class:`Params` or a shared base
 in ``rshash.methods.nets``) whose typed fields, with defaults, are its parameters;
-``param(default, min=..., max=...)`` adds a range. :meth:`Params.resolve` turns the
-mapping a config or command line gives into an instance, refusing unknown names, wrong
-types and values out of range with one line naming the key. It imports nothing heavy,
-so the workflow runs it at parse time (``rshash.config.check_references``).
+``param(default, min=..., max=...)`` adds a range. An integer parameter is a count
+(epochs, iterations, a batch, anchors, units, a schedule's step), and no count may be
+larger than :data:`COUNT_MAX` unless its field declares a smaller maximum: a value a run
+could never finish (``n_iter: 1000000000000``) stops with one line naming the key.
+:meth:`Params.resolve` turns the mapping a config or command line gives into an
+instance, refusing unknown names, wrong types and values out of range with one line
+naming the key. It imports nothing heavy, so the workflow runs it at parse time
+(``rshash.config.check_references``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,19 @@ from collections.abc import Mapping
 from typing import Literal, Union, get_args, get_origin
 
 from rshash import RshashError
+
+# The largest any integer parameter may be unless its field declares its own maximum.
+COUNT_MAX = 1_000_000
+
+
+def _is_count(tp) -> bool:
+    """An int, or a tuple of ints (e.g. hidden layer sizes), possibly optional."""
+    if tp is int:
+        return True
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType, tuple):
+        return any(a is int or _is_count(a) for a in get_args(tp) if a is not Ellipsis)
+    return False
 
 
 def param(default=dataclasses.MISSING, *, min: float | None = None, max: float | None = None):
@@ -102,13 +119,17 @@ def _coerce(value, tp, meta: dict):
     raise TypeError(f"unsupported parameter type {tp!r}")
 
 
+def _num(v) -> str:
+    return str(v) if isinstance(v, int) else f"{v:g}"
+
+
 def _range(meta: dict) -> str:
     if "min" in meta and "max" in meta:
-        return f" in [{meta['min']:g}, {meta['max']:g}]"
+        return f" in [{_num(meta['min'])}, {_num(meta['max'])}]"
     if "min" in meta:
-        return f" >= {meta['min']:g}"
+        return f" >= {_num(meta['min'])}"
     if "max" in meta:
-        return f" <= {meta['max']:g}"
+        return f" <= {_num(meta['max'])}"
     return ""
 
 
@@ -128,12 +149,16 @@ class Params:
 
     @classmethod
     def _meta(cls, name: str) -> dict:
-        """The range of field ``name``: from the nearest class in the MRO that declares one."""
+        """The range of field ``name``: from the nearest class in the MRO that declares one;
+        a count without a declared maximum is at most :data:`COUNT_MAX`."""
+        meta = {}
         for klass in cls.__mro__:
             for f in dataclasses.fields(klass) if dataclasses.is_dataclass(klass) else ():
-                if f.name == name and f.metadata:
-                    return dict(f.metadata)
-        return {}
+                if f.name == name and f.metadata and not meta:
+                    meta = dict(f.metadata)
+        if "max" not in meta and _is_count(cls._hints()[name]):
+            meta["max"] = COUNT_MAX
+        return meta
 
     @classmethod
     def names(cls) -> list[str]:

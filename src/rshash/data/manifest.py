@@ -47,14 +47,17 @@ _IMAGE_EXTENSIONS = frozenset(IMAGE_EXTENSIONS)
 class FolderScan:
     """One ``os.scandir`` pass over a folder, each entry sorted into what it is.
 
-    ``images``: (name, size, mtime_ns) of image files; ``folders``: names of
-    sub-folders; ``ignored``: (name, reason) of what a dataset may hold but is
-    no image (system files, other files, dangling links); ``bad_names``: names
-    that are not valid UTF-8 (os.scandir gives them surrogate-escaped).
+    ``images``: (name, size, mtime_ns) of image files; ``identity``: each image's
+    (st_ino, st_ctime_ns), what a rename or a rewrite with its old mtime restored
+    cannot keep (:meth:`DatasetScan.listing`); ``folders``: names of sub-folders;
+    ``ignored``: (name, reason) of what a dataset may hold but is no image (system
+    files, other files, dangling links); ``bad_names``: names that are not valid
+    UTF-8 (os.scandir gives them surrogate-escaped).
     """
 
     path: Path
     images: list[tuple[str, int, int]] = field(default_factory=list)
+    identity: dict[str, tuple[int, int]] = field(default_factory=dict)
     folders: list[str] = field(default_factory=list)
     ignored: list[tuple[str, str]] = field(default_factory=list)
     bad_names: list[str] = field(default_factory=list)
@@ -122,6 +125,7 @@ def scan_one(path: str | Path) -> FolderScan:
             scan.folders.append(name)
         else:
             scan.images.append((name, st.st_size, st.st_mtime_ns))
+            scan.identity[name] = (st.st_ino, st.st_ctime_ns)
     return scan
 
 
@@ -166,14 +170,24 @@ class DatasetScan:
 
     def listing(self) -> str:
         """What the manifest is built from, one line per class folder and per image
-        (relative name, size, mtime_ns), and the problems: any change to an image or
-        a class reruns the manifest, an ignored file does not."""
+        (relative name, size, mtime_ns, inode number, ctime_ns), and the problems: any
+        change to an image or a class reruns the manifest, an ignored file does not.
+        Size and mtime alone would miss two images of equal size and mtime swapped by
+        renames (or a file rewritten with its mtime restored); the inode number follows
+        a file through a rename and the ctime changes with every rename or write, and
+        neither can be set back by a user. A copy or restore of the folder (new inodes)
+        reruns the manifest too, which then writes the same rows."""
+
+        def line(prefix: str, scan: FolderScan, name: str, size: int, mtime: int) -> str:
+            ino, ctime = scan.identity[name]
+            return f"{prefix}{name}\t{size}\t{mtime}\t{ino}\t{ctime}"
+
         lines = []
         for cls, scan in self.classes.items():
             lines.append(f"{cls}/")
-            lines += [f"{cls}/{n}\t{size}\t{mtime}" for n, size, mtime in scan.images]
+            lines += [line(f"{cls}/", scan, *image) for image in scan.images]
             lines += [f"{cls}/{d}/\tfolder" for d in scan.folders]
-        lines += [f"{n}\t{size}\t{mtime}" for n, size, mtime in self.top.images]
+        lines += [line("", self.top, *image) for image in self.top.images]
         lines += [f"{shown(n)}\tnot UTF-8" for n in self.top.bad_names]
         lines += [
             f"{c}/{shown(n)}\tnot UTF-8" for c, s in self.classes.items() for n in s.bad_names

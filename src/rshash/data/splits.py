@@ -23,6 +23,12 @@ ROLES = ("train", "val", "query", "database")
 VAL_FRACTION = 0.2
 
 
+# The protocol fields each step reads, so a job's params hold exactly what its output
+# depends on (a protocol's source, seeds or mAP cut-offs rerun no manifest or split).
+CLASS_SIZE_KEYS = ("train_fraction", "val_fraction")  # check_class_sizes
+SPLIT_KEYS = (*CLASS_SIZE_KEYS, "database")  # make_split
+
+
 def make_split(
     manifest: pd.DataFrame, protocol: dict, seed: int, name: str = "protocol"
 ) -> pd.DataFrame:

@@ -54,7 +54,7 @@ class ConvergenceParams(Params):
     best epoch has passed since the best; at most ``max_epochs`` (each method states
     its own); with ``refit``, fit again on train + val for the best epoch's epochs."""
 
-    max_epochs: int = param(min=0)  # 0: the untrained network (a reference)
+    max_epochs: int = param(min=0, max=100_000)  # 0: the untrained network (a reference)
     # 5 x 10: 50 epochs without a better validation score stop training. Checked on the
     # 250-images-a-class demo set (benchmarks/convergence.py: each stopped model within
     # 0.01 validation mAP of 4x its epochs) and on UC Merced (README, "Training to

@@ -66,7 +66,7 @@ class HashNetParams(MLPParams, SGDParams):
     docstring); at most 500 epochs, stopped on the validation part. ``alpha`` null: 10 / K."""
 
     max_epochs: int = 500
-    batch_size: int = param(72, min=2)
+    batch_size: int = param(72, min=2, max=65_536)
     lr: float = 0.01
     weight_decay: float = 5e-4
     lr_gamma: float = param(0.5, min=0)

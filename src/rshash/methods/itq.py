@@ -19,7 +19,8 @@ from rshash.params import Params, param
 
 @dataclass(frozen=True, kw_only=True)
 class ITQParams(Params):
-    n_iter: int = param(50, min=0)  # the paper's 50 iterations (Gong and Lazebnik, sec. 3.2)
+    # the paper's 50 iterations (Gong and Lazebnik, sec. 3.2)
+    n_iter: int = param(50, min=0, max=100_000)
 
 
 class ITQ(HashMethod):

@@ -42,7 +42,7 @@ class KSHParams(Params):
 
     n_anchors: int = param(300, min=1)
     n_labeled: int = param(1000, min=2)
-    max_iter: int = param(500, min=0)
+    max_iter: int = param(500, min=0, max=100_000)
 
 
 def smoothed_cost(a: np.ndarray, K: np.ndarray, R: np.ndarray) -> tuple[float, np.ndarray]:

@@ -47,7 +47,7 @@ class NetParams(ConvergenceParams):
 class MLPParams(NetParams):
     """milan's MLP 1024-512-K with LeakyReLU (the deep methods on the same network)."""
 
-    hidden: tuple[int, ...] = param((1024, 512), min=1)
+    hidden: tuple[int, ...] = param((1024, 512), min=1, max=65_536)
     leaky_slope: float = param(0.2, min=0)
 
 
@@ -56,7 +56,7 @@ class EpochParams(NetParams):
     """Training in shuffled epochs of mini-batches; every loss here compares the rows of
     a batch (pairs, triplets, a contrastive or class term), so a batch has two or more."""
 
-    batch_size: int = param(min=2)
+    batch_size: int = param(min=2, max=65_536)
 
 
 @dataclass(frozen=True, kw_only=True)
