@@ -19,7 +19,9 @@ from rshash.features import write_arrays
 from rshash.methods import build, get_method, method_names
 from rshash.methods.convergence import (
     ConvergenceParams,
+    TrainingRecord,
     Validation,
+    cap_warning,
     train_to_convergence,
     val_metric_name,
 )
@@ -82,6 +84,47 @@ def test_without_a_validation_part_it_runs_max_epochs():
     record = train_to_convergence(POLICY, trained.append, None, lambda: None, lambda s: None)
     assert trained == list(range(1, 51))
     assert (record.epochs_run, record.best_epoch, record.best_val) == (50, 50, None)
+    assert (record.stopped, record.max_epochs, record.still_rising) == ("no_validation", 50, None)
+    assert cap_warning(record, "x") is None
+
+
+def test_the_record_says_how_training_stopped():
+    # the stop fired (even on the last epoch): patience
+    record, _, _ = run_scripted(POLICY, [0.1, 0.5, 0.4, 0.5, 0.45, 0.9])
+    assert (record.stopped, record.max_epochs, record.still_rising) == ("patience", 50, None)
+    last = ConvergenceParams(max_epochs=8, val_every=2, patience=3, grace=0)
+    record, _, _ = run_scripted(last, [0.5, 0.4, 0.4, 0.4])
+    assert (record.epochs_run, record.stopped) == (8, "patience")
+    # at the cap with the best among the last `patience` checks: still rising
+    p = ConvergenceParams(max_epochs=10, val_every=2, patience=3, grace=0)
+    record, _, _ = run_scripted(p, [0.1, 0.2, 0.3, 0.35, 0.3])
+    assert (record.epochs_run, record.best_epoch) == (10, 8)
+    assert (record.stopped, record.max_epochs, record.still_rising) == ("cap", 10, True)
+    assert record.header()["stopped"] == "cap" and record.header()["still_rising"] is True
+    # at the cap, held there by grace after `patience` checks without a gain: not rising
+    held = ConvergenceParams(max_epochs=10, val_every=1, patience=3, grace=1.5)
+    record, _, _ = run_scripted(held, [0.1, 0.2, 0.3, 0.4, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5])
+    assert (record.best_epoch, record.stopped, record.still_rising) == (5, "cap", False)
+    assert cap_warning(record, "x") is None
+
+
+def test_the_cap_warning_names_the_cell_the_cap_and_the_last_scores():
+    record = TrainingRecord(
+        150,
+        150,
+        0.918,
+        [[140, 0.9], [145, 0.912], [148, 0.915], [150, 0.918]],
+        "map_all",
+        stopped="cap",
+        max_epochs=150,
+        still_rising=True,
+    )
+    assert cap_warning(record, "dmch 32 bits split0") == (
+        "warning: dmch 32 bits split0 stopped at its cap max_epochs=150 with val map_all "
+        "still rising (0.912, 0.915, 0.918): raise it with a variant's params: "
+        "{max_epochs: ...}"
+    )
+    assert cap_warning(None, "itq 16 bits split0") is None
 
 
 def test_val_metric_is_the_protocols_first_cutoff():
@@ -214,6 +257,12 @@ def test_the_model_file_log_and_codes_record_the_training(cell):
     header = read_npz_header(cell / "m.npz", "model file")
     assert header["val_metric"] == "map_at_20"
     assert header["epochs_run"] == header["best_epoch"] + 2 * 5 < 60
+    assert (header["stopped"], header["max_epochs"], header["still_rising"]) == (
+        "patience",
+        60,
+        None,
+    )
+    assert "warning" not in run.stdout + run.stderr
     assert header["best_val"] == max(s for _, s in header["val_curve"])
     assert f"kept epoch {header['best_epoch']}" in run.stdout
     # refitted on the train and val rows (72 of 120) for the best epoch's epochs
@@ -231,12 +280,34 @@ def test_the_model_file_log_and_codes_record_the_training(cell):
     )
     assert run.returncode == 0, run.stderr
     assert "epochs_run" not in read_npz_header(cell / "i.npz", "model file")
+    assert "stopped" not in read_npz_header(cell / "i.npz", "model file")
     assert "on 72 images" in run.stdout  # 60% of 120: train and val rows
     plot = rshash("plot-val", "--out", "v.png", "m.npz", cwd=cell)
     assert plot.returncode == 0 and (cell / "v.png").stat().st_size > 10_000
     plot = rshash("plot-val", "--out", "w.png", "i.npz", cwd=cell)
     assert plot.returncode == 2 and "no validation curve" in plot.stderr
     assert not (cell / "w.png").exists()
+
+
+def test_a_cell_stopped_at_its_cap_says_so_in_its_header_and_log(cell):
+    # 4 epochs, checked at each: patience 10 cannot fire, the best is among the last checks
+    params = json.dumps({"max_epochs": 4, "val_every": 1})
+    run = rshash(
+        "train",
+        *["--features", "f.h5", "--split", "s.parquet", "--bits", 16, "--seed", 0],
+        *["--method", "csq", "--params", params, "--model", "m.npz", "--codes", "c.parquet"],
+        cwd=cell,
+    )
+    assert run.returncode == 0, run.stderr
+    header = read_npz_header(cell / "m.npz", "model file")
+    assert (header["stopped"], header["max_epochs"], header["still_rising"]) == ("cap", 4, True)
+    assert header["epochs_run"] == 4
+    (warning,) = [line for line in run.stdout.splitlines() if line.startswith("warning")]
+    scores = ", ".join(f"{s:.3f}" for _, s in header["val_curve"][-3:])
+    assert warning == (
+        "warning: csq 16 bits s (m.npz) stopped at its cap max_epochs=4 with val map_all "
+        f"still rising ({scores}): raise it with a variant's params: {{max_epochs: ...}}"
+    )
 
 
 def test_select_scores_the_stopped_model_on_its_validation_part(tmp_path, blobs):
