@@ -121,8 +121,8 @@ def test_the_cap_warning_names_the_cell_the_cap_and_the_last_scores():
     )
     assert cap_warning(record, "dmch 32 bits split0") == (
         "warning: dmch 32 bits split0 stopped at its cap max_epochs=150 with val map_all "
-        "still rising (0.912, 0.915, 0.918): raise it with a variant's params: "
-        "{max_epochs: ...}"
+        "still rising (0.912, 0.915, 0.918; best 0.918 at epoch 150): raise it with a "
+        "variant's params: {max_epochs: ...}"
     )
     assert cap_warning(None, "itq 16 bits split0") is None
 
@@ -306,7 +306,8 @@ def test_a_cell_stopped_at_its_cap_says_so_in_its_header_and_log(cell):
     scores = ", ".join(f"{s:.3f}" for _, s in header["val_curve"][-3:])
     assert warning == (
         "warning: csq 16 bits s (m.npz) stopped at its cap max_epochs=4 with val map_all "
-        f"still rising ({scores}): raise it with a variant's params: {{max_epochs: ...}}"
+        f"still rising ({scores}; best {header['best_val']:.3f} at epoch "
+        f"{header['best_epoch']}): raise it with a variant's params: {{max_epochs: ...}}"
     )
 
 

@@ -166,8 +166,8 @@ def cap_warning(record: TrainingRecord | None, who: str, last: int = 3) -> str |
     scores = ", ".join(f"{s:.3f}" for _, s in record.val_curve[-last:])
     return (
         f"warning: {who} stopped at its cap max_epochs={record.max_epochs} with val "
-        f"{record.val_metric} still rising ({scores}): raise it with a variant's params: "
-        "{max_epochs: ...}"
+        f"{record.val_metric} still rising ({scores}; best {record.best_val:.3f} at epoch "
+        f"{record.best_epoch}): raise it with a variant's params: {{max_epochs: ...}}"
     )
 
 
