@@ -1,7 +1,7 @@
 """Training to convergence: the early-stopping loop on hand-computed score sequences, a
 real method stopping early on an easy set (best state kept) and running to its maximum
-on a hard one, the validation part of a split, and what the model file and the cost
-table record."""
+on a hard one, the validation part of a split, what the model file and the cost
+table record, and how a stop at the cap is recorded, warned about and marked."""
 
 import json
 import subprocess
@@ -334,3 +334,56 @@ def test_select_scores_the_stopped_model_on_its_validation_part(tmp_path, blobs)
     stopped = build("dpsh", 16, seed=0, **base, refit=False)
     stopped.fit(X[fit], y[fit], validation=Validation(X[val], y[val]))
     assert params == base and result["map_all"] == stopped.record.best_val
+
+
+@pytest.mark.slow
+def test_the_pipeline_marks_and_warns_about_a_cell_stopped_at_its_cap(
+    repo, tmp_path, snakemake, small_experiment
+):
+    """A tiny experiment through snakemake (about a minute): milan capped at 10 epochs
+    (its patience of 10 checks cannot fire) is marked in the markdown, warned about in
+    its training log and counted in the cost table; csq stopped by a patience of 1 is
+    not; the CSV table keeps its columns."""
+    import yaml
+
+    from rshash.report.tables import COLUMNS
+
+    cfg = yaml.safe_load((repo / "config.yaml").read_text())
+    cfg["datasets"]["demo"]["synthetic"].update(per_class=12, size=64)
+    cfg["variants"]["milan_cap"] = {"method": "milan", "params": {"max_epochs": 10}}
+    stop = {"max_epochs": 200, "patience": 1, "val_every": 1}
+    cfg["variants"]["csq_stop"] = {"method": "csq", "params": stop}
+    cfg["experiments"] = {
+        "tiny": {**small_experiment("demo", ["itq", "milan_cap", "csq_stop"]), "plots": []}
+    }
+    cfg["targets"] = ["tiny"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    snakemake(repo, tmp_path, "results/tables/tiny.md", "results/tables/tiny_cost.csv")
+    results = tmp_path / "results"
+    cell = "demo/efficientnet_lite0/dmch_60_40/{}/16/split0"
+    capped = read_npz_header(results / f"models/{cell.format('milan_cap')}.npz", "model file")
+    assert (capped["stopped"], capped["max_epochs"], capped["still_rising"]) == ("cap", 10, True)
+    stopped = read_npz_header(results / f"models/{cell.format('csq_stop')}.npz", "model file")
+    assert stopped["stopped"] == "patience" and stopped["epochs_run"] < 200
+
+    text = (results / "tables/tiny.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.count("|") == 3}
+    assert rows["milan_cap"].rstrip(" |").endswith("†")
+    assert "†" not in rows["csq_stop"] and "†" not in rows["itq"]
+    assert "milan_cap 16 bits (max_epochs=10; 1 of 1 splits" in text
+    meta = json.loads((results / "tables/tiny.meta.json").read_text())
+    assert [c["method"] for c in meta["stopped_at_cap"]["cells"]] == ["milan_cap"]
+    assert list(pd.read_csv(results / "tables/tiny.csv").columns) == COLUMNS
+
+    log = (results / f"logs/train_method/{cell.format('milan_cap')}.log").read_text()
+    (warning,) = [line for line in log.splitlines() if line.startswith("warning:")]
+    assert "milan 16 bits split0" in warning and "milan_cap" in warning
+    assert "stopped at its cap max_epochs=10 with val map_all still rising" in warning
+    log = (results / f"logs/train_method/{cell.format('csq_stop')}.log").read_text()
+    assert "warning" not in log
+
+    cost = pd.read_csv(results / "tables/tiny_cost.csv")
+    train = cost[cost.stage == "train"].set_index("method")
+    assert train.loc["milan_cap", "n_stopped_cap"] == 1
+    assert train.loc["csq_stop", "n_stopped_cap"] == 0
+    assert pd.isna(train.loc["itq", "n_stopped_cap"])
