@@ -32,6 +32,7 @@ import pandas as pd
 
 from rshash import RshashError
 from rshash.atomic import atomic_write
+from rshash.report.stops import CELL, read_stop
 
 BENCHMARK_COLUMNS = [
     "s",
@@ -64,10 +65,7 @@ COLUMNS = [
     "stopped_cap_share",
 ]
 
-_CELL = (
-    r"(?P<dataset>[^/]+)/(?P<backbone>[^/]+)/(?P<protocol>[^/]+)/(?P<method>[^/]+)/"
-    r"(?P<bits>\d+)/split(?P<seed>\d+)"
-)
+_CELL = CELL  # the cell in a results path (rshash.report.stops)
 _PATTERNS = {
     "extract": re.compile(r"extract_features/(?P<dataset>[^/]+)/(?P<file>[^/]+)\.tsv$"),
     "train": re.compile(rf"train_method/{_CELL}\.tsv$"),
@@ -144,8 +142,6 @@ def model_epochs(path) -> dict:
     stopped and those of its refit on train + val (NaN for a method fitted in closed form,
     or a fit without a refit), and whether it stopped at its cap (1.0 or 0.0; NaN when it
     records no stop: closed form)."""
-    from rshash.report.stops import read_stop
-
     rec = read_stop(path)
     header = rec["header"]
     epochs, refit = header.get("epochs_run"), header.get("refit_epochs")
