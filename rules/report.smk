@@ -1,6 +1,8 @@
 rule build_table:
     input:
         metrics=experiment_metrics,
+        # the model headers say which cells stopped at their cap (marked in the .md)
+        models=experiment_models,
         plots=experiment_plots,
     output:
         csv=report(
@@ -30,8 +32,8 @@ rule build_table:
     shell:
         "rshash table --experiment {wildcards.experiment} --csv {output.csv} --md {output.md} "
         "--meta {output.meta} --protocols {params.protocols:q} --reference {params.reference:q} "
-        "--comparisons {params.comparisons:q} --paired {output.paired} {input.metrics} "
-        "> {log} 2>&1"
+        "--comparisons {params.comparisons:q} --paired {output.paired} "
+        "--models {input.models} -- {input.metrics} > {log} 2>&1"
 
 
 # Seconds and peak memory of the extraction, training and evaluation jobs

@@ -238,6 +238,25 @@ class ReportData:
         path.write_text(json.dumps(doc))
         return str(path)
 
+    def model(self, method, bits, seed, dataset="ucmd", **header) -> str:
+        """The cell's model file (``models/{cell}.npz``) with ``header`` as what its
+        training recorded (``stopped``, ``max_epochs``, ...); returns its path."""
+        from rshash.digest import write_npz
+
+        path = (
+            self.root
+            / "models"
+            / dataset
+            / "efficientnet_lite0"
+            / "dmch_60_40"
+            / method
+            / str(bits)
+            / f"split{seed}.npz"
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_npz(path, {"method": method, "bits": bits, "seed": seed, "params": {}, **header}, {})
+        return str(path)
+
     def files(self) -> list[str]:
         """Every method x bits x seed, ranked by Hamming distance."""
         return [self.write(m, b, s) for m in self.methods for b in self.bits for s in self.seeds]

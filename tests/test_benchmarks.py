@@ -58,6 +58,10 @@ def test_convergence_benchmark_runs(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "csq" in out.stdout and "yes" in out.stdout
+    # how the run stopped: its row ends with it, and a cap stop is listed after the table
+    row = next(line for line in out.stdout.splitlines() if line.startswith("csq "))
+    assert row.endswith(("patience", "cap", "cap, rising"))
+    assert "stopped at the cap: " in out.stdout
 
 
 def test_search_scale_benchmark_prints_its_json_rows():

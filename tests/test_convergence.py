@@ -1,7 +1,7 @@
 """Training to convergence: the early-stopping loop on hand-computed score sequences, a
 real method stopping early on an easy set (best state kept) and running to its maximum
-on a hard one, the validation part of a split, and what the model file and the cost
-table record."""
+on a hard one, the validation part of a split, what the model file and the cost
+table record, and how a stop at the cap is recorded, warned about and marked."""
 
 import json
 import subprocess
@@ -19,7 +19,9 @@ from rshash.features import write_arrays
 from rshash.methods import build, get_method, method_names
 from rshash.methods.convergence import (
     ConvergenceParams,
+    TrainingRecord,
     Validation,
+    cap_warning,
     train_to_convergence,
     val_metric_name,
 )
@@ -82,6 +84,47 @@ def test_without_a_validation_part_it_runs_max_epochs():
     record = train_to_convergence(POLICY, trained.append, None, lambda: None, lambda s: None)
     assert trained == list(range(1, 51))
     assert (record.epochs_run, record.best_epoch, record.best_val) == (50, 50, None)
+    assert (record.stopped, record.max_epochs, record.still_rising) == ("no_validation", 50, None)
+    assert cap_warning(record, "x") is None
+
+
+def test_the_record_says_how_training_stopped():
+    # the stop fired (even on the last epoch): patience
+    record, _, _ = run_scripted(POLICY, [0.1, 0.5, 0.4, 0.5, 0.45, 0.9])
+    assert (record.stopped, record.max_epochs, record.still_rising) == ("patience", 50, None)
+    last = ConvergenceParams(max_epochs=8, val_every=2, patience=3, grace=0)
+    record, _, _ = run_scripted(last, [0.5, 0.4, 0.4, 0.4])
+    assert (record.epochs_run, record.stopped) == (8, "patience")
+    # at the cap with the best among the last `patience` checks: still rising
+    p = ConvergenceParams(max_epochs=10, val_every=2, patience=3, grace=0)
+    record, _, _ = run_scripted(p, [0.1, 0.2, 0.3, 0.35, 0.3])
+    assert (record.epochs_run, record.best_epoch) == (10, 8)
+    assert (record.stopped, record.max_epochs, record.still_rising) == ("cap", 10, True)
+    assert record.header()["stopped"] == "cap" and record.header()["still_rising"] is True
+    # at the cap, held there by grace after `patience` checks without a gain: not rising
+    held = ConvergenceParams(max_epochs=10, val_every=1, patience=3, grace=1.5)
+    record, _, _ = run_scripted(held, [0.1, 0.2, 0.3, 0.4, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5])
+    assert (record.best_epoch, record.stopped, record.still_rising) == (5, "cap", False)
+    assert cap_warning(record, "x") is None
+
+
+def test_the_cap_warning_names_the_cell_the_cap_and_the_last_scores():
+    record = TrainingRecord(
+        150,
+        150,
+        0.918,
+        [[140, 0.9], [145, 0.912], [148, 0.915], [150, 0.918]],
+        "map_all",
+        stopped="cap",
+        max_epochs=150,
+        still_rising=True,
+    )
+    assert cap_warning(record, "dmch 32 bits split0") == (
+        "warning: dmch 32 bits split0 stopped at its cap max_epochs=150 with val map_all "
+        "still rising (0.912, 0.915, 0.918; best 0.918 at epoch 150): raise it with a "
+        "variant's params: {max_epochs: ...}"
+    )
+    assert cap_warning(None, "itq 16 bits split0") is None
 
 
 def test_val_metric_is_the_protocols_first_cutoff():
@@ -214,6 +257,12 @@ def test_the_model_file_log_and_codes_record_the_training(cell):
     header = read_npz_header(cell / "m.npz", "model file")
     assert header["val_metric"] == "map_at_20"
     assert header["epochs_run"] == header["best_epoch"] + 2 * 5 < 60
+    assert (header["stopped"], header["max_epochs"], header["still_rising"]) == (
+        "patience",
+        60,
+        None,
+    )
+    assert "warning" not in run.stdout + run.stderr
     assert header["best_val"] == max(s for _, s in header["val_curve"])
     assert f"kept epoch {header['best_epoch']}" in run.stdout
     # refitted on the train and val rows (72 of 120) for the best epoch's epochs
@@ -231,12 +280,35 @@ def test_the_model_file_log_and_codes_record_the_training(cell):
     )
     assert run.returncode == 0, run.stderr
     assert "epochs_run" not in read_npz_header(cell / "i.npz", "model file")
+    assert "stopped" not in read_npz_header(cell / "i.npz", "model file")
     assert "on 72 images" in run.stdout  # 60% of 120: train and val rows
     plot = rshash("plot-val", "--out", "v.png", "m.npz", cwd=cell)
     assert plot.returncode == 0 and (cell / "v.png").stat().st_size > 10_000
     plot = rshash("plot-val", "--out", "w.png", "i.npz", cwd=cell)
     assert plot.returncode == 2 and "no validation curve" in plot.stderr
     assert not (cell / "w.png").exists()
+
+
+def test_a_cell_stopped_at_its_cap_says_so_in_its_header_and_log(cell):
+    # 4 epochs, checked at each: patience 10 cannot fire, the best is among the last checks
+    params = json.dumps({"max_epochs": 4, "val_every": 1})
+    run = rshash(
+        "train",
+        *["--features", "f.h5", "--split", "s.parquet", "--bits", 16, "--seed", 0],
+        *["--method", "csq", "--params", params, "--model", "m.npz", "--codes", "c.parquet"],
+        cwd=cell,
+    )
+    assert run.returncode == 0, run.stderr
+    header = read_npz_header(cell / "m.npz", "model file")
+    assert (header["stopped"], header["max_epochs"], header["still_rising"]) == ("cap", 4, True)
+    assert header["epochs_run"] == 4
+    (warning,) = [line for line in run.stdout.splitlines() if line.startswith("warning")]
+    scores = ", ".join(f"{s:.3f}" for _, s in header["val_curve"][-3:])
+    assert warning == (
+        "warning: csq 16 bits s (m.npz) stopped at its cap max_epochs=4 with val map_all "
+        f"still rising ({scores}; best {header['best_val']:.3f} at epoch "
+        f"{header['best_epoch']}): raise it with a variant's params: {{max_epochs: ...}}"
+    )
 
 
 def test_select_scores_the_stopped_model_on_its_validation_part(tmp_path, blobs):
@@ -262,3 +334,56 @@ def test_select_scores_the_stopped_model_on_its_validation_part(tmp_path, blobs)
     stopped = build("dpsh", 16, seed=0, **base, refit=False)
     stopped.fit(X[fit], y[fit], validation=Validation(X[val], y[val]))
     assert params == base and result["map_all"] == stopped.record.best_val
+
+
+@pytest.mark.slow
+def test_the_pipeline_marks_and_warns_about_a_cell_stopped_at_its_cap(
+    repo, tmp_path, snakemake, small_experiment
+):
+    """A tiny experiment through snakemake (about a minute): milan capped at 10 epochs
+    (its patience of 10 checks cannot fire) is marked in the markdown, warned about in
+    its training log and counted in the cost table; csq stopped by a patience of 1 is
+    not; the CSV table keeps its columns."""
+    import yaml
+
+    from rshash.report.tables import COLUMNS
+
+    cfg = yaml.safe_load((repo / "config.yaml").read_text())
+    cfg["datasets"]["demo"]["synthetic"].update(per_class=12, size=64)
+    cfg["variants"]["milan_cap"] = {"method": "milan", "params": {"max_epochs": 10}}
+    stop = {"max_epochs": 200, "patience": 1, "val_every": 1}
+    cfg["variants"]["csq_stop"] = {"method": "csq", "params": stop}
+    cfg["experiments"] = {
+        "tiny": {**small_experiment("demo", ["itq", "milan_cap", "csq_stop"]), "plots": []}
+    }
+    cfg["targets"] = ["tiny"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    snakemake(repo, tmp_path, "results/tables/tiny.md", "results/tables/tiny_cost.csv")
+    results = tmp_path / "results"
+    cell = "demo/efficientnet_lite0/dmch_60_40/{}/16/split0"
+    capped = read_npz_header(results / f"models/{cell.format('milan_cap')}.npz", "model file")
+    assert (capped["stopped"], capped["max_epochs"], capped["still_rising"]) == ("cap", 10, True)
+    stopped = read_npz_header(results / f"models/{cell.format('csq_stop')}.npz", "model file")
+    assert stopped["stopped"] == "patience" and stopped["epochs_run"] < 200
+
+    text = (results / "tables/tiny.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.count("|") == 3}
+    assert rows["milan_cap"].rstrip(" |").endswith("†")
+    assert "†" not in rows["csq_stop"] and "†" not in rows["itq"]
+    assert "milan_cap 16 bits (max_epochs=10; 1 of 1 splits" in text
+    meta = json.loads((results / "tables/tiny.meta.json").read_text())
+    assert [c["method"] for c in meta["stopped_at_cap"]["cells"]] == ["milan_cap"]
+    assert list(pd.read_csv(results / "tables/tiny.csv").columns) == COLUMNS
+
+    log = (results / f"logs/train_method/{cell.format('milan_cap')}.log").read_text()
+    (warning,) = [line for line in log.splitlines() if line.startswith("warning:")]
+    assert "milan 16 bits split0" in warning and "milan_cap" in warning
+    assert "stopped at its cap max_epochs=10 with val map_all still rising" in warning
+    log = (results / f"logs/train_method/{cell.format('csq_stop')}.log").read_text()
+    assert "warning" not in log
+
+    cost = pd.read_csv(results / "tables/tiny_cost.csv")
+    train = cost[cost.stage == "train"].set_index("method")
+    assert train.loc["milan_cap", "n_stopped_cap"] == 1
+    assert train.loc["csq_stop", "n_stopped_cap"] == 0
+    assert pd.isna(train.loc["itq", "n_stopped_cap"])

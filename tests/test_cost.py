@@ -164,3 +164,44 @@ def test_missing_file_and_no_files_are_errors(tmp_path):
         )
     with pytest.raises(RshashError, match="no benchmark files"):
         build_cost("demo", [], tmp_path / "c.csv", BACKBONES)
+
+
+def model(root, method, bits, seed, **header):
+    """A model file at root/models/{cell}.npz whose header is ``header`` (what training
+    records: epochs_run, stopped, ...)."""
+    from rshash.digest import write_npz
+
+    path = root / "models" / (CELL.format(method=method, bits=bits, seed=seed) + ".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_npz(path, {"method": method, "bits": bits, "seed": seed, "params": {}, **header}, {})
+    return path
+
+
+def test_training_rows_count_the_splits_stopped_at_their_cap(tmp_path):
+    trained = {"refit_epochs": 40, "max_epochs": 150}
+    at_cap = {"epochs_run": 150, "stopped": "cap", **trained}
+    paths = [
+        *(
+            bench(tmp_path, f"train_method/{CELL.format(method=m, bits=16, seed=s)}.tsv", (1.0, 9))
+            for m in ("dmch", "csq", "itq")
+            for s in (0, 1, 2)
+        ),
+        # dmch: two of three splits ran to the cap, one stopped by patience
+        model(tmp_path, "dmch", 16, 0, still_rising=True, **at_cap),
+        model(tmp_path, "dmch", 16, 1, epochs_run=90, stopped="patience", **trained),
+        model(tmp_path, "dmch", 16, 2, still_rising=False, **at_cap),
+        *(
+            model(tmp_path, "csq", 16, s, epochs_run=60, stopped="patience", **trained)
+            for s in (0, 1, 2)
+        ),
+        *(model(tmp_path, "itq", 16, s) for s in (0, 1, 2)),  # closed form: no stop
+    ]
+    out = tmp_path / "c.csv"
+    build_cost("demo", paths, out, BACKBONES)
+    table = pd.read_csv(out, dtype=str, keep_default_na=False)  # the cells as written
+    assert list(table.columns) == COLUMNS
+    rows = {r.method: r for r in table.itertuples()}
+    assert (rows["dmch"].n_stopped_cap, rows["dmch"].stopped_cap_share) == ("2", "0.6667")
+    assert (rows["dmch"].epochs_mean, rows["dmch"].epochs_max) == ("130.0000", "150.0000")
+    assert (rows["csq"].n_stopped_cap, rows["csq"].stopped_cap_share) == ("0", "0.0000")
+    assert (rows["itq"].n_stopped_cap, rows["itq"].stopped_cap_share) == ("", "")

@@ -264,6 +264,14 @@ def experiment_metrics(wildcards):
     ]
 
 
+def experiment_models(wildcards):
+    """The model files of an experiment's cells (how each trained cell stopped)."""
+    return [
+        f"results/models/{c.path}.npz"
+        for c in experiment_cells(config, wildcards.experiment)
+    ]
+
+
 def _metrics_path(c, ranking):
     return f"results/metrics/{c.path}/{ranking}.json"
 
@@ -390,5 +398,5 @@ def experiment_benchmarks(wildcards):
             for c in cells
             for r in experiment_rankings(config, e, c.method)
         ]
-        + [f"results/models/{c.path}.npz" for c in cells]
+        + experiment_models(wildcards)
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -25,7 +26,7 @@ from rshash.data.splits import read_split, train_part
 from rshash.digest import digest_of
 from rshash.features import read_arrays, read_features
 from rshash.methods import build, method_info
-from rshash.methods.convergence import Validation
+from rshash.methods.convergence import Validation, cap_warning
 
 
 def _inputs(info, feats, extra: dict, path_of: dict) -> tuple[object, dict]:
@@ -74,7 +75,9 @@ def train_cell(
     ``features_path`` is the pooled features file (ids, labels, backbone);
     ``extra`` maps further kinds the method reads (maps, layers, rot) to their files.
     A trained method stops on the split's val rows, scored by ``val_metric`` (the
-    protocol's first mAP cut-off: map_all or map_at_K); ``log`` gets its checks.
+    protocol's first mAP cut-off: map_all or map_at_K); ``log`` gets its checks, and a
+    warning when it stopped at its cap with the score still climbing (the model header's
+    ``stopped`` and ``still_rising``).
     """
     start = time.perf_counter()
     info = method_info(method)
@@ -107,6 +110,13 @@ def train_cell(
         model = build(method, bits, seed=seed, threads=threads, **(params or {}))
         y_fit = feats.label[train_rows] if model.supervised or validation else None
         model.fit(_take(X, train_rows), y_fit, validation=validation, log=log)
+        # one line when it stopped at its cap with the validation score still climbing
+        warning = cap_warning(
+            getattr(model, "record", None),
+            f"{method} {bits} bits {Path(split_path).stem} ({model_out})",
+        )
+        if warning is not None:
+            log(warning)
         unique_rows, inverse = np.unique(rows, return_inverse=True)
         plain = (
             {k: v for k, v in X.items() if not k.startswith("rot_")} if isinstance(X, dict) else X

@@ -320,6 +320,12 @@ def cmd_evaluate(a):
     arg("--reference", default="{}", help='JSON, e.g. {"method": "lsh"}'),
     arg("--comparisons", default="[]", help="JSON list of explicit comparisons"),
     arg("--paired", help="CSV of the paired comparison with the reference"),
+    arg(
+        "--models",
+        nargs="*",
+        default=[],
+        help="the cells' model files: cells stopped at their cap are marked (end with --)",
+    ),
     arg("metrics", nargs="+"),
 )
 def cmd_table(a):
@@ -335,6 +341,7 @@ def cmd_table(a):
         reference=_json(a.reference),
         out_paired=a.paired,
         comparisons=_json(a.comparisons) or None,
+        model_paths=a.models,
     )
 
 

@@ -24,8 +24,12 @@ keeping the stopped model fitted on 80% of the train part cost dmch 1 to 2 and c
 points of test mAP@all.
 
 What happened is a :class:`TrainingRecord`: the epochs run, the best epoch, the best
-validation score and the curve, and the epochs of the refit, written at the top of the
-model file's header.
+validation score and the curve, the epochs of the refit, and how training ended
+(``stopped``: ``patience``, the stop fired; ``cap``, it ran to ``max_epochs``, with
+``still_rising`` when the best check was within the last ``patience`` checks, i.e. the
+score was still climbing; ``no_validation``, no validation part, so ``max_epochs`` by
+design), written at the top of the model file's header. :func:`cap_warning` is the
+training log's line for a cell that stopped at its cap still rising.
 
 Written out rather than taken from a training library (Lightning's EarlyStopping,
 ignite's): the methods keep their own hand-written epoch loops (their seeded sampling
@@ -132,6 +136,13 @@ class TrainingRecord:
     val_curve: list[list] = field(default_factory=list)  # [[epoch, score], ...]
     val_metric: str | None = None
     refit_epochs: int | None = None  # epochs of the refit on train + val (None: no refit)
+    # how it ended: "patience" (the stop fired), "cap" (ran to max_epochs) or
+    # "no_validation" (no validation part: max_epochs by design)
+    stopped: str | None = None
+    max_epochs: int | None = None  # the cap it ran under
+    # at the cap: whether the best check was within the last ``patience`` checks (the
+    # score still climbing); None unless stopped at the cap
+    still_rising: bool | None = None
 
     def header(self) -> dict:
         return {
@@ -141,7 +152,23 @@ class TrainingRecord:
             "val_curve": self.val_curve,
             "val_metric": self.val_metric,
             "refit_epochs": self.refit_epochs,
+            "stopped": self.stopped,
+            "max_epochs": self.max_epochs,
+            "still_rising": self.still_rising,
         }
+
+
+def cap_warning(record: TrainingRecord | None, who: str, last: int = 3) -> str | None:
+    """The training log's warning for a fit that stopped at its cap while its validation
+    score was still climbing (``who`` names the cell), or None."""
+    if record is None or record.stopped != "cap" or not record.still_rising:
+        return None
+    scores = ", ".join(f"{s:.3f}" for _, s in record.val_curve[-last:])
+    return (
+        f"warning: {who} stopped at its cap max_epochs={record.max_epochs} with val "
+        f"{record.val_metric} still rising ({scores}; best {record.best_val:.3f} at epoch "
+        f"{record.best_epoch}): raise it with a variant's params: {{max_epochs: ...}}"
+    )
 
 
 def joined(a, b):
@@ -165,7 +192,7 @@ def train_to_convergence(
     ``snapshot()`` copies the model's state and ``restore(copy)`` puts it back."""
     curve: list[list] = []
     best, best_epoch, best_state, waited = -math.inf, 0, None, 0
-    epoch = 0
+    epoch, fired = 0, False
     for epoch in range(1, p.max_epochs + 1):
         one_epoch(epoch)
         if score is None or (epoch % p.val_every and epoch != p.max_epochs):
@@ -179,11 +206,29 @@ def train_to_convergence(
         if log is not None:
             log(f"epoch {epoch}: val {metric} {value:.4f} (best {best:.4f} at epoch {best_epoch})")
         if waited >= p.patience and epoch - best_epoch >= p.grace * best_epoch:
+            fired = True
             break
     if score is None:
-        return TrainingRecord(epochs_run=epoch, best_epoch=epoch, best_val=None)
+        return TrainingRecord(
+            epochs_run=epoch,
+            best_epoch=epoch,
+            best_val=None,
+            stopped="no_validation",
+            max_epochs=p.max_epochs,
+        )
     if best_epoch != epoch:
         restore(best_state)
     if log is not None:
         log(f"stopped after epoch {epoch}; kept epoch {best_epoch} (val {metric} {best:.4f})")
-    return TrainingRecord(epoch, best_epoch, best, curve, metric)
+    # at the cap, still rising: the best check is one of the last ``patience`` checks
+    rising = None if fired else bool(curve) and waited < p.patience
+    return TrainingRecord(
+        epoch,
+        best_epoch,
+        best,
+        curve,
+        metric,
+        stopped="patience" if fired else "cap",
+        max_epochs=p.max_epochs,
+        still_rising=rising,
+    )

@@ -17,7 +17,9 @@ over split seeds and repeats: mean and max, with the number of runs and the
 number of them with a memory figure, so a missing sample is visible rather
 than silently averaged away; and the mean CPU seconds. Training rows also give
 the epochs the trained methods ran (mean and max over split seeds; their model
-files' headers, rshash.methods.convergence). pandas only.
+files' headers, rshash.methods.convergence) and how many of their split seeds stopped
+at the cap (``max_epochs``) rather than by patience, and what share (empty for a method
+fitted in closed form). pandas only.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import pandas as pd
 
 from rshash import RshashError
 from rshash.atomic import atomic_write
+from rshash.report.stops import CELL, read_stop
 
 BENCHMARK_COLUMNS = [
     "s",
@@ -58,18 +61,16 @@ COLUMNS = [
     "epochs_mean",
     "epochs_max",
     "refit_epochs_mean",
+    "n_stopped_cap",
+    "stopped_cap_share",
 ]
 
-_CELL = (
-    r"(?P<dataset>[^/]+)/(?P<backbone>[^/]+)/(?P<protocol>[^/]+)/(?P<method>[^/]+)/"
-    r"(?P<bits>\d+)/split(?P<seed>\d+)"
-)
+_CELL = CELL  # the cell in a results path (rshash.report.stops)
 _PATTERNS = {
     "extract": re.compile(r"extract_features/(?P<dataset>[^/]+)/(?P<file>[^/]+)\.tsv$"),
     "train": re.compile(rf"train_method/{_CELL}\.tsv$"),
     "evaluate": re.compile(rf"evaluate_ranking/{_CELL}/(?P<detail>[^/]+)\.tsv$"),
 }
-_MODEL = re.compile(rf"models/{_CELL}\.npz$")
 
 
 def identify(path, backbones) -> dict:
@@ -139,20 +140,17 @@ def read_benchmark(path) -> pd.DataFrame:
 def model_epochs(path) -> dict:
     """The train cell of a model file (``models/{cell}.npz``), the epochs it ran before it
     stopped and those of its refit on train + val (NaN for a method fitted in closed form,
-    or a fit without a refit)."""
-    from rshash.digest import read_npz_header
-
-    m = _MODEL.search(Path(path).as_posix())
-    if m is None:
-        raise RshashError(f"model file {path}: not under models/ in the results layout")
-    header = read_npz_header(path, "model file")
+    or a fit without a refit), and whether it stopped at its cap (1.0 or 0.0; NaN when it
+    records no stop: closed form)."""
+    rec = read_stop(path)
+    header = rec["header"]
     epochs, refit = header.get("epochs_run"), header.get("refit_epochs")
     ident = {k: "" for k in KEYS} | {"stage": "train"}
-    ident.update({k: v for k, v in m.groupdict().items() if k != "seed"})
-    ident["bits"] = int(ident["bits"])
+    ident.update({k: rec[k] for k in ("dataset", "backbone", "protocol", "method", "bits")})
     return ident | {
         "epochs": np.nan if epochs is None else float(epochs),
         "refit_epochs": np.nan if refit is None else float(refit),
+        "cap": np.nan if rec["stopped"] is None else float(rec["stopped"] == "cap"),
     }
 
 
@@ -177,7 +175,7 @@ def collect_cost(experiment: str, paths, backbones, models=()) -> pd.DataFrame:
         }
     ).reset_index()
     epochs = pd.DataFrame(
-        [model_epochs(p) for p in models], columns=[*KEYS, "epochs", "refit_epochs"]
+        [model_epochs(p) for p in models], columns=[*KEYS, "epochs", "refit_epochs", "cap"]
     )
     epochs["bits"] = epochs["bits"].astype("Int64")
     by_cell = epochs.groupby(KEYS, sort=True, dropna=False)
@@ -187,6 +185,9 @@ def collect_cost(experiment: str, paths, backbones, models=()) -> pd.DataFrame:
                 "epochs_mean": by_cell["epochs"].mean(),
                 "epochs_max": by_cell["epochs"].max(),
                 "refit_epochs_mean": by_cell["refit_epochs"].mean(),
+                # NaN (empty) where no split records its stop: a closed-form method
+                "n_stopped_cap": by_cell["cap"].sum(min_count=1).astype("Int64"),
+                "stopped_cap_share": by_cell["cap"].mean(),
             }
         ).reset_index(),
         on=KEYS,

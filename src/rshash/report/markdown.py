@@ -128,7 +128,16 @@ def _bits_header(bits: int) -> str:
     return "real-valued" if bits == 0 else f"{bits} bits"
 
 
-def render_markdown(experiment: str, df: pd.DataFrame, extra=()) -> str:
+CAP_MARK = "†"
+
+
+def render_markdown(experiment: str, df: pd.DataFrame, extra=(), caps=None) -> str:
+    """The experiment's tables. ``caps`` (rshash.report.stops.cap_stops: the cells,
+    dataset x backbone x protocol x method x bits, that stopped at their cap in some
+    split) are marked † after the value, with a footnote under their section."""
+    from rshash.report.stops import CAP_NOTE, cap_text
+
+    caps = caps or {}
     lines = [f"# {experiment}", ""]
     lines.append(
         "Each cell is the mean ± sample standard deviation (ddof=1) over the split seeds; "
@@ -156,10 +165,17 @@ def render_markdown(experiment: str, df: pd.DataFrame, extra=()) -> str:
         ]
         bits_cols = sorted(set(g["bits"]))
         methods = list(dict.fromkeys(g["method"]))
+        capped = {
+            (m, b): caps[key]
+            for m in methods
+            for b in bits_cols
+            if (key := (dataset, backbone, protocol, m, int(b))) in caps
+        }
         for metric in headline_metrics(g["metric"], extra):
             gm = g[g["metric"] == metric]
             cells = {
                 (r.method, r.bits): format_cell(r.mean, r.std, r.n_splits, n_group)
+                + (f" {CAP_MARK}" if (r.method, int(r.bits)) in capped else "")
                 for r in gm.itertuples(index=False)
             }
             lines.append(f"**{metric_label(metric)}** (`{metric}`)")
@@ -170,4 +186,13 @@ def render_markdown(experiment: str, df: pd.DataFrame, extra=()) -> str:
                 row = [cells.get((method, b), "–") for b in bits_cols]
                 lines.append(f"| {method} | " + " | ".join(row) + " |")
             lines.append("")
+        if capped:
+            named = "; ".join(
+                cap_text((dataset, backbone, protocol, m, b), c) for (m, b), c in capped.items()
+            )
+            lines += [
+                f"{CAP_MARK} {CAP_NOTE}: {named}. Raise a cap with a variant's "
+                "`params: {max_epochs: N}` in config.yaml.",
+                "",
+            ]
     return "\n".join(lines).rstrip() + "\n"

@@ -6,7 +6,9 @@ every scalar metric over the split seeds (:mod:`~rshash.report.stats`), and
 writes ``tables/{experiment}.csv`` (long format, the columns in ``COLUMNS``),
 ``tables/{experiment}.md`` (for people, :mod:`~rshash.report.markdown`) and
 ``tables/{experiment}.meta.json`` (protocol fields, tie rule, inputs,
-provenance). numpy + pandas only; never imports torch.
+provenance). Given the cells' model files, the markdown marks a cell that stopped at
+its cap (``max_epochs``) in some split, and the meta JSON lists those cells
+(:mod:`~rshash.report.stops`). numpy + pandas only; never imports torch.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from rshash.report.markdown import (
 )
 from rshash.report.metrics_files import read_metrics
 from rshash.report.stats import COLUMNS, PAIRED_COLUMNS, paired_comparison, summarize
+from rshash.report.stops import CAP_NOTE, CELL_KEYS, cap_stops
 
 __all__ = ["COLUMNS", "PAIRED_COLUMNS", "build_table", "collect_rows"]
 
@@ -58,12 +61,14 @@ def build_table(
     reference: dict | None = None,
     out_paired=None,
     comparisons: list[dict] | None = None,
+    model_paths=(),
 ) -> pd.DataFrame:
     """Tabulate one experiment's metrics files; write CSV, markdown and meta JSON atomically.
 
     ``protocols`` maps protocol name -> its config fields (the meta JSON keeps
     those the table uses); the provenance block hashes the protocols, the reference and
-    the comparisons.
+    the comparisons. ``model_paths`` are the cells' model files (``models/{cell}.npz``):
+    how their training stopped marks the cells stopped at their cap.
     Returns the long-format table. Raises RshashError on a missing or
     malformed metrics file (naming it) and on two files for the same cell,
     split seed and ranking.
@@ -74,7 +79,9 @@ def build_table(
     df = summarize(experiment, records)
     protocols = protocols or {}
     extra = [m for p in protocols.values() for m in p.get("report_metrics", [])]
-    markdown = render_markdown(experiment, df, extra)
+    model_paths = [str(p) for p in model_paths]
+    caps = cap_stops(model_paths)
+    markdown = render_markdown(experiment, df, extra, caps)
     paired = None
     if reference or comparisons:
         paired = paired_comparison(experiment, records, reference, comparisons)
@@ -101,6 +108,11 @@ def build_table(
         "rankings": list(dict.fromkeys(df["ranking"])),
         "metrics": list(dict.fromkeys(df["metric"])),
         "inputs": metric_paths,
+        "models": model_paths,
+        "stopped_at_cap": {
+            "note": CAP_NOTE,
+            "cells": [dict(zip(CELL_KEYS, key)) | cap for key, cap in caps.items()],
+        },
         "provenance": collect(
             {
                 "protocols": protocols,
