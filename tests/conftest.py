@@ -59,6 +59,9 @@ def shared_dir(tmp_path_factory, name: str) -> Path:
     return path
 
 
+CPU_EXTRACTION = {"threads": 2, "device": "cpu", "progress": False}
+
+
 @pytest.fixture(scope="session")
 def demo_extract(tmp_path_factory):
     """``demo_extract(kind) -> (arrays, labels, parts)``: the method tests' demo dataset (10
@@ -97,15 +100,8 @@ def demo_extract(tmp_path_factory):
             path = root / f"{kind}.h5"
             with FileLock(root / f"{kind}.lock"):
                 if not path.exists():  # written atomically: present means complete
-                    extract(
-                        root / "manifest.parquet",
-                        "efficientnet_lite0",
-                        path,
-                        kind=kind,
-                        threads=2,
-                        device="cpu",
-                        progress=False,
-                    )
+                    manifest_file = root / "manifest.parquet"
+                    extract(manifest_file, "efficientnet_lite0", path, kind=kind, **CPU_EXTRACTION)
             arrays, image_id = read_arrays(path)
             assert list(image_id) == list(manifest.image_id)
             extracted[kind] = arrays
@@ -651,3 +647,30 @@ def drawn_literally(caught_figure):
                 assert not t.get_usetex(), f"{t.get_text()!r} goes to LaTeX"
 
     return check
+
+
+def _random_images(root: Path, sizes, class_folders: bool = False):
+    """Random RGB images of the (h, w) ``sizes``, two classes alternating (in a folder
+    each when ``class_folders``), and their manifest beside them: (its path, the table)."""
+    import pandas as pd
+    from PIL import Image
+
+    from rshash.data.manifest import write_manifest
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, (h, w) in enumerate(sizes):
+        image_id = f"c{i % 2}/img{i}" if class_folders else f"img{i}"
+        path = root / f"{image_id}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+        rows.append((image_id, str(path), i % 2, f"c{i % 2}"))
+    manifest = pd.DataFrame(rows, columns=["image_id", "path", "label", "class_name"])
+    write_manifest(manifest, root / "manifest.parquet")
+    return root / "manifest.parquet", manifest
+
+
+@pytest.fixture(scope="session")
+def random_images():
+    """``random_images(root, sizes, class_folders=False)``: see :func:`_random_images`."""
+    return _random_images

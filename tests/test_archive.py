@@ -217,7 +217,7 @@ def not_an_index(kind, path):
             f["features"] = np.zeros((2, 3), np.float32)
     elif kind == "json without segments":
         doc = {"digest": PLACEHOLDER, "format": FORMAT, "version": VERSION, "bits": 32}
-        write_sealed(path, lambda tmp: open(tmp, "w").write(json.dumps(doc)))
+        write_sealed(path, lambda tmp: open(tmp, "w").write(json.dumps(doc, indent=1)))
     elif kind == "text file":
         path.write_bytes(b"\xff\xfe not an index \x00\n")
 

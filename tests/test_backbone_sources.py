@@ -18,7 +18,6 @@ from PIL import Image
 from rshash import RshashError
 from rshash.backbones import check_available, resolve
 from rshash.backbones.spec import hf_hub_cache
-from rshash.data.manifest import write_manifest
 from rshash.features import extract, read_arrays, read_features
 
 TIMM_MODELS = ["test_resnet.r160_in1k", "test_vit.r160_in1k"]  # timm's own test models
@@ -31,21 +30,9 @@ TINY_CLIP = {
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory):
+def images(tmp_path_factory, random_images):
     """Images of several sizes and aspect ratios, and their manifest."""
-    import pandas as pd
-
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    rows = []
-    for i, (h, w) in enumerate(SIZES * 2):
-        path = root / f"c{i % 2}" / f"img{i}.png"
-        path.parent.mkdir(exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
-        rows.append((f"c{i % 2}/img{i}", str(path), i % 2, f"c{i % 2}"))
-    manifest = pd.DataFrame(rows, columns=["image_id", "path", "label", "class_name"])
-    write_manifest(manifest, root / "manifest.parquet")
-    return root / "manifest.parquet", manifest
+    return random_images(tmp_path_factory.mktemp("images"), SIZES * 2, class_folders=True)
 
 
 @pytest.fixture(scope="module")

@@ -21,11 +21,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from rshash import RshashError
 from rshash.backbones import check_available, resolve
-from rshash.data.manifest import write_manifest
 from rshash.features import extract, read_features
 
 ARCH, TAG = "ViT-B-16-SigLIP", "webli"  # hf_hub timm/ViT-B-16-SigLIP/: the default file
@@ -68,19 +66,8 @@ def offline(clip_cache, use_hf_cache):
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    import pandas as pd
-
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    rows = []
-    for i, (h, w) in enumerate(SIZES):
-        path = root / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
-        rows.append((f"img{i}", str(path), i % 2, f"c{i % 2}"))
-    manifest = pd.DataFrame(rows, columns=["image_id", "path", "label", "class_name"])
-    write_manifest(manifest, root / "manifest.parquet")
-    return root / "manifest.parquet", manifest
+def images(tmp_path_factory, random_images):
+    return random_images(tmp_path_factory.mktemp("images"), SIZES)
 
 
 @pytest.fixture(scope="module")

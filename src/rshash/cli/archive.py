@@ -143,36 +143,23 @@ def cmd_index_remove(a):
     )
 
 
+def _ids(flag: str, help: str):
+    """An option naming indexed images, given once per image."""
+    return arg(flag, action="append", default=[], metavar="IMAGE_ID", help=help)
+
+
 @verb(
     "search",
     "the nearest indexed images to query images or indexed ids (the server's query path)",
     arg("images", nargs="*", metavar="IMAGE", help="query image files"),
-    arg(
-        "--id",
-        action="append",
-        default=[],
-        metavar="IMAGE_ID",
-        help="an indexed image as the query (repeat for more; no model needed)",
-    ),  # fmt: skip
+    _ids("--id", "an indexed image as the query (repeat for more; no model needed)"),
     arg("--index", required=True),
     arg("--top", type=int, default=20, help="results per query"),
     arg("--offset", type=int, default=0, help="results to skip (a later page)"),
     arg("--class", dest="class_name", metavar="CLASS", help="only images of this class"),
     arg("--max-distance", type=int, help="only images at this Hamming distance or less"),
-    arg(
-        "--relevant",
-        action="append",
-        default=[],
-        metavar="IMAGE_ID",
-        help="an indexed image marked relevant (relevance feedback; repeat)",
-    ),  # fmt: skip
-    arg(
-        "--not-relevant",
-        action="append",
-        default=[],
-        metavar="IMAGE_ID",
-        help="an indexed image marked not relevant (repeat)",
-    ),  # fmt: skip
+    _ids("--relevant", "an indexed image marked relevant (relevance feedback; repeat)"),
+    _ids("--not-relevant", "an indexed image marked not relevant (repeat)"),
     arg("--model", help="the model to encode queries (default: the index's)"),
     arg("--backbone", help="the backbone, for a model that does not record it"),
     arg("--json", action="store_true", help="print the results as JSON (as the server's)"),

@@ -3,7 +3,7 @@ above it."""
 
 from __future__ import annotations
 
-from rshash.cli.registry import _json, arg, verb
+from rshash.cli.registry import _json, arg, required, verb
 
 FIGURE = (arg("--title", default=""), arg("--out", required=True))  # every figure's
 
@@ -56,9 +56,7 @@ def cmd_plot_ap(a):
 @verb(
     "plot-retrieval",
     "a few queries and their top 20",
-    arg("--codes", required=True),
-    arg("--split", required=True),
-    arg("--manifest", required=True),
+    *required("--codes", "--split", "--manifest"),
     arg("--ranking", default="hamming"),
     arg("--ranking-params", default="{}"),
     *FIGURE,

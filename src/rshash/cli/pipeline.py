@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from rshash import RshashError
-from rshash.cli.registry import _json, arg, verb
+from rshash.cli.registry import _json, arg, required, verb
 
 
 @verb(
@@ -26,9 +26,7 @@ def cmd_generate(a):
 @verb(
     "manifest",
     "list a class-folder dataset (downloads it if missing)",
-    arg("--dataset", required=True),
-    arg("--folder", required=True),
-    arg("--data-dir", required=True),
+    *required("--dataset", "--folder", "--data-dir"),
     arg("--url"),
     arg("--archive-root"),
     arg("--n-classes", type=int),
@@ -82,8 +80,7 @@ def cmd_manifest(a):
     "download and unpack a dataset whose images are missing",
     arg("--dataset", required=True),
     arg("--folder", required=True, help="the image folder the archive provides"),
-    arg("--data-dir", required=True),
-    arg("--url", required=True),
+    *required("--data-dir", "--url"),
     arg("--archive-root", help="folder the archive unpacks to, under --data-dir"),
     arg(
         "--checksums",
@@ -141,9 +138,7 @@ def cmd_split(a):
 @verb(
     "extract",
     "backbone features to HDF5",
-    arg("--manifest", required=True),
-    arg("--backbone", required=True),
-    arg("--out", required=True),
+    *required("--manifest", "--backbone", "--out"),
     arg("--threads", type=int, default=1),
     arg("--batch-size", type=int, help="default: rshash.features.extract's"),
     arg("--num-workers", type=int, help="default: rshash.features.extract's"),
@@ -178,9 +173,7 @@ def cmd_extract(a):
 @verb(
     "train",
     "fit a hashing method; write model and codes",
-    arg("--features", required=True),
-    arg("--split", required=True),
-    arg("--method", required=True),
+    *required("--features", "--split", "--method"),
     arg("--bits", type=int, required=True),
     arg("--seed", type=int, required=True),
     arg("--params", default="{}", help="JSON method parameters"),
@@ -190,8 +183,7 @@ def cmd_extract(a):
         default=[],
         help="KIND=PATH: a further features file the method reads (maps, layers, rot)",
     ),
-    arg("--model", required=True),
-    arg("--codes", required=True),
+    *required("--model", "--codes"),
     arg("--threads", type=int, default=1),
     arg(
         "--val-metric",
@@ -242,9 +234,7 @@ def cmd_train(a):
 @verb(
     "select",
     "score settings on a validation part of the train split (never the queries)",
-    arg("--features", required=True),
-    arg("--split", required=True),
-    arg("--method", required=True),
+    *required("--features", "--split", "--method"),
     arg("--bits", type=int, required=True),
     arg("--params", default="{}", help="JSON base parameters"),
     arg("--grid", required=True, help='JSON, e.g. {"lr": [1e-4, 3e-4]}'),
@@ -284,8 +274,7 @@ def cmd_select(a):
 @verb(
     "evaluate",
     "metrics of one codes file under one ranking",
-    arg("--codes", required=True),
-    arg("--split", required=True),
+    *required("--codes", "--split"),
     arg("--ranking", default="hamming"),
     arg("--ranking-params", default="{}", help="JSON ranking parameters"),
     arg("--protocol", default="{}", help="JSON protocol fields (mAP cut-offs)"),
@@ -312,10 +301,7 @@ def cmd_evaluate(a):
 @verb(
     "table",
     "collect metrics into an experiment's tables",
-    arg("--experiment", required=True),
-    arg("--csv", required=True),
-    arg("--md", required=True),
-    arg("--meta", required=True),
+    *required("--experiment", "--csv", "--md", "--meta"),
     arg("--protocols", default="{}", help="JSON protocol fields"),
     arg("--reference", default="{}", help='JSON, e.g. {"method": "lsh"}'),
     arg("--comparisons", default="[]", help="JSON list of explicit comparisons"),
@@ -348,8 +334,7 @@ def cmd_table(a):
 @verb(
     "cost",
     "seconds and peak memory per method x bits from the rules' benchmark files",
-    arg("--experiment", required=True),
-    arg("--out", required=True),
+    *required("--experiment", "--out"),
     arg("--backbones", nargs="+", help="the backbone names (config.yaml's; default: registered)"),
     arg("benchmarks", nargs="+"),
 )

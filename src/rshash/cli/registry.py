@@ -44,6 +44,11 @@ def arg(*flags: str, **options) -> Arg:
     return Arg(flags, options)
 
 
+def required(*flags: str) -> tuple[Arg, ...]:
+    """Options every call must give, one ``arg(flag, required=True)`` each."""
+    return tuple(Arg((flag,), {"required": True}) for flag in flags)
+
+
 def one_of(*args: Arg, required: bool = False) -> OneOf:
     return OneOf(args, required)
 
