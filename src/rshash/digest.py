@@ -8,8 +8,8 @@ in a slot the file format leaves free for the writer:
 * Parquet: a key-value entry of the footer (``rshash.sha256``);
 * npz (zip): the archive comment at the very end;
 * rshash's own formats: right after the magic line (:func:`write_arrays`), after the
-  magic and JSON lines (the binary index of ``rshash.search``), or as the first
-  field, ``digest`` (a sealed JSON document, the index manifest of ``rshash.index``).
+  magic and JSON lines (the binary index of ``rshash.hamming``), or as the first
+  field, ``digest`` (a sealed JSON document, the index manifest of ``rshash.archive``).
 
 The slot holds ``rshash-sha256:`` and 64 hex digits; the digest covers the
 whole file with those 64 digits read as ``0``. :func:`seal` fills the slot of
@@ -48,7 +48,7 @@ _CHUNK = 1 << 22
 
 
 ARRAYS_MAGIC = b"RSHASH-ARRAYS\n"  # write_arrays: magic line, then the slot
-BINARY_INDEX_MAGIC = b"RSHASH-BINARY-INDEX\n"  # rshash.search: magic, JSON line, slot
+BINARY_INDEX_MAGIC = b"RSHASH-BINARY-INDEX\n"  # rshash.hamming: magic, JSON line, slot
 JSON_HEAD = b'{\n "digest": "'  # a sealed JSON document: its first field is the digest
 _PARQUET = b"PAR1"
 _ZIP_END = b"PK\x05\x06"  # the end of central directory record (22 bytes + comment)

@@ -15,7 +15,7 @@ import json
 import numpy as np
 
 from rshash import RshashError
-from rshash.digest import PLACEHOLDER, verify, write_sealed
+from rshash.digest import BINARY_INDEX_MAGIC, PLACEHOLDER, verify, write_sealed
 from rshash.hamming import mih
 from rshash.hamming.kernels import (
     as_words,
@@ -28,7 +28,7 @@ from rshash.hamming.kernels import (
     topk_serial,
 )
 
-INDEX_MAGIC = b"RSHASH-BINARY-INDEX\n"
+INDEX_MAGIC = BINARY_INDEX_MAGIC  # the digest module finds the slot after it
 _INDEX_HEADER = 512  # bytes before the words: magic, a JSON line, the digest slot
 INDEX_FORMAT = 2  # 1: the words alone (no "format" key); 2: the words, then any MIH tables
 ENGINES = ("auto", "flat", "mih")
