@@ -406,3 +406,16 @@ def test_extraction_settings_have_one_default_each(config):
         == config["backbones"]["vgg16"]["batch_size"]
     )
     assert extraction_settings({**config, "device": "cpu"})["device"] == "cpu"
+
+
+def test_check_config_names_the_file_and_line_of_a_syntax_error(tmp_path, capsys):
+    """What Snakemake cannot say for a --configfile (it reads it first, naming no file)."""
+    from rshash.cli import main
+
+    good, bad = tmp_path / "good.yaml", tmp_path / "extra.yaml"
+    good.write_text("device: cpu\n")
+    bad.write_text("device: cpu\nbackbones:\n\tlite: {}\n")
+    assert main(["check-config", str(good)]) == 0
+    assert main(["check-config", str(good), str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"config file {bad}, line 3" in err, err

@@ -12,6 +12,21 @@ from rshash.cli.registry import _json, arg, required, verb
 
 
 @verb(
+    "check-config",
+    "read config files strictly: a duplicate key, a tab or a syntax error named by file and line",
+    arg("files", nargs="+", metavar="FILE"),
+)
+def cmd_check_config(a):
+    from rshash.config import load_config_file
+
+    for path in a.files:
+        if not Path(path).is_file():
+            raise RshashError(f"config file {path}: not found")
+        load_config_file(path)
+        print(f"{path}: read strictly, no duplicate key")
+
+
+@verb(
     "generate",
     "write the synthetic demo images",
     arg("--out-dir", required=True),
