@@ -75,6 +75,7 @@ class Uploads:
         """(packed code (1, bits/8), predicted label or None) of an uploaded file."""
         from rshash.archive.encoder import Encoder
         from rshash.data.images import decode
+        from rshash.digest import file_sha256
 
         model = self.model_path or index.header.get("model")
         if model is None:
@@ -95,7 +96,8 @@ class Uploads:
             with self._lock:
                 # a retrained model at the same path, and the index rebuilt with it:
                 # the model in memory is stale, so it is loaded again (and checked)
-                if self._encoder is None or not self._encoder.current_for(index):
+                stale = self._encoder is not None and not self._encoder.current_for(index)
+                if self._encoder is None or (stale and file_sha256(model) != self._encoder.sha256):
                     self._encoder = Encoder(model, None, self.threads)
                 self._encoder.check(index)
                 packed, predicted = self._encoder([tmp])
