@@ -38,7 +38,7 @@ import numpy as np
 from rshash import RshashError
 from rshash.archive.encoder import Encoder
 from rshash.archive.store import Index
-from rshash.hamming import hamming_distances, merge_topk
+from rshash.hamming import merge_topk
 
 ALPHA, BETA, GAMMA = 1.0, 0.75, 0.15
 
@@ -154,6 +154,7 @@ def _filtered(index, query, want, offset, label, max_distance, positive, negativ
     segment's best ``want`` candidates, then the one merge."""
     full_pass = label is not None or len(positive) or len(negative)
     parts, bases, total = [], [], 0
+    candidates, candidate_dist = [], []  # full pass: each candidate's distance to the query
     for start, seg in zip(index.starts, index.segments):
         if not seg.n:
             continue
@@ -175,16 +176,18 @@ def _filtered(index, query, want, offset, label, max_distance, positive, negativ
                 kth = np.partition(score[r], want - 1)[want - 1]
                 r = r[score[r] <= kth]
             parts.append((score[None, r], r[None]))
+            candidates.append(r + start)
+            candidate_dist.append(dist[0, r])
         bases.append(start)
     score, rows = merge_topk(parts, bases, want, nq=1)
     keep = rows[0, offset:] >= 0
     rows, score = rows[0, offset:][keep], score[0, offset:][keep]
-    if full_pass:
-        codes = np.concatenate([index.code_of(int(r)) for r in rows]) if len(rows) else query[:0]
-        dist = hamming_distances(query, codes)[0].astype(np.int64)
-        score = score.astype(np.float64)
+    if full_pass:  # candidates are in row order (segments, then rows within each)
+        at = np.searchsorted(np.concatenate(candidates), rows)
+        dist = np.concatenate(candidate_dist)[at].astype(np.int64)
     else:
-        dist, score = score.astype(np.int64), score.astype(np.float64)
+        dist = score.astype(np.int64)
+    score = score.astype(np.float64)
     return Page(rows, dist, score, total, offset)
 
 
@@ -221,6 +224,7 @@ def search_images(
 
 def search_ids(index: Index, ids: list[str], top: int = 20, threads: int = 1, **filters):
     """:func:`search_images` for indexed images named by id (no model needed)."""
-    codes = np.concatenate([index.code_of(row_of(index, i)) for i in ids])
+    rows = [row_of(index, i) for i in ids]
+    codes = np.concatenate([index.code_of(r) for r in rows])
     pages = search(index, codes, top, threads=threads, **filters)
-    return [Result(i, index.predicted_of(row_of(index, i)), p) for i, p in zip(ids, pages)]
+    return [Result(i, index.predicted_of(r), p) for i, r, p in zip(ids, rows, pages)]

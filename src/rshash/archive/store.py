@@ -322,9 +322,8 @@ def read_index(location: str | os.PathLike) -> Index:
     for attempt in range(5):
         if not location.is_file():
             raise RshashError(f"index file not found: {location}")
-        with open(location, "rb") as fh:
-            if fh.read(2) == b"PK":
-                return _read_legacy(location)
+        if _is_legacy(location):
+            return _read_legacy(location)
         header = _read_manifest(location)
         try:
             return _open_segments(location, header)
@@ -363,17 +362,23 @@ def _read_manifest(location: Path) -> dict:
     return header
 
 
-def check_index_file(location: Path) -> None:
-    """Raise the one-line RshashError of :func:`read_index` for a path that is not a
-    readable index (missing, another kind of file, damaged), reading only its manifest."""
+def _is_legacy(location: Path) -> bool:
+    """Whether the file is an old single-file (.npz, a zip) index."""
+    with open(location, "rb") as fh:
+        return fh.read(2) == b"PK"
+
+
+def verified_manifest(location: Path) -> dict | None:
+    """The verified manifest of the index at ``location`` (None for an old single-file
+    index, whose digest is checked too), reading nothing else; the one-line RshashError
+    of :func:`read_index` for a path that is not a readable index (missing, another
+    kind of file, damaged)."""
     if not location.is_file():
         raise RshashError(f"index file not found: {location}")
-    with open(location, "rb") as fh:
-        legacy = fh.read(2) == b"PK"
-    if legacy:
+    if _is_legacy(location):
         read_npz_header(location, "index file")
-    else:
-        _read_manifest(location)
+        return None
+    return _read_manifest(location)
 
 
 def _open_segments(location: Path, header: dict) -> Index:
@@ -420,7 +425,7 @@ def writing(location: Path, create: bool = False):
     no published index (a failed first build) is removed again."""
     location = Path(location)
     if not create:
-        check_index_file(location)
+        verified_manifest(location)
     folder = parts_dir(location)
     made = not folder.exists()
     try:
@@ -461,12 +466,10 @@ def _remove_unlisted(location: Path) -> None:
     digest checks out says what to keep: with none (a first build, or a damaged
     manifest a build replaces), nothing is deleted before the new one is published."""
     try:
-        check_index_file(location)
+        header = verified_manifest(location)
     except RshashError:
         return
-    with open(location, "rb") as fh:
-        legacy = fh.read(2) == b"PK"
-    keep = set() if legacy else {s["name"] for s in _read_manifest(location)["segments"]}
+    keep = set() if header is None else {s["name"] for s in header["segments"]}
     for f in parts_dir(location).iterdir():
         if f.name.startswith(".") and ".tmp" in f.name:
             f.unlink(missing_ok=True)
