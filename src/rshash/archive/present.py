@@ -14,25 +14,36 @@ from rshash.archive.query import Page, Result
 from rshash.archive.store import Index
 from rshash.atomic import atomic_write
 
+# what each result says, in this order (the CSV export's columns)
+RESULT_FIELDS = (
+    "rank",
+    "image_id",
+    "path",
+    "distance",
+    "score",
+    "class_name",
+    "predicted_class",
+)
+
 
 def describe(index: Index, page: Page) -> list[dict]:
-    """Each result of a page: rank, image id, path, distance, score, class and
-    predicted class (their names; "-" when unknown, None without a class head)."""
+    """Each result of a page (:data:`RESULT_FIELDS`): rank, image id, path, distance,
+    score, class and predicted class (their names; "-" when unknown, None without a
+    class head)."""
     out = []
     for n, (row, d, s) in enumerate(zip(page.rows, page.distance, page.score)):
         row = int(row)
         pred = index.predicted_of(row)
-        out.append(
-            {
-                "rank": page.offset + n + 1,
-                "image_id": index.image_id_of(row),
-                "path": index.path_of(row),
-                "distance": int(d),
-                "score": round(float(s), 4),
-                "class_name": index.class_name(index.label_of(row)),
-                "predicted_class": None if pred is None else index.class_name(pred),
-            }
+        values = (
+            page.offset + n + 1,
+            index.image_id_of(row),
+            index.path_of(row),
+            int(d),
+            round(float(s), 4),
+            index.class_name(index.label_of(row)),
+            None if pred is None else index.class_name(pred),
         )
+        out.append(dict(zip(RESULT_FIELDS, values)))
     return out
 
 

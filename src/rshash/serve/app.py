@@ -43,7 +43,7 @@ from starlette.datastructures import UploadFile
 from rshash import RshashError
 from rshash.archive import query as archive_query
 from rshash.archive.live import LiveIndex
-from rshash.archive.present import describe
+from rshash.archive.present import RESULT_FIELDS, describe
 from rshash.data.images import TooLarge
 
 STATIC = Path(__file__).with_name("static")
@@ -205,10 +205,9 @@ def _answer(doc: dict, fmt: str | None) -> Response:
     else:
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\n")
-        cols = ["rank", "image_id", "path", "distance", "score", "class_name", "predicted_class"]
-        w.writerow(cols)
+        w.writerow(RESULT_FIELDS)
         for r in doc["results"]:
-            w.writerow([_escape_cell(r[c]) for c in cols])
+            w.writerow([_escape_cell(r[c]) for c in RESULT_FIELDS])
         body, kind = out.getvalue().encode(), "text/csv; charset=utf-8"
     disposition = f'attachment; filename="rshash-results.{fmt}"'
     return Response(body, media_type=kind, headers={"Content-Disposition": disposition})
