@@ -24,12 +24,16 @@ RESULT_FIELDS = (
     "class_name",
     "predicted_class",
 )
+# and what a chip of a geo-referenced scene says besides (rshash.archive.scenes)
+GEO_FIELDS = ("scene", "date", "window", "footprint")
 
 
 def describe(index: Index, page: Page) -> list[dict]:
     """Each result of a page (:data:`RESULT_FIELDS`): rank, image id, path, distance,
     score, class and predicted class (their names; "-" when unknown, None without a
-    class head)."""
+    class head); a chip of a scene also its :data:`GEO_FIELDS`: scene id, date (ISO),
+    window in the scene (col_off, row_off, width, height) and footprint (lon/lat
+    corners)."""
     out = []
     for n, (row, d, s) in enumerate(zip(page.rows, page.distance, page.score)):
         row = int(row)
@@ -43,8 +47,62 @@ def describe(index: Index, page: Page) -> list[dict]:
             index.class_name(index.label_of(row)),
             None if pred is None else index.class_name(pred),
         )
-        out.append(dict(zip(RESULT_FIELDS, values)))
+        doc = dict(zip(RESULT_FIELDS, values))
+        geo = index.geo_of(row)
+        if geo is not None:
+            doc.update(
+                scene=geo["scene"]["id"],
+                date=geo["date"],
+                window=geo["window"],
+                footprint=geo["footprint"],
+            )
+        out.append(doc)
     return out
+
+
+def as_geojson(described: list[dict], query: str | None = None) -> dict:
+    """Described results (:func:`describe`) of chips as an RFC 7946 FeatureCollection:
+    one Polygon per chip (lon/lat, counter-clockwise, closed), its rank, distance,
+    score, id, scene and date as properties."""
+    features = []
+    for doc in described:
+        if "footprint" not in doc:
+            raise ValueError(f"{doc['image_id']}: not a chip of a geo-referenced scene")
+        ring = doc["footprint"][::-1]  # corners are clockwise (UL, UR, LR, LL)
+        features.append(
+            {
+                "type": "Feature",
+                "id": doc["image_id"],
+                "geometry": {"type": "Polygon", "coordinates": [ring + ring[:1]]},
+                "properties": {
+                    "rank": doc["rank"],
+                    "id": doc["image_id"],
+                    "distance": doc["distance"],
+                    "score": doc["score"],
+                    "scene": doc["scene"],
+                    "date": doc["date"],
+                    "window": doc["window"],
+                },
+            }
+        )
+    collection = {"type": "FeatureCollection", "features": features}
+    if query is not None:
+        collection["query"] = query
+    return collection
+
+
+def chip_jpeg(index: Index, row: int, size: int = 128) -> bytes:
+    """A JPEG of a chip read again from its scene's window (bands and stretch as
+    indexed), at most ``size`` pixels a side."""
+    from PIL import Image
+
+    from rshash.archive.scenes import read_window
+
+    geo = index.geo_of(row)
+    pixels = read_window(geo["scene"], geo["window"], max_side=size)
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
 
 
 def as_json(index: Index, results: list[Result]) -> list[dict]:

@@ -94,6 +94,71 @@ def label_of_class(index: Index, class_name: str | None) -> int | None:
     return names.index(class_name)
 
 
+@dataclass(frozen=True)
+class Place:
+    """A filter on chips of geo-referenced scenes: a box (west, south, east, north) in
+    EPSG:4326 that a chip's footprint must intersect, and a date range (ISO days, both
+    ends included). Checked once, with one line naming the parameter at fault."""
+
+    bbox: tuple[float, float, float, float] | None = None
+    date_from: str | None = None
+    date_to: str | None = None
+
+    @classmethod
+    def of(cls, bbox=None, date_from=None, date_to=None) -> Place | None:
+        if bbox is None and date_from is None and date_to is None:
+            return None
+        if bbox is not None:
+            if isinstance(bbox, str):
+                bbox = bbox.split(",")
+            try:
+                bbox = tuple(float(v) for v in bbox)
+            except (TypeError, ValueError):
+                raise RshashError(
+                    f"bbox must be four numbers west,south,east,north (got {bbox!r})"
+                ) from None
+            if len(bbox) != 4 or not all(np.isfinite(bbox)):
+                raise RshashError(f"bbox must be four numbers west,south,east,north (got {bbox!r})")
+            w, s, e, n = bbox
+            if w > e or s > n:
+                raise RshashError(
+                    f"bbox {w:g},{s:g},{e:g},{n:g}: min > max (west must not exceed east, "
+                    "south not north)"
+                )
+            if not (-180 <= w and e <= 180 and -90 <= s and n <= 90):
+                raise RshashError(
+                    f"bbox {w:g},{s:g},{e:g},{n:g}: outside lon -180..180, lat -90..90"
+                )
+        days = []
+        for name, value in (("date_from", date_from), ("date_to", date_to)):
+            if value is None:
+                days.append(None)
+                continue
+            try:
+                days.append(np.datetime64(str(value)[:10], "D"))
+            except ValueError:
+                raise RshashError(f"{name} must be a date YYYY-MM-DD (got {value!r})") from None
+        if days[0] is not None and days[1] is not None and days[0] > days[1]:
+            raise RshashError(f"date_from {date_from} is after date_to {date_to}")
+        return cls(bbox, date_from, date_to)
+
+    def mask(self, seg) -> np.ndarray:
+        """Which rows of a segment qualify."""
+        if seg.geo is None:
+            raise RshashError("a place or date filter needs an index of geo-referenced scenes")
+        keep = np.ones(seg.n, bool)
+        if self.bbox is not None:
+            w, s, e, n = self.bbox
+            b = seg.geo["lonlat_bounds"]
+            keep &= (b[:, 0] <= e) & (b[:, 2] >= w) & (b[:, 1] <= n) & (b[:, 3] >= s)
+        epoch = np.datetime64("1970-01-01", "D")
+        if self.date_from is not None:
+            keep &= seg.geo["date"] >= (np.datetime64(self.date_from[:10], "D") - epoch).astype(int)
+        if self.date_to is not None:
+            keep &= seg.geo["date"] <= (np.datetime64(self.date_to[:10], "D") - epoch).astype(int)
+        return keep
+
+
 def feedback_score(dist: np.ndarray, n_pos: int, n_neg: int) -> np.ndarray:
     """Rocchio's score from the distances of the query (row 0), the relevant codes
     (next ``n_pos`` rows) and the rejected ones (the last ``n_neg``) to every code."""
@@ -115,11 +180,13 @@ def search(
     max_distance: int | None = None,
     relevant=(),
     not_relevant=(),
+    place: Place | None = None,
     threads: int | None = 1,
 ) -> list[Page]:
     """One :class:`Page` per packed query code ((nq, bits/8) uint8): its results
-    ``offset .. offset+k``, filtered by class and distance, ranked by distance or by
-    the feedback score of the images marked ``relevant`` / ``not_relevant`` (ids)."""
+    ``offset .. offset+k``, filtered by class, distance and place (a box and dates, on
+    chips of scenes), ranked by distance or by the feedback score of the images marked
+    ``relevant`` / ``not_relevant`` (ids)."""
     queries = np.atleast_2d(np.asarray(queries, np.uint8))
     if queries.shape[1:] != (index.bits // 8,):
         raise RshashError(
@@ -135,7 +202,10 @@ def search(
     positive = codes_of(index, relevant, "relevant image")
     negative = codes_of(index, not_relevant, "rejected image")
     want = offset + k
-    if label is None and max_distance is None and not len(positive) and not len(negative):
+    if place is not None and not index.header.get("geo"):
+        raise RshashError("a place or date filter needs an index of geo-referenced scenes")
+    plain = label is None and place is None and not len(positive) and not len(negative)
+    if plain and max_distance is None:
         dist, rows = index.search(queries, want, threads)
         pages = []
         for d, r in zip(dist, rows):
@@ -144,15 +214,17 @@ def search(
             pages.append(Page(r, d, d.astype(np.float64), len(index), offset))
         return pages
     return [
-        _filtered(index, q[None], want, offset, label, max_distance, positive, negative, threads)
+        _filtered(
+            index, q[None], want, offset, label, max_distance, positive, negative, place, threads
+        )
         for q in queries
     ]
 
 
-def _filtered(index, query, want, offset, label, max_distance, positive, negative, threads):
-    """A page of one query with a threshold, a class filter or feedback: each
+def _filtered(index, query, want, offset, label, max_distance, positive, negative, place, threads):
+    """A page of one query with a threshold, a class or place filter or feedback: each
     segment's best ``want`` candidates, then the one merge."""
-    full_pass = label is not None or len(positive) or len(negative)
+    full_pass = label is not None or place is not None or len(positive) or len(negative)
     parts, bases, total = [], [], 0
     candidates, candidate_dist = [], []  # full pass: each candidate's distance to the query
     for start, seg in zip(index.starts, index.segments):
@@ -168,6 +240,8 @@ def _filtered(index, query, want, offset, label, max_distance, positive, negativ
             mask = np.ones(seg.n, bool)
             if label is not None:
                 mask &= np.asarray(seg.label) == label
+            if place is not None:
+                mask &= place.mask(seg)
             if max_distance is not None:
                 mask &= dist[0] <= max_distance
             r = np.flatnonzero(mask)

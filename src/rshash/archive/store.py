@@ -73,13 +73,15 @@ _FNV_OFFSET, _FNV_PRIME, _MASK = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 
 @dataclass
 class Rows:
     """Images to put in an index: their packed codes (n, bits/8) uint8, ids, paths
-    ("" when unknown), labels (-1: unknown) and predicted labels (or None)."""
+    ("" when unknown), labels (-1: unknown) and predicted labels (or None); chips of
+    geo-referenced scenes also carry ``geo``, arrays of n rows each (GEO_COLUMNS)."""
 
     packed: np.ndarray
     image_id: np.ndarray
     path: np.ndarray
     label: np.ndarray
     predicted_label: np.ndarray | None = None
+    geo: dict | None = None
 
     def __len__(self) -> int:
         return len(self.image_id)
@@ -92,7 +94,21 @@ class Rows:
             self.path[rows],
             self.label[rows],
             None if pred is None else pred[rows],
+            None if self.geo is None else {k: v[rows] for k, v in self.geo.items()},
         )
+
+
+# A chip's place and time (rshash.archive.scenes): the scene (its number in the
+# manifest's ``scenes``), the window (col_off, row_off, width, height) in the scene,
+# the footprint's corners in lon/lat (n, 4, 2), their bounds (west, south, east, north:
+# the box filter reads only these) and the date (days since 1970-01-01).
+GEO_COLUMNS = {
+    "scene": (np.int32, ()),
+    "window": (np.int32, (4,)),
+    "footprint": (np.float64, (4, 2)),
+    "lonlat_bounds": (np.float64, (4,)),
+    "date": (np.int32, ()),
+}
 
 
 @njit(cache=True)
@@ -145,6 +161,12 @@ def _segment_arrays(rows: Rows) -> tuple[dict, dict]:
     }
     if rows.predicted_label is not None:
         arrays["predicted_label"] = np.asarray(rows.predicted_label, np.int64)
+    if rows.geo is not None:
+        for name, (dtype, shape) in GEO_COLUMNS.items():
+            column = np.asarray(rows.geo[name], dtype)
+            if column.shape != (len(rows), *shape):
+                raise RshashError(f"geo column {name}: shape {column.shape}, rows {len(rows)}")
+            arrays[f"geo_{name}"] = column
     return {"root": root, "n": len(rows)}, arrays
 
 
@@ -160,6 +182,7 @@ class Segment:
             raise RshashError(f"index segment {name}: codes and rows disagree")
         self.label = arrays["label"]
         self.predicted_label = arrays.get("predicted_label")
+        self.geo = {n: arrays[f"geo_{n}"] for n in GEO_COLUMNS} if "geo_scene" in arrays else None
 
     @classmethod
     def from_rows(cls, name: str, rows: Rows) -> Segment:
@@ -200,6 +223,7 @@ class Segment:
             np.array([self.path(r) for r in range(self.n)], dtype=str),
             np.asarray(self.label, np.int64),
             None if self.predicted_label is None else np.asarray(self.predicted_label, np.int64),
+            None if self.geo is None else {k: np.asarray(v) for k, v in self.geo.items()},
         )
 
 
@@ -264,6 +288,26 @@ class Index:
         seg, r = self.locate(row)
         return None if seg.predicted_label is None else int(seg.predicted_label[r])
 
+    @property
+    def scenes(self) -> list[dict]:
+        """The scenes of a geo-referenced archive (rshash.archive.scenes.scene_meta);
+        empty for an index of image files."""
+        return list((self.header.get("geo") or {}).get("scenes") or [])
+
+    def geo_of(self, row: int) -> dict | None:
+        """A chip's scene (its manifest entry), window, lon/lat footprint and date
+        (ISO); None for an image file."""
+        seg, r = self.locate(row)
+        if seg.geo is None:
+            return None
+        days = int(seg.geo["date"][r])
+        return {
+            "scene": self.scenes[int(seg.geo["scene"][r])],
+            "window": [int(v) for v in seg.geo["window"][r]],
+            "footprint": np.asarray(seg.geo["footprint"][r]).tolist(),
+            "date": (np.datetime64(0, "D") + days).item().isoformat(),
+        }
+
     def code_of(self, row: int) -> np.ndarray:
         """The packed code of a global row, (1, bits/8) uint8."""
         seg, r = self.locate(row)
@@ -288,12 +332,16 @@ class Index:
         parts = [s.rows() for s in self.segments]
         nbytes = self.bits // 8
         has_pred = bool(parts) and all(p.predicted_label is not None for p in parts)
+        has_geo = bool(parts) and all(p.geo is not None for p in parts)
         return Rows(
             np.concatenate([p.packed for p in parts]) if parts else np.zeros((0, nbytes), "u1"),
             np.concatenate([p.image_id for p in parts]) if parts else np.array([], str),
             np.concatenate([p.path for p in parts]) if parts else np.array([], str),
             np.concatenate([p.label for p in parts]) if parts else np.array([], np.int64),
             np.concatenate([p.predicted_label for p in parts]) if has_pred else None,
+            {n: np.concatenate([p.geo[n] for p in parts]) for n in GEO_COLUMNS}
+            if has_geo
+            else None,
         )
 
     # the columns of every row, in memory
@@ -470,6 +518,8 @@ def _remove_unlisted(location: Path) -> None:
     except RshashError:
         return
     keep = set() if header is None else {s["name"] for s in header["segments"]}
+    if header is not None and (header.get("geo") or {}).get("quicklooks"):
+        keep.add(header["geo"]["quicklooks"])
     for f in parts_dir(location).iterdir():
         if f.name.startswith(".") and ".tmp" in f.name:
             f.unlink(missing_ok=True)

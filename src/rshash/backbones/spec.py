@@ -107,10 +107,10 @@ INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 # tests/test_backbone_sources.py checks it against each library's own transform.
 @dataclass(frozen=True)
 class Preprocess:
-    """Image file -> float32 [3, size, size] RGB in [0, 1] (mean/std are applied on
-    the device). ``resize``: None squashes the whole image to size x size (the bundled
-    backbones: aerial tiles have no centre); an int resizes the shortest side to it
-    (aspect kept) and ``crop`` ("center") takes the centre size x size, as timm's and
+    """Image file (or its pixels, uint8 (h, w, 3)) -> float32 [3, size, size] RGB in
+    [0, 1] (mean/std are applied on the device). ``resize``: None squashes the whole
+    image to size x size (the bundled backbones: aerial tiles have no centre); an int
+    resizes the shortest side to it (aspect kept) and ``crop`` ("center") takes the centre size x size, as timm's and
     OpenCLIP's eval transforms do; ``squash`` with a ``resize`` squashes to resize x
     resize, then crops (timm's crop_mode "squash")."""
 
@@ -128,7 +128,7 @@ class Preprocess:
         if self.resize is None:
             return load_image(path, self.size)  # the bundled backbones' path, unchanged
         resample = getattr(Image.Resampling, self.interpolation.upper())
-        img = decode(path)
+        img = Image.fromarray(path, "RGB") if isinstance(path, np.ndarray) else decode(path)
         w, h = img.size
         if self.crop == "squash":
             new_w = new_h = self.resize

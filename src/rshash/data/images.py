@@ -101,12 +101,18 @@ def check_image(path: str | Path) -> None:
     decode(path)
 
 
-def load_image(path: str | Path, size: int) -> np.ndarray:
+def load_image(path: str | Path | np.ndarray, size: int) -> np.ndarray:
     """Read an image as float32 [3, size, size] RGB in [0, 1].
 
     The whole image is resized to size x size with bilinear filtering and
-    no crop: aerial tiles have no centre.
+    no crop: aerial tiles have no centre. ``path`` may also be the pixels
+    themselves, uint8 (h, w, 3) (a chip of a scene, rshash.archive.scenes):
+    resized exactly as the same pixels read from a file.
     """
-    rgb = decode(path).resize((size, size), Image.Resampling.BILINEAR)
+    if isinstance(path, np.ndarray):
+        rgb = Image.fromarray(np.ascontiguousarray(path, np.uint8), "RGB")
+    else:
+        rgb = decode(path)
+    rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
     array = np.asarray(rgb, dtype=np.float32)
     return np.ascontiguousarray(array.transpose(2, 0, 1) / np.float32(255))
