@@ -110,7 +110,8 @@ class Preprocess:
     """Image file (or its pixels, uint8 (h, w, 3)) -> float32 [3, size, size] RGB in
     [0, 1] (mean/std are applied on the device). ``resize``: None squashes the whole
     image to size x size (the bundled backbones: aerial tiles have no centre); an int
-    resizes the shortest side to it (aspect kept) and ``crop`` ("center") takes the centre size x size, as timm's and
+    resizes the shortest side to it (aspect kept) and ``crop`` ("center") takes the
+    centre size x size, as timm's and
     OpenCLIP's eval transforms do; ``squash`` with a ``resize`` squashes to resize x
     resize, then crops (timm's crop_mode "squash")."""
 
