@@ -14,6 +14,7 @@ include: "rules/features.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/archive.smk"
 
 
 # The default target: the experiments of config key `targets` (default [demo]).

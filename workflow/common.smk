@@ -1,4 +1,5 @@
 # Config -> targets and input functions. The logic lives in rshash.config.
+import functools
 import json
 import os
 import shlex
@@ -72,6 +73,8 @@ wildcard_constraints:
     ranking="[a-z][a-z0-9_]*",
     bits="[0-9]+",
     seed="[0-9]+",
+    archive="[a-z][a-z0-9_]*",
+    scene="[A-Za-z0-9_.-]{1,128}",
 
 
 def as_json(obj):
@@ -400,3 +403,99 @@ def experiment_benchmarks(wildcards):
         ]
         + experiment_models(wildcards)
     )
+
+
+# --- archives of geo-referenced scenes (rules/archive.smk) ---------------------------
+
+
+@functools.cache
+def archive_scenes(name):
+    """The scenes of archive ``name`` (rshash.archive.scenes.list_scenes), by id: listed
+    once per run (a folder's file names, or a STAC file's items)."""
+    from rshash.archive.scenes import list_scenes
+
+    try:
+        return {s.id: s for s in list_scenes(config["archives"][name]["scenes"], DATA_DIR)}
+    except RshashError as err:
+        raise WorkflowError(f"config: archives.{name}: {err}") from None
+
+
+def archive_entry_json(wildcards):
+    """What a scene job reads of the archive's entry (chips, bands, stretch, source)."""
+    entry = config["archives"][wildcards.archive]
+    return as_json({k: v for k, v in entry.items() if k not in ("hash", "backbone")})
+
+
+def archive_backbone(wildcards):
+    return config["archives"][wildcards.archive].get("backbone", "efficientnet_lite0")
+
+
+def archive_backbone_weights(wildcards):
+    """backbone_weights for the archive's backbone: no input, the check alone."""
+    name = archive_backbone(wildcards)
+    try:
+        check_available(name, config["backbones"][name])
+    except RshashError as err:
+        raise WorkflowError(str(err)) from None
+    return []
+
+
+def scene_input(wildcards):
+    """A local scene file is the job's input (a changed file reruns its scene alone); a
+    scene read from a URL is tracked by its STAC item (scene_item)."""
+    scene = archive_scenes(wildcards.archive).get(wildcards.scene)
+    if scene is None:
+        raise WorkflowError(f"archive {wildcards.archive}: no scene {wildcards.scene!r}")
+    return [scene.href] if os.path.isfile(scene.href) else []
+
+
+def scene_item(wildcards):
+    """The sha256 of a scene's STAC item (its assets, date, properties): a changed item
+    reruns that scene (empty for a folder's scene)."""
+    import hashlib
+
+    item = archive_scenes(wildcards.archive)[wildcards.scene].item
+    return hashlib.sha256(item.encode()).hexdigest() if item else ""
+
+
+def archive_hash_settings(wildcards):
+    from rshash.config import archive_hash
+
+    return archive_hash(config, wildcards.archive)
+
+
+def archive_fit_features(wildcards):
+    """The scenes the archive's own hash is fitted on: fit_scenes when given; else those
+    it was fitted on before (read from the kept model), so a scene added later does not
+    refit it (and re-encode every scene); else every scene present."""
+    from rshash.digest import read_npz_header
+
+    name = wildcards.archive
+    present = archive_scenes(name)
+    chosen = archive_hash_settings(wildcards).get("fit_scenes")
+    if chosen:
+        missing = [s for s in chosen if s not in present]
+        if missing:
+            raise WorkflowError(
+                f"config: archives.{name}.hash.fit_scenes: no scene {', '.join(missing)}"
+            )
+    else:
+        model = Path(f"results/archives/{name}/hash.npz")
+        recorded = []
+        if model.is_file():
+            try:
+                recorded = read_npz_header(model, "model file")["fitted_on"]["scenes"]
+            except (RshashError, KeyError, TypeError):
+                recorded = []
+        chosen = [s for s in recorded if s in present] or sorted(present)
+    return [f"results/archives/{name}/features/{s}.h5" for s in chosen]
+
+
+def archive_model(wildcards):
+    settings = archive_hash_settings(wildcards)
+    return settings.get("model") or f"results/archives/{wildcards.archive}/hash.npz"
+
+
+def archive_parts(wildcards):
+    name = wildcards.archive
+    return [f"results/archives/{name}/parts/{s}.part" for s in sorted(archive_scenes(name))]

@@ -273,6 +273,7 @@ def check_references(config: dict) -> None:
 
     check_backbones(config)
     check_ranking_params(config)
+    check_archives(config)
     for name, protocol in config["protocols"].items():
         for i, metric in enumerate(protocol.get("report_metrics", [])):
             if not is_metric(metric):
@@ -450,3 +451,46 @@ def experiment_rankings(config: dict, experiment: str, method: str) -> list[str]
         if method in part["methods"]:
             return _part_rankings(config, part, method)
     return list(_info(config, method).default_rankings())
+
+
+ARCHIVE_HASH = {"method": "itq", "bits": 64, "seed": 0, "params": {}}
+
+
+def archive_hash(config: dict, name: str) -> dict:
+    """An archive's hash settings with their defaults: ``model`` (a trained model file)
+    or method, bits, seed, params (the method's, checked), fit_scenes and sample."""
+    entry = dict(config["archives"][name].get("hash") or {})
+    if "model" in entry:
+        extra = sorted(set(entry) - {"model"})
+        if extra:
+            raise RshashError(
+                f"config: archives.{name}.hash: a trained model takes no {', '.join(extra)}"
+            )
+        return entry
+    return {**ARCHIVE_HASH, **entry}
+
+
+def check_archives(config: dict) -> None:
+    """Each archive's backbone is configured and its own hash is an unsupervised method
+    on pooled features with valid parameters (its supervised or trained counterpart is
+    a model file of the pipeline: ``hash: {model: ...}``)."""
+    from rshash.methods import REGISTRY, get_method
+
+    for name, entry in (config.get("archives") or {}).items():
+        backbone = entry.get("backbone", "efficientnet_lite0")
+        if backbone not in config["backbones"]:
+            raise RshashError(f"config: archives.{name}.backbone: '{backbone}' is not in backbones")
+        hash_ = archive_hash(config, name)
+        if "model" in hash_:
+            continue
+        where = f"config: archives.{name}.hash"
+        if hash_["method"] not in REGISTRY:
+            raise RshashError(f"{where}.method: '{hash_['method']}' is not a hashing method")
+        method = get_method(hash_["method"])
+        if method.supervised or method.inputs != ("features",):
+            raise RshashError(
+                f"{where}.method: '{hash_['method']}' needs labels or other inputs; an "
+                "archive's own hash is unsupervised on pooled features (e.g. itq), or give "
+                "a trained model file (hash: {model: results/models/...npz})"
+            )
+        method.Params.resolve(hash_["params"], f"{where}.params")

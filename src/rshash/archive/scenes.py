@@ -170,7 +170,7 @@ def _folder_scenes(source: dict, base: Path) -> list[Scene]:
                 raise RshashError(
                     f"scene {f}: scenes.date_pattern {pattern!r} finds no date in its name"
                 )
-            text = m.groupdict().get("date") or m.group(0)
+            text = m.groupdict().get("date") or (m.group(1) if m.groups() else m.group(0))
             when = _date(text, source.get("date_format"), f"scene {f}")
         scenes.append(Scene(_scene_id(f.stem, f), str(f.resolve()), when))
     return _unique(scenes)
@@ -388,8 +388,11 @@ def chip_scene(scene: Scene, spec: ChipSpec):
 
     Reads one strip of chips at a time (a window of the chips' height and the scene's
     width), so memory holds one strip, whatever the scene's size. A chip whose share of
-    masked pixels (GDAL's mask: nodata value, alpha or internal mask, any of the bands)
+    masked pixels (GDAL's masks: nodata value, alpha or internal mask)
     is over ``max_nodata`` is left out and counted; masked pixels of a kept chip are 0.
+    A pixel is nodata when every band shown is masked (GDAL's dataset mask, over the
+    bands read): a nodata value of 0 also hides a band's legitimately dark pixels, and
+    one such band must not drop a chip.
     The generator must be run to the end before ``SceneChips`` is complete."""
     from rasterio.windows import Window
 
@@ -413,7 +416,7 @@ def chip_scene(scene: Scene, spec: ChipSpec):
             for r in rows:
                 strip = Window(0, int(r), ds.width, size)
                 data = ds.read(bands, window=strip)
-                mask = ds.read_masks(bands, window=strip).min(0) > 0
+                mask = ds.read_masks(bands, window=strip).max(0) > 0
                 for c in cols:
                     valid = mask[:, c : c + size]
                     if 1.0 - valid.mean() > spec.max_nodata:
@@ -452,7 +455,7 @@ def read_window(meta: dict, window, max_side: int | None = None) -> np.ndarray:
     except rasterio.errors.RasterioIOError as exc:
         raise RshashError(f"scene {meta['id']} ({meta['href']}): cannot be read ({exc})") from None
     chip = to_bytes(data, meta["stretch"])
-    chip[mask.min(0) == 0] = 0
+    chip[mask.max(0) == 0] = 0
     return chip
 
 
@@ -468,8 +471,8 @@ def quicklook(scene: Scene, spec: ChipSpec, stretch, side: int = QUICKLOOK_SIDE)
         f = max(1.0, max(ds.width, ds.height) / side)
         shape = (max(1, round(ds.height / f)), max(1, round(ds.width / f)))
         data = ds.read(list(spec.bands), out_shape=(3, *shape))
-        valid = ds.read_masks(list(spec.bands), out_shape=(3, *shape)).min(0)
-        src_transform = ds.transform * ds.transform.scale(ds.width / shape[1], ds.height / shape[0])
+        valid = ds.read_masks(list(spec.bands), out_shape=(3, *shape)).max(0)
+        src_transform = ds.transform @ ds.transform.scale(ds.width / shape[1], ds.height / shape[0])
         rgb = np.moveaxis(to_bytes(data, stretch), -1, 0)
         src = np.concatenate([rgb, valid[None].astype(np.uint8)])
         dst_crs = CRS.from_string(WEB_MERCATOR)
@@ -495,7 +498,7 @@ def quicklook(scene: Scene, spec: ChipSpec, stretch, side: int = QUICKLOOK_SIDE)
 
 
 def _bounds(transform, shape) -> tuple[float, float, float, float]:
-    corners = [transform * (c, r) for c in (0, shape[1]) for r in (0, shape[0])]
+    corners = [transform @ (c, r) for c in (0, shape[1]) for r in (0, shape[0])]
     xs = [x for x, _ in corners]
     ys = [y for _, y in corners]
     return min(xs), min(ys), max(xs), max(ys)

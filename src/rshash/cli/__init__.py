@@ -16,7 +16,7 @@ from rshash import RshashError
 from rshash.cli.registry import VERBS, build_parser
 
 # the modules of verbs, each registering its verbs on import, in the order --help lists them
-GROUPS = ("pipeline", "figures", "archive")
+GROUPS = ("pipeline", "figures", "archive", "scenes")
 for _group in GROUPS:
     importlib.import_module(f"rshash.cli.{_group}")
 
