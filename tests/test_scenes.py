@@ -205,7 +205,7 @@ def test_a_16_bit_scene_is_stretched_per_scene_and_the_stretch_recorded(tmp_path
     rng = np.random.default_rng(0)
     data = rng.integers(1000, 5000, size=(4, 96, 128), dtype=np.uint16)
     data[:, :10] = 0  # a nodata strip: not counted in the percentiles
-    path = write_tif(tmp_path / "s2_20200101.tif", data, nodata=0)
+    write_tif(tmp_path / "s2_20200101.tif", data, nodata=0)
     scene = list_scenes({"folder": str(tmp_path), "date_pattern": r"_(?P<date>\d{8})"})[0]
     chips, pixels = run(scene, ChipSpec(bands=(3, 2, 1), size=32, stretch=(2, 98)))
     lo_hi = chips.meta["stretch"]
@@ -217,7 +217,7 @@ def test_a_16_bit_scene_is_stretched_per_scene_and_the_stretch_recorded(tmp_path
     np.testing.assert_array_equal(pixels[-1], expected)
     assert pixels[-1].min() == 0 and pixels[-1].max() == 255
     np.testing.assert_array_equal(read_window(chips.meta, chips.windows[-1]), expected)
-    floats = write_tif(tmp_path / "f_20200102.tif", data.astype(np.float32) / 7, nodata=0)
+    write_tif(tmp_path / "f_20200102.tif", data.astype(np.float32) / 7, nodata=0)
     scene = list_scenes({"folder": str(tmp_path), "glob": "f_*.tif", "date_pattern": r"_(\d{8})"})
     chips, pixels = run(scene[0], ChipSpec(size=32))
     assert (
