@@ -180,6 +180,20 @@ def test_refitting_is_an_explicit_choice_that_reencodes_every_scene(run, snakema
     assert planned(out.stdout) == {"fit_archive_hash": 1, "encode_scene": 3, "publish_archive": 1}
 
 
+def test_a_trained_cell_of_the_pipeline_can_hash_the_archive(run, snakemake, planned):
+    """``hash: {model: ...}`` names a model the pipeline trains: its cell's jobs are
+    planned, the archive's own hash is not, and every scene is encoded with it."""
+    repo, work, env, _ = run
+    cell = "demo/efficientnet_lite0/dmch_60_40/itq/32/split0"
+    cfg = archive_config(repo, work / "data")
+    cfg["archives"]["naip"]["hash"] = {"model": f"results/models/{cell}.npz"}
+    (work / "cell.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake(repo, work, "-n", TARGET, configfile=work / "cell.yaml", env=env)
+    jobs = planned(out.stdout)
+    assert jobs["train_method"] == 1 and jobs["encode_scene"] == 3
+    assert "fit_archive_hash" not in jobs and "embed_scene" not in jobs
+
+
 def test_a_scene_that_cannot_be_read_stops_its_job_and_publishes_nothing(run, snakemake, tmp_path):
     repo, work, env, _ = run
     copy = tmp_path / "work"
