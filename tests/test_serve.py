@@ -385,6 +385,9 @@ def test_the_page_in_chromium(archive, tmp_path):
             wait.until(lambda d: len(card_ids()) == 20)
             assert card_ids()[0] == qid
             assert "ms on the server" in driver.find_element(By.ID, "status").text
+            # an index of image files: no map, no place fields (tests/test_serve_geo.py)
+            for hidden in ("map-wrap", "place-row", "export-geojson"):
+                assert not driver.find_element(By.ID, hidden).is_displayed()
             assert "id=" + quote(qid, safe="") in driver.current_url  # a permalink
 
             # click a result: it becomes the query

@@ -1,17 +1,19 @@
 """rshash serve on an archive of geo-referenced scenes: searches by place and time
 through the API, the command line and Python (held equal, and equal to a plain numpy
 reference on the index's footprints), GeoJSON read back with geopandas, the scenes'
-quicklooks and chips' thumbnails.
+quicklooks and chips' thumbnails, and the page's map in a real headless Chromium.
 
 The index (2 NAIP scenes, chips of 128 px: 70 chips) is built once per test run by
 conftest's ``geo_index``."""
 
 import json
+import time
 from urllib.parse import quote
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from test_serve import chromium, live_server, wait_for
 
 from rshash import RshashError
 from rshash.archive import geo, read_index, search_ids
@@ -310,3 +312,174 @@ def test_the_command_line_refuses_a_bad_place_in_one_line(geo_index, capsys):
     assert "bbox 5,6,1,2: min > max" in err and "\n" not in err
     assert main([*base, "--date-from", "2010-02-30"]) == 2
     assert "date_from must be a date" in capsys.readouterr().err
+
+
+# --- the page's map, in Chromium ---------------------------------------------------------
+
+
+def tile_server():
+    """A stand-in basemap on another origin: a 256 px PNG for every /{z}/{x}/{y}.png."""
+    import io
+
+    from fastapi import FastAPI, Response
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (256, 256), (200, 220, 240)).save(buf, format="PNG")
+    app = FastAPI()
+    seen = []
+
+    @app.get("/{z}/{x}/{y}.png")
+    def tile(z: int, x: int, y: int):
+        seen.append((z, x, y))
+        return Response(buf.getvalue(), media_type="image/png")
+
+    app.state.seen = seen
+    return app
+
+
+def intersects(footprint, box) -> bool:
+    fp = np.asarray(footprint)
+    w, s, e, n = box
+    lon, lat = fp[:, 0], fp[:, 1]
+    return lon.min() <= e and lon.max() >= w and lat.min() <= n and lat.max() >= s
+
+
+def test_the_map_in_chromium(geo_index, chips, tmp_path):
+    import geopandas as gpd
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = chromium()
+    tiles = tile_server()
+    try:
+        with live_server(tiles) as tile_base, live_server(
+            create_app(geo_index, basemap=tile_base + "/{z}/{x}/{y}.png")
+        ) as base:  # fmt: skip
+            driver.execute_cdp_cmd(
+                "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)}
+            )
+            wait = WebDriverWait(driver, 30)
+            js = driver.execute_script
+            driver.get(base + "/")
+
+            # the scenes, drawn from their quicklooks; the basemap's tiles under them
+            loaded = "return [...document.querySelectorAll('#map img.%s')]" \
+                ".filter((i) => i.complete && i.naturalWidth > 0).length"  # fmt: skip
+            wait.until(lambda d: js(loaded % "scene") == 2)
+            wait.until(lambda d: js(loaded % "tile") > 0)
+            assert tiles.state.seen
+            assert driver.find_element(By.ID, "map").is_displayed()
+            for img in driver.find_elements(By.CSS_SELECTOR, "#map img.scene"):
+                assert img.size["width"] > 100 and img.size["height"] > 100
+
+            # a search by a chip: the query and the hits outlined
+            qid = chips["ids"][8]
+            driver.find_element(By.ID, "id").send_keys(qid)
+            driver.find_element(By.CSS_SELECTOR, "#by-id button").click()
+            cards = "return document.querySelectorAll('#grid .card').length"
+            wait.until(lambda d: js(cards) == 20)
+            assert len(driver.find_elements(By.CSS_SELECTOR, "#map-overlay polygon.hit")) == 20
+            assert len(driver.find_elements(By.CSS_SELECTOR, "#map-overlay polygon.query")) == 1
+            assert driver.find_element(By.CSS_SELECTOR, "#grid .card .place .date").text
+
+            # a click on a hit on the map: it is highlighted, in the list too, and centred
+            target = js("""
+                const m = document.getElementById('map').getBoundingClientRect();
+                for (const p of document.querySelectorAll('#map-overlay polygon.hit')) {
+                  const r = p.getBoundingClientRect();
+                  const x = r.left + r.width / 2, y = r.top + r.height / 2;
+                  if (Math.abs(x - m.left - m.width / 2) < 60) continue;  // not centred yet
+                  const top = document.elementFromPoint(x, y);
+                  if (top === p) return [p.dataset.id, x - m.left, y - m.top];
+                }
+                return null;""")  # fmt: skip
+            assert target is not None
+            hit, x, y = target
+            map_el = driver.find_element(By.ID, "map")
+            dx, dy = x - map_el.size["width"] / 2, y - map_el.size["height"] / 2
+            ActionChains(driver).move_to_element_with_offset(map_el, dx, dy).click().perform()
+            wait.until(lambda d: js("const p = document.querySelector('polygon.selected');"
+                                    "return p && p.dataset.id") == hit)  # fmt: skip
+            selected = driver.find_element(By.CSS_SELECTOR, "#grid .card.selected .id").text
+            assert selected == hit
+            off = js("""
+                const m = document.getElementById('map').getBoundingClientRect();
+                const r = document.querySelector('polygon.selected').getBoundingClientRect();
+                return [r.left + r.width / 2 - m.left - m.width / 2,
+                        r.top + r.height / 2 - m.top - m.height / 2];""")  # fmt: skip
+            assert abs(off[0]) < 1.5 and abs(off[1]) < 1.5, off
+
+            # a hit clicked in the list: centred and highlighted as well
+            driver.find_element(By.CSS_SELECTOR, "#grid .card:nth-child(4) .locate").click()
+            fourth = driver.find_element(By.CSS_SELECTOR, "#grid .card:nth-child(4) .id").text
+            wait.until(lambda d: js("return document.querySelector('polygon.selected').dataset.id")
+                       == fourth)  # fmt: skip
+
+            # a typed box filters the search: every hit meets it
+            w, s, e, n = scene_box(chips)
+            box = (w, s, w + 0.4 * (e - w), s + 0.5 * (n - s))
+            for name, v in zip("wsen", box):
+                field = driver.find_element(By.ID, f"bbox-{name}")
+                field.clear()
+                field.send_keys(f"{v:.6f}")
+            driver.find_element(By.ID, "apply").click()
+            wait.until(lambda d: "bbox=" in d.current_url)
+            typed = tuple(round(v, 6) for v in box)
+            _, total = reference(chips, qid, 70, bbox=typed)
+            wait.until(lambda d: js("return state.total") == total)
+            shown = js("return state.results.map((r) => r.footprint)")
+            assert len(shown) == min(total, 20) and all(intersects(fp, typed) for fp in shown)
+            outlines = js("return document.querySelectorAll('#map-overlay polygon.hit').length")
+            assert outlines == len(shown)
+
+            # a box drawn with shift-drag: the inputs take it, the search reruns with it
+            def drawn():
+                return tuple(float(driver.find_element(By.ID, f"bbox-{c}").get_attribute("value"))
+                             for c in "wsen")  # fmt: skip
+
+            driver.find_element(By.ID, "zoom-fit").click()
+            before = drawn()
+            (ActionChains(driver).move_to_element_with_offset(map_el, 20, 10).key_down(Keys.SHIFT)
+             .click_and_hold().move_by_offset(60, 30).move_by_offset(60, 40).release()
+             .key_up(Keys.SHIFT).perform())  # fmt: skip
+            wait.until(lambda d: drawn() != before)
+            box = drawn()
+            assert box[0] < box[2] and box[1] < box[3]
+            _, total = reference(chips, qid, 70, bbox=box)
+            wait.until(lambda d: js("return state.total") == total and quote(
+                f"{box[0]:.6f}", safe="") in d.current_url)  # fmt: skip
+            shown = js("return state.results.map((r) => r.footprint)")
+            assert 0 < len(shown) and all(intersects(fp, box) for fp in shown)
+
+            # the GeoJSON export: a download geopandas reads, the hits shown
+            ids = js("return state.results.map((r) => r.image_id)")
+            driver.find_element(By.ID, "export-geojson").click()
+            out = tmp_path / "rshash-results.geojson"
+            wait_for(out.exists, 30)
+            time.sleep(0.2)
+            frame = gpd.read_file(out)
+            assert frame.crs.to_epsg() == 4326 and list(frame["id"]) == ids
+            w, s, e, n = frame.total_bounds
+            assert w <= box[2] and e >= box[0] and s <= box[3] and n >= box[1]
+
+            # a drag pans the map
+            centre = map_el.get_attribute("data-centre")
+            ActionChains(driver).move_to_element(map_el).click_and_hold().move_by_offset(
+                80, 0).release().perform()  # fmt: skip
+            wait.until(lambda d: map_el.get_attribute("data-centre") != centre)
+            assert float(map_el.get_attribute("data-centre").split(",")[0]) < float(
+                centre.split(",")[0])  # fmt: skip
+
+            # a box with min > max: the server's one line, shown
+            driver.find_element(By.ID, "bbox-w").clear()
+            driver.find_element(By.ID, "bbox-w").send_keys("10")
+            driver.find_element(By.ID, "bbox-e").clear()
+            driver.find_element(By.ID, "bbox-e").send_keys("5")
+            driver.find_element(By.ID, "apply").click()
+            wait.until(lambda d: "min > max" in d.find_element(By.ID, "status").text)
+            driver.save_screenshot(str(tmp_path / "map.png"))
+    finally:
+        driver.quit()
