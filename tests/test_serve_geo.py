@@ -465,6 +465,29 @@ def test_the_map_in_chromium(geo_index, chips, tmp_path):
             w, s, e, n = frame.total_bounds
             assert w <= box[2] and e >= box[0] and s <= box[3] and n >= box[1]
 
+            # dates: only the chips of the later scene
+            later = max(x["date"] for x in chips["scenes"])
+            js("document.getElementById('date-from').value = arguments[0];"
+               "document.getElementById('clear-place').click();"
+               "document.getElementById('date-from').value = arguments[0];"
+               "document.getElementById('apply').click();", later)  # fmt: skip
+            wait.until(lambda d: "date_from=" + later in d.current_url)
+            wait.until(lambda d: js("return state.total") == 35)
+            assert {r for r in js("return state.results.map((r) => r.date)")} == {later}
+
+            # the "box" button: a plain drag then draws a box
+            driver.find_element(By.ID, "draw-box").click()
+            assert driver.find_element(By.ID, "draw-box").get_attribute("aria-pressed") == "true"
+            (ActionChains(driver).move_to_element_with_offset(map_el, -100, -60).click_and_hold()
+             .move_by_offset(90, 50).move_by_offset(90, 50).release().perform())  # fmt: skip
+            wait.until(lambda d: "bbox=" in d.current_url and js("return state.bbox") != "")
+            box = drawn()
+            assert driver.find_element(By.ID, "draw-box").get_attribute("aria-pressed") == "false"
+            _, total = reference(chips, qid, 70, bbox=box, date_from=later)
+            wait.until(lambda d: js("return state.total") == total)
+            shown = js("return state.results.map((r) => [r.footprint, r.date])")
+            assert all(intersects(fp, box) and date == later for fp, date in shown)
+
             # a drag pans the map
             centre = map_el.get_attribute("data-centre")
             ActionChains(driver).move_to_element(map_el).click_and_hold().move_by_offset(

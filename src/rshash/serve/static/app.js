@@ -20,6 +20,7 @@ const state = {
   bbox: "", dateFrom: "", dateTo: "", // the place filters the shown ranking used
   queryFootprint: null, // lon/lat corners of the query chip, when it is one
   selected: null, // the hit highlighted on the map and in the list
+  again: false, // a new search was asked for while one ran
 };
 
 function el(tag, cls, text) {
@@ -210,16 +211,26 @@ function showPage(doc, append) {
 }
 
 async function run(append) {
-  if (!state.query || state.loading) return;
+  if (!state.query) return;
+  if (state.loading) {
+    // a new search while one runs (a box drawn, then dates typed): run it after, on the
+    // controls as they are then (a later page of the old search is not wanted any more)
+    if (!append) state.again = true;
+    return;
+  }
   state.loading = true;
   try {
     const offset = append ? state.results.length : 0;
     const doc = await apiJson("/api/search?" + searchParams({offset: offset}));
-    showPage(doc, append);
+    if (!state.again) showPage(doc, append);
   } catch (err) {
-    setStatus(err.message, true);
+    if (!state.again) setStatus(err.message, true);
   } finally {
     state.loading = false;
+  }
+  if (state.again) {
+    state.again = false;
+    run(false);
   }
 }
 
