@@ -674,3 +674,41 @@ def _random_images(root: Path, sizes, class_folders: bool = False):
 def random_images():
     """``random_images(root, sizes, class_folders=False)``: see :func:`_random_images`."""
     return _random_images
+
+
+GEO_DIR = UCMD_DIR / "geo" / "naip"  # real NAIP scenes: ten dates of one place, UTM 14N
+GEO_ENTRY = {
+    "scenes": {
+        "folder": str(GEO_DIR),
+        "date_pattern": r"_(?P<date>\d{8})\.tif$",
+        "date_format": "%Y%m%d",
+    },
+    "chip": {"size": 128},
+}
+
+
+@pytest.fixture(scope="session")
+def geo_index(tmp_path_factory) -> Path:
+    """An index of two geo-referenced NAIP scenes (chips of 128 px: 70 chips, ITQ at 32
+    bits on EfficientNet-Lite0 features; about 20 s on 2 cores), built once per test run
+    by whichever xdist worker needs it first, under a file lock."""
+    from filelock import FileLock
+
+    from rshash.archive import geo
+    from rshash.archive.scenes import list_scenes
+
+    if not GEO_DIR.is_dir():
+        pytest.skip(f"NAIP scenes not found at {GEO_DIR} (set RSHASH_TEST_DATA_DIR)")
+    root = shared_dir(tmp_path_factory, "geo_index")
+    index = root / "index"
+    with FileLock(root / "build.lock"):
+        if not index.exists():  # published in one rename: present means complete
+            ids = [s.id for s in list_scenes(GEO_ENTRY["scenes"])][:2]
+            feats = [
+                geo.embed_scene(GEO_ENTRY, i, "efficientnet_lite0", root / f"{i}.h5", threads=2)
+                for i in ids
+            ]
+            geo.fit_hash(feats, root / "hash.npz", bits=32)
+            parts = [geo.encode_scene(f, root / "hash.npz", root / f"{f.stem}.part") for f in feats]
+            geo.publish_scenes(parts, index)
+    return index

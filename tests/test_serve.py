@@ -209,12 +209,18 @@ def test_thumbnails_only_of_indexed_images_and_bad_requests_are_4xx(archive, cli
         ({"id": qid, "class": "<script>"}, 400, "no class '<script>'"),
         ({"id": qid, "max_distance": 33}, 400, "at most 32"),
         ({"id": qid, "format": "xlsx"}, 422, ""),
+        # place and time: for an index of geo-referenced scenes (tests/test_serve_geo.py)
+        ({"id": qid, "format": "geojson"}, 400, "format=geojson needs an index of geo-ref"),
+        ({"id": qid, "bbox": "0,0,1,1"}, 400, "a place or date filter needs an index of geo"),
+        ({"id": qid, "date_to": "2020-01-01"}, 400, "a place or date filter needs an index"),
+        ({"id": qid, "bbox": "5,6,1,2"}, 400, "bbox 5,6,1,2: min > max"),
     ]
     for params, status, text in bad:
         r = client.get("/api/search", params=params)
         assert r.status_code == status and text in str(r.json()["detail"]), (params, r.text)
         assert r.headers["content-type"] == "application/json"
     assert client.get("/api/index").json()["n"] == 32  # still serving
+    assert client.get("/api/quicklook/anything").status_code == 404
     page = client.get("/")
     assert "script-src" not in page.headers["content-security-policy"]  # 'self' only
     assert '<script src="/app.js"' in page.text and "cdn" not in page.text.lower()
@@ -385,6 +391,9 @@ def test_the_page_in_chromium(archive, tmp_path):
             wait.until(lambda d: len(card_ids()) == 20)
             assert card_ids()[0] == qid
             assert "ms on the server" in driver.find_element(By.ID, "status").text
+            # an index of image files: no map, no place fields (tests/test_serve_geo.py)
+            for hidden in ("map-wrap", "place-row", "export-geojson"):
+                assert not driver.find_element(By.ID, hidden).is_displayed()
             assert "id=" + quote(qid, safe="") in driver.current_url  # a permalink
 
             # click a result: it becomes the query

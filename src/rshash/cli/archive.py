@@ -160,25 +160,46 @@ def _ids(flag: str, help: str):
     arg("--max-distance", type=int, help="only images at this Hamming distance or less"),
     _ids("--relevant", "an indexed image marked relevant (relevance feedback; repeat)"),
     _ids("--not-relevant", "an indexed image marked not relevant (repeat)"),
+    arg(
+        "--bbox",
+        metavar="W,S,E,N",
+        help="chips of scenes: only those whose footprint meets this box (EPSG:4326; "
+        "a box that starts with a minus takes an '=': --bbox=-99.2,47.0,-99.1,47.1)",
+    ),
+    arg("--date-from", metavar="YYYY-MM-DD", help="chips of scenes: only of this day or later"),
+    arg("--date-to", metavar="YYYY-MM-DD", help="chips of scenes: only of this day or earlier"),
     arg("--model", help="the model to encode queries (default: the index's)"),
     arg("--backbone", help="the backbone, for a model that does not record it"),
-    arg("--json", action="store_true", help="print the results as JSON (as the server's)"),
+    one_of(
+        arg("--json", action="store_true", help="print the results as JSON (as the server's)"),
+        arg(
+            "--geojson",
+            action="store_true",
+            help="print the results (chips of scenes) as RFC 7946 GeoJSON, as the server's "
+            "format=geojson",
+        ),
+    ),
     arg("--html", help="also write a page with thumbnails"),
     arg("--threads", type=int, default=1),
 )
 def cmd_search(a):
     from rshash.archive import read_index, search_ids, search_images
     from rshash.archive.present import as_json, format_results, write_html
+    from rshash.archive.query import Place
 
     if not a.images and not a.id:
         raise RshashError("give query images, or indexed images with --id")
+    place = Place.of(a.bbox, a.date_from, a.date_to)  # checked before anything is loaded
     index = read_index(a.index)
+    if a.geojson and not index.header.get("geo"):
+        raise RshashError("--geojson needs an index of geo-referenced scenes")
     filters = {
         "offset": a.offset,
         "class_name": a.class_name,
         "max_distance": a.max_distance,
         "relevant": a.relevant,
         "not_relevant": a.not_relevant,
+        "place": place,
     }
     results = []
     if a.images:
@@ -187,10 +208,27 @@ def cmd_search(a):
         results += search_ids(index, a.id, a.top, a.threads, **filters)
     if a.json:
         print(json.dumps(as_json(index, results), indent=1, ensure_ascii=False))
+    elif a.geojson:
+        print(json.dumps(_geojson(index, results), ensure_ascii=False))
     else:
         print(format_results(index, results), end="")
     if a.html:
         write_html(index, results, a.html)
+
+
+def _geojson(index, results) -> dict:
+    """One query's results as the server's ``format=geojson`` gives them; several
+    queries' in one collection, each feature naming its query."""
+    from rshash.archive.present import as_geojson, describe
+
+    if len(results) == 1:
+        return as_geojson(describe(index, results[0].page), results[0].query)
+    features = []
+    for res in results:
+        for f in as_geojson(describe(index, res.page))["features"]:
+            f["properties"]["query"] = res.query
+            features.append(f)
+    return {"type": "FeatureCollection", "features": features}
 
 
 @verb(
@@ -201,8 +239,15 @@ def cmd_search(a):
     arg("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)"),
     arg("--port", type=int, default=8000),
     arg("--threads", type=int, default=1, help="threads of a search and an encoding"),
+    arg(
+        "--basemap",
+        metavar="URL",
+        help="an XYZ tile template drawn under the scenes of the map, e.g. "
+        "https://tile.openstreetmap.org/{z}/{x}/{y}.png (off by default: the page then asks "
+        "nothing of any other server)",
+    ),
 )
 def cmd_serve(a):
     from rshash.serve.app import serve
 
-    serve(a.index, a.model, host=a.host, port=a.port, threads=a.threads)
+    serve(a.index, a.model, host=a.host, port=a.port, threads=a.threads, basemap=a.basemap)

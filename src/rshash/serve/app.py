@@ -9,8 +9,14 @@ and one static page that uses it.
   "total", "results": [{"rank", "image_id", "path", "distance", "score",
   "class_name", "predicted_class"}]}``; ``format=csv`` or ``json`` makes the answer
   a download (the page's export);
-- ``GET /api/images/{image_id}/thumbnail``: a JPEG of an indexed image (ids contain
-  ``/`` and are taken whole).
+- on an index of geo-referenced scenes (rshash.archive.geo) the same searches also
+  take ``bbox=w,s,e,n`` (EPSG:4326) and ``date_from`` / ``date_to`` (ISO days), each
+  result carries its ``scene``, ``date``, ``window`` and lon/lat ``footprint``, and
+  ``format=geojson`` gives the page as RFC 7946 GeoJSON (one polygon per chip);
+  ``GET /api/quicklook/{scene_id}`` is a scene's quicklook (PNG, Web Mercator) for
+  the page's map;
+- ``GET /api/images/{image_id}/thumbnail``: a JPEG of an indexed image, or of a
+  chip read again from its scene's window (ids contain ``/`` and are taken whole).
 
 Safe by construction: an id is only ever looked up in the index, so no request
 names a file; uploads are limited in bytes (read with a cap, before parsing) and
@@ -43,7 +49,7 @@ from starlette.datastructures import UploadFile
 from rshash import RshashError
 from rshash.archive import query as archive_query
 from rshash.archive.live import LiveIndex
-from rshash.archive.present import RESULT_FIELDS, describe
+from rshash.archive.present import GEO_FIELDS, RESULT_FIELDS, as_geojson, describe
 from rshash.data.images import TooLarge
 
 STATIC = Path(__file__).with_name("static")
@@ -60,6 +66,38 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+# a basemap: an XYZ tile template on one http(s) origin, e.g.
+# https://tile.openstreetmap.org/{z}/{x}/{y}.png
+_BASEMAP = re.compile(r"^(https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?)/[^\s\"'<>\\]*$")
+# the columns a CSV export adds for chips of scenes (the window and footprint: GeoJSON)
+CSV_GEO_FIELDS = GEO_FIELDS[:2]
+
+
+def basemap_origin(url: str | None) -> str | None:
+    """The origin of a basemap template (what the page's Content-Security-Policy lets
+    images come from); one line naming the problem when it is no XYZ template."""
+    if url is None:
+        return None
+    m = _BASEMAP.match(url)
+    if not m or not all(p in url for p in ("{z}", "{x}", "{y}")):
+        raise RshashError(
+            f"--basemap must be an http(s) XYZ tile template with {{z}}, {{x}} and {{y}}, "
+            f"e.g. https://tile.openstreetmap.org/{{z}}/{{x}}/{{y}}.png (got {url!r})"
+        )
+    return m.group(1)
+
+
+def page_headers(basemap: str | None = None) -> dict:
+    """The page's headers: images from the server itself, and from the basemap's one
+    origin only when a basemap is given (off by default: no request leaves the
+    machine)."""
+    origin = basemap_origin(basemap)
+    if origin is None:
+        return dict(PAGE_HEADERS)
+    csp = PAGE_HEADERS["Content-Security-Policy"].replace(
+        "img-src 'self' blob: data:", f"img-src 'self' blob: data: {origin}"
+    )
+    return {**PAGE_HEADERS, "Content-Security-Policy": csp}
 
 
 class Uploads:
@@ -109,19 +147,19 @@ class Uploads:
 
 
 class Thumbnails:
-    """Small JPEGs of indexed images, the most recent kept in memory."""
+    """Small images made on request (thumbnails of indexed images and of chips read
+    from their scene's window, scenes' quicklooks), the most recent kept in memory."""
 
     def __init__(self, size: int = 2048):
         self.size, self._cache, self._lock = size, OrderedDict(), threading.Lock()
 
-    def get(self, key, path: str) -> bytes:
-        from rshash.archive.present import thumbnail_jpeg
-
+    def get(self, key, make) -> bytes:
+        """The bytes cached under ``key``, made by ``make()`` the first time."""
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        data = thumbnail_jpeg(path, THUMBNAIL_SIDE, max_pixels=MAX_UPLOAD_PIXELS)
+        data = make()
         with self._lock:
             self._cache[key] = data
             while len(self._cache) > self.size:
@@ -137,12 +175,17 @@ def _row_of(index, image_id: str, what: str = "image") -> int:
 
 
 def _query_from(index, image_id: str | None, code: str | None):
-    """(packed query, description) of a query by image id or by code (hex)."""
+    """(packed query, description) of a query by image id or by code (hex); a chip of
+    a scene also says its scene, date and footprint (the page outlines it)."""
     if (image_id is None) == (code is None):
         raise HTTPException(400, "give one query: id=IMAGE_ID or code=HEX (or POST an image)")
     if image_id is not None:
         row = _row_of(index, image_id)
-        return index.code_of(row), {"image_id": image_id}
+        info = {"image_id": image_id}
+        geo = index.geo_of(row)
+        if geo is not None:
+            info.update(scene=geo["scene"]["id"], date=geo["date"], footprint=geo["footprint"])
+        return index.code_of(row), info
     nbytes = index.bits // 8
     if len(code) != 2 * nbytes or not _HEX.match(code):
         raise HTTPException(
@@ -158,6 +201,8 @@ def _search(index, query, info, params: dict, threads: int, started: float) -> d
     if len(pos) + len(neg) > MAX_MARKED:
         raise HTTPException(400, f"at most {MAX_MARKED} marked images per search")
     try:
+        if params["fmt"] == "geojson" and not index.header.get("geo"):
+            raise RshashError("format=geojson needs an index of geo-referenced scenes")
         (page,) = archive_query.search(
             index,
             query,
@@ -167,6 +212,7 @@ def _search(index, query, info, params: dict, threads: int, started: float) -> d
             max_distance=params["max_distance"],
             relevant=pos,
             not_relevant=neg,
+            place=params["place"],
             threads=threads,
         )
     except archive_query.NotInIndex as err:
@@ -196,18 +242,32 @@ def _escape_cell(value) -> str:
     return "'" + text if text.startswith(_CSV_RISKY) else text
 
 
-def _answer(doc: dict, fmt: str | None) -> Response:
+def _query_name(info: dict) -> str:
+    """What a GeoJSON export names as its query: the image id, the upload or the code."""
+    if "image_id" in info:
+        return info["image_id"]
+    if "upload" in info:
+        return "upload " + info["upload"]
+    return "code " + info["code"]
+
+
+def _answer(doc: dict, fmt: str | None, geo: bool = False) -> Response:
     if fmt is None:
         return JSONResponse(doc)
     if fmt == "json":
         body = json.dumps(doc, indent=1, ensure_ascii=False).encode()
         kind = "application/json"
+    elif fmt == "geojson":
+        collection = as_geojson(doc["results"], _query_name(doc["query"]))
+        body = json.dumps(collection, ensure_ascii=False).encode()
+        kind = "application/geo+json"
     else:
+        fields = RESULT_FIELDS + (CSV_GEO_FIELDS if geo else ())
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\n")
-        w.writerow(RESULT_FIELDS)
+        w.writerow(fields)
         for r in doc["results"]:
-            w.writerow([_escape_cell(r[c]) for c in RESULT_FIELDS])
+            w.writerow([_escape_cell(r.get(c)) for c in fields])
         body, kind = out.getvalue().encode(), "text/csv; charset=utf-8"
     disposition = f'attachment; filename="rshash-results.{fmt}"'
     return Response(body, media_type=kind, headers={"Content-Disposition": disposition})
@@ -251,14 +311,43 @@ def warm_up(index) -> None:
         archive_query.search(index, code, 1)
         archive_query.search(index, code, 1, max_distance=0)
         archive_query.search(index, code, 1, relevant=[first])
+        if index.header.get("geo"):
+            place = archive_query.Place.of(bbox=(-180, -90, 180, 90))
+            archive_query.search(index, code, 1, place=place)
 
 
-def create_app(index_path, model_path=None, threads: int = 1, poll: float = 1.0) -> FastAPI:
-    """The app serving ``index_path`` (reopened when it changes, every ``poll`` s)."""
+def scene_list(index) -> list[dict]:
+    """What the page's map needs of each scene of a geo-referenced index."""
+    keys = ("id", "date", "bounds_4326", "quicklook_bounds_3857", "n_chips", "n_left_out")
+    return [{k: s.get(k) for k in keys} for s in index.scenes]
+
+
+def quicklook_png(index, scene_id: str) -> bytes:
+    """A scene's quicklook (made at index time, in Web Mercator) as a PNG; 404 when the
+    index holds no such scene."""
+    from PIL import Image
+
+    from rshash.archive.geo import quicklooks
+
+    looks = quicklooks(index)
+    if scene_id not in looks:
+        raise HTTPException(404, f"no scene with id {scene_id!r} in the index")
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(looks[scene_id]), "RGBA").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def create_app(
+    index_path, model_path=None, threads: int = 1, poll: float = 1.0, basemap: str | None = None
+) -> FastAPI:
+    """The app serving ``index_path`` (reopened when it changes, every ``poll`` s); the
+    page's map draws ``basemap`` tiles (an XYZ template) under the scenes when given."""
+    headers = page_headers(basemap)
     live = LiveIndex(index_path, poll)
     warm_up(live.current)
     uploads = Uploads(model_path, threads)
     thumbs = Thumbnails()
+    looks = Thumbnails(256)  # a quicklook is larger (some 100 kB), and one per scene
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -287,10 +376,28 @@ def create_app(index_path, model_path=None, threads: int = 1, poll: float = 1.0)
         ] = None,
         pos: Annotated[list[str] | None, Query(description="ids marked relevant")] = None,
         neg: Annotated[list[str] | None, Query(description="ids marked not relevant")] = None,
+        bbox: Annotated[
+            str | None,
+            Query(
+                description="chips of scenes: only those whose footprint meets this box, "
+                "west,south,east,north in EPSG:4326"
+            ),
+        ] = None,
+        date_from: Annotated[
+            str | None, Query(description="chips of scenes: only those of this day or later")
+        ] = None,
+        date_to: Annotated[
+            str | None, Query(description="chips of scenes: only those of this day or earlier")
+        ] = None,
         fmt: Annotated[
-            str | None, Query(alias="format", pattern="^(csv|json)$", description="a download")
+            str | None,
+            Query(alias="format", pattern="^(csv|json|geojson)$", description="a download"),
         ] = None,
     ) -> dict:
+        try:  # checked before an upload is encoded
+            place = archive_query.Place.of(bbox, date_from, date_to)
+        except RshashError as err:
+            raise HTTPException(400, str(err)) from None
         return {
             "k": k,
             "offset": offset,
@@ -298,20 +405,21 @@ def create_app(index_path, model_path=None, threads: int = 1, poll: float = 1.0)
             "max_distance": max_distance,
             "pos": pos,
             "neg": neg,
+            "place": place,
             "fmt": fmt,
         }
 
     @app.get("/", include_in_schema=False)
     def page():
-        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+        return FileResponse(STATIC / "index.html", headers=headers)
 
     @app.get("/app.js", include_in_schema=False)
     def script():
-        return FileResponse(STATIC / "app.js", headers=PAGE_HEADERS)
+        return FileResponse(STATIC / "app.js", headers=headers)
 
     @app.get("/app.css", include_in_schema=False)
     def style():
-        return FileResponse(STATIC / "app.css", headers=PAGE_HEADERS)
+        return FileResponse(STATIC / "app.css", headers=headers)
 
     @app.get("/api/index", summary="the index being served")
     def index_info():
@@ -328,6 +436,9 @@ def create_app(index_path, model_path=None, threads: int = 1, poll: float = 1.0)
             "max_upload_bytes": MAX_UPLOAD_BYTES,
             "max_upload_pixels": MAX_UPLOAD_PIXELS,
             "max_k": MAX_K,
+            "geo": bool(h.get("geo")),
+            "scenes": scene_list(index),
+            "basemap": basemap,
         }
 
     @app.get("/api/search", summary="search by an indexed image's id or by a code")
@@ -340,7 +451,7 @@ def create_app(index_path, model_path=None, threads: int = 1, poll: float = 1.0)
         index = live.current
         query, info = _query_from(index, id, code)
         doc = _search(index, query, info, params, threads, started)
-        return _answer(doc, params["fmt"])
+        return _answer(doc, params["fmt"], bool(index.header.get("geo")))
 
     @app.post(
         "/api/search",
@@ -381,11 +492,12 @@ def create_app(index_path, model_path=None, threads: int = 1, poll: float = 1.0)
                 info["predicted_class"] = index.class_name(predicted)
             doc = _search(index, packed, info, params, threads, time.perf_counter())
             doc["encode_ms"] = round(encode_ms, 3)
-            return doc
+            return doc, bool(index.header.get("geo"))
 
         from starlette.concurrency import run_in_threadpool
 
-        return _answer(await run_in_threadpool(run), params["fmt"])
+        doc, geo = await run_in_threadpool(run)
+        return _answer(doc, params["fmt"], geo)
 
     @app.get(
         "/api/images/{image_id:path}/thumbnail",
@@ -394,14 +506,25 @@ def create_app(index_path, model_path=None, threads: int = 1, poll: float = 1.0)
         responses={200: {"content": {"image/jpeg": {}}}},
     )
     def thumbnail(image_id: str):
+        from rshash.archive.present import chip_jpeg, thumbnail_jpeg
+
         index = live.current
         row = _row_of(index, image_id)
         path = index.path_of(row)
         if not path:
             raise HTTPException(404, f"image {image_id!r} has no file (indexed from codes)")
         seg, r = index.locate(row)
+        if index.geo_of(row) is not None:  # a chip: its window of the scene, read again
+
+            def make():
+                return chip_jpeg(index, row, THUMBNAIL_SIDE)
+        else:
+
+            def make():
+                return thumbnail_jpeg(path, THUMBNAIL_SIDE, max_pixels=MAX_UPLOAD_PIXELS)
+
         try:
-            data = thumbs.get((seg.name, r), path)
+            data = thumbs.get((seg.name, r), make)
         except TooLarge:
             raise HTTPException(
                 413, f"image {image_id!r} is over the limit of {MAX_UPLOAD_PIXELS} pixels"
@@ -410,6 +533,22 @@ def create_app(index_path, model_path=None, threads: int = 1, poll: float = 1.0)
             raise HTTPException(404, f"the file of image {image_id!r} cannot be read") from None
         return Response(
             data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
+        )
+
+    @app.get(
+        "/api/quicklook/{scene_id}",
+        summary="a scene's quicklook for the map (PNG, EPSG:3857, at quicklook_bounds_3857)",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}},
+    )
+    def quicklook(scene_id: str):
+        index = live.current
+        name = (index.header.get("geo") or {}).get("quicklooks")
+        if name is None:
+            raise HTTPException(404, "this index holds no scenes (not geo-referenced)")
+        data = looks.get((name, scene_id), lambda: quicklook_png(index, scene_id))
+        return Response(
+            data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"}
         )
 
     return app
@@ -424,11 +563,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(index_path, model_path=None, host: str = "127.0.0.1", port: int = 8000, threads=1):
+def serve(
+    index_path,
+    model_path=None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    threads=1,
+    basemap: str | None = None,
+):
     """Run the app with uvicorn until interrupted."""
     import uvicorn
 
-    app = create_app(index_path, model_path, threads)
+    app = create_app(index_path, model_path, threads, basemap=basemap)
     if not is_loopback(host):
         print(
             f"rshash serve: warning: listening on {host}, not a loopback address: anyone who "
