@@ -121,22 +121,26 @@ def as_json(index: Index, results: list[Result]) -> list[dict]:
 
 
 def format_results(index: Index, results: list[Result]) -> str:
-    """Plain-text tables: rank, distance, image id, class (and predicted class)."""
+    """Plain-text tables: rank, distance, class (a chip of a scene: its date), the
+    predicted class (methods with a class head) and image id."""
     lines = []
     with_pred = any(s.predicted_label is not None for s in index.segments)
+    with_geo = bool(index.header.get("geo"))
     for res in results:
         title = f"query {res.query}"
         if res.predicted_label is not None:
             title += f"  (predicted class {index.class_name(res.predicted_label)})"
         lines.append(title)
         lines.append(
-            f"{'rank':>4}  {'distance':>8}  {'class':<20}  "
+            f"{'rank':>4}  {'distance':>8}  "
+            + (f"{'date':<10}  " if with_geo else f"{'class':<20}  ")
             + (f"{'predicted':<20}  " if with_pred else "")
             + "image_id"
         )
         for h in describe(index, res.page):
             lines.append(
-                f"{h['rank']:>4}  {h['distance']:>8}  {h['class_name']:<20}  "
+                f"{h['rank']:>4}  {h['distance']:>8}  "
+                + (f"{h['date']:<10}  " if with_geo else f"{h['class_name']:<20}  ")
                 + (f"{h['predicted_class']:<20}  " if with_pred else "")
                 + h["image_id"]
             )
