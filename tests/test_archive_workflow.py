@@ -176,7 +176,7 @@ def test_refitting_is_an_explicit_choice_that_reencodes_every_scene(run, snakema
     changed.write_text(yaml.safe_dump(archive_config(repo, work / "data", bits=32)))
     out = snakemake(repo, work, "-n", TARGET, configfile=changed, env=env)
     assert planned(out.stdout) == {"fit_archive_hash": 1, "encode_scene": 3, "publish_archive": 1}
-    out = snakemake(repo, work, "-n", "--forcerun", "fit_archive_hash", TARGET, env=env)
+    out = snakemake(repo, work, "-n", TARGET, "--forcerun", "fit_archive_hash", env=env)
     assert planned(out.stdout) == {"fit_archive_hash": 1, "encode_scene": 3, "publish_archive": 1}
 
 
@@ -187,8 +187,13 @@ def test_a_trained_cell_of_the_pipeline_can_hash_the_archive(run, snakemake, pla
     cell = "demo/efficientnet_lite0/dmch_60_40/itq/32/split0"
     cfg = archive_config(repo, work / "data")
     cfg["archives"]["naip"]["hash"] = {"model": f"results/models/{cell}.npz"}
-    (work / "cell.yaml").write_text(yaml.safe_dump(cfg))
-    out = snakemake(repo, work, "-n", TARGET, configfile=work / "cell.yaml", env=env)
+    # the workdir's own config (a second --configfile would be merged into it)
+    original = (work / "config.yaml").read_text()
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    try:
+        out = snakemake(repo, work, "-n", TARGET, env=env)
+    finally:
+        (work / "config.yaml").write_text(original)
     jobs = planned(out.stdout)
     assert jobs["train_method"] == 1 and jobs["encode_scene"] == 3
     assert "fit_archive_hash" not in jobs and "embed_scene" not in jobs

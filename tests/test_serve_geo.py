@@ -411,6 +411,9 @@ def test_the_map_in_chromium(geo_index, chips, tmp_path):
                 return [r.left + r.width / 2 - m.left - m.width / 2,
                         r.top + r.height / 2 - m.top - m.height / 2];""")  # fmt: skip
             assert abs(off[0]) < 1.5 and abs(off[1]) < 1.5, off
+            # the dates of one place overlap: the hit's own scene is drawn on top
+            top = js("return document.getElementById('map-scenes').lastElementChild.dataset.id")
+            assert top == hit.split("/")[0]
 
             # a hit clicked in the list: centred and highlighted as well
             driver.find_element(By.CSS_SELECTOR, "#grid .card:nth-child(4) .locate").click()

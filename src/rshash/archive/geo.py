@@ -207,6 +207,8 @@ def encode_scene(features_file, model_path, out) -> Path:
             "sha256": file_sha256(model_path),
         },
         "chip": json.loads(feats.attrs["chip"]),
+        # the features file the codes come from: find-all's probes read it again
+        "features": {"path": str(Path(features_file).resolve()), "sha256": feats.sha256},
     }
     write_arrays(out, attrs, arrays)
     return Path(out)
@@ -269,7 +271,11 @@ def publish_scenes(parts: list, out) -> Index:
         "model_sha256": model["sha256"],
         "source": "scenes",
         "class_names": [],
-        "geo": {"chip": loaded[0][0]["chip"], "scenes": scenes},
+        "geo": {
+            "chip": loaded[0][0]["chip"],
+            "scenes": scenes,
+            "features": [a.get("features") for a, _ in loaded],
+        },
     }
     location = Path(out)
     with writing(location, create=True):
@@ -363,3 +369,33 @@ def write_chips_table(index_path, out) -> Path:
     buffer.seek(0)
     write_parquet(out, pq.read_table(buffer))
     return Path(out)
+
+
+def archive_features(index: Index) -> np.ndarray:
+    """The real-valued features of every chip of a geo-referenced index, in index order
+    (find-all's probe on features): each scene's features file as the index recorded it
+    (its digest checked against the one recorded at publication: a scene re-extracted
+    since is an error, not other features)."""
+    from rshash.features import read_features
+
+    geo = index.header.get("geo") or {}
+    files = geo.get("features") or []
+    if not files or any(f is None for f in files):
+        raise RshashError(f"{index.location}: the index records no features files")
+    blocks = []
+    for scene, entry in zip(index.scenes, files):
+        path = Path(entry["path"])
+        if not path.is_file():
+            raise RshashError(f"scene {scene['id']}: features file {path} not found")
+        feats = read_features(path)
+        if feats.sha256 != entry["sha256"]:
+            raise RshashError(
+                f"scene {scene['id']}: features file {path} changed since the index was "
+                "published (rerun the workflow's publication)"
+            )
+        if len(feats) != scene["n_chips"]:
+            raise RshashError(
+                f"scene {scene['id']}: {path} holds {len(feats)} chips, not {scene['n_chips']}"
+            )
+        blocks.append(feats.features)
+    return np.concatenate(blocks)

@@ -545,10 +545,16 @@ function selectHit(id) { // highlight a hit on the map and in the list, centre t
   const xs = ring.map((c) => c[0]), ys = ring.map((c) => c[1]);
   map.cx = (Math.min(...xs) + Math.max(...xs)) / 2;
   map.cy = (Math.min(...ys) + Math.max(...ys)) / 2;
+  raiseScene(r.scene);
   for (const c of document.querySelectorAll("#grid .card.selected")) c.classList.remove("selected");
   const card = [...document.querySelectorAll("#grid .card")].find((c) => c.dataset.id === id);
   if (card) card.classList.add("selected");
   drawShapes();
+}
+
+function raiseScene(id) { // dates of one place overlap: the hit's own date drawn on top
+  const s = map.scenes.find((x) => x.id === id);
+  if (s) $("map-scenes").append(s.img);
 }
 
 function boxDone(a, b) { // a box drawn on the map (two corners, screen px): the filter
