@@ -7,6 +7,11 @@ CORES  ?= 8
 
 .PHONY: demo test lint install clean
 
+# Python may cache compiled modules: a workflow starts a Python process per job (and the
+# tests start Snakemake many times), and without the cache each one compiles Snakemake's
+# and rshash's modules again (about 5 s a process on 2 cores).
+unexport PYTHONDONTWRITEBYTECODE
+
 install: $(VENV)/.installed
 
 # --no-compile: no .pyc for all of torch up front (a module compiles when first imported)

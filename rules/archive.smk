@@ -26,9 +26,9 @@ rule embed_scene:
         entry=archive_entry_json,
         item=scene_item,
         backbone=archive_backbone,
-        batch_size=lambda w: extraction_settings(config, archive_backbone(w))["batch_size"],
+        batch_size=lambda w: archive_settings(archive_backbone(w))[0],
         device=DEVICE,
-        source=lambda w: as_json(backbone_source(config, archive_backbone(w))),
+        source=lambda w: archive_settings(archive_backbone(w))[1],
         data_dir=lambda w: str(DATA_DIR),
     shell:
         "rshash scenes embed --entry {params.entry:q} --scene {wildcards.scene:q} "

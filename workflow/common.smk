@@ -431,13 +431,28 @@ def archive_backbone(wildcards):
 
 
 def archive_backbone_weights(wildcards):
-    """backbone_weights for the archive's backbone: no input, the check alone."""
-    name = archive_backbone(wildcards)
+    """backbone_weights for the archive's backbone: no input, the check alone (once a
+    run: an archive has a job per scene)."""
+    _backbone_checked(archive_backbone(wildcards))
+    return []
+
+
+@functools.cache
+def _backbone_checked(name):
     try:
         check_available(name, config["backbones"][name])
     except RshashError as err:
         raise WorkflowError(str(err)) from None
-    return []
+
+
+@functools.cache
+def archive_settings(backbone):
+    """(batch size, the backbone's source as JSON) of an archive's scene jobs, worked
+    out once a run rather than once a scene."""
+    return (
+        extraction_settings(config, backbone)["batch_size"],
+        as_json(backbone_source(config, backbone)),
+    )
 
 
 def scene_input(wildcards):
