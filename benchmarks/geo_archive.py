@@ -67,7 +67,7 @@ def bench_extract(a) -> None:
                 n += 1
         write_manifest(scan_folder(tmp / "chips"), tmp / "manifest.parquet")
         timings = {}
-        for rep in range(a.repeats):
+        for _ in range(a.repeats):
             t = time.perf_counter()
             for s in scenes:
                 embed_scene(ENTRY, s.id, a.backbone, tmp / f"{s.id}.h5", threads=a.threads)

@@ -415,7 +415,9 @@ def archive_scenes(name):
     from rshash.archive.scenes import list_scenes
 
     try:
-        return {s.id: s for s in list_scenes(config["archives"][name]["scenes"], DATA_DIR)}
+        return {
+            s.id: s for s in list_scenes(config["archives"][name]["scenes"], DATA_DIR)
+        }
     except RshashError as err:
         raise WorkflowError(f"config: archives.{name}: {err}") from None
 
@@ -460,7 +462,9 @@ def scene_input(wildcards):
     scene read from a URL is tracked by its STAC item (scene_item)."""
     scene = archive_scenes(wildcards.archive).get(wildcards.scene)
     if scene is None:
-        raise WorkflowError(f"archive {wildcards.archive}: no scene {wildcards.scene!r}")
+        raise WorkflowError(
+            f"archive {wildcards.archive}: no scene {wildcards.scene!r}"
+        )
     return [scene.href] if os.path.isfile(scene.href) else []
 
 
@@ -513,4 +517,6 @@ def archive_model(wildcards):
 
 def archive_parts(wildcards):
     name = wildcards.archive
-    return [f"results/archives/{name}/parts/{s}.part" for s in sorted(archive_scenes(name))]
+    return [
+        f"results/archives/{name}/parts/{s}.part" for s in sorted(archive_scenes(name))
+    ]
