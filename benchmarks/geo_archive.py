@@ -197,10 +197,10 @@ def synthetic_geo_index(location: Path, n: int, seed: int = 0):
         "date": rng.integers(10957, 10957 + 3652, n).astype(np.int32),
     }
     ids = np.array([f"s{k // 1000:05d}/{k % 1000}" for k in range(n)])
+    scenes = [{"id": f"s{k:05d}"} for k in range(-(-n // 1000))]
     header = {"format": FORMAT, "version": VERSION, "backbone": "none", "method": "random",
               "bits": 64, "model": None, "model_sha256": None, "source": "synthetic",
-              "class_names": [],
-              "geo": {"chip": {}, "scenes": [{"id": f"s{k:05d}"} for k in range(-(-n // 1000))]}}  # fmt: skip
+              "class_names": [], "geo": {"chip": {}, "scenes": scenes}}  # fmt: skip
     rows = Rows(packed, ids, np.full(n, ""), np.full(n, -1, np.int64), None, geo)
     return create_index(location, header, rows)
 
