@@ -447,14 +447,19 @@ def embedder(
     _, spec, normalize, outputs = _backbone_on(spec, device, threads, "features")
     load = spec.image_loader()
 
+    def forward(batch: np.ndarray) -> np.ndarray:
+        """Pooled features of one preprocessed batch, float32 [B, 3, size, size]."""
+        with torch.inference_mode():
+            return outputs(normalize(torch.from_numpy(batch)))["features"]
+
     def run(paths: list[str]) -> np.ndarray:
         parts = []
-        with torch.inference_mode():
-            for start in range(0, len(paths), batch_size):
-                batch = np.stack([load(p) for p in paths[start : start + batch_size]])
-                parts.append(outputs(normalize(torch.from_numpy(batch)))["features"])
+        for start in range(0, len(paths), batch_size):
+            parts.append(forward(np.stack([load(p) for p in paths[start : start + batch_size]])))
         if not parts:
             return np.zeros((0, spec.feature_dim), dtype=np.float32)
         return np.concatenate(parts)
 
+    # the steps apart, for a caller that prepares batches while the network runs
+    run.load, run.forward = load, forward
     return run

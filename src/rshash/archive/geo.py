@@ -72,14 +72,7 @@ def embed_scene(
     scene = find_scene(entry["scenes"], scene_id, base)
     chips, pixels = chip_scene(scene, spec)
     embed = embedder(backbone, threads, batch_size, device, source)
-    parts, batch = [], []
-    for chip in pixels:
-        batch.append(chip)
-        if len(batch) == batch_size:
-            parts.append(embed(batch))
-            batch = []
-    if batch:
-        parts.append(embed(batch))
+    parts = [embed.forward(batch) for batch in _prefetched(pixels, embed.load, batch_size)]
     if not chips.ids:
         raise RshashError(
             f"scene {scene.id}: every chip is more than {spec.max_nodata:.0%} nodata "
@@ -113,6 +106,43 @@ def embed_scene(
         },
     )
     return Path(out)
+
+
+def _prefetched(pixels, load, batch_size: int, ahead: int = 2):
+    """Preprocessed batches (float32 [B, 3, size, size]) of a scene's chips, read and
+    resized in a thread while the network runs on the batch before: rasterio's reads
+    and PIL's resizing release the GIL, as the folder extraction's decoding worker runs
+    beside the network. At most ``ahead`` batches wait (bounded memory)."""
+    import queue
+    import threading
+
+    todo: queue.Queue = queue.Queue(maxsize=ahead)
+    done = object()
+
+    def produce():
+        try:
+            batch = []
+            for chip in pixels:
+                batch.append(load(chip))
+                if len(batch) == batch_size:
+                    todo.put(np.stack(batch))
+                    batch = []
+            if batch:
+                todo.put(np.stack(batch))
+            todo.put(done)
+        except BaseException as exc:  # raised again in the caller's thread
+            todo.put(exc)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    while True:
+        item = todo.get()
+        if item is done:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    thread.join()
 
 
 def read_scene_features(path) -> tuple[object, dict]:
