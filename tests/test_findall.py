@@ -85,7 +85,9 @@ def test_logistic_fit_matches_a_newton_reference():
 
 def test_probe_features_separates_a_separable_set_from_a_few_marks():
     X, y = toy()
-    s = findall.probe_features(None, X, [0], [1, 2, 3], [150, 151], pseudo=100)
+    # a rejected chip weighed as a pseudo-negative: two random rejections at the default
+    # 50x would outweigh the 100 pseudo-negatives of this small toy
+    s = findall.probe_features(None, X, [0], [1, 2, 3], [150, 151], pseudo=100, rejected=1)
     assert s.min() >= 0 and s.max() <= 1  # a probability
     assert s[y].min() > s[~y].max()  # the ranking separates
 
@@ -93,12 +95,13 @@ def test_probe_features_separates_a_separable_set_from_a_few_marks():
 def test_probe_features_equals_the_reference_fit_on_its_own_sample():
     X, y = toy(n=200)
     n = len(X)  # pseudo >= the unmarked chips: every unmarked chip is a pseudo-negative
-    s = findall.probe_features(None, X, [0], [1, 2], [3], pseudo=n, l2=0.5)
+    s = findall.probe_features(None, X, [0], [1, 2], [3], pseudo=n, l2=0.5, rejected=3)
     pos, neg = np.array([0, 1, 2]), np.arange(3, n)
     Z = X[np.concatenate([pos, neg])].astype(np.float64)
     mean, std = Z.mean(0), Z.std(0)
     sign = np.r_[np.ones(3), -np.ones(len(neg))]
-    w = np.r_[np.full(3, 0.5 / 3), np.full(len(neg), 0.5 / len(neg))]
+    w_neg = np.r_[3.0, np.ones(len(neg) - 1)]  # the rejected chip 3 weighs 3 pseudo-negatives
+    w = np.r_[np.full(3, 0.5 / 3), 0.5 * w_neg / w_neg.sum()]
     coef, b = reference_fit((Z - mean) / std, sign, w, 0.5)
     expected = 1 / (1 + np.exp(-(((X - mean) / std) @ coef + b)))
     np.testing.assert_allclose(s, expected, atol=1e-4)
@@ -132,11 +135,15 @@ def test_probe_codes_separates_codes_that_differ_in_their_first_bits():
 
 
 def test_pseudo_negatives_are_seeded_and_never_marked():
-    rows, sign, w = findall._training_rows(1000, np.array([0]), np.array([5]), np.array([7]), 30, 0)
-    again, _, _ = findall._training_rows(1000, np.array([0]), np.array([5]), np.array([7]), 30, 0)
+    marks = np.array([0]), np.array([5]), np.array([7])
+    rows, sign, w = findall._training_rows(1000, *marks, 30, 0, rejected=10)
+    again, _, _ = findall._training_rows(1000, *marks, 30, 0, rejected=10)
     np.testing.assert_array_equal(rows, again)
     assert list(rows[:3]) == [0, 5, 7] and len(set(rows)) == 33
     assert w[sign > 0].sum() == pytest.approx(0.5) == w[sign < 0].sum()
+    assert w[2] == pytest.approx(10 * w[3])  # the rejected chip against a pseudo-negative
+    everything, _, _ = findall._training_rows(10, *marks, 30, 0)  # fewer chips than asked
+    assert sorted(everything[3:]) == [1, 2, 3, 4, 6, 8, 9]
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))

@@ -29,7 +29,9 @@ share of the chips (a twentieth in the UC Merced mosaic, much less in a real sce
 nearly all of them are true negatives, and the few that are not are label noise the L2
 penalty absorbs. The positives (query and relevant chips) and the negatives (rejected
 chips and pseudo-negatives) weigh half the loss each, so 0.5 is the balanced boundary:
-the default probability threshold. benchmarks/findall.py measures the rules.
+the default probability threshold; a rejected chip weighs ``REJECTED`` pseudo-negatives
+(it is a sure negative, and a hard one: the person saw it near the top).
+benchmarks/findall.py measures the rules.
 
 Why scipy and not scikit-learn: scikit-learn is not a dependency of rshash, and the fit
 is a few lines on scipy's L-BFGS (a smooth convex loss and its gradient), small enough
@@ -49,9 +51,14 @@ from rshash import RshashError
 from rshash.archive.query import ALPHA, BETA, GAMMA, feedback_score
 from rshash.hamming import hamming_distances
 
-PSEUDO = 2000  # pseudo-negatives a probe draws from the unmarked chips
+# The probes' settings, chosen by benchmarks/findall.py --tune on the train part of UC
+# Merced (never on the mosaic it reports): AP after 3 rounds moved by about 0.01 over
+# L2 0.3..3 and 300 or 2000 pseudo-negatives, and rose by 0.02-0.03 when a rejected chip
+# (a hard negative the person saw near the top) outweighs a random unmarked one.
+PSEUDO = 300  # pseudo-negatives a probe draws from the unmarked chips
 SEED = 0  # their seed: the same marks give the same find-all
-L2 = 1.0  # the probes' L2 penalty on a loss of mean 1 (see _fit_logistic)
+L2 = 1.0  # the probes' L2 penalty on a loss of total weight 1 (see _fit_logistic)
+REJECTED = 50.0  # a rejected chip's weight against a pseudo-negative's
 CHUNK = 1 << 16  # rows of features scored at a time (a memory-mapped matrix is read once)
 THRESHOLDS = {"rocchio": 0.75, "probe_codes": 0.5, "probe_features": 0.5}
 
@@ -108,10 +115,11 @@ def rocchio(codes, features, query_rows, relevant_rows=(), not_relevant_rows=(),
     return 1.0 - feedback_score(d, len(r), len(nr)) / (weight * bits)
 
 
-def _training_rows(n: int, q, r, nr, pseudo: int, seed: int):
-    """(rows, is positive, weights) a probe fits on: query and relevant chips positive,
+def _training_rows(n: int, q, r, nr, pseudo: int, seed: int, rejected: float = 1.0):
+    """(rows, +1 / -1, weights) a probe fits on: query and relevant chips positive,
     rejected chips and ``pseudo`` unmarked chips (uniform, seeded) negative; each side
-    weighs half of a loss of total weight 1."""
+    weighs half of a loss of total weight 1, a rejected chip ``rejected`` times as much
+    as a pseudo-negative."""
     pos = np.union1d(q, r)
     marked = np.union1d(pos, nr)
     rng = np.random.default_rng(seed)
@@ -131,7 +139,8 @@ def _training_rows(n: int, q, r, nr, pseudo: int, seed: int):
         raise RshashError("not_relevant_rows: a probe needs a chip that is not relevant")
     rows = np.concatenate([pos, neg])
     y = np.concatenate([np.ones(len(pos)), -np.ones(len(neg))])
-    w = np.concatenate([np.full(len(pos), 0.5 / len(pos)), np.full(len(neg), 0.5 / len(neg))])
+    w_neg = np.concatenate([np.full(len(nr), float(rejected)), np.ones(len(sample))])
+    w = np.concatenate([np.full(len(pos), 0.5 / len(pos)), 0.5 * w_neg / w_neg.sum()])
     return rows, y, w
 
 
@@ -181,12 +190,13 @@ def probe_codes(
     pseudo=PSEUDO,
     seed=SEED,
     l2=L2,
+    rejected=REJECTED,
 ):
     """The probability (0..1) that a chip is relevant, from a logistic probe on its code's
     bits (+-1) fitted on the marks and pseudo-negatives. ``features`` is not read."""
     codes = _codes(codes)
     q, r, nr = _marks(len(codes), query_rows, relevant_rows, not_relevant_rows)
-    rows, y, w = _training_rows(len(codes), q, r, nr, pseudo, seed)
+    rows, y, w = _training_rows(len(codes), q, r, nr, pseudo, seed, rejected)
     coef, b = _fit_logistic(unpack_signs(codes[rows]), y, w, l2)
     return expit(linear_on_codes(codes, coef, b))
 
@@ -201,6 +211,7 @@ def probe_features(
     pseudo=PSEUDO,
     seed=SEED,
     l2=L2,
+    rejected=REJECTED,
     chunk=CHUNK,
 ):
     """The probability (0..1) that a chip is relevant, from a logistic probe on its stored
@@ -213,7 +224,7 @@ def probe_features(
     if codes is not None and len(codes) != n:
         raise RshashError(f"features: {n} rows, but {len(codes)} codes")
     q, r, nr = _marks(n, query_rows, relevant_rows, not_relevant_rows)
-    rows, y, w = _training_rows(n, q, r, nr, pseudo, seed)
+    rows, y, w = _training_rows(n, q, r, nr, pseudo, seed, rejected)
     order = np.argsort(rows)  # read a memory-mapped matrix in file order
     Z = np.empty((len(rows), features.shape[1]))
     Z[order] = features[rows[order]]
