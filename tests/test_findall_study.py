@@ -95,3 +95,33 @@ def test_the_data_dir_comes_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("RSHASH_DATA_DIR", str(tmp_path))
     assert geo_mosaic.ucmd_root() == tmp_path / "UCMerced_LandUse/Images"
     assert os.environ["RSHASH_DATA_DIR"] == str(tmp_path)
+
+
+def load_study():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("findall_study", ROOT / "benchmarks/findall.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_study_metrics_on_a_ranking_computed_by_hand():
+    study = load_study()
+    hits = np.array([1, 0, 1, 1, 0, 0], bool)  # 3 of the 4 relevant chips returned
+    assert study.ap_of(hits, 4) == pytest.approx((1 + 2 / 3 + 3 / 4) / 4)
+    assert study.recall_at_precision(hits, 4, 0.9) == 0.25  # only the first cut
+    assert study.recall_at_precision(hits, 4, 0.75) == 0.75  # 3 of the first 4
+    assert study.recall_at_precision(~hits, 4, 0.9) == 0.0
+
+
+def test_a_simulated_person_on_a_separable_archive_finds_everything():
+    study = load_study()
+    rng = np.random.default_rng(0)
+    rel = np.arange(300) < 30
+    codes = rng.integers(0, 256, (300, 8), dtype=np.uint8)
+    codes[rel] = 0  # the relevant chips share one code, far from the others
+    codes[~rel] |= 0xF0
+    runs = study.search_rounds("rocchio", codes, None, rel, 0, rounds=2, marks=10)
+    assert len(runs) == 3
+    for ap, residual, r_at_p90, precision, recall in runs:
+        assert ap == residual == r_at_p90 == precision == recall == 1.0
