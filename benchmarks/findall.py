@@ -70,33 +70,12 @@ TUNE = ((0.3, 1.0, 3.0), (300, 2000), (1.0, 10.0, 50.0))
 
 
 def embed_chips(chips: np.ndarray, backbone: str = BACKBONE, threads: int = 2, batch: int = 32):
-    """Pooled features (n, D) float32 of uint8 chips (n, h, w, 3), preprocessed exactly as
-    rshash.data.images.load_image preprocesses a file (the whole chip resized to the
-    input size bilinearly, / 255), then normalised and pooled as rshash.features.embed.
+    """Pooled features (n, D) float32 of uint8 chips (n, h, w, 3), through the scene job's
+    path (rshash.features.embedder on pixels: preprocessed exactly as the same pixels
+    read from a file)."""
+    from rshash.features import embedder
 
-    Mirrors embed's loop on arrays: when rshash.features grows an array path
-    (embed_arrays), this should call it instead of rshash.features' private helper."""
-    import torch
-    from PIL import Image
-
-    from rshash.backbones import resolve
-    from rshash.features import _backbone_on
-
-    spec = resolve(backbone)
-    _, spec, normalize, outputs = _backbone_on(spec, "cpu", threads, "features")
-    size = spec.input_size
-
-    def load(chip):
-        rgb = Image.fromarray(chip).resize((size, size), Image.Resampling.BILINEAR)
-        a = np.asarray(rgb, dtype=np.float32)
-        return np.ascontiguousarray(a.transpose(2, 0, 1) / np.float32(255))
-
-    parts = []
-    with torch.inference_mode():
-        for s in range(0, len(chips), batch):
-            x = torch.from_numpy(np.stack([load(c) for c in chips[s : s + batch]]))
-            parts.append(outputs(normalize(x))["features"])
-    return np.concatenate(parts).astype(np.float32)
+    return embedder(backbone, threads, batch)(list(chips)).astype(np.float32)
 
 
 def cached(cache: Path, name: str, key: str, make):
