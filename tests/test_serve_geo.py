@@ -468,6 +468,32 @@ def test_the_map_in_chromium(geo_index, chips, tmp_path):
             w, s, e, n = frame.total_bounds
             assert w <= box[2] and e >= box[0] and s <= box[3] and n >= box[1]
 
+            # find all: two hits marked relevant, one not; every chip found outlined, as
+            # many as the API returns for the same marks, and its export read back
+            cards = driver.find_elements(By.CSS_SELECTOR, "#grid .card")
+            for card, how in zip(cards[1:4], ("good", "good", "bad")):
+                card.find_element(By.CSS_SELECTOR, f"button.{how}").click()
+            threshold = driver.find_element(By.ID, "find-threshold")
+            threshold.send_keys("0.2")
+            driver.find_element(By.ID, "find-all").click()
+            wait.until(lambda d: "chips found" in d.find_element(By.ID, "found").text)
+            marks = js("return [...state.marks]")
+            params = [("id", qid), ("threshold", "0.2"), ("bbox", js("return state.bbox"))]
+            params += [(v, k) for k, v in marks]
+            expected = TestClient(create_app(geo_index)).get("/api/findall", params=params)
+            total = expected.json()["total"]
+            assert total >= 2 and f"{total} of 70 chips found" in js(
+                "return document.getElementById('found').textContent")  # fmt: skip
+            found = js("return document.querySelectorAll('#map-overlay polygon.found').length")
+            assert found == total
+            driver.find_element(By.ID, "export-findall").click()
+            out = tmp_path / "rshash-findall.geojson"
+            wait_for(out.exists, 30)
+            time.sleep(0.2)
+            assert list(gpd.read_file(out)["id"]) == [
+                r["image_id"] for r in expected.json()["results"]
+            ]
+
             # dates: only the chips of the later scene
             later = max(x["date"] for x in chips["scenes"])
             js("document.getElementById('date-from').value = arguments[0];"
@@ -509,3 +535,90 @@ def test_the_map_in_chromium(geo_index, chips, tmp_path):
             driver.save_screenshot(str(tmp_path / "map.png"))
     finally:
         driver.quit()
+
+
+def marks_for(chips, qid, n_pos=4, n_neg=3):
+    """Relevant and not relevant marks as a person gives them: the query's nearest chips
+    relevant, its farthest not."""
+    bits = chips["bits"]
+    d = np.abs(bits - bits[chips["ids"].index(qid)]).sum(1)
+    order = [int(r) for r in np.argsort(d, kind="stable") if chips["ids"][r] != qid]
+    return [chips["ids"][r] for r in order[:n_pos]], [chips["ids"][r] for r in order[-n_neg:]]
+
+
+@pytest.mark.parametrize("rule", ["rocchio", "probe_codes", "probe_features", None])
+def test_find_all_returns_every_chip_above_the_threshold(client, chips, geo_index, rule):
+    """The API against the rule computed directly on the index's codes and the scenes'
+    features files: the marked chips first, then every chip scoring at least the
+    threshold, by score; the rejected never."""
+    from rshash.archive.findall import THRESHOLDS, default_rule, score
+    from rshash.archive.geo import archive_features
+
+    index = chips["index"]
+    qid = chips["ids"][8]
+    pos, neg = marks_for(chips, qid)
+    params = {"id": qid, "pos": pos, "neg": neg}
+    if rule:
+        params["rule"] = rule
+    doc = client.get("/api/findall", params=params).json()
+    used = rule or default_rule(index)
+    assert doc["rule"] == used == (rule or "probe_features")  # itq: the archive's own hash
+    rows = {i: r for r, i in enumerate(chips["ids"])}
+    codes = np.packbits(chips["bits"].astype(bool), axis=1)
+    s = score(used, codes, archive_features(index), [rows[qid]], [rows[i] for i in pos],
+              [rows[i] for i in neg])  # fmt: skip
+    marked = [qid, *pos]
+    ids = [r["image_id"] for r in doc["results"]]
+    assert set(ids[: len(marked)]) == set(marked) and not set(ids) & set(neg)
+    rest = [i for i in ids if i not in marked]
+    above = [i for i, r in rows.items() if i not in marked + neg and s[r] >= THRESHOLDS[used]]
+    expected = sorted(above, key=lambda i: (-s[rows[i]], rows[i]))
+    assert rest == expected
+    got = [r["score"] for r in doc["results"][len(marked) :]]
+    assert got == [round(float(s[rows[i]]), 4) for i in rest]
+    low = client.get("/api/findall", params={**params, "threshold": -1e9}).json()
+    assert low["total"] == 70 - len(neg)  # every chip but the rejected ones
+
+
+def test_find_all_as_geojson_one_polygon_per_patch(client, chips, tmp_path):
+    import geopandas as gpd
+    import shapely
+
+    qid = chips["ids"][8]
+    pos, neg = marks_for(chips, qid, 8, 2)
+    params = {"id": qid, "pos": pos, "neg": neg, "threshold": 0.3}
+    plain = client.get("/api/findall", params={**params, "format": "geojson"})
+    assert plain.headers["content-type"].startswith("application/geo+json")
+    (tmp_path / "chips.geojson").write_bytes(plain.content)
+    frame = gpd.read_file(tmp_path / "chips.geojson")
+    assert frame.crs.to_epsg() == 4326 and len(frame) >= 9
+    merged = client.get("/api/findall", params={**params, "merge": True, "format": "geojson"})
+    (tmp_path / "patches.geojson").write_bytes(merged.content)
+    patches = gpd.read_file(tmp_path / "patches.geojson")
+    assert len(patches) <= len(frame)
+    for scene, group in frame.groupby("scene"):  # patches cover the same ground, per scene
+        union = shapely.union_all(group.geometry.values)
+        mine = patches[patches["scene"] == scene]
+        assert mine["chips"].sum() == len(group)
+        assert shapely.union_all(mine.geometry.values).symmetric_difference(union).area < 1e-12
+        for poly in mine.geometry:
+            ring = list(poly.exterior.coords)
+            signed = sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(ring, ring[1:]))
+            assert signed > 0  # counter-clockwise, as RFC 7946 asks
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "message"),
+    [
+        ({"id": "nope/0_0"}, 404, "no image with id 'nope/0_0'"),
+        ({}, 400, "needs a query chip of the archive or a chip marked relevant"),
+        ({"rule": "knn"}, 400, "unknown find-all rule 'knn'"),
+        ({"bbox": "1,2,0,3"}, 400, "min > max"),
+    ],
+)
+def test_find_all_refuses_bad_input_in_one_line(client, chips, params, status, message):
+    if params and "id" not in params:
+        params = {"id": chips["ids"][0], **params}
+    r = client.get("/api/findall", params=params)
+    assert r.status_code == status and message in r.json()["detail"]
+    assert "\n" not in r.json()["detail"]

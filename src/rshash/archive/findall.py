@@ -42,6 +42,8 @@ imports shapely.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.special import expit
 
@@ -284,3 +286,115 @@ def merge_footprints(bounds) -> list:
     merged = shapely.union_all(shapely.box(*bounds.T))
     parts = list(getattr(merged, "geoms", [merged]))
     return sorted(parts, key=lambda p: -p.area)
+
+
+# --- on an archive's index -----------------------------------------------------------
+
+
+def default_rule(index) -> str:
+    """The rule the study measured best for this index (benchmarks/results/findall.md):
+    on codes of a trained cell, the probe on codes (AP 0.982 after 3 rounds against 0.932
+    on features); on an archive's own unsupervised hash, whose codes keep less of what
+    the features hold, the probe on the stored features when the index records them
+    (0.932 against 0.884 on its codes)."""
+    from rshash.methods import get_method
+
+    method = get_method(index.header["method"]) if index.header.get("method") else None
+    trained = method is not None and (method.supervised or method.trained())
+    has_features = bool((index.header.get("geo") or {}).get("features"))
+    return "probe_features" if has_features and not trained else "probe_codes"
+
+
+@dataclass
+class Found:
+    """What find-all returns on an index: global rows ranked (the marked chips first),
+    their scores, the rule and threshold used, and how many chips were scored."""
+
+    rows: np.ndarray
+    scores: np.ndarray
+    rule: str
+    threshold: float
+    scored: int
+
+
+def find_all_in(
+    index,
+    query=None,
+    relevant=(),
+    not_relevant=(),
+    *,
+    rule: str | None = None,
+    threshold: float | None = None,
+    place=None,
+    features=None,
+    threads: int = 1,
+) -> Found:
+    """Every chip of an indexed archive like the chips a person marked: ``query`` (an
+    indexed id, or None), ``relevant`` and ``not_relevant`` ids; scored by ``rule``
+    (default :func:`default_rule`) over the whole archive, kept at or above
+    ``threshold`` (default the rule's :data:`THRESHOLDS`), optionally only those a
+    :class:`rshash.archive.query.Place` admits. ``features``: the archive's features
+    (n, D) when already loaded (a server keeps them); else read when the rule needs them
+    (rshash.archive.geo.archive_features)."""
+    from rshash.archive.query import row_of
+
+    rule = rule or default_rule(index)
+    if rule not in RULES:
+        raise RshashError(f"rule: unknown find-all rule {rule!r}; known: {', '.join(RULES)}")
+    threshold = THRESHOLDS[rule] if threshold is None else float(threshold)
+    q = [] if query is None else [row_of(index, query)]
+    r = [row_of(index, i, "relevant image") for i in dict.fromkeys(relevant)]
+    nr = [row_of(index, i, "rejected image") for i in dict.fromkeys(not_relevant)]
+    if not q and not r:
+        raise RshashError("find-all needs a query chip of the archive or a chip marked relevant")
+    codes = np.concatenate([s.codes.reconstruct_n(0, s.n) for s in index.segments])
+    if rule == "probe_features" and features is None:
+        from rshash.archive.geo import archive_features
+
+        features = archive_features(index)
+    extra = {"threads": threads} if rule == "rocchio" else {}
+    scores = score(rule, codes, features, q, r, nr, **extra)
+    rows, kept = find_all(scores, threshold, np.union1d(q, r).astype(np.int64), nr)
+    if place is not None:
+        keep = np.concatenate([place.mask(s) for s in index.segments])[rows]
+        rows, kept = rows[keep], kept[keep]
+    return Found(rows, kept, rule, threshold, len(codes))
+
+
+def patches(index, found: Found) -> list[dict]:
+    """The chips found, merged into one polygon per patch of adjacent or overlapping
+    chips of one scene (the dates of one place are not merged): GeoJSON features with
+    the patch's chips, best score, scene and date, largest patch first per scene."""
+    import shapely
+
+    by_scene: dict[int, list[int]] = {}
+    for k, row in enumerate(found.rows):
+        seg, r = index.locate(int(row))
+        if seg.geo is None:
+            raise RshashError("patches need an index of geo-referenced scenes")
+        by_scene.setdefault(int(seg.geo["scene"][r]), []).append(k)
+    out = []
+    for scene, ks in by_scene.items():
+        polys = [shapely.Polygon(index.geo_of(int(found.rows[k]))["footprint"]) for k in ks]
+        merged = shapely.union_all(polys)
+        parts = sorted(getattr(merged, "geoms", [merged]), key=lambda p: -p.area)
+        tree = shapely.STRtree(polys)
+        meta = index.scenes[scene]
+        for part in parts:
+            members = [ks[i] for i in tree.query(part, predicate="intersects")
+                       if polys[i].intersection(part).area > 0]  # fmt: skip
+            part = shapely.geometry.polygon.orient(part, 1.0)  # counter-clockwise (RFC 7946)
+            out.append(
+                {
+                    "type": "Feature",
+                    "geometry": shapely.geometry.mapping(part),
+                    "properties": {
+                        "scene": meta["id"],
+                        "date": meta["date"],
+                        "chips": len(members),
+                        "best_score": round(float(found.scores[members].max()), 4),
+                        "ids": [index.image_id_of(int(found.rows[k])) for k in members],
+                    },
+                }
+            )
+    return out

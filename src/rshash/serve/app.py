@@ -48,6 +48,8 @@ from starlette.datastructures import UploadFile
 
 from rshash import RshashError
 from rshash.archive import query as archive_query
+from rshash.archive.findall import default_rule, find_all_in, patches
+from rshash.archive.geo import archive_features
 from rshash.archive.live import LiveIndex
 from rshash.archive.present import GEO_FIELDS, RESULT_FIELDS, as_geojson, describe
 from rshash.data.images import TooLarge
@@ -251,6 +253,24 @@ def _query_name(info: dict) -> str:
     return "code " + info["code"]
 
 
+class _FeaturesCache:
+    """The archive's features (find-all's probe on features), read once per generation
+    of the served index (rshash.archive.geo.archive_features: each file's digest
+    checked)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._key, self._features = None, None
+
+    def get(self, index):
+        key = (str(index.location), index.generation)
+        with self._lock:
+            if self._key != key:
+                self._features, self._key = None, None
+                self._features, self._key = archive_features(index), key
+            return self._features
+
+
 def _answer(doc: dict, fmt: str | None, geo: bool = False) -> Response:
     if fmt is None:
         return JSONResponse(doc)
@@ -440,6 +460,75 @@ def create_app(
             "scenes": scene_list(index),
             "basemap": basemap,
         }
+
+    features = _FeaturesCache()
+
+    @app.get(
+        "/api/findall",
+        summary="every chip like the marked ones: scored over the whole archive, "
+        "all above a threshold, ranked",
+    )
+    def findall(
+        id: Annotated[str | None, Query(description="the query: an indexed chip's id")] = None,
+        pos: Annotated[list[str] | None, Query(description="ids marked relevant")] = None,
+        neg: Annotated[list[str] | None, Query(description="ids marked not relevant")] = None,
+        rule: Annotated[
+            str | None, Query(description="rocchio, probe_codes or probe_features")
+        ] = None,
+        threshold: Annotated[float | None, Query(description="the rule's score")] = None,
+        bbox: Annotated[str | None, Query(description="west,south,east,north")] = None,
+        date_from: Annotated[str | None, Query()] = None,
+        date_to: Annotated[str | None, Query()] = None,
+        merge: Annotated[bool, Query(description="one polygon per patch of chips")] = False,
+        fmt: Annotated[
+            str | None, Query(alias="format", pattern="^(json|geojson)$", description="a download")
+        ] = None,
+    ):
+        started = time.perf_counter()
+        index = live.current
+        try:
+            place = archive_query.Place.of(bbox, date_from, date_to)
+            chosen = rule or default_rule(index)
+            feats = features.get(index) if chosen == "probe_features" else None
+            found = find_all_in(
+                index, id, pos or (), neg or (), rule=chosen, threshold=threshold,
+                place=place, features=feats, threads=threads,
+            )  # fmt: skip
+        except archive_query.NotInIndex as err:
+            raise HTTPException(404, str(err)) from None
+        except RshashError as err:
+            raise HTTPException(400, str(err)) from None
+        page = archive_query.Page(found.rows, np.zeros(len(found.rows), np.int64), found.scores,
+                                  len(found.rows))  # fmt: skip
+        results = describe(index, page)
+        for r in results:
+            r.pop("distance", None)
+        doc = {
+            "query": id,
+            "rule": found.rule,
+            "threshold": found.threshold,
+            "scored": found.scored,
+            "total": len(results),
+            "query_ms": round((time.perf_counter() - started) * 1000, 1),
+            "results": results,
+        }
+        if merge:
+            doc["patches"] = patches(index, found)
+        if fmt == "geojson":
+            if merge:
+                collection = {"type": "FeatureCollection", "features": doc["patches"]}
+            else:
+                collection = as_geojson([{**r, "distance": None} for r in results], id)
+            collection.update(rule=found.rule, threshold=found.threshold)
+            body = json.dumps(collection, ensure_ascii=False).encode()
+            disposition = 'attachment; filename="rshash-findall.geojson"'
+            return Response(body, media_type="application/geo+json",
+                            headers={"Content-Disposition": disposition})  # fmt: skip
+        if fmt == "json":
+            disposition = 'attachment; filename="rshash-findall.json"'
+            return Response(json.dumps(doc, indent=1).encode(), media_type="application/json",
+                            headers={"Content-Disposition": disposition})  # fmt: skip
+        return JSONResponse(doc)
 
     @app.get("/api/search", summary="search by an indexed image's id or by a code")
     def search_get(

@@ -21,6 +21,7 @@ const state = {
   queryFootprint: null, // lon/lat corners of the query chip, when it is one
   selected: null, // the hit highlighted on the map and in the list
   again: false, // a new search was asked for while one ran
+  found: [], // find-all's chips (outlined on the map)
 };
 
 function el(tag, cls, text) {
@@ -47,6 +48,32 @@ function searchParams(extra) {
   placeParams(p);
   for (const [key, value] of Object.entries(extra || {})) p.set(key, String(value));
   return p;
+}
+
+function findParams(extra) { // find-all: the query chip, the marks on screen, the place
+  const p = new URLSearchParams();
+  if (state.query && state.query.id !== undefined) p.set("id", state.query.id);
+  for (const [id, v] of state.marks) p.append(v, id);
+  placeParams(p);
+  if ($("find-rule").value) p.set("rule", $("find-rule").value);
+  if ($("find-threshold").value !== "") p.set("threshold", $("find-threshold").value);
+  if ($("find-merge").checked) p.set("merge", "true");
+  for (const [key, value] of Object.entries(extra || {})) p.set(key, String(value));
+  return p.toString();
+}
+
+async function findAll() {
+  setStatus("finding all...");
+  try {
+    const doc = await apiJson("/api/findall?" + findParams());
+    state.found = doc.results;
+    $("found").textContent = `${doc.total} of ${doc.scored} chips found ` +
+      `(${doc.rule}, score ≥ ${doc.threshold}) in ${doc.query_ms} ms`;
+    setStatus("");
+    drawShapes();
+  } catch (err) {
+    setStatus(err.message, true);
+  }
 }
 
 function placeParams(p) {
@@ -124,6 +151,12 @@ function updateLinks() {
   const nNeg = state.marks.size - nPos;
   $("marks").textContent = state.marks.size ? `${nPos} relevant, ${nNeg} not relevant` : "";
   $("rerank").disabled = !state.query || state.marks.size === 0;
+  const canFind = state.geo && ((state.query && state.query.id !== undefined) || nPos > 0);
+  $("find-all").disabled = !canFind;
+  const fa = $("export-findall");
+  fa.classList.toggle("disabled", !canFind);
+  if (canFind) fa.href = "/api/findall?" + findParams({format: "geojson"});
+  else fa.removeAttribute("href");
   $("clear-marks").disabled = state.marks.size === 0;
 }
 
@@ -240,6 +273,8 @@ function newQuery(query, label, image) {
   state.marks.clear();
   state.pos = [];
   state.neg = [];
+  state.found = [];
+  if (state.geo) $("found").textContent = "";
   showQueryImage(image);
 }
 
@@ -519,6 +554,12 @@ function drawShapes() { // the filter's box, the hits and the query chip, as out
     const [w, s, e, n] = sides;
     svg.append(outline("filter", [[w, n], [e, n], [e, s], [w, s]]));
   }
+  for (const r of state.found.slice(0, 5000)) { // find-all's chips, under the hits
+    if (!r.footprint) continue;
+    const p = outline("found", r.footprint);
+    p.dataset.id = r.image_id;
+    svg.append(p);
+  }
   // the best hit drawn last (on top)
   for (const r of [...state.results].reverse()) {
     if (!r.footprint) continue;
@@ -611,7 +652,9 @@ function onPointerUp(e) {
 
 function initMap(info) {
   state.geo = true;
-  for (const id of ["map-wrap", "place-row", "export-geojson"]) $(id).hidden = false;
+  for (const id of ["map-wrap", "place-row", "find-row", "export-geojson"]) $(id).hidden = false;
+  $("find-all").addEventListener("click", findAll);
+  for (const id of ["find-rule", "find-threshold", "find-merge"]) $(id).addEventListener("change", updateLinks);
   const m = $("map");
   for (const s of info.scenes) {
     const img = el("img", "scene");
