@@ -622,3 +622,24 @@ def test_find_all_refuses_bad_input_in_one_line(client, chips, params, status, m
     r = client.get("/api/findall", params=params)
     assert r.status_code == status and message in r.json()["detail"]
     assert "\n" not in r.json()["detail"]
+
+
+def test_the_command_line_finds_what_the_api_finds(client, chips, geo_index, tmp_path, capsys):
+    import geopandas as gpd
+
+    qid = chips["ids"][8]
+    pos, neg = marks_for(chips, qid)
+    api = client.get("/api/findall", params={"id": qid, "pos": pos, "neg": neg}).json()
+    api.pop("query_ms")
+    argv = ["findall", "--index", str(geo_index), "--id", qid]
+    for i in pos:
+        argv += ["--relevant", i]
+    for i in neg:
+        argv += ["--not-relevant", i]
+    assert main([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == api
+    out = tmp_path / "found.geojson"
+    assert main([*argv, "--geojson", str(out)]) == 0
+    assert list(gpd.read_file(out)["id"]) == [r["image_id"] for r in api["results"]]
+    assert main([*argv, "--bbox", "1,2,0,3"]) == 2
+    assert "min > max" in capsys.readouterr().err

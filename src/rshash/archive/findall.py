@@ -398,3 +398,41 @@ def patches(index, found: Found) -> list[dict]:
                 }
             )
     return out
+
+
+def as_document(index, found: Found, query: str | None, merge: bool = False) -> dict:
+    """What find-all answers (the server's JSON, ``rshash findall --json``): the rule,
+    threshold, chips scored and found, and each chip found described as a search's
+    results are (rshash.archive.present.describe; a score, no distance); with
+    ``merge``, the patches too."""
+    from rshash.archive.present import describe
+    from rshash.archive.query import Page
+
+    page = Page(found.rows, np.zeros(len(found.rows), np.int64), found.scores, len(found.rows))
+    results = describe(index, page)
+    for r in results:
+        r.pop("distance", None)
+    doc = {
+        "query": query,
+        "rule": found.rule,
+        "threshold": found.threshold,
+        "scored": found.scored,
+        "total": len(results),
+        "results": results,
+    }
+    if merge:
+        doc["patches"] = patches(index, found)
+    return doc
+
+
+def as_feature_collection(doc: dict) -> dict:
+    """A find-all document as RFC 7946 GeoJSON: one polygon per chip found (rank, id,
+    score, scene, date, window), or per patch when the document has them."""
+    from rshash.archive.present import as_geojson
+
+    if "patches" in doc:
+        collection = {"type": "FeatureCollection", "features": doc["patches"]}
+    else:
+        collection = as_geojson([{**r, "distance": None} for r in doc["results"]], doc["query"])
+    collection.update(rule=doc["rule"], threshold=doc["threshold"])
+    return collection

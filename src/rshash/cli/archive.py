@@ -216,6 +216,62 @@ def cmd_search(a):
         write_html(index, results, a.html)
 
 
+@verb(
+    "findall",
+    "every chip of an archive like the marked ones: all scoring above a threshold, ranked "
+    "(the server's /api/findall)",
+    arg("--index", required=True),
+    arg("--id", help="the query: an indexed chip's id"),
+    _ids("--relevant", "an indexed chip marked relevant (repeat)"),
+    _ids("--not-relevant", "an indexed chip marked not relevant (repeat)"),
+    arg(
+        "--rule",
+        help="rocchio, probe_codes or probe_features (default: the best measured "
+        "for the index: README, Find all)",
+    ),  # fmt: skip
+    arg("--threshold", type=float, help="the rule's score to reach (default: the rule's)"),
+    arg("--bbox", metavar="W,S,E,N", help="only chips whose footprint meets this box"),
+    arg("--date-from", metavar="YYYY-MM-DD"),
+    arg("--date-to", metavar="YYYY-MM-DD"),
+    arg("--merge", action="store_true", help="one polygon per patch of adjacent chips"),
+    one_of(
+        arg("--json", action="store_true", help="print the server's JSON"),
+        arg("--geojson", metavar="OUT", help="write RFC 7946 GeoJSON to OUT ('-': print it)"),
+    ),
+    arg("--threads", type=int, default=1),
+)
+def cmd_findall(a):
+    from pathlib import Path
+
+    from rshash.archive import read_index
+    from rshash.archive.findall import as_document, as_feature_collection, find_all_in
+    from rshash.archive.query import Place
+    from rshash.atomic import atomic_write
+
+    place = Place.of(a.bbox, a.date_from, a.date_to)
+    index = read_index(a.index)
+    found = find_all_in(
+        index, a.id, a.relevant, a.not_relevant, rule=a.rule, threshold=a.threshold,
+        place=place, threads=a.threads,
+    )  # fmt: skip
+    doc = as_document(index, found, a.id, a.merge)
+    if a.json:
+        print(json.dumps(doc, indent=1, ensure_ascii=False))
+    elif a.geojson:
+        text = json.dumps(as_feature_collection(doc), ensure_ascii=False)
+        if a.geojson == "-":
+            print(text)
+        else:
+            atomic_write(a.geojson, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+            print(f"{a.geojson}: {doc['total']} chips found of {doc['scored']} "
+                  f"({doc['rule']}, score >= {doc['threshold']})")  # fmt: skip
+    else:
+        print(f"{doc['total']} chips found of {doc['scored']} ({doc['rule']}, score >= "
+              f"{doc['threshold']})")  # fmt: skip
+        for r in doc["results"]:
+            print(f"{r['rank']:>6}  {r['score']:>8.4f}  {r.get('date', '-'):<10}  {r['image_id']}")
+
+
 def _geojson(index, results) -> dict:
     """One query's results as the server's ``format=geojson`` gives them; several
     queries' in one collection, each feature naming its query."""

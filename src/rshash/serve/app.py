@@ -48,7 +48,7 @@ from starlette.datastructures import UploadFile
 
 from rshash import RshashError
 from rshash.archive import query as archive_query
-from rshash.archive.findall import default_rule, find_all_in, patches
+from rshash.archive.findall import as_document, as_feature_collection, default_rule, find_all_in
 from rshash.archive.geo import archive_features
 from rshash.archive.live import LiveIndex
 from rshash.archive.present import GEO_FIELDS, RESULT_FIELDS, as_geojson, describe
@@ -494,33 +494,14 @@ def create_app(
                 index, id, pos or (), neg or (), rule=chosen, threshold=threshold,
                 place=place, features=feats, threads=threads,
             )  # fmt: skip
+            doc = as_document(index, found, id, merge)
         except archive_query.NotInIndex as err:
             raise HTTPException(404, str(err)) from None
         except RshashError as err:
             raise HTTPException(400, str(err)) from None
-        page = archive_query.Page(found.rows, np.zeros(len(found.rows), np.int64), found.scores,
-                                  len(found.rows))  # fmt: skip
-        results = describe(index, page)
-        for r in results:
-            r.pop("distance", None)
-        doc = {
-            "query": id,
-            "rule": found.rule,
-            "threshold": found.threshold,
-            "scored": found.scored,
-            "total": len(results),
-            "query_ms": round((time.perf_counter() - started) * 1000, 1),
-            "results": results,
-        }
-        if merge:
-            doc["patches"] = patches(index, found)
+        doc["query_ms"] = round((time.perf_counter() - started) * 1000, 1)
         if fmt == "geojson":
-            if merge:
-                collection = {"type": "FeatureCollection", "features": doc["patches"]}
-            else:
-                collection = as_geojson([{**r, "distance": None} for r in results], id)
-            collection.update(rule=found.rule, threshold=found.threshold)
-            body = json.dumps(collection, ensure_ascii=False).encode()
+            body = json.dumps(as_feature_collection(doc), ensure_ascii=False).encode()
             disposition = 'attachment; filename="rshash-findall.geojson"'
             return Response(body, media_type="application/geo+json",
                             headers={"Content-Disposition": disposition})  # fmt: skip
