@@ -19,9 +19,14 @@ with a random box (about 1% of the area) and a two-year date range, through the 
 path (rshash.archive.query.search); prints p50 / p99 per thread count (goal: p99 under
 50 ms on 2 cores).
 
+``water``: on an index of the NAIP scenes (default results/archives/naip/index), the
+most watery chip of each date as the query: the share of water among its first ten
+results, water told by the scene's own NIR band (NIR below red).
+
 Usage: python benchmarks/geo_archive.py extract [--scenes 3]
        python benchmarks/geo_archive.py plan [--scenes 1000]
        python benchmarks/geo_archive.py search [--chips 1000000] [--queries 300]
+       python benchmarks/geo_archive.py water [--index results/archives/naip/index]
 """
 
 from __future__ import annotations
@@ -247,6 +252,40 @@ def bench_search(a) -> None:
                   f"p99 {np.percentile(ms, 99):.1f} ms")  # fmt: skip
 
 
+def water_share(index, row: int) -> float:
+    """The share of a chip's pixels that are open water: NIR (NAIP band 4) below red
+    (band 1), i.e. NDVI < 0 (read from the scene; as tests/test_archive_workflow.py)."""
+    import rasterio
+    from rasterio.windows import Window
+
+    geo = index.geo_of(row)
+    with rasterio.open(geo["scene"]["href"]) as ds:
+        red, nir = ds.read([1, 4], window=Window(*geo["window"])).astype(np.int16)
+    return float((nir < red).mean())
+
+
+def bench_water(a) -> None:
+    from rshash.archive import read_index, search_ids
+
+    index = read_index(a.index)
+    water = np.array([water_share(index, r) for r in range(len(index))])
+    scene_of = np.asarray(index._all.geo["scene"])
+    print(f"{a.index}: {len(index)} chips, bands {index.scenes[0]['bands']}; water chips "
+          f"(more than half NIR < red): {np.mean(water > 0.5):.2f} of all")  # fmt: skip
+    precision = []
+    for s, meta in enumerate(index.scenes):
+        rows = np.flatnonzero(scene_of == s)
+        query = int(rows[np.argmax(water[rows])])
+        (res,) = search_ids(index, [index.image_id_of(query)], top=11)
+        hits = [int(r) for r in res.page.rows if r != query][:10]
+        other = [r for r in hits if scene_of[r] != s]
+        precision.append(np.mean(water[hits] > 0.5))
+        print(f"  {meta['date']}: the most watery chip's first 10 results: "
+              f"{precision[-1]:.1f} water; {len(other)} of other dates, "
+              f"{int(np.sum(water[other] > 0.5))} of them water")  # fmt: skip
+    print(f"  mean precision of water at 10: {np.mean(precision):.2f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
@@ -260,8 +299,12 @@ def main() -> None:
     s = sub.add_parser("search")
     s.add_argument("--chips", type=int, default=1_000_000)
     s.add_argument("--queries", type=int, default=300)
+    w = sub.add_parser("water")
+    w.add_argument("--index", default="results/archives/naip/index")
     a = p.parse_args()
-    {"extract": bench_extract, "plan": bench_plan, "search": bench_search}[a.what](a)
+    run = {"extract": bench_extract, "plan": bench_plan, "search": bench_search,
+           "water": bench_water}  # fmt: skip
+    run[a.what](a)
 
 
 if __name__ == "__main__":
