@@ -5,8 +5,6 @@ export it, add a scene (that scene's jobs and the publication only), refit the h
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import UCMD_DIR
-from tests.test_slurm import fake_slurm_bin, submissions
+from tests.test_slurm import on_fake_slurm, submissions
 
 pytestmark = pytest.mark.slow
 
@@ -55,26 +53,9 @@ def run(tmp_path_factory, snakemake):
     for f in files[:3]:
         (folder / f.name).symlink_to(f)
     (work / "config.yaml").write_text(yaml.safe_dump(archive_config(repo, work / "data")))
+    env = {"RSHASH_DATA_DIR": str(work / "data")}
     state = tmp_path_factory.mktemp("fake_slurm")
-    env = {
-        "PATH": f"{fake_slurm_bin(state / 'bin')}{os.pathsep}{os.environ['PATH']}",
-        "FAKE_SLURM_DIR": str(state),
-        "RSHASH_DATA_DIR": str(work / "data"),
-    }
-    snakemake(
-        repo,
-        work,
-        "--profile",
-        str(repo / "workflow/profiles/slurm"),
-        "--slurm-init-seconds-before-status-checks",
-        "1",
-        "--latency-wait",
-        "5",
-        TARGET,
-        cores=None,
-        env=env,
-    )
-    calls = [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
+    calls = on_fake_slurm(snakemake, repo, work, state, [TARGET], env)
     return repo, work, env, calls
 
 

@@ -54,27 +54,33 @@ def runs(tmp_path_factory, snakemake, small_experiment):
         (work / "config.yaml").write_text(yaml.safe_dump(tiny_config(repo, small_experiment)))
     snakemake(repo, local, *TARGETS)
 
-    state = tmp_path_factory.mktemp("fake_slurm")
+    calls = on_fake_slurm(snakemake, repo, cluster, tmp_path_factory.mktemp("fake_slurm"), TARGETS)
+    return local, cluster, calls
+
+
+def on_fake_slurm(snakemake, repo, work, state, targets, env=None) -> list[dict]:
+    """Run ``targets`` in ``work`` through the real SLURM profile against the fake SLURM
+    commands (their state in ``state``); every call they received."""
     env = {
         "PATH": f"{fake_slurm_bin(state / 'bin')}{os.pathsep}{os.environ['PATH']}",
         "FAKE_SLURM_DIR": str(state),
+        **(env or {}),
     }
     # no --cores: a cluster job gets the threads its rule declares, not this machine's
     snakemake(
         repo,
-        cluster,
+        work,
         "--profile",
         str(repo / "workflow/profiles/slurm"),
         "--slurm-init-seconds-before-status-checks",
         "1",
         "--latency-wait",
         "5",
-        *TARGETS,
+        *targets,
         cores=None,
         env=env,
     )
-    calls = [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
-    return local, cluster, calls
+    return [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
 
 
 def submissions(calls) -> dict[str, list[dict]]:
