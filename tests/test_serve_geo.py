@@ -503,6 +503,12 @@ def test_the_map_in_chromium(geo_index, chips, tmp_path):
             wait.until(lambda d: "date_from=" + later in d.current_url)
             wait.until(lambda d: js("return state.total") == 35)
             assert {r for r in js("return state.results.map((r) => r.date)")} == {later}
+            shown = (
+                "return [...document.querySelectorAll('#map img.scene')].filter((i) => !i.hidden)"
+            )
+            assert js(shown + ".map((i) => i.dataset.id)") == [  # only that date's scene drawn
+                x["id"] for x in chips["scenes"] if x["date"] == later
+            ]
 
             # the "box" button: a plain drag then draws a box
             driver.find_element(By.ID, "draw-box").click()

@@ -488,7 +488,11 @@ function draw() {
   const [w, h] = mapSize();
   $("map").dataset.centre = lonLat(map.cx, map.cy).map((v) => v.toFixed(7)).join(",");
   if (map.basemap) drawTiles(w, h);
-  for (const s of map.scenes) place(s.img, s.bounds);
+  for (const s of map.scenes) {
+    // the scenes of the dates searched (ISO dates compare as text)
+    s.img.hidden = (state.dateFrom && s.date < state.dateFrom) || (state.dateTo && s.date > state.dateTo);
+    place(s.img, s.bounds);
+  }
   const svg = $("map-overlay");
   svg.setAttribute("width", String(w));
   svg.setAttribute("height", String(h));
@@ -664,7 +668,7 @@ function initMap(info) {
     img.dataset.id = s.id;
     img.src = "/api/quicklook/" + encodeURIComponent(s.id).replace(/\./g, "%2E");
     $("map-scenes").append(img);
-    map.scenes.push({id: s.id, bounds: s.quicklook_bounds_3857, img: img});
+    map.scenes.push({id: s.id, date: s.date, bounds: s.quicklook_bounds_3857, img: img});
   }
   if (map.scenes.length) {
     const b = map.scenes.map((s) => s.bounds);
