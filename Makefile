@@ -33,8 +33,8 @@ lint: install
 
 # The suite on TEST_WORKERS pytest-xdist workers (0: in this process), a test file
 # per worker at a time, the longest files first (tests/conftest.py). Measured on a quiet
-# 2-core machine, clean clone, `CI=true ./.ci/run`: 958 tests in 1,115 s on two workers,
-# 19 min 41 s with install and lint.
+# 2-core machine, clean clone, `CI=true ./.ci/run`: 1,041 tests in 864 s on two workers,
+# 15 min 31 s with install and lint.
 TEST_WORKERS ?= 2
 
 test: lint
