@@ -36,6 +36,7 @@ from rshash.archive.store import (
     Rows,
     publish,
     read_index,
+    verified_manifest,
     write_segments,
     writing,
 )
@@ -324,10 +325,13 @@ def publish_scenes(parts: list, out) -> Index:
 
 
 def _generation(location: Path) -> int:
+    """The generation of the index published at ``location`` (its manifest alone), 0
+    when there is none to replace."""
     try:
-        return read_index(location).generation
+        header = verified_manifest(location)
     except RshashError:
         return 0
+    return int((header or {}).get("generation", 0))
 
 
 def _concat(parts: list[Rows]) -> Rows:
