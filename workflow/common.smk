@@ -85,10 +85,7 @@ def backbone_weights(wildcards):
     """No input file; stops the workflow, before any job, when the backbone's weights
     are absent (the message names the file or cache path and the command that fills it).
     Checks only the backbones the requested targets need, without importing torch."""
-    try:
-        check_available(wildcards.backbone, config["backbones"][wildcards.backbone])
-    except RshashError as err:
-        raise WorkflowError(str(err)) from None
+    _backbone_checked(wildcards.backbone)
     return []
 
 
@@ -441,6 +438,7 @@ def archive_backbone_weights(wildcards):
 
 @functools.cache
 def _backbone_checked(name):
+    """check_available once a run per backbone (a run's config does not change)."""
     try:
         check_available(name, config["backbones"][name])
     except RshashError as err:

@@ -1,16 +1,16 @@
 """An archive of geo-referenced scenes, one job per scene (the workflow's
 ``rules/archive.smk``):
 
-1. :func:`embed_scene` (``rshash archive embed-scene``): chip one scene (windows read
+1. :func:`embed_scene` (``rshash scenes embed``): chip one scene (windows read
    with rasterio, rshash.archive.scenes), run the backbone on the chips, write the
    scene's features file (the features-file format, chip ids as image ids) with each
    chip's window and footprints, and the scene's quicklook for the map;
-2. :func:`fit_hash` (``rshash archive fit-hash``): an unsupervised method (ITQ by
+2. :func:`fit_hash` (``rshash scenes fit``): an unsupervised method (ITQ by
    default) fitted once on the features of the scenes named (or a sample of them),
    saved as a model file, so a scene added later is encoded with it and reruns alone;
-3. :func:`encode_scene` (``rshash archive encode-scene``): a scene's codes with the
+3. :func:`encode_scene` (``rshash scenes encode``): a scene's codes with the
    archive's model (fitted here, or a trained cell of the pipeline): the scene's part;
-4. :func:`publish_scenes` (``rshash archive publish``): the index over every scene's
+4. :func:`publish_scenes` (``rshash scenes publish``): the index over every scene's
    part, published atomically as every index is (rshash.archive.store), with the
    scenes' quicklooks; :func:`write_chips_table`: the chips as GeoParquet.
 
@@ -34,6 +34,7 @@ from rshash.archive.store import (
     VERSION,
     Index,
     Rows,
+    day_number,
     publish,
     read_index,
     verified_manifest,
@@ -43,7 +44,6 @@ from rshash.archive.store import (
 from rshash.digest import file_sha256, read_arrays, write_arrays
 
 PART_FORMAT = "rshash-scene-part"
-EPOCH = np.datetime64("1970-01-01", "D")
 
 
 def find_scene(source: dict, scene_id: str, base=".") -> Scene:
@@ -271,7 +271,7 @@ def publish_scenes(parts: list, out) -> Index:
         scenes.append(scene)
         n = len(arrays["ids"])
         lonlat = np.asarray(arrays["footprint"], np.float64)
-        day = int((np.datetime64(scene["date"], "D") - EPOCH).astype(np.int64))
+        day = day_number(scene["date"])
         pred = arrays.get("predicted_label")
         rows.append(
             Rows(
@@ -291,7 +291,7 @@ def publish_scenes(parts: list, out) -> Index:
                 },
             )
         )
-    all_rows = _concat(rows)
+    all_rows = Rows.concat(rows, int(model["bits"]) // 8)
     header = {
         "format": FORMAT,
         "version": VERSION,
@@ -334,18 +334,6 @@ def _generation(location: Path) -> int:
     return int((header or {}).get("generation", 0))
 
 
-def _concat(parts: list[Rows]) -> Rows:
-    has_pred = all(p.predicted_label is not None for p in parts)
-    return Rows(
-        np.concatenate([p.packed for p in parts]),
-        np.concatenate([p.image_id for p in parts]),
-        np.concatenate([p.path for p in parts]),
-        np.concatenate([p.label for p in parts]),
-        np.concatenate([p.predicted_label for p in parts]) if has_pred else None,
-        {k: np.concatenate([p.geo[k] for p in parts]) for k in parts[0].geo},
-    )
-
-
 def quicklooks(index: Index) -> dict[str, np.ndarray]:
     """Scene id -> its quicklook, RGBA uint8 in Web Mercator (memory maps)."""
     geo = index.header.get("geo") or {}
@@ -376,7 +364,7 @@ def chips_frame(index: Index):
         {
             "id": rows.image_id.astype(str),
             "scene": [scenes[i]["id"] for i in number],
-            "date": pd.to_datetime(EPOCH + np.asarray(rows.geo["date"]).astype("timedelta64[D]")),
+            "date": pd.to_datetime(np.asarray(rows.geo["date"]).astype("datetime64[D]")),
             "col_off": window[:, 0],
             "row_off": window[:, 1],
             "width": window[:, 2],

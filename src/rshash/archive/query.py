@@ -37,7 +37,7 @@ import numpy as np
 
 from rshash import RshashError
 from rshash.archive.encoder import Encoder
-from rshash.archive.store import Index
+from rshash.archive.store import Index, day_number
 from rshash.hamming import merge_topk
 
 ALPHA, BETA, GAMMA = 1.0, 0.75, 0.15
@@ -151,11 +151,10 @@ class Place:
             w, s, e, n = self.bbox
             b = seg.geo["lonlat_bounds"]
             keep &= (b[:, 0] <= e) & (b[:, 2] >= w) & (b[:, 1] <= n) & (b[:, 3] >= s)
-        epoch = np.datetime64("1970-01-01", "D")
         if self.date_from is not None:
-            keep &= seg.geo["date"] >= (np.datetime64(self.date_from[:10], "D") - epoch).astype(int)
+            keep &= seg.geo["date"] >= day_number(self.date_from)
         if self.date_to is not None:
-            keep &= seg.geo["date"] <= (np.datetime64(self.date_to[:10], "D") - epoch).astype(int)
+            keep &= seg.geo["date"] <= day_number(self.date_to)
         return keep
 
 

@@ -86,6 +86,23 @@ class Rows:
     def __len__(self) -> int:
         return len(self.image_id)
 
+    @classmethod
+    def concat(cls, parts: list[Rows], nbytes: int) -> Rows:
+        """The rows of ``parts`` one after the other (``nbytes``: a code's bytes, for
+        none); predicted labels and geo columns when every part has them."""
+        has_pred = bool(parts) and all(p.predicted_label is not None for p in parts)
+        has_geo = bool(parts) and all(p.geo is not None for p in parts)
+        return cls(
+            np.concatenate([p.packed for p in parts]) if parts else np.zeros((0, nbytes), "u1"),
+            np.concatenate([p.image_id for p in parts]) if parts else np.array([], str),
+            np.concatenate([p.path for p in parts]) if parts else np.array([], str),
+            np.concatenate([p.label for p in parts]) if parts else np.array([], np.int64),
+            np.concatenate([p.predicted_label for p in parts]) if has_pred else None,
+            {n: np.concatenate([p.geo[n] for p in parts]) for n in GEO_COLUMNS}
+            if has_geo
+            else None,
+        )
+
     def take(self, rows) -> Rows:
         pred = self.predicted_label
         return Rows(
@@ -109,6 +126,17 @@ GEO_COLUMNS = {
     "lonlat_bounds": (np.float64, (4,)),
     "date": (np.int32, ()),
 }
+
+
+def day_number(iso: str) -> int:
+    """A date (ISO, the day; a time after it is ignored) as the ``date`` column holds
+    it: days since 1970-01-01."""
+    return int(np.datetime64(str(iso)[:10], "D").astype(np.int64))
+
+
+def day_iso(days: int) -> str:
+    """The ISO date of a ``date`` column's day number."""
+    return str(np.datetime64(int(days), "D"))
 
 
 @njit(cache=True)
@@ -300,12 +328,11 @@ class Index:
         seg, r = self.locate(row)
         if seg.geo is None:
             return None
-        days = int(seg.geo["date"][r])
         return {
             "scene": self.scenes[int(seg.geo["scene"][r])],
             "window": [int(v) for v in seg.geo["window"][r]],
             "footprint": np.asarray(seg.geo["footprint"][r]).tolist(),
-            "date": (np.datetime64(0, "D") + days).item().isoformat(),
+            "date": day_iso(seg.geo["date"][r]),
         }
 
     def code_of(self, row: int) -> np.ndarray:
@@ -329,20 +356,7 @@ class Index:
     # every row in memory: for small indexes (the CLI's tables, tests)
     @cached_property
     def _all(self) -> Rows:
-        parts = [s.rows() for s in self.segments]
-        nbytes = self.bits // 8
-        has_pred = bool(parts) and all(p.predicted_label is not None for p in parts)
-        has_geo = bool(parts) and all(p.geo is not None for p in parts)
-        return Rows(
-            np.concatenate([p.packed for p in parts]) if parts else np.zeros((0, nbytes), "u1"),
-            np.concatenate([p.image_id for p in parts]) if parts else np.array([], str),
-            np.concatenate([p.path for p in parts]) if parts else np.array([], str),
-            np.concatenate([p.label for p in parts]) if parts else np.array([], np.int64),
-            np.concatenate([p.predicted_label for p in parts]) if has_pred else None,
-            {n: np.concatenate([p.geo[n] for p in parts]) for n in GEO_COLUMNS}
-            if has_geo
-            else None,
-        )
+        return Rows.concat([s.rows() for s in self.segments], self.bits // 8)
 
     # the columns of every row, in memory
     packed = property(lambda self: self._all.packed)
