@@ -79,13 +79,23 @@ def test_the_last_epoch_is_checked_and_not_restored_when_best():
     assert record.val_curve == [[2, 0.1], [4, 0.2], [5, 0.3]] and record.best_epoch == 5
 
 
-def test_without_a_validation_part_it_runs_max_epochs():
-    trained = []
-    record = train_to_convergence(POLICY, trained.append, None, lambda: None, lambda s: None)
-    assert trained == list(range(1, 51))
+def test_without_a_validation_part_it_runs_epochs_at_most_max_epochs():
+    def run(p):
+        trained = []
+        record = train_to_convergence(p, trained.append, None, lambda: None, lambda s: None)
+        assert trained == list(range(1, record.epochs_run + 1))
+        return record
+
+    record = run(POLICY)  # epochs None: max_epochs
     assert (record.epochs_run, record.best_epoch, record.best_val) == (50, 50, None)
     assert (record.stopped, record.max_epochs, record.still_rising) == ("no_validation", 50, None)
     assert cap_warning(record, "x") is None
+    assert run(ConvergenceParams(**{**POLICY.as_dict(), "epochs": 7})).epochs_run == 7
+    assert run(ConvergenceParams(**{**POLICY.as_dict(), "epochs": 70})).epochs_run == 50
+    # with a validation part, ``epochs`` is not a limit: the stop and max_epochs are
+    p = ConvergenceParams(**{**POLICY.as_dict(), "epochs": 2})
+    record, trained, _ = run_scripted(p, [0.1, 0.5, 0.4, 0.5, 0.45, 0.9])
+    assert (record.epochs_run, record.stopped) == (10, "patience")
 
 
 def test_the_record_says_how_training_stopped():
@@ -170,6 +180,21 @@ def test_refit_trains_on_fit_and_val_rows_for_the_best_epoch(blobs):
     assert not np.array_equal(model.encode(X).value, stopped.encode(X).value)
 
 
+def test_the_refit_runs_the_best_epoch_past_the_epochs_of_a_fit_without_validation(blobs):
+    """``epochs`` (a paper's count, run when there is no validation part) does not cut
+    the refit short: it runs the stop's best epoch."""
+    (X, y), (Xv, yv) = split_in_two(*blobs(n_classes=4, per_class=40, noise=0.3))
+    params = {"max_epochs": 150, "val_every": 1, "patience": 3, "grace": 0}
+    model = build("dpsh", 16, seed=3, **params, epochs=1)
+    model.fit(X, y, validation=Validation(Xv, yv))
+    rec = model.record
+    assert rec.best_epoch > 1 and rec.refit_epochs == rec.best_epoch
+    both = build("dpsh", 16, seed=3, **{**params, "epochs": rec.best_epoch})
+    both.fit(np.concatenate([X, Xv]), np.concatenate([y, yv]))
+    assert both.record.epochs_run == rec.best_epoch
+    np.testing.assert_array_equal(model.encode(X).value, both.encode(X).value)
+
+
 def test_runs_to_its_maximum_on_a_hard_set(blobs):
     # overlapping classes: the validation score still rises at every check of 12 epochs
     (X, y), (Xv, yv) = split_in_two(*blobs(n_classes=4, per_class=60, noise=1.5))
@@ -184,7 +209,12 @@ def test_runs_to_its_maximum_on_a_hard_set(blobs):
 @pytest.mark.parametrize("name", [n for n in method_names() if get_method(n).trained()])
 def test_every_trained_method_declares_one_policy_and_its_maximum(name):
     p = get_method(name).Params()
-    assert isinstance(p, ConvergenceParams) and p.max_epochs >= 30
+    assert isinstance(p, ConvergenceParams)
+    # the cap lets the stop fire after a best epoch of up to 3/4 of it (a cap within
+    # patience x val_every of the start can never let patience end training)
+    assert p.max_epochs >= 4 * p.patience * p.val_every
+    # without a validation part: the paper's count, within the cap
+    assert p.epochs is None or 0 < p.epochs <= p.max_epochs
     # milan restates grace (its slow, noisy curve: methods/milan.py), as each its maximum
     grace = 0.5 if name == "milan" else 0.0
     assert (p.val_every, p.patience, p.min_delta, p.grace, p.refit) == (5, 10, 0.0, grace, True)
@@ -287,6 +317,29 @@ def test_the_model_file_log_and_codes_record_the_training(cell):
     plot = rshash("plot-val", "--out", "w.png", "i.npz", cwd=cell)
     assert plot.returncode == 2 and "no validation curve" in plot.stderr
     assert not (cell / "w.png").exists()
+
+
+def test_a_split_without_val_rows_runs_the_methods_epochs(cell):
+    """val_fraction 0: nothing can stop training, so it runs the method's ``epochs``
+    (csq's paper count, 90, here set to 7), not its cap, and says so."""
+    split = make_split(manifest(4, 30), {"train_fraction": 0.6, "val_fraction": 0}, seed=0)
+    write_split(split, cell / "s0.parquet")
+    run = rshash(
+        "train",
+        *["--features", "f.h5", "--split", "s0.parquet", "--bits", 16, "--seed", 0],
+        *["--method", "csq", "--params", json.dumps({"epochs": 7})],
+        *["--model", "m.npz", "--codes", "c.parquet"],
+        cwd=cell,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "s0.parquet: no val rows, so no early stopping: training runs 7 epochs" in run.stdout
+    header = read_npz_header(cell / "m.npz", "model file")
+    assert (header["epochs_run"], header["stopped"], header["refit_epochs"]) == (
+        7,
+        "no_validation",
+        None,
+    )
+    assert get_method("csq").Params().epochs == 90
 
 
 def test_a_cell_stopped_at_its_cap_says_so_in_its_header_and_log(cell):

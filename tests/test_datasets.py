@@ -184,3 +184,33 @@ def test_swapping_two_images_of_equal_size_and_mtime_changes_the_listing(tmp_pat
         os.utime(p, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
     assert (a.stat().st_size, a.stat().st_mtime_ns) == (b.stat().st_size, b.stat().st_mtime_ns)
     assert folder_digest(tmp_path) != before
+
+
+def test_synthetic_classes_pair_each_texture_with_each_shape_once():
+    """Up to 50 synthetic classes: the first ten are the demo sets' (names, so files,
+    unchanged); the rest pair every texture with every shape once."""
+    import itertools
+
+    from rshash.data.synthetic import SHAPES, TEXTURES, class_names
+
+    assert class_names(10) == [
+        "disc_stripes", "square_checker", "triangle_dots", "ring_speckle", "cross_rings",
+        "disc_grid", "square_blobs", "triangle_finespeckle", "ring_waves", "cross_gradient",
+    ]  # fmt: skip
+    pairs = [tuple(name.split("_")) for name in class_names(50)]
+    assert sorted(pairs) == sorted(itertools.product(SHAPES, TEXTURES))
+    with pytest.raises(ValueError, match="2..50"):
+        class_names(51)
+
+
+def test_synthetic_classes_sharing_a_texture_differ_in_their_shape():
+    """Class 10 has class 0's texture and another shape: the same draws give the same
+    ground and a different object."""
+    import numpy as np
+
+    from rshash.data.synthetic import render
+
+    a = np.asarray(render(0, np.random.default_rng(3), noise=0), np.int16)
+    b = np.asarray(render(10, np.random.default_rng(3), noise=0), np.int16)
+    differs = np.abs(a - b).max(axis=2) > 0
+    assert 0.005 < differs.mean() < 0.5  # the objects, not the ground

@@ -194,7 +194,7 @@ def demo_maps(demo_extract):
 def test_retrieval_quality_on_demo_maps(demo_maps):
     d = demo_maps
     assert d["X_train"].shape[1:] == (1280, 7, 7) and d["X_train"].dtype == np.float16
-    m = build("dah", 32, seed=0, max_epochs=100).fit(d["X_train"], d["y_train"])
+    m = build("dah", 32, seed=0, epochs=100).fit(d["X_train"], d["y_train"])
     q, db = m.encode(d["X_query"]), m.encode(d["X_database"])
     score = map_all(q, d["y_query"], db, d["y_database"])
     # lsh on the pooled features (the maps' spatial average is the pooled feature)

@@ -104,10 +104,11 @@ def train_cell(
     validation = (
         Validation(_take(X, val_rows), feats.label[val_rows], val_metric) if len(val_rows) else None
     )
-    if trained and validation is None:
-        log(f"{split_path}: no val rows, so no early stopping: training runs max_epochs")
     with threadpool_limits(limits=threads):
         model = build(method, bits, seed=seed, threads=threads, **(params or {}))
+        if trained and validation is None:
+            n = model.p.epochs_without_validation()
+            log(f"{split_path}: no val rows, so no early stopping: training runs {n} epochs")
         y_fit = feats.label[train_rows] if model.supervised or validation else None
         model.fit(_take(X, train_rows), y_fit, validation=validation, log=log)
         # one line when it stopped at its cap with the validation score still climbing

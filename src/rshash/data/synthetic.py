@@ -1,9 +1,12 @@
 """The ``demo`` dataset: synthetic aerial-like tiles, generated offline.
 
-Class ``c`` is a pair (ground texture ``TEXTURES[c]``, object shape
-``SHAPES[c % 5]``): ten textures (stripes, checker board, dot lattice,
-speckle, concentric rings, grid, blobs, fine speckle, waves, gradient) and
-five shapes (disc, square, triangle, ring, cross). A texture keeps its
+Class ``c`` is a pair (ground texture ``TEXTURES[c % 10]``, object shape
+``SHAPES[(c + c // 10) % 5]``): ten textures (stripes, checker board, dot
+lattice, speckle, concentric rings, grid, blobs, fine speckle, waves,
+gradient) and five shapes (disc, square, triangle, ring, cross), so up to 50
+classes, each pair once. The first ten differ in texture (and the demo sets
+use those); from the eleventh on, classes that share a texture differ only in
+their shape, a harder set (``benchmarks/convergence.py --classes 30``). A texture keeps its
 orientation and period within its class; everything else is a nuisance drawn
 at random per image and shared by all classes: the two ground colours and the
 object colour, the texture's phase, the number, size, position and rotation
@@ -33,7 +36,7 @@ TEXTURES = (
     "waves",
     "gradient",
 )
-MAX_CLASSES = len(TEXTURES)
+MAX_CLASSES = len(TEXTURES) * len(SHAPES)
 _ANGLE = 0.3  # texture orientation (radians), the same for every class
 _PERIOD = 10.0  # texture period (pixels at 96 px), scaled with the tile size
 
@@ -41,7 +44,17 @@ _PERIOD = 10.0  # texture period (pixels at 96 px), scaled with the tile size
 def class_names(n_classes: int) -> list[str]:
     if not 2 <= n_classes <= MAX_CLASSES:
         raise ValueError(f"synthetic n_classes must be 2..{MAX_CLASSES}, got {n_classes}")
-    return [f"{SHAPES[c % len(SHAPES)]}_{TEXTURES[c]}" for c in range(n_classes)]
+    return [f"{_shape(c)}_{_texture(c)}" for c in range(n_classes)]
+
+
+def _texture(label: int) -> str:
+    return TEXTURES[label % len(TEXTURES)]
+
+
+def _shape(label: int) -> str:
+    # block b = label // 10 shifts the shape by b: over the five blocks each texture
+    # meets each shape once; block 0 is the original ten classes (shape label % 5)
+    return SHAPES[(label + label // len(TEXTURES)) % len(SHAPES)]
 
 
 def _random_colour(rng) -> tuple[int, int, int]:
@@ -127,7 +140,7 @@ def render(
     label: int, rng: np.random.Generator, size: int = 96, noise: float = 15.0
 ) -> Image.Image:
     """One tile of class ``label``."""
-    t = _pattern(rng, TEXTURES[label], size)[..., None]
+    t = _pattern(rng, _texture(label), size)[..., None]
     base = np.array(_random_colour(rng), np.float32)
     other = 255 - base  # a contrasting second colour keeps the texture visible
     img = Image.fromarray(np.clip(base * (1 - t) + other * t, 0, 255).astype(np.uint8))
@@ -136,7 +149,7 @@ def render(
     for _ in range(int(rng.integers(1, 4))):
         r = rng.uniform(0.08, 0.2) * size
         cx, cy = rng.uniform(r, size - r, size=2)
-        _draw_shape(draw, SHAPES[label % len(SHAPES)], cx, cy, r, colour, rng.uniform(0, 2 * np.pi))
+        _draw_shape(draw, _shape(label), cx, cy, r, colour, rng.uniform(0, 2 * np.pi))
     img = img.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0, 0.5))))
     arr = np.asarray(img, dtype=np.float32) + rng.normal(0, noise, size=(size, size, 3))
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))

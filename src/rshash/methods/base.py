@@ -112,7 +112,7 @@ class HashMethod:
         (an [N, C, h, w] array for maps, a dict of named arrays for layers).
 
         A trained method stops early on ``validation`` (rshash.methods.convergence)
-        and keeps what happened in ``record``; without one it runs ``max_epochs``. With
+        and keeps what happened in ``record``; without one it runs ``epochs``. With
         its policy's ``refit`` it is then fitted again on X and the validation rows for
         the best epoch's number of epochs. ``log`` receives a line per validation check."""
         if not isinstance(X, dict):
@@ -138,13 +138,14 @@ class HashMethod:
 
     def _refit(self, X, y: np.ndarray, validation: Validation) -> None:
         """Fit again from the seed on X then the validation rows, for the stop's best
-        epoch (no validation part: the policy runs exactly ``max_epochs``)."""
+        epoch (no validation part: the policy runs exactly ``max_epochs``, ``epochs``
+        None)."""
         record, policy = self.record, self.p
         X, y = joined(X, validation.X), np.concatenate([y, validation.y])
         if self._log is not None:
             self._log(f"refit on {len(y)} rows (fit + val) for {record.best_epoch} epochs")
         self._validation, self._fit_part = None, (X, y)
-        self.p = dataclasses.replace(policy, max_epochs=record.best_epoch)
+        self.p = dataclasses.replace(policy, max_epochs=record.best_epoch, epochs=None)
         try:
             self._fit(X, y)
         finally:

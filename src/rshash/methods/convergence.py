@@ -11,10 +11,11 @@ once ``patience`` checks in a row have not beaten the best score by more than
 the model is put back to its state at the best check.
 
 The policy's parameters are the same for every method (``ConvergenceParams``, a base of
-each trained method's Params); a method restates its own ``max_epochs`` (its paper's
-budget where the paper gives one) and no other unless measured to need it (milan's
-``grace``), and a variant of it that changes none of them keeps its parent's policy.
-A fit without a validation part runs ``max_epochs``.
+each trained method's Params); a method restates its own ``max_epochs`` (a cap set
+well above where its stop has fired, so that it does not bind) and ``epochs`` (its
+paper's count where the paper gives one) and no other unless measured to need it
+(milan's ``grace``), and a variant of it that changes none of them keeps its parent's
+policy. A fit without a validation part runs ``epochs``, at most ``max_epochs``.
 
 With ``refit`` (the default) the stop only chooses the number of epochs: the model
 is then fitted again from its seed on the whole train part (fit and validation rows)
@@ -27,7 +28,7 @@ What happened is a :class:`TrainingRecord`: the epochs run, the best epoch, the 
 validation score and the curve, the epochs of the refit, and how training ended
 (``stopped``: ``patience``, the stop fired; ``cap``, it ran to ``max_epochs``, with
 ``still_rising`` when the best check was within the last ``patience`` checks, i.e. the
-score was still climbing; ``no_validation``, no validation part, so ``max_epochs`` by
+score was still climbing; ``no_validation``, no validation part, so ``epochs`` by
 design), written at the top of the model file's header. :func:`cap_warning` is the
 training log's line for a cell that stopped at its cap still rising.
 
@@ -56,9 +57,23 @@ class ConvergenceParams(Params):
     """The convergence policy. Every ``val_every`` epochs a check; stop after
     ``patience`` checks without an improvement above ``min_delta`` once ``grace`` x the
     best epoch has passed since the best; at most ``max_epochs`` (each method states
-    its own); with ``refit``, fit again on train + val for the best epoch's epochs."""
+    its own); with ``refit``, fit again on train + val for the best epoch's epochs.
+    Without a validation part: ``epochs``."""
 
-    max_epochs: int = param(min=0, max=100_000)  # 0: the untrained network (a reference)
+    # A safety limit, not a budget: each method's is several times the most epochs its
+    # stop has needed on the sets measured (README, "Training to convergence"), so that the
+    # stop, not the cap, ends training. 0: the untrained network (a reference).
+    max_epochs: int = param(min=0, max=100_000)
+    # Without a validation part (a protocol's val_fraction 0, or a fit given none) nothing
+    # can stop training: it runs ``epochs`` (at most max_epochs; None: max_epochs). Each
+    # method states its paper's epoch count where the paper gives one, else the fixed
+    # budget it had before training to convergence.
+    epochs: int | None = param(None, min=0, max=100_000)
+
+    def epochs_without_validation(self) -> int:
+        """The epochs a fit without a validation part runs: ``epochs``, at most
+        ``max_epochs``."""
+        return self.max_epochs if self.epochs is None else min(self.epochs, self.max_epochs)
     # 5 x 10: 50 epochs without a better validation score stop training. Checked on the
     # 250-images-a-class demo set (benchmarks/convergence.py: each stopped model within
     # 0.01 validation mAP of 4x its epochs) and on UC Merced (README, "Training to
@@ -137,7 +152,7 @@ class TrainingRecord:
     val_metric: str | None = None
     refit_epochs: int | None = None  # epochs of the refit on train + val (None: no refit)
     # how it ended: "patience" (the stop fired), "cap" (ran to max_epochs) or
-    # "no_validation" (no validation part: max_epochs by design)
+    # "no_validation" (no validation part: ``epochs`` by design)
     stopped: str | None = None
     max_epochs: int | None = None  # the cap it ran under
     # at the cap: whether the best check was within the last ``patience`` checks (the
@@ -188,14 +203,16 @@ def train_to_convergence(
     log: Callable[[str], None] | None = None,
 ) -> TrainingRecord:
     """Run ``one_epoch(epoch)`` for epoch 1, 2, ... under the policy ``p``; ``score()``
-    is the validation score now (None: no validation part, run ``max_epochs``).
-    ``snapshot()`` copies the model's state and ``restore(copy)`` puts it back."""
+    is the validation score now (None: no validation part, run ``epochs``, at most
+    ``max_epochs``). ``snapshot()`` copies the model's state and ``restore(copy)`` puts
+    it back."""
     curve: list[list] = []
     best, best_epoch, best_state, waited = -math.inf, 0, None, 0
     epoch, fired = 0, False
-    for epoch in range(1, p.max_epochs + 1):
+    last = p.max_epochs if score is not None else p.epochs_without_validation()
+    for epoch in range(1, last + 1):
         one_epoch(epoch)
-        if score is None or (epoch % p.val_every and epoch != p.max_epochs):
+        if score is None or (epoch % p.val_every and epoch != last):
             continue
         value = score()
         curve.append([epoch, value])

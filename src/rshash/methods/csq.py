@@ -74,9 +74,12 @@ def csq_loss(u, centers, lam: float):
 
 @dataclass(frozen=True, kw_only=True)
 class CSQParams(MLPParams, EpochParams, AdamParams):
-    """The released code's settings, lam from DeepHash-pytorch (module docstring)."""
+    """The released code's settings, lam from DeepHash-pytorch (module docstring): its
+    90 epochs are ``epochs``, run without a validation part, and its rate step every 10
+    stays; with one, at most 300."""
 
-    max_epochs: int = 90
+    max_epochs: int = 300
+    epochs: int | None = 90
     batch_size: int = 64
     lr: float = 1e-3
     lr_decay: float = param(0.7, min=0)

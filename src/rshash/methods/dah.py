@@ -277,8 +277,9 @@ def _check_maps(X: np.ndarray, shape=None) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class DAHParams(EpochParams, SGDParams):
-    """Defaults: alpha, beta (sec. IV-G, Fig. 8); epochs, batch_size, momentum,
-    weight_decay (sec. IV-A); spatial_kernel (sec. III-A: 1 x 1 convolution);
+    """Defaults: alpha, beta (sec. IV-G, Fig. 8); epochs (30, run without a validation
+    part; with one, at most 300: 30 cannot stop), batch_size, momentum, weight_decay
+    (sec. IV-A); spatial_kernel (sec. III-A: 1 x 1 convolution);
     pair_reduction "sum" (eq. 9); reduction (CBAM [41], the paper gives none);
     lr, gate_bias and input_norm chosen on a validation part of the train rows
     (module docstring)."""
@@ -286,7 +287,8 @@ class DAHParams(EpochParams, SGDParams):
     alpha: float = param(1.0, min=0)
     beta: float = param(1.0, min=0)
     attention: bool = True
-    max_epochs: int = 30
+    max_epochs: int = 300
+    epochs: int | None = 30
     batch_size: int = 36
     lr: float = 1e-4
     weight_decay: float = 5e-4

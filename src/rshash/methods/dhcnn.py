@@ -79,11 +79,14 @@ from rshash.params import param
 class DHCNNParams(EpochSGDParams):
     """eta 0.2 and beta 25 (paper sec. IV-A, IV-E); the optimiser after DPSH's code at a
     constant rate of 0.02 chosen on a validation part (module docstring); no hidden
-    layer: the paper's single linear hash layer on the features."""
+    layer: the paper's single linear hash layer on the features. The paper gives no
+    epoch count: ``epochs`` 150 without a validation part (DPSH's); at most 600 with
+    one."""
 
     eta: float = param(0.2, min=0, max=1)
     beta: float = param(25.0, min=0)
-    max_epochs: int = 150
+    max_epochs: int = 600
+    epochs: int | None = 150
     batch_size: int = 128
     lr: float = 0.02
     weight_decay: float = 1e-5

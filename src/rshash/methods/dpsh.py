@@ -53,9 +53,11 @@ from rshash.params import param
 @dataclass(frozen=True, kw_only=True)
 class DPSHParams(EpochSGDParams):
     """The released code's settings with momentum 0.9 and the step at epoch 100
-    (module docstring)."""
+    (module docstring); its 150 epochs are ``epochs``, run without a validation part;
+    with one, at most 600."""
 
-    max_epochs: int = 150
+    max_epochs: int = 600
+    epochs: int | None = 150
     batch_size: int = 128
     lr: float = 0.05
     weight_decay: float = 1e-5

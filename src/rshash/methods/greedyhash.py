@@ -36,9 +36,12 @@ from rshash.params import param
 
 @dataclass(frozen=True, kw_only=True)
 class GreedyHashParams(EpochSGDParams):
-    """The released supervised code's settings (module docstring)."""
+    """The released supervised code's settings (module docstring): its 50 epochs are
+    ``epochs``, run without a validation part, and its rate step at 30 stays; with
+    one, at most 500 (50 cannot stop: patience alone is 50 epochs)."""
 
-    max_epochs: int = 50
+    max_epochs: int = 500
+    epochs: int | None = 50
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 5e-4

@@ -63,9 +63,11 @@ from rshash.params import param
 @dataclass(frozen=True, kw_only=True)
 class HashNetParams(MLPParams, SGDParams):
     """The released code's settings; lr 0.01 chosen on a validation part (module
-    docstring); at most 500 epochs, stopped on the validation part. ``alpha`` null: 10 / K."""
+    docstring); ``epochs`` 500 without a validation part; with one, at most 2,000,
+    stopped on it. ``alpha`` null: 10 / K."""
 
-    max_epochs: int = 500
+    max_epochs: int = 2000
+    epochs: int | None = 500
     batch_size: int = param(72, min=2, max=65_536)
     lr: float = 0.01
     weight_decay: float = 5e-4

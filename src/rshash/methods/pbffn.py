@@ -230,9 +230,11 @@ def _network(widths, width: int, bits: int, n_classes: int, se_reduction: int):
 @dataclass(frozen=True, kw_only=True)
 class PBFFNParams(EpochParams, AdamParams):
     """The paper's settings (sec. IV-A) and those chosen on a validation part of the
-    train rows (alpha, tau, width, epochs; module docstring)."""
+    train rows (alpha, tau, width, epochs; module docstring). ``epochs`` 100 without a
+    validation part; with one, at most 400."""
 
-    max_epochs: int = 100
+    max_epochs: int = 400
+    epochs: int | None = 100
     batch_size: int = 32
     lr: float = 5e-4
     lr_step_epochs: int = param(30, min=1)

@@ -3,7 +3,7 @@
 A trained method's model file (``models/{cell}.npz``) records how its training ended
 (rshash.methods.convergence): ``stopped`` is ``patience`` (the stop fired), ``cap`` (it
 ran to ``max_epochs``; ``still_rising`` when the best check was within the last
-``patience`` checks) or ``no_validation`` (``max_epochs`` by design); a method fitted
+``patience`` checks) or ``no_validation`` (``epochs`` by design); a method fitted
 in closed form records none. The cell comes from the file's path (the results layout),
 since the header names the base method, not the variant. Standard library + numpy only
 (the header is read without the arrays).
