@@ -33,9 +33,10 @@ halved every 2000 iterations (``lr_step``). Each iteration sees two batches
 of 36 images; here one batch of 72 (``batch_size``) with all its pairs. The
 released code runs 10,000 iterations, out of the project's budget (under
 45 s for one UC Merced fit on one CPU thread; 1,000 iterations took about
-14 s of CPU time here). The budget is now at most 500 epochs (about 7,000
-iterations on UC Merced's train rows), stopped on the split's validation part
-(rshash.methods.convergence); beta and the rate step still count iterations.
+14 s of CPU time here). It is now stopped on the split's validation part
+(rshash.methods.convergence), at most 2,000 epochs (``epochs`` 500, about 7,000
+iterations on UC Merced's train rows, without one); beta and the rate step still
+count iterations.
 Before that, ``iterations`` 2000 (final beta sqrt(11), about 3.3) and ``lr`` 0.01
 were chosen on a validation part of the UC Merced train split (dmch_60_40
 split 0, 80 / 20, 32 bits, validation mAP@all: 1500 / 2000 / 3000 / 4000

@@ -70,7 +70,7 @@ seed noise, 0.7 keeping the rotated copies closer: rotation_top3 +0.03;
 2 lower), ``width`` = 128 (256 about 0.005 better at twice the time),
 ``epochs`` = 30 (10-20 slightly lower, 40-60 lower: the losses reach ~0
 within 10 epochs and the fit overfits). Trained to convergence now
-(rshash.methods.convergence): at most 100 epochs, and the state of the best
+(rshash.methods.convergence): at most 400 epochs, and the state of the best
 validation check is kept, which is what guards against that overfitting.
 ``se_reduction`` = 4 is not tuned.
 ``input_norm`` "standardize" is the project's choice for these features
