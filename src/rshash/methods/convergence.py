@@ -74,6 +74,7 @@ class ConvergenceParams(Params):
         """The epochs a fit without a validation part runs: ``epochs``, at most
         ``max_epochs``."""
         return self.max_epochs if self.epochs is None else min(self.epochs, self.max_epochs)
+
     # 5 x 10: 50 epochs without a better validation score stop training. Checked on the
     # 250-images-a-class demo set (benchmarks/convergence.py: each stopped model within
     # 0.01 validation mAP of 4x its epochs) and on UC Merced (README, "Training to
