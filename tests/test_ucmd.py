@@ -45,7 +45,7 @@ def test_ucmd_floors(repo, tmp_path, ucmd_data_dir, snakemake):
             "seeds": [0],
         }
     }
-    # a floor: milan capped at 300 epochs (its default 500 stops on validation; this
+    # a floor: milan capped at 300 epochs (its default cap, 6,000, lets the stop end it; this
     # keeps the guard to about 15 CPU-seconds of training)
     cfg["variants"]["milan"]["params"] = {"max_epochs": 300}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
