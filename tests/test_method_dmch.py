@@ -212,7 +212,7 @@ def test_registry_defaults_and_bad_parameters():
     with pytest.raises(RshashError, match="mining"):
         build("dmch", 32, mining="hard")
     with pytest.raises(RshashError, match="unknown parameter"):
-        build("dmch", 32, epochs=3)
+        build("dmch", 32, n_epochs=3)  # the policy has max_epochs and epochs
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
