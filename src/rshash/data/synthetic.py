@@ -6,11 +6,11 @@ lattice, speckle, concentric rings, grid, blobs, fine speckle, waves,
 gradient) and five shapes (disc, square, triangle, ring, cross), so up to 50
 classes, each pair once. The first ten differ in texture (and the demo sets
 use those); from the eleventh on, classes that share a texture differ only in
-their shape, a harder set (``benchmarks/convergence.py --classes 30``). A texture keeps its
-orientation and period within its class; everything else is a nuisance drawn
-at random per image and shared by all classes: the two ground colours and the
-object colour, the texture's phase, the number, size, position and rotation
-of the objects, a blur and pixel noise. The random colours dominate an
+their shape, a harder set (``benchmarks/convergence.py --classes 30``). A
+texture keeps its orientation and period within its class; everything else is
+a nuisance drawn at random per image and shared by all classes: the two ground
+colours and the object colour, the texture's phase, the number, size, position
+and rotation of the objects, a blur and pixel noise. The random colours dominate an
 unsupervised embedding of ImageNet features (``lsh`` at 16 bits stays near
 0.45 mAP@all) while a supervised hash learns texture and shape (``milan`` at
 32 bits above 0.9); ``noise`` sets how hard it is.
